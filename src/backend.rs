@@ -1,0 +1,462 @@
+//! BackendActor: one upstream MCP server. It owns the upstream session (stdio child or
+//! streamable HTTP over the backend's own pooled `reqwest::Client`), watches it, probes it with
+//! MCP `ping`, and re-lists its capabilities when the upstream says they changed.
+//!
+//! Accepts `Connect` and `Shutdown` (from the supervisor), `ConnectionLost` (from its session
+//! watcher, its health probe and the call path) and `ListChanged` (from its upstream handler).
+//! Emits `BackendStateChanged` to the supervisor and `ServerUpdated` to the router.
+//!
+//! Calls never enter the mailbox: the actor publishes the live session in a `watch` channel and
+//! `BackendHandle::call_tool` reads it, so calls to one backend run concurrently (rmcp
+//! multiplexes them by request id over the shared HTTP connection pool).
+
+mod connect;
+mod relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequestParams,
+    CompleteResult, GetPromptRequestParams, GetPromptResult, ReadResourceRequestParams, ReadResourceResult,
+    ServerResult, SubscribeRequestParams, UnsubscribeRequestParams,
+};
+use rmcp::service::{PeerRequestOptions, RequestContext, RoleClient, RoleServer, ServiceError};
+use rmcp::Peer;
+use tokio::sync::watch;
+
+use crate::crd::McpServer;
+use crate::crd::status::State;
+use crate::routing::catalog::ServerCapabilities;
+pub use relay::Relay;
+
+/// Why a backend call or connection failed. Messages name the server, never a credential.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("server {server} is not connected (state {state}{})", last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    NotConnected { server: String, state: State, last_error: Option<String> },
+    #[error("server {server} did not answer within {}s", timeout.as_secs())]
+    Timeout { server: String, timeout: Duration },
+    #[error("server {server} failed: {message}")]
+    Upstream { server: String, message: String },
+    #[error("server {server} returned an error: {message}")]
+    Protocol { server: String, code: i32, message: String },
+    #[error("call to {server} was cancelled by the client")]
+    Cancelled { server: String },
+}
+
+impl Error {
+    /// Transport-level failures, after which the session is rebuilt and the call retried once.
+    fn is_connection_loss(&self) -> bool {
+        matches!(self, Self::Upstream { .. })
+    }
+}
+
+/// The live upstream session, as published to callers.
+#[derive(Clone)]
+pub struct Link {
+    pub peer: Peer<RoleClient>,
+    pub generation: u64,
+}
+
+/// What callers can see of a backend without asking its mailbox.
+#[derive(Clone)]
+pub struct Connection {
+    pub link: Option<Link>,
+    pub state: State,
+    pub last_error: Option<String>,
+}
+
+/// How other modules reach a backend.
+#[derive(Clone)]
+pub struct BackendHandle {
+    pub name: Arc<str>,
+    addr: Addr<BackendActor>,
+    connection: watch::Receiver<Connection>,
+    relay: Arc<Relay>,
+    timeout: Duration,
+}
+
+/// The agent session a request came from: where progress, logging, sampling, elicitation and
+/// roots requests of the upstream go back to.
+#[derive(Clone)]
+pub struct Caller {
+    /// Unique per agent session (assigned when the session starts).
+    pub agent_id: u64,
+    pub peer: Peer<RoleServer>,
+    pub ct: tokio_util::sync::CancellationToken,
+    pub progress_token: Option<rmcp::model::ProgressToken>,
+}
+
+impl Caller {
+    pub fn from_context(agent_id: u64, context: &RequestContext<RoleServer>) -> Self {
+        Self { agent_id, peer: context.peer.clone(), ct: context.ct.clone(), progress_token: context.meta.get_progress_token() }
+    }
+}
+
+impl BackendHandle {
+    /// Sends a lifecycle command (`Connect`, `Shutdown`) to the actor.
+    pub fn tell<M>(&self, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        BackendActor: Handler<M>,
+    {
+        self.addr.do_send(msg);
+    }
+
+    pub fn connection(&self) -> Connection {
+        self.connection.borrow().clone()
+    }
+
+    /// Calls one upstream tool. On a lost connection the session is rebuilt and the call is
+    /// retried once (Muster #999: a dead session must not need an operator).
+    pub async fn call_tool(&self, params: CallToolRequestParams, caller: &Caller) -> Result<CallToolResponse, Error> {
+        let request = || ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
+        let result = self.request(request(), caller).await?;
+        match result {
+            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => Ok(CallToolResponse::InputRequired(result)),
+            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
+            ServerResult::EmptyResult(_) => Ok(CallToolResponse::Complete(rmcp::model::CallToolResult::success(Vec::new()))),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    pub async fn read_resource(&self, params: ReadResourceRequestParams, caller: &Caller) -> Result<ReadResourceResult, Error> {
+        match self.request(ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(params)), caller).await? {
+            ServerResult::ReadResourceResult(result) => Ok(result),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    pub async fn get_prompt(&self, params: GetPromptRequestParams, caller: &Caller) -> Result<GetPromptResult, Error> {
+        match self.request(ClientRequest::GetPromptRequest(rmcp::model::GetPromptRequest::new(params)), caller).await? {
+            ServerResult::GetPromptResult(result) => Ok(result),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    pub async fn complete(&self, params: CompleteRequestParams, caller: &Caller) -> Result<CompleteResult, Error> {
+        match self.request(ClientRequest::CompleteRequest(rmcp::model::CompleteRequest::new(params)), caller).await? {
+            ServerResult::CompleteResult(result) => Ok(result),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    pub async fn subscribe(&self, params: SubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
+        self.relay.subscribe(&params.uri, caller);
+        self.request(ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params)), caller).await.map(drop)
+    }
+
+    pub async fn unsubscribe(&self, params: UnsubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
+        self.relay.unsubscribe(&params.uri, caller);
+        self.request(ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params)), caller).await.map(drop)
+    }
+
+    fn unexpected(&self) -> Error {
+        Error::Upstream { server: self.name.to_string(), message: "unexpected response type".into() }
+    }
+
+    async fn request(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
+        let link = self.current_link()?;
+        match self.send(&link, request.clone(), caller).await {
+            Err(e) if e.is_connection_loss() => {
+                self.addr.do_send(ConnectionLost { generation: link.generation, reason: e.to_string() });
+                let link = self.next_link(link.generation).await.ok_or(e)?;
+                self.send(&link, request, caller).await
+            }
+            other => other,
+        }
+    }
+
+    fn current_link(&self) -> Result<Link, Error> {
+        let connection = self.connection.borrow();
+        connection.link.clone().ok_or_else(|| Error::NotConnected {
+            server: self.name.to_string(),
+            state: connection.state,
+            last_error: connection.last_error.clone(),
+        })
+    }
+
+    /// Waits (bounded by the server's timeout) for a session newer than `generation`.
+    async fn next_link(&self, generation: u64) -> Option<Link> {
+        let mut rx = self.connection.clone();
+        let wait = rx.wait_for(|c| c.link.as_ref().is_some_and(|l| l.generation > generation));
+        match tokio::time::timeout(self.timeout, wait).await {
+            Ok(Ok(connection)) => connection.link.clone(),
+            _ => None,
+        }
+    }
+
+    async fn send(&self, link: &Link, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
+        let server = self.name.to_string();
+        let options = PeerRequestOptions::no_options();
+        let handle = link.peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;
+        // Progress notifications for this call carry rmcp's token; route them back to the caller.
+        let _route = self.relay.begin_call(&handle.progress_token, caller);
+        let ct = caller.ct.clone();
+        let id = handle.id.clone();
+        let peer = link.peer.clone();
+        tokio::select! {
+            result = handle.await_response() => result.map_err(|e| map_service_error(&server, e)),
+            () = ct.cancelled() => {
+                let _ = peer.send_notification(rmcp::model::CancelledNotification::new(
+                    rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()))
+                ).into()).await;
+                Err(Error::Cancelled { server })
+            }
+        }
+    }
+}
+
+fn map_service_error(server: &str, error: ServiceError) -> Error {
+    let server = server.to_owned();
+    match error {
+        ServiceError::McpError(e) => Error::Protocol { server, code: e.code.0, message: e.message.to_string() },
+        ServiceError::Timeout { timeout } => Error::Timeout { server, timeout },
+        ServiceError::Cancelled { .. } => Error::Cancelled { server },
+        other => Error::Upstream { server, message: other.to_string() },
+    }
+}
+
+/// Supervisor -> backend: (re)connect now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect;
+
+/// Supervisor -> backend: close the session and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The session of `generation` is gone (child exit, failed ping, transport error).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectionLost {
+    pub generation: u64,
+    pub reason: String,
+}
+
+/// The upstream announced `notifications/*/list_changed`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ListChanged {
+    pub generation: u64,
+}
+
+/// Backend -> supervisor: the backend's state changed.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct BackendStateChanged {
+    pub name: String,
+    pub state: State,
+    pub error: Option<String>,
+}
+
+/// Backend -> router: a server's capabilities or state changed.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct ServerUpdated {
+    pub capabilities: Option<ServerCapabilities>,
+    pub handle: BackendHandle,
+}
+
+pub struct BackendActor {
+    definition: Arc<McpServer>,
+    http: reqwest::Client,
+    health_interval: Duration,
+    supervisor: Recipient<BackendStateChanged>,
+    router: Recipient<ServerUpdated>,
+    connection: watch::Sender<Connection>,
+    relay: Arc<Relay>,
+    generation: u64,
+    session_cancel: Option<tokio_util::sync::CancellationToken>,
+    health: Option<SpawnHandle>,
+    stopping: bool,
+}
+
+impl BackendActor {
+    /// Starts the actor and returns its handle. It does not connect until `Connect`.
+    pub fn start(
+        definition: Arc<McpServer>,
+        health_interval: Duration,
+        supervisor: Recipient<BackendStateChanged>,
+        router: Recipient<ServerUpdated>,
+    ) -> Result<BackendHandle, connect::Error> {
+        let http = connect::http_client(&definition)?;
+        let (tx, rx) = watch::channel(Connection { link: None, state: State::Stopped, last_error: None });
+        let relay = Arc::new(Relay::new(definition.name().to_owned()));
+        let timeout = definition.timeout();
+        let name: Arc<str> = definition.name().into();
+        let actor = Self {
+            definition,
+            http,
+            health_interval,
+            supervisor,
+            router,
+            connection: tx,
+            relay: relay.clone(),
+            generation: 0,
+            session_cancel: None,
+            health: None,
+            stopping: false,
+        };
+        let addr = actor.start();
+        Ok(BackendHandle { name, addr, connection: rx, relay, timeout })
+    }
+
+    fn backend_handle(&self, ctx: &Context<Self>) -> BackendHandle {
+        BackendHandle {
+            name: self.definition.name().into(),
+            addr: ctx.address(),
+            connection: self.connection.subscribe(),
+            relay: self.relay.clone(),
+            timeout: self.definition.timeout(),
+        }
+    }
+
+    fn set_state(&mut self, ctx: &Context<Self>, state: State, error: Option<String>, link: Option<Link>) {
+        self.connection.send_replace(Connection { link, state, last_error: error.clone() });
+        self.supervisor.do_send(BackendStateChanged { name: self.definition.name().to_owned(), state, error });
+        self.router.do_send(ServerUpdated { capabilities: None, handle: self.backend_handle(ctx) });
+    }
+
+    fn drop_session(&mut self, ctx: &mut Context<Self>) {
+        if let Some(cancel) = self.session_cancel.take() {
+            cancel.cancel();
+        }
+        if let Some(health) = self.health.take() {
+            ctx.cancel_future(health);
+        }
+    }
+
+    fn connected_state(&self) -> State {
+        match self.definition.spec.server_type {
+            Some(crate::crd::ServerType::Stdio) => State::Running,
+            _ => State::Connected,
+        }
+    }
+
+    fn start_health_probe(&mut self, ctx: &mut Context<Self>, peer: Peer<RoleClient>, generation: u64) {
+        let timeout = self.definition.timeout();
+        let handle = ctx.run_interval(self.health_interval, move |_, ctx| {
+            let peer = peer.clone();
+            let addr = ctx.address();
+            actix::spawn(async move {
+                let ping = peer.send_request(ClientRequest::PingRequest(rmcp::model::PingRequest::default()));
+                let reason = match tokio::time::timeout(timeout, ping).await {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => format!("health probe failed: {e}"),
+                    Err(_) => format!("health probe timed out after {}s", timeout.as_secs()),
+                };
+                addr.do_send(ConnectionLost { generation, reason });
+            });
+        });
+        self.health = Some(handle);
+    }
+}
+
+impl Actor for BackendActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.drop_session(ctx);
+    }
+}
+
+impl Handler<Connect> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Connect, ctx: &mut Self::Context) {
+        if self.stopping {
+            return;
+        }
+        self.drop_session(ctx);
+        self.generation += 1;
+        let generation = self.generation;
+        let state = match self.connected_state() {
+            State::Running => State::Starting,
+            _ => State::Connecting,
+        };
+        self.set_state(ctx, state, None, None);
+        let definition = self.definition.clone();
+        let http = self.http.clone();
+        let relay = self.relay.clone();
+        let handler = relay::UpstreamHandler::new(relay, ctx.address().downgrade().recipient(), generation);
+        let connecting = async move { connect::connect(&definition, http, handler).await };
+        ctx.spawn(connecting.into_actor(self).map(move |result, actor, ctx| {
+            if actor.generation != generation || actor.stopping {
+                return; // superseded; the session (if any) is dropped here
+            }
+            match result {
+                Ok(connected) => {
+                    let peer = connected.peer.clone();
+                    actor.session_cancel = Some(connected.cancel.clone());
+                    let addr = ctx.address();
+                    let waiting = connected.closed;
+                    actix::spawn(async move {
+                        let reason = waiting.await;
+                        addr.do_send(ConnectionLost { generation, reason });
+                    });
+                    actor.start_health_probe(ctx, peer.clone(), generation);
+                    let link = Link { peer, generation };
+                    let state = actor.connected_state();
+                    actor.set_state(ctx, state, None, Some(link));
+                    actor.router.do_send(ServerUpdated {
+                        capabilities: Some(connected.capabilities),
+                        handle: actor.backend_handle(ctx),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(server = actor.definition.name(), error = %e, "connect failed");
+                    actor.set_state(ctx, State::Failed, Some(e.to_string()), None);
+                }
+            }
+        }));
+    }
+}
+
+impl Handler<ConnectionLost> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionLost, ctx: &mut Self::Context) {
+        if msg.generation != self.generation || self.stopping || self.connection.borrow().link.is_none() {
+            return;
+        }
+        tracing::warn!(server = self.definition.name(), reason = %msg.reason, "upstream connection lost");
+        self.drop_session(ctx);
+        self.set_state(ctx, State::Failed, Some(msg.reason), None);
+    }
+}
+
+impl Handler<ListChanged> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ListChanged, ctx: &mut Self::Context) {
+        let Some(link) = self.connection.borrow().link.clone() else { return };
+        if msg.generation != link.generation {
+            return;
+        }
+        let definition = self.definition.clone();
+        let relisting = async move { connect::list_capabilities(&definition, &link.peer).await };
+        ctx.spawn(relisting.into_actor(self).map(move |result, actor, ctx| match result {
+            Ok(capabilities) if actor.generation == msg.generation => {
+                actor.router.do_send(ServerUpdated { capabilities: Some(capabilities), handle: actor.backend_handle(ctx) });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(server = actor.definition.name(), error = %e, "re-listing after list_changed failed"),
+        }));
+    }
+}
+
+impl Handler<Shutdown> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.stopping = true;
+        self.drop_session(ctx);
+        self.connection.send_replace(Connection { link: None, state: State::Stopped, last_error: None });
+        ctx.stop();
+    }
+}

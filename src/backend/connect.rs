@@ -1,0 +1,200 @@
+//! Opening an upstream session: the transport (stdio child or streamable HTTP), the MCP
+//! handshake, and the capability listing. Every HTTP client of a backend comes from
+//! `http_client`, so timeouts and pool limits are set in one place.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::ServerCapabilities as Advertised;
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{Peer, ServiceExt as _};
+use tokio::io::AsyncBufReadExt as _;
+use tokio_util::sync::CancellationToken;
+
+use super::relay::UpstreamHandler;
+use crate::crd::{McpServer, ServerType};
+use crate::routing::catalog::ServerCapabilities;
+
+/// Connections an upstream session keeps in flight at most (and so, TCP connections per backend).
+pub const MAX_CONCURRENT_REQUESTS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("exec {command:?}: {source}")]
+    Spawn { command: String, #[source] source: std::io::Error },
+    #[error("initialize failed: {reason}{}", stderr_suffix(stderr))]
+    Initialize { reason: String, stderr: String },
+    #[error("initialize timed out after {}s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("listing capabilities failed: {0}")]
+    List(String),
+    #[error("header {name:?} is not a valid HTTP header")]
+    Header { name: String },
+    #[error("type sse (the 2024-11-05 HTTP+SSE transport) is not supported; use type streamable-http")]
+    SseUnsupported,
+    #[error("building the HTTP client failed: {0}")]
+    Client(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() { String::new() } else { format!("; stderr: {stderr}") }
+}
+
+/// A live session and what is needed to watch and end it.
+pub(super) struct Connected {
+    pub(super) peer: Peer<RoleClient>,
+    pub(super) cancel: CancellationToken,
+    /// Resolves with a reason when the session ends on its own (child exit, transport death).
+    pub(super) closed: Pin<Box<dyn Future<Output = String> + Send>>,
+    pub(super) capabilities: ServerCapabilities,
+}
+
+/// The backend's one HTTP client: keep-alive pool bounded per host, connect timeout.
+pub fn http_client(definition: &McpServer) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .connect_timeout(definition.timeout())
+        .pool_max_idle_per_host(MAX_CONCURRENT_REQUESTS)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| Error::Client(e.to_string()))
+}
+
+pub(super) async fn connect(
+    definition: &McpServer,
+    http: reqwest::Client,
+    handler: UpstreamHandler,
+) -> Result<Connected, Error> {
+    let timeout = definition.timeout();
+    let stderr = Arc::new(Mutex::new(StderrTail::default()));
+    let serving = match definition.spec.server_type {
+        Some(ServerType::Stdio) => {
+            let transport = spawn_child(definition, &stderr)?;
+            tokio::time::timeout(timeout, handler.serve(transport)).await
+        }
+        Some(ServerType::StreamableHttp) => {
+            let url = definition.spec.url.clone().unwrap_or_default();
+            let mut config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers(definition)?);
+            config.max_concurrent_requests = MAX_CONCURRENT_REQUESTS;
+            let transport = StreamableHttpClientTransport::with_client(http, config);
+            tokio::time::timeout(timeout, handler.serve(transport)).await
+        }
+        Some(ServerType::Sse) | None => return Err(Error::SseUnsupported),
+    };
+    let running: RunningService<RoleClient, UpstreamHandler> = match serving {
+        Err(_) => return Err(Error::Timeout(timeout)),
+        Ok(Err(e)) => {
+            // Give the child a moment to print why it died.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let stderr = stderr.lock().map(|t| t.text()).unwrap_or_default();
+            return Err(Error::Initialize { reason: e.to_string(), stderr });
+        }
+        Ok(Ok(running)) => running,
+    };
+    let peer = running.peer().clone();
+    let capabilities = list_capabilities(definition, &peer).await?;
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let is_stdio = definition.spec.server_type == Some(ServerType::Stdio);
+    let closed = Box::pin(async move {
+        tokio::select! {
+            reason = running.waiting() => {
+                let tail = stderr.lock().map(|t| t.text()).unwrap_or_default();
+                let what = if is_stdio { "stdio process exited" } else { "session closed" };
+                match reason {
+                    Ok(reason) => format!("{what} ({reason:?}){}", stderr_suffix(&tail)),
+                    Err(e) => format!("{what}: {e}"),
+                }
+            }
+            // Dropping `running` here closes the session (and kills a child).
+            () = stop.cancelled() => "closed by muster".to_owned(),
+        }
+    });
+    Ok(Connected { peer, cancel, closed, capabilities })
+}
+
+fn spawn_child(definition: &McpServer, stderr: &Arc<Mutex<StderrTail>>) -> Result<TokioChildProcess, Error> {
+    let command = definition.spec.command.clone().unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(&command);
+    cmd.args(&definition.spec.args).envs(&definition.spec.env).kill_on_drop(true);
+    let (transport, child_stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { command: command.clone(), source })?;
+    if let Some(child_stderr) = child_stderr {
+        let tail = stderr.clone();
+        let server = definition.name().to_owned();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(child_stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(server, line, "stdio server stderr");
+                if let Ok(mut tail) = tail.lock() {
+                    tail.push(line);
+                }
+            }
+        });
+    }
+    Ok(transport)
+}
+
+fn headers(definition: &McpServer) -> Result<HashMap<http::HeaderName, http::HeaderValue>, Error> {
+    definition
+        .spec
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let bad = || Error::Header { name: name.clone() };
+            Ok((http::HeaderName::try_from(name.as_str()).map_err(|_| bad())?, http::HeaderValue::try_from(value.as_str()).map_err(|_| bad())?))
+        })
+        .collect()
+}
+
+/// Lists tools, resources, templates and prompts, each only if the server advertises it.
+pub(super) async fn list_capabilities(definition: &McpServer, peer: &Peer<RoleClient>) -> Result<ServerCapabilities, Error> {
+    let advertised: Advertised = peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
+    let list = |e: rmcp::ServiceError| Error::List(e.to_string());
+    let tools = if advertised.tools.is_some() { peer.list_all_tools().await.map_err(list)? } else { Vec::new() };
+    let (resources, resource_templates) = if advertised.resources.is_some() {
+        (peer.list_all_resources().await.map_err(list)?, peer.list_all_resource_templates().await.unwrap_or_default())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let prompts = if advertised.prompts.is_some() { peer.list_all_prompts().await.map_err(list)? } else { Vec::new() };
+    Ok(ServerCapabilities {
+        name: definition.name().to_owned(),
+        tool_prefix: definition.spec.tool_prefix.clone(),
+        family: definition.spec.family.clone(),
+        tools: Arc::new(tools),
+        resources: Arc::new(resources),
+        resource_templates: Arc::new(resource_templates),
+        prompts: Arc::new(prompts),
+    })
+}
+
+/// The last few lines a stdio child wrote to stderr, for error messages.
+#[derive(Default)]
+struct StderrTail {
+    lines: VecDeque<String>,
+}
+
+impl StderrTail {
+    const MAX_LINES: usize = 5;
+
+    fn push(&mut self, line: String) {
+        if self.lines.len() == Self::MAX_LINES {
+            self.lines.pop_front();
+        }
+        let mut line = line;
+        line.truncate(300);
+        self.lines.push_back(line);
+    }
+
+    fn text(&self) -> String {
+        self.lines.iter().map(String::as_str).collect::<Vec<_>>().join(" | ")
+    }
+}

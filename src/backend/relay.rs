@@ -1,0 +1,224 @@
+//! The upstream side of a backend's session: an rmcp `ClientHandler` that relays what the
+//! upstream sends during calls back to the agent session that made the call.
+//!
+//! - Progress notifications carry the token rmcp put on the upstream request; `Relay` maps it
+//!   back to the calling agent and the agent's own token.
+//! - Sampling, elicitation and roots requests, and log messages, have no such token. They go to
+//!   the calling agent when every call in flight on this backend comes from one agent session;
+//!   otherwise they are refused (requests) or dropped (logs) rather than sent to the wrong user.
+//! - `list_changed` notifications re-list the backend (through its actor).
+//! - Resource updates go to the agents that subscribed to that URI.
+
+#![allow(deprecated)] // sampling, roots and logging are deprecated by SEP-2577 but still in use
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
+    ElicitResult, Implementation, ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam,
+    ProgressToken, Request, RequestNoParam, ResourceUpdatedNotificationParam, ServerRequest,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleClient, RoleServer};
+use rmcp::{ClientHandler, ErrorData, Peer};
+use std::sync::Arc;
+
+use super::{Caller, ListChanged};
+
+/// Per-backend routing state shared by its calls and its upstream handler.
+pub struct Relay {
+    server: String,
+    next_call: AtomicU64,
+    calls: Mutex<HashMap<u64, InFlight>>,
+    subscriptions: Mutex<HashMap<String, Vec<(u64, Peer<RoleServer>)>>>,
+}
+
+struct InFlight {
+    upstream_token: ProgressToken,
+    agent_id: u64,
+    peer: Peer<RoleServer>,
+    agent_token: Option<ProgressToken>,
+}
+
+/// Removes its call from the relay when the call ends.
+pub struct CallGuard<'a> {
+    relay: &'a Relay,
+    id: u64,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut calls) = self.relay.calls.lock() {
+            calls.remove(&self.id);
+        }
+    }
+}
+
+impl Relay {
+    pub fn new(server: String) -> Self {
+        Self { server, next_call: AtomicU64::new(0), calls: Mutex::default(), subscriptions: Mutex::default() }
+    }
+
+    pub fn begin_call(&self, upstream_token: &ProgressToken, caller: &Caller) -> CallGuard<'_> {
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let entry = InFlight {
+            upstream_token: upstream_token.clone(),
+            agent_id: caller.agent_id,
+            peer: caller.peer.clone(),
+            agent_token: caller.progress_token.clone(),
+        };
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.insert(id, entry);
+        }
+        CallGuard { relay: self, id }
+    }
+
+    pub fn subscribe(&self, uri: &str, caller: &Caller) {
+        if let Ok(mut subs) = self.subscriptions.lock() {
+            let list = subs.entry(uri.to_owned()).or_default();
+            if !list.iter().any(|(id, _)| *id == caller.agent_id) {
+                list.push((caller.agent_id, caller.peer.clone()));
+            }
+        }
+    }
+
+    pub fn unsubscribe(&self, uri: &str, caller: &Caller) {
+        if let Ok(mut subs) = self.subscriptions.lock()
+            && let Some(list) = subs.get_mut(uri)
+        {
+            list.retain(|(id, _)| *id != caller.agent_id);
+        }
+    }
+
+    /// The agent whose progress token rmcp replaced with `token`, and that agent's own token.
+    fn progress_target(&self, token: &ProgressToken) -> Option<(Peer<RoleServer>, ProgressToken)> {
+        let calls = self.calls.lock().ok()?;
+        calls.values().find(|c| &c.upstream_token == token).and_then(|c| Some((c.peer.clone(), c.agent_token.clone()?)))
+    }
+
+    /// The one agent session with calls in flight, if there is exactly one.
+    fn sole_caller(&self) -> Option<Peer<RoleServer>> {
+        let calls = self.calls.lock().ok()?;
+        let mut agents = calls.values();
+        let first = agents.next()?;
+        agents.all(|c| c.agent_id == first.agent_id).then(|| first.peer.clone())
+    }
+
+    fn route_request_error(&self, what: &str) -> ErrorData {
+        ErrorData::internal_error(
+            format!("muster cannot route this {what} request from {}: no single agent session has a call in flight", self.server),
+            None,
+        )
+    }
+}
+
+/// The rmcp client handler of one upstream session.
+pub struct UpstreamHandler {
+    relay: Arc<Relay>,
+    actor: actix::WeakRecipient<ListChanged>,
+    generation: u64,
+}
+
+impl UpstreamHandler {
+    pub(super) fn new(relay: Arc<Relay>, actor: actix::WeakRecipient<ListChanged>, generation: u64) -> Self {
+        Self { relay, actor, generation }
+    }
+
+    fn list_changed(&self) {
+        if let Some(actor) = self.actor.upgrade() {
+            actor.do_send(ListChanged { generation: self.generation });
+        }
+    }
+}
+
+fn client_config() -> ClientConfig {
+    let capabilities: ClientCapabilities = serde_json::from_value(serde_json::json!({
+        "sampling": {},
+        "elicitation": {"form": {}, "url": {}},
+        "roots": {"listChanged": true},
+    }))
+    .unwrap_or_default();
+    ClientConfig::new(capabilities, Implementation::new("muster", env!("CARGO_PKG_VERSION")))
+}
+
+fn forward_error(error: rmcp::ServiceError) -> ErrorData {
+    match error {
+        rmcp::ServiceError::McpError(e) => e,
+        other => ErrorData::internal_error(format!("the agent session did not answer: {other}"), None),
+    }
+}
+
+impl ClientHandler for UpstreamHandler {
+    fn get_info(&self) -> ClientConfig {
+        client_config()
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let peer = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("sampling"))?;
+        match peer.send_request(ServerRequest::CreateMessageRequest(Request::new(params))).await.map_err(forward_error)? {
+            ClientResult::CreateMessageResult(result) => Ok(*result),
+            _ => Err(ErrorData::internal_error("the agent answered sampling with another result type", None)),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let peer = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("elicitation"))?;
+        match peer.send_request(ServerRequest::ElicitRequest(Request::new(params))).await.map_err(forward_error)? {
+            ClientResult::ElicitResult(result) => Ok(result),
+            _ => Err(ErrorData::internal_error("the agent answered elicitation with another result type", None)),
+        }
+    }
+
+    async fn list_roots(&self, _context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {
+        let peer = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("roots"))?;
+        match peer.send_request(ServerRequest::ListRootsRequest(RequestNoParam::default())).await.map_err(forward_error)? {
+            ClientResult::ListRootsResult(result) => Ok(result),
+            _ => Err(ErrorData::internal_error("the agent answered roots/list with another result type", None)),
+        }
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        if let Some((peer, agent_token)) = self.relay.progress_target(&params.progress_token) {
+            let mut params = params;
+            params.progress_token = agent_token;
+            let _ = peer.notify_progress(params).await;
+        }
+    }
+
+    async fn on_logging_message(&self, params: LoggingMessageNotificationParam, _context: NotificationContext<RoleClient>) {
+        if let Some(peer) = self.relay.sole_caller() {
+            let _ = peer.notify_logging_message(params).await;
+        }
+    }
+
+    async fn on_resource_updated(&self, params: ResourceUpdatedNotificationParam, _context: NotificationContext<RoleClient>) {
+        let peers: Vec<Peer<RoleServer>> = match self.relay.subscriptions.lock() {
+            Ok(subs) => subs.get(&params.uri).map(|l| l.iter().map(|(_, p)| p.clone()).collect()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        for peer in peers {
+            let _ = peer.notify_resource_updated(params.clone()).await;
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.list_changed();
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.list_changed();
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.list_changed();
+    }
+}

@@ -1,0 +1,231 @@
+//! `DIR/config.yaml`: the gateway's own settings, validated into strong types.
+//!
+//! The file is optional; every key has a default that matches Muster (`127.0.0.1:8090`, prefix
+//! `x`, meta-tool exposure). `Config::load` collects every problem before failing, so
+//! `muster check-config` can report them all at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How real tools reach `tools/list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolExposure {
+    /// Only the meta-tools (`list_tools`, `call_tool`, ...): Muster's default, small context.
+    Meta,
+    /// The real tools, families collapsed.
+    Direct,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub host: String,
+    pub port: u16,
+    pub muster_prefix: String,
+    pub tool_exposure: ToolExposure,
+    /// `Host` header values accepted on `/mcp` (DNS-rebinding protection). Empty disables it.
+    pub allowed_hosts: Vec<String>,
+    /// Browser `Origin`s accepted on `/mcp`. A request with any other Origin gets 403.
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub supervision: Supervision,
+}
+
+/// Restart and health-probe policy of the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supervision {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Uptime after which a backend's failure count resets (crash-loop protection).
+    pub stable_after: Duration,
+    pub health_interval: Duration,
+    pub resync_interval: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            stable_after: Duration::from_secs(60),
+            health_interval: Duration::from_secs(15),
+            resync_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    aggregator: AggregatorFile,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    kubernetes: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AggregatorFile {
+    host: Option<String>,
+    port: Option<u16>,
+    transport: Option<String>,
+    muster_prefix: Option<String>,
+    tool_exposure: Option<ToolExposure>,
+    allowed_hosts: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    supervision: SupervisionFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SupervisionFile {
+    initial_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    stable_after_ms: Option<u64>,
+    health_interval_ms: Option<u64>,
+    resync_interval_ms: Option<u64>,
+}
+
+/// Every problem found in `config.yaml`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.join("\n"))]
+pub struct Error {
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads `dir/config.yaml` (optional) and validates it.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join("config.yaml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error { problems: vec![format!("{}: cannot be read: {e}", path.display())] }),
+        };
+        Self::parse(dir, &text).map_err(|mut e| {
+            for p in &mut e.problems {
+                *p = format!("{}: {p}", path.display());
+            }
+            e
+        })
+    }
+
+    pub fn parse(dir: &Path, text: &str) -> Result<Self, Error> {
+        let file: File = if text.trim().is_empty() {
+            File::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| Error { problems: vec![format!("yaml: {e}")] })?
+        };
+        let mut problems = Vec::new();
+        let a = file.aggregator;
+        if let Some(transport) = a.transport.as_deref()
+            && transport != "streamable-http"
+        {
+            problems.push(format!("aggregator.transport: {transport:?} is not supported (only streamable-http)"));
+        }
+        if file.kubernetes == Some(true) {
+            problems.push("kubernetes: Kubernetes mode is not available in this build yet; use filesystem mode".to_owned());
+        }
+        let _ = file.namespace;
+        let muster_prefix = a.muster_prefix.unwrap_or_else(|| "x".to_owned());
+        if !muster_prefix.is_empty()
+            && !muster_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            problems.push(format!("aggregator.musterPrefix: {muster_prefix:?} may hold only letters, digits, '_' and '-'"));
+        }
+        let host = a.host.unwrap_or_else(|| "127.0.0.1".to_owned());
+        let port = a.port.unwrap_or(8090);
+        let max_body_bytes = a.max_body_bytes.unwrap_or(4 << 20);
+        if max_body_bytes < 1024 {
+            problems.push(format!("aggregator.maxBodyBytes: {max_body_bytes} is below the 1024-byte minimum"));
+        }
+        let defaults = Supervision::default();
+        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        let s = a.supervision;
+        let supervision = Supervision {
+            initial_backoff: ms(s.initial_backoff_ms, defaults.initial_backoff),
+            max_backoff: ms(s.max_backoff_ms, defaults.max_backoff),
+            stable_after: ms(s.stable_after_ms, defaults.stable_after),
+            health_interval: ms(s.health_interval_ms, defaults.health_interval),
+            resync_interval: ms(s.resync_interval_ms, defaults.resync_interval),
+        };
+        if supervision.initial_backoff.is_zero() || supervision.max_backoff < supervision.initial_backoff {
+            problems.push("aggregator.supervision: need 0 < initialBackoffMs <= maxBackoffMs".to_owned());
+        }
+        if supervision.health_interval.is_zero() || supervision.resync_interval.is_zero() {
+            problems.push("aggregator.supervision: healthIntervalMs and resyncIntervalMs must be positive".to_owned());
+        }
+        let allowed_hosts = a.allowed_hosts.unwrap_or_else(|| default_allowed_hosts(&host));
+        let allowed_origins = a.allowed_origins.unwrap_or_else(|| {
+            vec!["http://localhost:*".into(), "http://127.0.0.1:*".into(), "http://[::1]:*".into()]
+        });
+        if !problems.is_empty() {
+            return Err(Error { problems });
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            host,
+            port,
+            muster_prefix,
+            tool_exposure: a.tool_exposure.unwrap_or(ToolExposure::Meta),
+            allowed_hosts,
+            allowed_origins,
+            max_body_bytes,
+            supervision,
+        })
+    }
+}
+
+fn default_allowed_hosts(host: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"].map(str::to_owned).into();
+    if !host.is_empty() && host != "0.0.0.0" && host != "::" && !hosts.iter().any(|h| h == host) {
+        hosts.push(host.to_owned());
+    }
+    hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_muster() {
+        let config = Config::parse(Path::new("/x"), "").expect("empty config is valid");
+        assert_eq!((config.host.as_str(), config.port), ("127.0.0.1", 8090));
+        assert_eq!(config.muster_prefix, "x");
+        assert_eq!(config.tool_exposure, ToolExposure::Meta);
+        assert!(config.allowed_hosts.contains(&"localhost".to_owned()));
+    }
+
+    #[test]
+    fn reads_the_aggregator_block() {
+        let config = Config::parse(
+            Path::new("/x"),
+            "aggregator:\n  port: 9000\n  musterPrefix: \"\"\n  toolExposure: direct\n  supervision: {initialBackoffMs: 50}\n",
+        )
+        .expect("valid");
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.muster_prefix, "");
+        assert_eq!(config.tool_exposure, ToolExposure::Direct);
+        assert_eq!(config.supervision.initial_backoff, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let err = Config::parse(
+            Path::new("/x"),
+            "aggregator:\n  transport: sse\n  musterPrefix: \"a b\"\n  maxBodyBytes: 10\n",
+        )
+        .expect_err("invalid");
+        assert_eq!(err.problems.len(), 3, "{:?}", err.problems);
+        let err = Config::parse(Path::new("/x"), "aggregator:\n  prot: 1\n").expect_err("typo");
+        assert!(err.problems[0].contains("prot"), "{:?}", err.problems);
+    }
+}

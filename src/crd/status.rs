@@ -1,0 +1,147 @@
+//! The `status` block of an MCPServer, and writing it back into the resource's YAML file.
+//!
+//! Only this file writes status. In filesystem mode the write replaces the top-level `status:`
+//! block and leaves everything else (comments included) byte for byte, and it is skipped when
+//! nothing changed, so the folder watcher never sees a status-only change as a new spec.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// The CRD's `status.state` values (reference §2.1), one closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum State {
+    Starting,
+    Running,
+    Connecting,
+    Connected,
+    Disconnected,
+    Stopped,
+    Failed,
+    #[serde(rename = "Auth Required")]
+    AuthRequired,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "Starting",
+            Self::Running => "Running",
+            Self::Connecting => "Connecting",
+            Self::Connected => "Connected",
+            Self::Disconnected => "Disconnected",
+            Self::Stopped => "Stopped",
+            Self::Failed => "Failed",
+            Self::AuthRequired => "Auth Required",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_connected: Option<String>,
+    pub restart_count: u32,
+    pub consecutive_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_retry_after: Option<String>,
+}
+
+/// Replaces (or appends) the `status:` block of the YAML file at `path`.
+/// Returns `false` when the file already held exactly this status.
+pub fn write_to_file(path: &Path, status: &Status) -> std::io::Result<bool> {
+    let text = std::fs::read_to_string(path)?;
+    let updated = replace_status_block(&text, status);
+    if updated == text {
+        return Ok(false);
+    }
+    // Write to a temporary file and rename, so readers never see half a file.
+    let tmp = path.with_extension("yaml.muster-tmp");
+    std::fs::write(&tmp, &updated)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(true)
+}
+
+fn render(status: &Status) -> String {
+    let mut out = String::from("status:\n");
+    let value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(map) = value.as_object() {
+        for (key, value) in map {
+            let scalar = match value {
+                serde_json::Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+                other => other.to_string(),
+            };
+            out.push_str(&format!("  {key}: {scalar}\n"));
+        }
+    }
+    out
+}
+
+fn replace_status_block(text: &str, status: &Status) -> String {
+    let mut kept = Vec::new();
+    let mut in_status = false;
+    for line in text.lines() {
+        let top_level = !line.is_empty() && !line.starts_with([' ', '\t', '#']);
+        if top_level {
+            in_status = line.starts_with("status:");
+        }
+        if !in_status {
+            kept.push(line);
+        }
+    }
+    while kept.last().is_some_and(|l| l.trim().is_empty()) {
+        kept.pop();
+    }
+    let mut out = kept.join("\n");
+    out.push('\n');
+    out.push_str(&render(status));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            state: State::Failed,
+            last_error: Some("exec \"nope\": not found".into()),
+            last_connected: None,
+            restart_count: 2,
+            consecutive_failures: 3,
+            next_retry_after: Some("2026-11-24T08:00:00Z".into()),
+        }
+    }
+
+    #[test]
+    fn replaces_only_the_status_block() {
+        let text = "# keep me\napiVersion: v\nstatus:\n  state: Running\n  old: 1\nspec:\n  type: stdio\n";
+        let out = replace_status_block(text, &status());
+        assert!(out.starts_with("# keep me\napiVersion: v\nspec:\n  type: stdio\nstatus:\n"), "{out}");
+        assert!(out.contains("  state: \"Failed\"\n"));
+        assert!(out.contains("  lastError: \"exec \\\"nope\\\": not found\"\n"));
+        assert!(!out.contains("old: 1"));
+        // Idempotent: a second write of the same status changes nothing.
+        assert_eq!(replace_status_block(&out, &status()), out);
+    }
+
+    #[test]
+    fn written_status_parses_back_as_yaml() {
+        let text = "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata:\n  name: a\nspec:\n  type: stdio\n  command: x\n";
+        let out = replace_status_block(text, &status());
+        let value: serde_json::Value = serde_saphyr::from_str(&out).expect("valid yaml");
+        assert_eq!(value["status"]["state"], "Failed");
+        assert_eq!(value["status"]["consecutiveFailures"], 3);
+        assert_eq!(value["spec"]["command"], "x");
+    }
+}

@@ -1,0 +1,113 @@
+//! The HTTP side: actix-web serving MCP streamable HTTP at `/mcp` (through rmcp's
+//! `StreamableHttpService`, ADR 0001), `/health` and `/readyz`. `routes` is the one route table.
+//!
+//! rmcp's service does the MCP framing: sessions (2025-06-18, 2025-11-25), the stateless
+//! 2026-07-28 protocol, SSE streams, and the Host/Origin checks against DNS rebinding, which are on
+//! by default here. actix enforces the body limit (413) before rmcp sees a byte.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use futures::StreamExt as _;
+use http_body_util::BodyExt as _;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::mcp::GatewayServer;
+use crate::mcp::agents::Agents;
+use crate::routing::RouterHandle;
+
+pub type McpService = StreamableHttpService<GatewayServer, LocalSessionManager>;
+
+#[derive(Clone)]
+struct State {
+    mcp: Arc<McpService>,
+    router: RouterHandle,
+}
+
+/// Builds the MCP service: one `GatewayServer` per agent session, each with a unique id.
+pub fn mcp_service(config: &Config, router: RouterHandle, agents: Arc<Agents>, cancel: CancellationToken) -> McpService {
+    let next_agent = Arc::new(AtomicU64::new(1));
+    let exposure = config.tool_exposure;
+    let factory_router = router.clone();
+    let factory = move || {
+        let id = next_agent.fetch_add(1, Ordering::Relaxed);
+        Ok(GatewayServer::new(id, factory_router.clone(), exposure, agents.clone()))
+    };
+    let mut server_config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(cancel)
+        .with_max_request_body_bytes(config.max_body_bytes);
+    server_config = if config.allowed_hosts.is_empty() {
+        server_config.disable_allowed_hosts()
+    } else {
+        server_config.with_allowed_hosts(config.allowed_hosts.clone())
+    };
+    server_config = if config.allowed_origins.is_empty() {
+        server_config.disable_allowed_origins()
+    } else {
+        server_config.with_allowed_origins(config.allowed_origins.clone())
+    };
+    StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), server_config)
+}
+
+/// The one route table.
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/mcp", web::route().to(mcp))
+        .route("/health", web::get().to(health))
+        .route("/readyz", web::get().to(readyz));
+}
+
+/// Serves until the process is told to stop.
+pub async fn serve(config: &Config, mcp: McpService, router: RouterHandle) -> std::io::Result<()> {
+    let state = State { mcp: Arc::new(mcp), router };
+    let max_body = config.max_body_bytes;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(web::PayloadConfig::new(max_body))
+            .configure(routes)
+    })
+    .shutdown_timeout(5)
+    .bind((config.host.as_str(), config.port))?;
+    for addr in server.addrs() {
+        tracing::info!(%addr, "muster is serving MCP at /mcp");
+    }
+    server.run().await
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    let snapshot = state.router.current();
+    let body = serde_json::json!({
+        "ready": snapshot.ready,
+        "servers": snapshot.servers.len(),
+        "tools": snapshot.catalog.tools.len(),
+    });
+    if snapshot.ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}
+
+/// The bridge: actix request (http 0.2) → `http::Request` (1.x) → rmcp → streamed response.
+async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+    let mut builder = http::Request::builder().method(req.method().as_str()).uri(req.uri().to_string());
+    for (name, value) in req.headers() {
+        builder = builder.header(name.as_str(), value.as_bytes());
+    }
+    let request = match builder.body(http_body_util::Full::new(body)) {
+        Ok(request) => request,
+        Err(e) => return HttpResponse::BadRequest().body(format!("malformed request: {e}")),
+    };
+    let (parts, body) = state.mcp.handle(request).await.into_parts();
+    let status = actix_web::http::StatusCode::from_u16(parts.status.as_u16())
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut out = HttpResponse::build(status);
+    for (name, value) in &parts.headers {
+        out.append_header((name.as_str(), value.as_bytes()));
+    }
+    out.streaming(body.into_data_stream().map(|chunk| chunk.map_err(|e: std::convert::Infallible| match e {})))
+}

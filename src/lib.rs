@@ -1,0 +1,17 @@
+//! muster: one MCP endpoint for a fleet of Kubernetes clusters.
+//!
+//! Desired state (`crd`) feeds the `supervisor`, which runs one `backend` actor per MCPServer.
+//! Backends report capabilities to the `routing` actor, which publishes the catalog. Agents reach
+//! the catalog through `frontend` (HTTP) and `mcp` (the protocol), and calls go straight to a
+//! backend's live session.
+
+pub mod cli;
+pub mod config;
+pub mod crd;
+pub mod supervisor;
+pub mod backend;
+pub mod routing;
+pub mod mcp;
+pub mod frontend;
+pub mod telemetry;
+pub mod app;

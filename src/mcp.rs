@@ -1,0 +1,235 @@
+//! The MCP server that agents talk to: one `GatewayServer` per agent session (rmcp creates it
+//! through the factory in `frontend.rs`). It knows neither HTTP nor actix: it reads the router's
+//! catalog snapshot and calls backends through their handles.
+//!
+//! The phases of a tool call, in order: `decode` (rmcp) → `resolve_tool` (routing/resolve.rs) →
+//! `call_upstream` (backend.rs) → `encode` (mcp/error.rs for failures).
+
+pub mod agents;
+pub mod error;
+pub mod meta;
+pub mod search;
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, GetPromptRequestParams,
+    GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference, ServerConfig,
+    SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler};
+
+use crate::backend::Caller;
+use crate::config::ToolExposure;
+use crate::routing::resolve::resolve_tool;
+use crate::routing::{self, RouterHandle, Snapshot};
+
+/// The gateway as one agent session sees it.
+#[derive(Clone)]
+pub struct GatewayServer {
+    agent_id: u64,
+    router: RouterHandle,
+    exposure: ToolExposure,
+    agents: Arc<agents::Agents>,
+}
+
+impl GatewayServer {
+    pub fn new(agent_id: u64, router: RouterHandle, exposure: ToolExposure, agents: Arc<agents::Agents>) -> Self {
+        Self { agent_id, router, exposure, agents }
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.router.current()
+    }
+
+    /// `resolve_tool` then `call_upstream`.
+    pub(crate) async fn dispatch(
+        &self,
+        name: &str,
+        arguments: Option<rmcp::model::JsonObject>,
+        caller: &Caller,
+    ) -> Result<CallToolResponse, routing::Error> {
+        let snapshot = self.snapshot();
+        let resolved = resolve_tool(&snapshot.catalog, name, arguments)?;
+        let backend = snapshot.backend(&resolved.server).ok_or_else(|| routing::Error::ToolNotFound {
+            name: name.to_owned(),
+            suggestions: Vec::new(),
+        })?;
+        let mut params = CallToolRequestParams::new(resolved.tool);
+        params.arguments = resolved.arguments;
+        Ok(backend.call_tool(params, caller).await?)
+    }
+}
+
+fn server_config() -> ServerConfig {
+    let capabilities = serde_json::from_value(serde_json::json!({
+        "tools": {"listChanged": true},
+        "resources": {"subscribe": true, "listChanged": true},
+        "prompts": {"listChanged": true},
+        "logging": {},
+        "completions": {},
+    }))
+    .unwrap_or_default();
+    let mut config = ServerConfig::new(capabilities);
+    config.server_info = Implementation::new("muster", env!("CARGO_PKG_VERSION"));
+    config.instructions = Some(
+        "muster aggregates the MCP servers of a Kubernetes fleet. Family tools take an instance argument \
+         (e.g. management_cluster) naming the target server; use list_tools/filter_tools to discover tools."
+            .to_owned(),
+    );
+    config
+}
+
+impl ServerHandler for GatewayServer {
+    fn get_info(&self) -> ServerConfig {
+        server_config()
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.agents.register(self.agent_id, context.peer);
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools = match self.exposure {
+            ToolExposure::Direct => self.snapshot().catalog.tools.clone(),
+            ToolExposure::Meta => meta::tools(),
+        };
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let caller = Caller::from_context(self.agent_id, &context);
+        if self.exposure == ToolExposure::Meta && meta::is_meta_tool(&request.name) {
+            return Ok(meta::call(self, &request.name, request.arguments.unwrap_or_default(), &caller).await.into());
+        }
+        Ok(match self.dispatch(&request.name, request.arguments, &caller).await {
+            Ok(response) => response,
+            Err(e) => error::tool_error(&e).into(),
+        })
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(self.snapshot().catalog.resources.clone()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(self.snapshot().catalog.resource_templates.clone()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let caller = Caller::from_context(self.agent_id, &context);
+        let snapshot = self.snapshot();
+        let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
+        let mut params = request;
+        params.uri = uri;
+        let result = backend.read_resource(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))?;
+        Ok(result.into())
+    }
+
+    async fn subscribe(&self, request: SubscribeRequestParams, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        let caller = Caller::from_context(self.agent_id, &context);
+        let snapshot = self.snapshot();
+        let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
+        let mut params = request;
+        params.uri = uri;
+        backend.subscribe(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))
+    }
+
+    async fn unsubscribe(&self, request: UnsubscribeRequestParams, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        let caller = Caller::from_context(self.agent_id, &context);
+        let snapshot = self.snapshot();
+        let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
+        let mut params = request;
+        params.uri = uri;
+        backend.unsubscribe(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(self.snapshot().catalog.prompts.clone()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let caller = Caller::from_context(self.agent_id, &context);
+        let snapshot = self.snapshot();
+        let (backend, name) = prompt_backend(&snapshot, &request.name).map_err(|e| error::protocol_error(&e))?;
+        let mut params = request;
+        params.name = name;
+        let result = backend.get_prompt(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))?;
+        Ok(result.into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let caller = Caller::from_context(self.agent_id, &context);
+        let snapshot = self.snapshot();
+        let mut params = request;
+        let backend = match &mut params.r#ref {
+            Reference::Prompt(prompt) => {
+                let (backend, name) = prompt_backend(&snapshot, &prompt.name).map_err(|e| error::protocol_error(&e))?;
+                prompt.name = name;
+                backend
+            }
+            Reference::Resource(resource) => {
+                let (backend, uri) = resource_backend(&snapshot, &resource.uri).map_err(|e| error::protocol_error(&e))?;
+                resource.uri = uri;
+                backend
+            }
+            _ => return Err(ErrorData::invalid_params("unsupported completion reference", None)),
+        };
+        backend.complete(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))
+    }
+
+    async fn set_level(&self, _request: SetLevelRequestParams, _context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        // Upstream log messages are relayed as they come; the level is accepted for the session.
+        Ok(())
+    }
+}
+
+fn resource_backend(snapshot: &Snapshot, uri: &str) -> Result<(crate::backend::BackendHandle, String), routing::Error> {
+    let target = snapshot.catalog.resource_target(uri).ok_or_else(|| routing::Error::ResourceNotFound { uri: uri.to_owned() })?;
+    let backend = snapshot.backend(&target.server).ok_or_else(|| routing::Error::ResourceNotFound { uri: uri.to_owned() })?;
+    Ok((backend.clone(), target.name))
+}
+
+fn prompt_backend(snapshot: &Snapshot, name: &str) -> Result<(crate::backend::BackendHandle, String), routing::Error> {
+    let not_found = || routing::Error::PromptNotFound {
+        name: name.to_owned(),
+        suggestions: routing::resolve::closest(name, snapshot.catalog.prompt_routes.keys().map(String::as_str), 3),
+    };
+    let target = snapshot.catalog.prompt_routes.get(name).ok_or_else(not_found)?;
+    let backend = snapshot.backend(&target.server).ok_or_else(not_found)?;
+    Ok((backend.clone(), target.name.clone()))
+}

@@ -1,0 +1,84 @@
+//! The one place where routing and backend errors become MCP wire objects.
+//!
+//! Tool-call failures reach agents as tool results with `isError: true` and
+//! `structuredContent {code, message, validValues?, closest?, suggestions?, server?}`, so a model
+//! can read the text and a program can read the code. Resource and prompt failures are JSON-RPC
+//! errors. Messages never carry tokens or internal addresses beyond the configured server name.
+
+use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::ErrorData;
+use serde_json::{Value, json};
+
+use crate::backend;
+use crate::routing::Error;
+
+/// A stable, machine-readable code for each failure.
+pub fn code(error: &Error) -> &'static str {
+    match error {
+        Error::ToolNotFound { .. } => "tool_not_found",
+        Error::InstanceMissing { .. } => "instance_required",
+        Error::InstanceUnknown { .. } => "instance_unknown",
+        Error::ResourceNotFound { .. } => "resource_not_found",
+        Error::PromptNotFound { .. } => "prompt_not_found",
+        Error::Backend(e) => match e {
+            backend::Error::NotConnected { .. } => "server_unavailable",
+            backend::Error::Timeout { .. } => "upstream_timeout",
+            backend::Error::Upstream { .. } => "upstream_failed",
+            backend::Error::Protocol { .. } => "upstream_error",
+            backend::Error::Cancelled { .. } => "cancelled",
+        },
+    }
+}
+
+pub fn tool_error(error: &Error) -> CallToolResult {
+    let message = error.to_string();
+    let mut structured = json!({"code": code(error), "message": message});
+    match error {
+        Error::InstanceMissing { valid, instance_arg, .. } => {
+            structured["validValues"] = json!(valid);
+            structured["parameter"] = json!(instance_arg);
+        }
+        Error::InstanceUnknown { valid, closest, .. } => {
+            structured["validValues"] = json!(valid);
+            if let Some(closest) = closest {
+                structured["closest"] = json!(closest);
+            }
+        }
+        Error::ToolNotFound { suggestions, .. } | Error::PromptNotFound { suggestions, .. } if !suggestions.is_empty() => {
+            structured["suggestions"] = json!(suggestions);
+        }
+        Error::Backend(e) => {
+            structured["server"] = Value::String(server_of(e).to_owned());
+            if let backend::Error::NotConnected { state, .. } = e {
+                structured["state"] = json!(state.as_str());
+            }
+        }
+        _ => {}
+    }
+    let mut result = CallToolResult::error(vec![ContentBlock::text(message)]);
+    result.structured_content = Some(structured);
+    result
+}
+
+fn server_of(error: &backend::Error) -> &str {
+    match error {
+        backend::Error::NotConnected { server, .. }
+        | backend::Error::Timeout { server, .. }
+        | backend::Error::Upstream { server, .. }
+        | backend::Error::Protocol { server, .. }
+        | backend::Error::Cancelled { server } => server,
+    }
+}
+
+/// For requests other than `tools/call`: a JSON-RPC error with the same code in `data`.
+pub fn protocol_error(error: &Error) -> ErrorData {
+    let data = Some(json!({"code": code(error)}));
+    match error {
+        Error::ResourceNotFound { .. } => ErrorData::resource_not_found(error.to_string(), data),
+        Error::PromptNotFound { .. } | Error::ToolNotFound { .. } => ErrorData::invalid_params(error.to_string(), data),
+        Error::Backend(backend::Error::Protocol { code, message, .. }) => {
+            ErrorData::new(rmcp::model::ErrorCode(*code), message.clone(), data)
+        }
+        _ => ErrorData::internal_error(error.to_string(), data),
+    }
+}

@@ -1,0 +1,338 @@
+//! The meta-tools of `toolExposure: meta` (reference §3.3): agents discover real tools with
+//! `list_tools`/`filter_tools`/`describe_tool` and run them with `call_tool`, so `tools/list`
+//! stays small however large the fleet is. Responses are bounded: `list_tools` pages summaries,
+//! schemas only come from `describe_tool` or `include_schema`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rmcp::model::{CallToolResponse, CallToolResult, ContentBlock, JsonObject, Tool};
+use serde_json::{Value, json};
+
+use super::GatewayServer;
+use super::error;
+use crate::backend::Caller;
+use crate::routing::catalog::ToolRoute;
+use crate::routing::{self, Snapshot};
+
+const LIST_TOOLS_DEFAULT_LIMIT: usize = 50;
+const FILTER_TOOLS_DEFAULT_LIMIT: usize = 5;
+const SUMMARY_CHARS: usize = 120;
+
+const META_TOOLS: &[&str] =
+    &["list_tools", "describe_tool", "filter_tools", "call_tool", "list_resources", "get_resource", "list_prompts", "get_prompt"];
+
+pub fn is_meta_tool(name: &str) -> bool {
+    META_TOOLS.contains(&name)
+}
+
+fn tool(name: &'static str, description: &'static str, schema: Value) -> Tool {
+    let schema: JsonObject = serde_json::from_value(schema).unwrap_or_default();
+    Tool::new(name, description, Arc::new(schema))
+}
+
+/// The meta-tools as `tools/list` shows them.
+pub fn tools() -> Vec<Tool> {
+    vec![
+        tool("list_tools", "List the fleet's tools (name and one-line summary), paginated. Use describe_tool for a schema.", json!({
+            "type": "object",
+            "properties": {
+                "offset": {"type": "integer", "minimum": 0, "default": 0},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": LIST_TOOLS_DEFAULT_LIMIT},
+            },
+        })),
+        tool("describe_tool", "Show one tool's full description and input schema.", json!({
+            "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
+        })),
+        tool("filter_tools", "Find tools by name glob, description substring, BM25 query and labels (server=…, family=…).", json!({
+            "type": "object",
+            "properties": {
+                "pattern": {"type": "string", "description": "glob on the tool name, e.g. x_kubernetes_*"},
+                "description_filter": {"type": "string"},
+                "query": {"type": "string", "description": "free text, ranked with BM25"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "case_sensitive": {"type": "boolean", "default": false},
+                "include_schema": {"type": "boolean", "default": false},
+                "limit": {"type": "integer", "minimum": 1, "default": FILTER_TOOLS_DEFAULT_LIMIT},
+                "offset": {"type": "integer", "minimum": 0, "default": 0},
+            },
+        })),
+        tool("call_tool", "Call a fleet tool by name. The result is a JSON envelope {isError, content, structuredContent}.", json!({
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "object"}},
+            "required": ["name"],
+        })),
+        tool("list_resources", "List the fleet's resources.", json!({"type": "object", "properties": {}})),
+        tool("get_resource", "Read one resource by URI.", json!({
+            "type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"],
+        })),
+        tool("list_prompts", "List the fleet's prompts.", json!({"type": "object", "properties": {}})),
+        tool("get_prompt", "Get one prompt, rendered with its arguments.", json!({
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "object", "additionalProperties": {"type": "string"}}},
+            "required": ["name"],
+        })),
+    ]
+}
+
+/// Runs a meta-tool. Failures are tool results with `isError`, never protocol errors.
+pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller: &Caller) -> CallToolResult {
+    let snapshot = gateway.snapshot();
+    match name {
+        "list_tools" => json_result(list_tools(&snapshot, &args)),
+        "describe_tool" => describe_tool(&snapshot, &args),
+        "filter_tools" => json_result(filter_tools(&snapshot, &args)),
+        "call_tool" => call_tool(gateway, args, caller).await,
+        "list_resources" => json_result(json!({"resources": snapshot.catalog.resources, "resourceTemplates": snapshot.catalog.resource_templates})),
+        "list_prompts" => json_result(json!({"prompts": snapshot.catalog.prompts})),
+        "get_resource" => get_resource(&snapshot, &args, caller).await,
+        "get_prompt" => get_prompt(&snapshot, &args, caller).await,
+        _ => error::tool_error(&routing::Error::ToolNotFound { name: name.to_owned(), suggestions: Vec::new() }),
+    }
+}
+
+fn json_result(value: Value) -> CallToolResult {
+    let mut result = CallToolResult::success(vec![ContentBlock::text(value.to_string())]);
+    result.structured_content = Some(value);
+    result
+}
+
+fn invalid(message: String) -> CallToolResult {
+    let mut result = CallToolResult::error(vec![ContentBlock::text(message.clone())]);
+    result.structured_content = Some(json!({"code": "invalid_arguments", "message": message}));
+    result
+}
+
+fn summary(tool: &Tool) -> String {
+    let first = tool.description.as_deref().unwrap_or_default().lines().next().unwrap_or_default();
+    first.chars().take(SUMMARY_CHARS).collect()
+}
+
+fn labels(snapshot: &Snapshot, name: &str) -> BTreeMap<&'static str, String> {
+    let mut labels = BTreeMap::new();
+    match snapshot.catalog.tool_routes.get(name) {
+        Some(ToolRoute::Server { server, .. }) => {
+            labels.insert("server", server.clone());
+        }
+        Some(ToolRoute::Family { family, .. }) => {
+            labels.insert("family", family.clone());
+        }
+        None => {}
+    }
+    labels
+}
+
+fn usize_arg(args: &JsonObject, key: &str, default: usize) -> usize {
+    args.get(key).and_then(Value::as_u64).map_or(default, |v| usize::try_from(v).unwrap_or(default))
+}
+
+fn list_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
+    let tools = &snapshot.catalog.tools;
+    let offset = usize_arg(args, "offset", 0);
+    let limit = usize_arg(args, "limit", LIST_TOOLS_DEFAULT_LIMIT).clamp(1, 500);
+    let page: Vec<Value> =
+        tools.iter().skip(offset).take(limit).map(|t| json!({"name": t.name, "summary": summary(t)})).collect();
+    let next = offset + page.len();
+    let mut out = json!({"tools": page, "total": tools.len(), "offset": offset, "limit": limit});
+    if next < tools.len() {
+        out["next_offset"] = json!(next);
+    }
+    let unavailable: Vec<Value> = snapshot
+        .servers
+        .iter()
+        .filter_map(|(name, server)| {
+            let connection = server.handle.connection();
+            connection.link.is_none().then(|| json!({"name": name, "state": connection.state.as_str(), "error": connection.last_error}))
+        })
+        .collect();
+    if !unavailable.is_empty() {
+        out["servers_unavailable"] = json!(unavailable);
+    }
+    out
+}
+
+fn describe_tool(snapshot: &Snapshot, args: &JsonObject) -> CallToolResult {
+    let Some(name) = args.get("name").and_then(Value::as_str) else {
+        return invalid("describe_tool needs a \"name\" argument".to_owned());
+    };
+    match snapshot.catalog.tools.iter().find(|t| t.name == name) {
+        Some(tool) => json_result(json!({
+            "name": tool.name,
+            "description": tool.description,
+            "inputSchema": tool.input_schema,
+            "outputSchema": tool.output_schema,
+            "annotations": tool.annotations,
+            "labels": labels(snapshot, name),
+        })),
+        None => error::tool_error(&routing::Error::ToolNotFound {
+            name: name.to_owned(),
+            suggestions: routing::resolve::closest(name, snapshot.catalog.tool_routes.keys().map(String::as_str), 3),
+        }),
+    }
+}
+
+/// `*` matches any run, `?` one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    go(&p, &t)
+}
+
+fn filter_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
+    let case_sensitive = args.get("case_sensitive").and_then(Value::as_bool).unwrap_or(false);
+    let fold = |s: &str| if case_sensitive { s.to_owned() } else { s.to_lowercase() };
+    let pattern = args.get("pattern").and_then(Value::as_str).map(fold);
+    let description = args.get("description_filter").and_then(Value::as_str).map(fold);
+    let query = args.get("query").and_then(Value::as_str).filter(|q| !q.trim().is_empty());
+    let wanted_labels: BTreeMap<String, String> = args
+        .get("labels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+        .unwrap_or_default();
+    let include_schema = args.get("include_schema").and_then(Value::as_bool).unwrap_or(false);
+    let limit = usize_arg(args, "limit", FILTER_TOOLS_DEFAULT_LIMIT).max(1);
+    let offset = usize_arg(args, "offset", 0);
+
+    let tools = &snapshot.catalog.tools;
+    let documents: Vec<String> = tools.iter().map(|t| format!("{} {}", t.name, summary(t))).collect();
+    let scores = query.map(|q| super::search::bm25(q, &documents));
+    let mut matches: Vec<(usize, f64)> = tools
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| pattern.as_ref().is_none_or(|p| glob(p, &fold(&t.name))))
+        .filter(|(_, t)| description.as_ref().is_none_or(|d| fold(t.description.as_deref().unwrap_or_default()).contains(d.as_str())))
+        .filter(|(_, t)| {
+            let labels = labels(snapshot, &t.name);
+            wanted_labels.iter().all(|(k, v)| labels.get(k.as_str()) == Some(v))
+        })
+        .map(|(i, _)| (i, scores.as_ref().map_or(0.0, |s| s[i])))
+        .filter(|(_, score)| scores.is_none() || *score > 0.0)
+        .collect();
+    if scores.is_some() {
+        matches.sort_by(|a, b| b.1.total_cmp(&a.1));
+    }
+    let filtered_count = matches.len();
+    let page: Vec<Value> = matches
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(i, score)| {
+            let t = &tools[*i];
+            let mut entry = json!({"name": t.name, "summary": summary(t), "labels": labels(snapshot, &t.name)});
+            if scores.is_some() {
+                entry["score"] = json!((score * 1000.0).round() / 1000.0);
+            }
+            if include_schema {
+                entry["inputSchema"] = json!(t.input_schema);
+            }
+            entry
+        })
+        .collect();
+    json!({
+        "filters": args,
+        "total_tools": tools.len(),
+        "filtered_count": filtered_count,
+        "total": filtered_count,
+        "truncated": offset + page.len() < filtered_count,
+        "tools": page,
+    })
+}
+
+/// `call_tool`: the JSON envelope `{isError, content, structuredContent?}` as text, with the
+/// top-level `isError` and `structuredContent` mirroring the inner result.
+async fn call_tool(gateway: &GatewayServer, args: JsonObject, caller: &Caller) -> CallToolResult {
+    let Some(name) = args.get("name").and_then(Value::as_str) else {
+        return invalid("call_tool needs a \"name\" argument".to_owned());
+    };
+    let arguments = match args.get("arguments") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map.clone()),
+        Some(_) => return invalid("call_tool's \"arguments\" must be an object".to_owned()),
+    };
+    let inner = match gateway.dispatch(name, arguments, caller).await {
+        Ok(CallToolResponse::Complete(result)) => result,
+        Ok(_) => invalid(format!("tool {name} answered with a task or input request, which call_tool cannot relay; call it directly")),
+        Err(e) => error::tool_error(&e),
+    };
+    envelope(inner)
+}
+
+pub(super) fn envelope(inner: CallToolResult) -> CallToolResult {
+    let is_error = inner.is_error.unwrap_or(false);
+    let mut body = json!({"isError": is_error, "content": inner.content});
+    if let Some(structured) = &inner.structured_content {
+        body["structuredContent"] = structured.clone();
+    }
+    let mut result = if is_error {
+        CallToolResult::error(vec![ContentBlock::text(body.to_string())])
+    } else {
+        CallToolResult::success(vec![ContentBlock::text(body.to_string())])
+    };
+    result.structured_content = inner.structured_content;
+    result
+}
+
+async fn get_resource(snapshot: &Snapshot, args: &JsonObject, caller: &Caller) -> CallToolResult {
+    let Some(uri) = args.get("uri").and_then(Value::as_str) else {
+        return invalid("get_resource needs a \"uri\" argument".to_owned());
+    };
+    let (backend, upstream_uri) = match super::resource_backend(snapshot, uri) {
+        Ok(found) => found,
+        Err(e) => return error::tool_error(&e),
+    };
+    match backend.read_resource(rmcp::model::ReadResourceRequestParams::new(upstream_uri), caller).await {
+        Ok(result) => json_result(serde_json::to_value(result).unwrap_or_default()),
+        Err(e) => error::tool_error(&e.into()),
+    }
+}
+
+async fn get_prompt(snapshot: &Snapshot, args: &JsonObject, caller: &Caller) -> CallToolResult {
+    let Some(name) = args.get("name").and_then(Value::as_str) else {
+        return invalid("get_prompt needs a \"name\" argument".to_owned());
+    };
+    let (backend, upstream_name) = match super::prompt_backend(snapshot, name) {
+        Ok(found) => found,
+        Err(e) => return error::tool_error(&e),
+    };
+    let mut params = rmcp::model::GetPromptRequestParams::new(upstream_name);
+    params.arguments = args.get("arguments").and_then(Value::as_object).cloned();
+    match backend.get_prompt(params, caller).await {
+        Ok(result) => json_result(serde_json::to_value(result).unwrap_or_default()),
+        Err(e) => error::tool_error(&e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_prefixes_and_single_chars() {
+        assert!(glob("x_kubernetes_*", "x_kubernetes_pods_list"));
+        assert!(glob("*pods?list", "x_kubernetes_pods_list"));
+        assert!(!glob("x_prometheus_*", "x_kubernetes_pods_list"));
+    }
+
+    #[test]
+    fn envelope_mirrors_is_error_and_structured_content() {
+        let mut inner = CallToolResult::error(vec![ContentBlock::text("boom")]);
+        inner.structured_content = Some(json!({"code": "x"}));
+        let outer = envelope(inner);
+        assert_eq!(outer.is_error, Some(true));
+        assert_eq!(outer.structured_content, Some(json!({"code": "x"})));
+        let text = outer.content[0].as_text().map(|t| t.text.clone()).unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).expect("json envelope");
+        assert_eq!(body["isError"], true);
+        assert_eq!(body["content"][0]["text"], "boom");
+        assert_eq!(body["structuredContent"]["code"], "x");
+    }
+}

@@ -1,0 +1,175 @@
+//! RouterActor: owns the catalog. It rebuilds it eagerly whenever a server's membership, state or
+//! capabilities change (never lazily on a list, Muster #1204) and publishes an immutable
+//! `Arc<Snapshot>` that request tasks read without touching the mailbox.
+//!
+//! Accepts `ServerUpdated` (from backends), `ServerRemoved` and `InitialSetKnown` (from the
+//! supervisor).
+
+pub mod catalog;
+pub mod resolve;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::watch;
+
+use crate::backend::{BackendHandle, ServerUpdated};
+use crate::crd::status::State;
+use catalog::{Catalog, ServerCapabilities};
+
+/// Why a request could not be routed. The wire mapping lives in `mcp/error.rs`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("tool not found: {name}{}", did_you_mean(suggestions))]
+    ToolNotFound { name: String, suggestions: Vec<String> },
+    #[error("tool {tool} is provided by a family on servers {}; the \"{instance_arg}\" parameter is required", valid.join(", "))]
+    InstanceMissing { tool: String, family: String, instance_arg: String, valid: Vec<String> },
+    #[error("tool {tool} is not available on server \"{value}\" (available: {}){}", valid.join(", "), closest.as_ref().map(|c| format!(". Did you mean \"{c}\"?")).unwrap_or_default())]
+    InstanceUnknown { tool: String, value: String, valid: Vec<String>, closest: Option<String> },
+    #[error("resource not found: {uri}")]
+    ResourceNotFound { uri: String },
+    #[error("prompt not found: {name}{}", did_you_mean(suggestions))]
+    PromptNotFound { name: String, suggestions: Vec<String> },
+    #[error(transparent)]
+    Backend(#[from] crate::backend::Error),
+}
+
+fn did_you_mean(suggestions: &[String]) -> String {
+    if suggestions.is_empty() {
+        String::new()
+    } else {
+        format!(". Did you mean: {}?", suggestions.join(", "))
+    }
+}
+
+/// One server as the request path sees it.
+#[derive(Clone)]
+pub struct Server {
+    pub handle: BackendHandle,
+    pub capabilities: Option<ServerCapabilities>,
+    /// Has finished its first connection attempt (either way).
+    pub settled: bool,
+}
+
+/// What request tasks read: the catalog plus the backends it routes to.
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    pub catalog: Catalog,
+    pub servers: BTreeMap<String, Server>,
+    /// Every server of the initial desired state has settled once: `/readyz` answers 200.
+    pub ready: bool,
+    pub version: u64,
+}
+
+impl Snapshot {
+    pub fn backend(&self, server: &str) -> Option<&BackendHandle> {
+        self.servers.get(server).map(|s| &s.handle)
+    }
+}
+
+/// Supervisor -> router: a server was deleted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ServerRemoved {
+    pub name: String,
+}
+
+/// Supervisor -> router: the initial desired state is loaded and holds these auto-started servers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InitialSetKnown {
+    pub auto_started: Vec<String>,
+}
+
+pub struct RouterActor {
+    muster_prefix: String,
+    servers: BTreeMap<String, Server>,
+    initial: Option<Vec<String>>,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+/// How other modules read the catalog.
+#[derive(Clone)]
+pub struct RouterHandle {
+    pub addr: Addr<RouterActor>,
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl RouterHandle {
+    pub fn start(muster_prefix: String) -> Self {
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+        let addr = RouterActor { muster_prefix, servers: BTreeMap::new(), initial: None, tx }.start();
+        Self { addr, snapshot: rx }
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+}
+
+impl RouterActor {
+    fn publish(&mut self) {
+        let inputs: Vec<ServerCapabilities> = self.servers.values().filter_map(|s| s.capabilities.clone()).collect();
+        let catalog = catalog::build(&self.muster_prefix, &inputs);
+        for conflict in &catalog.conflicts {
+            tracing::warn!(conflict, "duplicate exposed name");
+        }
+        let ready = self.initial.as_ref().is_some_and(|names| {
+            names.iter().all(|n| self.servers.get(n).is_none_or(|s| s.settled))
+        });
+        let version = self.tx.borrow().version + 1;
+        self.tx.send_replace(Arc::new(Snapshot { catalog, servers: self.servers.clone(), ready, version }));
+    }
+}
+
+impl Actor for RouterActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<ServerUpdated> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ServerUpdated, _: &mut Self::Context) {
+        let name = msg.handle.name.to_string();
+        let connection = msg.handle.connection();
+        let settled = !matches!(connection.state, State::Starting | State::Connecting | State::Stopped);
+        let entry = self.servers.entry(name).or_insert_with(|| Server { handle: msg.handle.clone(), capabilities: None, settled });
+        entry.handle = msg.handle;
+        entry.settled |= settled;
+        // Fail open per member: a failed server keeps its last-known capabilities, so its
+        // family siblings are unaffected and calls to it get a precise "not connected" error.
+        if let Some(capabilities) = msg.capabilities {
+            entry.capabilities = Some(capabilities);
+        }
+        self.publish();
+    }
+}
+
+impl Handler<ServerRemoved> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ServerRemoved, _: &mut Self::Context) {
+        if self.servers.remove(&msg.name).is_some() {
+            self.publish();
+        }
+    }
+}
+
+impl Handler<InitialSetKnown> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InitialSetKnown, _: &mut Self::Context) {
+        self.initial = Some(msg.auto_started);
+        self.publish();
+    }
+}
+
+/// Counts per state, for logs and status pages.
+pub fn state_counts(snapshot: &Snapshot) -> HashMap<State, usize> {
+    let mut counts = HashMap::new();
+    for server in snapshot.servers.values() {
+        *counts.entry(server.handle.connection().state).or_insert(0) += 1;
+    }
+    counts
+}
