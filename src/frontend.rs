@@ -102,9 +102,14 @@ async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> Htt
         Ok(request) => request,
         Err(e) => return HttpResponse::BadRequest().body(format!("malformed request: {e}")),
     };
+    let is_delete = req.method() == actix_web::http::Method::DELETE;
     let (parts, body) = state.mcp.handle(request).await.into_parts();
-    let status = actix_web::http::StatusCode::from_u16(parts.status.as_u16())
+    let mut status = actix_web::http::StatusCode::from_u16(parts.status.as_u16())
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    // rmcp answers a session DELETE with 202; clients (the Python SDK) expect 200 or 204.
+    if is_delete && status == actix_web::http::StatusCode::ACCEPTED {
+        status = actix_web::http::StatusCode::OK;
+    }
     let mut out = HttpResponse::build(status);
     for (name, value) in &parts.headers {
         out.append_header((name.as_str(), value.as_bytes()));

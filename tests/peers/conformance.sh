@@ -37,10 +37,8 @@ if [[ ! -f "$PEERS_DIR/env.sh" ]]; then
 fi
 # shellcheck disable=SC1091
 source "$PEERS_DIR/env.sh"
-export PATH="$MUSTER_NODE22:$PATH"
-# The suite's fake servers (client mode) listen on all interfaces; keep everything on loopback.
-export NODE_OPTIONS="--require $MUSTER_LOOPBACK_CJS${NODE_OPTIONS:+ $NODE_OPTIONS}"
-read -r -a CONF <<<"$MUSTER_CONFORMANCE"
+# $MUSTER_CONFORMANCE: wrapper running the CLI on the pinned Node 22 with loopback.cjs preloaded.
+CONF=("$MUSTER_CONFORMANCE")
 
 # Scenarios that do not depend on the conformance fixture (pass against any compliant server/gateway).
 BASIC=(server-initialize ping tools-list logging-set-level resources-list prompts-list

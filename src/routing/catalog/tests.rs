@@ -1,0 +1,205 @@
+use std::sync::Arc;
+
+use rmcp::model::Tool;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::crd::Family;
+use crate::routing::Error;
+use crate::routing::resolve::resolve_tool;
+
+fn tool(name: &str, description: &str, properties: Value) -> Tool {
+    let schema = json!({"type": "object", "properties": properties});
+    Tool::new(name.to_owned(), description.to_owned(), Arc::new(serde_json::from_value(schema).expect("object")))
+}
+
+fn server(name: &str, family: Option<(&str, &str)>, tools: Vec<Tool>) -> ServerCapabilities {
+    ServerCapabilities {
+        name: name.to_owned(),
+        family: family.map(|(name, arg)| Family { name: name.to_owned(), instance_arg: arg.to_owned() }),
+        tools: Arc::new(tools),
+        ..ServerCapabilities::default()
+    }
+}
+
+fn names(catalog: &Catalog) -> Vec<&str> {
+    catalog.tools.iter().map(|t| t.name.as_ref()).collect()
+}
+
+fn k8s(cluster: &str, tools: &[&str]) -> ServerCapabilities {
+    server(
+        &format!("{cluster}-mcp-kubernetes"),
+        Some(("kubernetes", "management_cluster")),
+        tools.iter().map(|t| tool(t, &format!("{t} things"), json!({"namespace": {"type": "string"}}))).collect(),
+    )
+}
+
+#[test]
+fn exposed_names_follow_muster() {
+    assert_eq!(exposed_name("x", "github", "list_issues"), "x_github_list_issues");
+    // Never a doubled prefix.
+    assert_eq!(exposed_name("x", "kubernetes", "kubernetes_list"), "x_kubernetes_list");
+    assert_eq!(exposed_name("x", "kubernetes", "x_kubernetes_list"), "x_kubernetes_list");
+    // Empty parts drop their separator.
+    assert_eq!(exposed_name("", "github", "list"), "github_list");
+    assert_eq!(exposed_name("x", "", "list"), "x_list");
+    assert_eq!(exposed_name("", "", "test_simple_text"), "test_simple_text");
+}
+
+#[test]
+fn tool_prefix_defaults_to_the_server_name_and_can_be_empty() {
+    let mut a = server("alpha", None, vec![tool("echo", "e", json!({}))]);
+    let catalog = build("x", std::slice::from_ref(&a));
+    assert_eq!(names(&catalog), ["x_alpha_echo"]);
+    a.tool_prefix = Some("gh".into());
+    assert_eq!(names(&build("x", std::slice::from_ref(&a))), ["x_gh_echo"]);
+    a.tool_prefix = Some(String::new());
+    assert_eq!(names(&build("", &[a])), ["echo"]);
+}
+
+#[test]
+fn family_collapses_members_into_one_tool_with_a_required_instance_enum() {
+    let catalog = build("x", &[k8s("cluster-b", &["pods_list"]), k8s("cluster-a", &["pods_list"])]);
+    assert_eq!(names(&catalog), ["x_kubernetes_pods_list"]);
+    let tool = &catalog.tools[0];
+    assert_eq!(
+        tool.description.as_deref(),
+        Some("pods_list things (available on servers: cluster-a-mcp-kubernetes, cluster-b-mcp-kubernetes)")
+    );
+    let schema = Value::Object((*tool.input_schema).clone());
+    assert_eq!(
+        schema["properties"]["management_cluster"],
+        json!({
+            "type": "string",
+            "enum": ["cluster-a-mcp-kubernetes", "cluster-b-mcp-kubernetes"],
+            "description": "Target instance to execute this tool on. Available: cluster-a-mcp-kubernetes, cluster-b-mcp-kubernetes",
+        })
+    );
+    assert_eq!(schema["required"], json!(["management_cluster"]));
+    // The member's own schema was copied, not changed.
+    assert!(schema["properties"]["namespace"].is_object());
+}
+
+#[test]
+fn a_single_member_family_still_requires_the_instance() {
+    let catalog = build("x", &[k8s("cluster-a", &["pods_list"])]);
+    let schema = Value::Object((*catalog.tools[0].input_schema).clone());
+    assert_eq!(schema["properties"]["management_cluster"]["enum"], json!(["cluster-a-mcp-kubernetes"]));
+    assert_eq!(schema["required"], json!(["management_cluster"]));
+}
+
+#[test]
+fn disjoint_tool_sets_list_only_the_members_that_have_each_tool() {
+    let catalog = build("x", &[k8s("cluster-a", &["pods_list", "helm_list"]), k8s("cluster-b", &["pods_list"])]);
+    assert_eq!(names(&catalog), ["x_kubernetes_helm_list", "x_kubernetes_pods_list"]);
+    let schema = Value::Object((*catalog.tools[0].input_schema).clone());
+    assert_eq!(schema["properties"]["management_cluster"]["enum"], json!(["cluster-a-mcp-kubernetes"]));
+}
+
+#[test]
+fn fallback_when_members_disagree_on_instance_arg() {
+    let a = k8s("cluster-a", &["pods_list"]);
+    let mut b = k8s("cluster-b", &["pods_list"]);
+    b.family = Some(Family { name: "kubernetes".into(), instance_arg: "cluster".into() });
+    let catalog = build("x", &[a, b]);
+    assert_eq!(names(&catalog), ["x_cluster-a-mcp-kubernetes_pods_list", "x_cluster-b-mcp-kubernetes_pods_list"]);
+    assert!(catalog.warnings[0].contains("disagree on instanceArg"), "{:?}", catalog.warnings);
+}
+
+#[test]
+fn fallback_per_tool_when_descriptions_differ() {
+    let a = k8s("cluster-a", &["pods_list", "logs"]);
+    let mut b = k8s("cluster-b", &["pods_list", "logs"]);
+    Arc::make_mut(&mut b.tools)[1].description = Some("a different text".into());
+    let catalog = build("x", &[a, b]);
+    assert_eq!(
+        names(&catalog),
+        ["x_cluster-a-mcp-kubernetes_logs", "x_cluster-b-mcp-kubernetes_logs", "x_kubernetes_pods_list"]
+    );
+    assert!(catalog.warnings[0].contains("tool logs falls back"), "{:?}", catalog.warnings);
+}
+
+#[test]
+fn fallback_per_tool_when_the_instance_arg_collides_with_a_property() {
+    let a = server(
+        "cluster-a-mcp-kubernetes",
+        Some(("kubernetes", "management_cluster")),
+        vec![
+            tool("pods_list", "p", json!({"management_cluster": {"type": "string"}})),
+            tool("logs", "l", json!({})),
+        ],
+    );
+    let catalog = build("x", &[a]);
+    assert_eq!(names(&catalog), ["x_cluster-a-mcp-kubernetes_pods_list", "x_kubernetes_logs"]);
+}
+
+#[test]
+fn duplicate_exposed_names_are_kept_once_and_reported() {
+    let a = server("a", None, vec![tool("kubernetes_get", "alias", json!({}))]);
+    let mut b = server("b", None, vec![tool("get", "real", json!({}))]);
+    let mut a2 = a.clone();
+    a2.tool_prefix = Some("kubernetes".into());
+    b.tool_prefix = Some("kubernetes".into());
+    let catalog = build("x", &[a2, b]);
+    assert_eq!(names(&catalog), ["x_kubernetes_get"]);
+    assert_eq!(catalog.conflicts.len(), 1, "{:?}", catalog.conflicts);
+    assert!(catalog.conflicts[0].contains("x_kubernetes_get"));
+}
+
+#[test]
+fn resolve_strips_the_instance_and_accepts_full_or_bare_names() {
+    let catalog = build("x", &[k8s("cluster-a", &["pods_list"]), k8s("cluster-b", &["pods_list"])]);
+    let args = |v: Value| serde_json::from_value(v).ok();
+    let full = resolve_tool(&catalog, "x_kubernetes_pods_list", args(json!({"management_cluster": "cluster-b-mcp-kubernetes", "namespace": "n"})))
+        .expect("full name");
+    assert_eq!(full.server, "cluster-b-mcp-kubernetes");
+    assert_eq!(full.tool, "pods_list");
+    assert_eq!(full.arguments, args(json!({"namespace": "n"})));
+    let bare = resolve_tool(&catalog, "x_kubernetes_pods_list", args(json!({"management_cluster": "cluster-a"}))).expect("bare");
+    assert_eq!(bare.server, "cluster-a-mcp-kubernetes");
+}
+
+#[test]
+fn resolve_errors_use_musters_strings_plus_hints() {
+    let catalog = build("x", &[k8s("cluster-a", &["pods_list"]), k8s("cluster-b", &["pods_list"])]);
+    let missing = resolve_tool(&catalog, "x_kubernetes_pods_list", None).expect_err("missing");
+    assert_eq!(
+        missing.to_string(),
+        "tool x_kubernetes_pods_list is provided by a family on servers cluster-a-mcp-kubernetes, cluster-b-mcp-kubernetes; the \"management_cluster\" parameter is required"
+    );
+    let args = serde_json::from_value(json!({"management_cluster": "cluster-bb-mcp-kubernetes"})).ok();
+    let unknown = resolve_tool(&catalog, "x_kubernetes_pods_list", args).expect_err("unknown");
+    assert_eq!(
+        unknown.to_string(),
+        "tool x_kubernetes_pods_list is not available on server \"cluster-bb-mcp-kubernetes\" (available: cluster-a-mcp-kubernetes, cluster-b-mcp-kubernetes). Did you mean \"cluster-b-mcp-kubernetes\"?"
+    );
+    assert!(matches!(unknown, Error::InstanceUnknown { ref valid, .. } if valid.len() == 2));
+    let not_found = resolve_tool(&catalog, "x_kubernetes_pod_list", None).expect_err("typo");
+    assert_eq!(not_found.to_string(), "tool not found: x_kubernetes_pod_list. Did you mean: x_kubernetes_pods_list?");
+}
+
+#[test]
+fn ambiguous_bare_names_are_rejected() {
+    let catalog = build("x", &[k8s("cluster-a", &["pods_list"]), k8s("cluster-a-mcp", &["pods_list"])]);
+    let args = serde_json::from_value(json!({"management_cluster": "cluster-a"})).ok();
+    assert!(matches!(resolve_tool(&catalog, "x_kubernetes_pods_list", args), Err(Error::InstanceUnknown { .. })));
+}
+
+#[test]
+fn resources_with_a_scheme_pass_through_and_templates_route_by_prefix() {
+    let mut a = server("a", None, Vec::new());
+    a.resources = Arc::new(vec![
+        rmcp::model::Resource::new("test://static-text", "static"),
+        rmcp::model::Resource::new("notes", "n"),
+    ]);
+    a.resource_templates = Arc::new(vec![rmcp::model::ResourceTemplate::new("test://template/{id}/data", "t")]);
+    let catalog = build("x", &[a]);
+    let uris: Vec<&str> = catalog.resources.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(uris, ["test://static-text", "x_a_notes"]);
+    assert_eq!(catalog.resource_target("x_a_notes"), Some(Target { server: "a".into(), name: "notes".into() }));
+    assert_eq!(
+        catalog.resource_target("test://template/7/data"),
+        Some(Target { server: "a".into(), name: "test://template/7/data".into() })
+    );
+    assert_eq!(catalog.resource_target("other://x"), None);
+}
