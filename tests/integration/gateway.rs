@@ -1,0 +1,275 @@
+//! muster in front of in-process rmcp upstreams: routing, families, meta-tools, concurrency,
+//! notifications, recovery, the folder watcher, and bad input.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::client::{Client, text};
+use crate::support::mock_upstream::MockUpstream;
+use crate::support::{Fleet, Muster, config, eventually, family, free_port, http_server, stdio_server};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn family_fleet(exposure: &str) -> (Fleet, Vec<MockUpstream>, Muster) {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, &format!("  toolExposure: {exposure}\n")));
+    let mut upstreams = Vec::new();
+    for cluster in ["a", "b", "c"] {
+        let upstream = MockUpstream::start(cluster, free_port()).await;
+        let name = format!("cluster-{cluster}-mcp-kubernetes");
+        fleet.write_server(&format!("{name}.yaml"), &http_server(&name, &upstream.url(), &family("kubernetes", "management_cluster")));
+        upstreams.push(upstream);
+    }
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    (fleet, upstreams, muster)
+}
+
+#[actix_web::test]
+async fn family_tools_route_by_instance_and_errors_are_structured() {
+    let (_fleet, _upstreams, muster) = family_fleet("direct").await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    let names = client.tool_names().await;
+    assert!(names.contains(&"x_kubernetes_whoami".to_owned()), "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.ends_with("_whoami")).count(), 1, "one tool per family: {names:?}");
+
+    let b = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-b-mcp-kubernetes"})).await;
+    assert_eq!(text(&b), "b");
+    let bare = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-c"})).await;
+    assert_eq!(text(&bare), "c");
+    // The instance argument is stripped before forwarding; the rest goes through.
+    let echo = client.call("x_kubernetes_echo", json!({"management_cluster": "cluster-a", "text": "hi"})).await;
+    assert_eq!(text(&echo), "a:hi");
+
+    let missing = client.call("x_kubernetes_whoami", json!({})).await;
+    assert_eq!(missing.is_error, Some(true));
+    let structured = missing.structured_content.clone().expect("structuredContent");
+    assert_eq!(structured["code"], "instance_required");
+    assert_eq!(structured["validValues"], json!(["cluster-a-mcp-kubernetes", "cluster-b-mcp-kubernetes", "cluster-c-mcp-kubernetes"]));
+    assert!(text(&missing).contains("the \"management_cluster\" parameter is required"), "{}", text(&missing));
+
+    let wrong = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-d-mcp-kubernetes"})).await;
+    let structured = wrong.structured_content.clone().expect("structuredContent");
+    assert_eq!(structured["code"], "instance_unknown");
+    assert!(structured["closest"].as_str().is_some_and(|c| c.starts_with("cluster-")), "{structured}");
+
+    let unknown = client.call("x_kubernetes_whoam", json!({})).await;
+    assert_eq!(unknown.is_error, Some(true));
+    assert_eq!(unknown.structured_content.clone().expect("structured")["code"], "tool_not_found");
+    assert!(text(&unknown).contains("Did you mean: x_kubernetes_whoami"), "{}", text(&unknown));
+}
+
+#[actix_web::test]
+async fn meta_exposure_lists_meta_tools_and_call_tool_returns_an_envelope() {
+    let (_fleet, _upstreams, muster) = family_fleet("meta").await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    let names = client.tool_names().await;
+    assert_eq!(
+        names,
+        ["list_tools", "describe_tool", "filter_tools", "call_tool", "list_resources", "get_resource", "list_prompts", "get_prompt"]
+    );
+    let listed = client.call("list_tools", json!({"limit": 2})).await;
+    let listed: Value = serde_json::from_str(&text(&listed)).expect("json");
+    assert_eq!(listed["total"], 5);
+    assert_eq!(listed["tools"].as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["next_offset"], 2);
+
+    let found = client.call("filter_tools", json!({"query": "echo text"})).await;
+    let found: Value = serde_json::from_str(&text(&found)).expect("json");
+    assert_eq!(found["tools"][0]["name"], "x_kubernetes_echo", "{found}");
+
+    let described = client.call("describe_tool", json!({"name": "x_kubernetes_echo"})).await;
+    let described: Value = serde_json::from_str(&text(&described)).expect("json");
+    assert_eq!(described["inputSchema"]["required"], json!(["management_cluster"]));
+
+    let called = client
+        .call("call_tool", json!({"name": "x_kubernetes_echo", "arguments": {"management_cluster": "cluster-b", "text": "yo"}}))
+        .await;
+    assert_eq!(called.is_error, Some(false));
+    let envelope: Value = serde_json::from_str(&text(&called)).expect("envelope");
+    assert_eq!(envelope["isError"], false);
+    assert_eq!(envelope["content"][0]["text"], "b:yo");
+}
+
+#[actix_web::test]
+async fn a_slow_call_never_holds_up_other_calls_to_the_same_backend() {
+    let (_fleet, upstreams, muster) = family_fleet("direct").await;
+    let client = std::sync::Arc::new(Client::connect(&muster.mcp_url()).await);
+    let slow_client = client.clone();
+    let slow = actix_web::rt::spawn(async move {
+        slow_client.call("x_kubernetes_block", json!({"management_cluster": "cluster-a"})).await
+    });
+    let a = &upstreams[0].shared;
+    eventually(WAIT, "the slow call to reach the upstream", async || (a.blocked.load(Ordering::SeqCst) == 1).then_some(())).await;
+    // The backend is busy with the slow call; these must still complete.
+    for i in 0..5 {
+        let fast = client.call("x_kubernetes_echo", json!({"management_cluster": "cluster-a", "text": i.to_string()})).await;
+        assert_eq!(text(&fast), format!("a:{i}"));
+    }
+    assert!(!slow.is_finished(), "the slow call is still waiting");
+    a.release.notify_one();
+    let slow = slow.await.expect("join");
+    assert_eq!(text(&slow), "released");
+}
+
+#[actix_web::test]
+async fn upstream_list_changed_reaches_clients_and_progress_is_forwarded() {
+    let (_fleet, _upstreams, muster) = family_fleet("direct").await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    assert!(!client.tool_names().await.iter().any(|n| n.contains("grown")));
+    let grown = client.call("x_kubernetes_grow", json!({"management_cluster": "cluster-b"})).await;
+    assert_eq!(text(&grown), "grown_0");
+    eventually(WAIT, "tools/list_changed at the client", async || {
+        (client.seen.tools_changed.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    let names = client.tool_names().await;
+    assert!(names.contains(&"x_kubernetes_grown_0".to_owned()), "{names:?}");
+
+    let done = client.call("x_kubernetes_progress", json!({"management_cluster": "cluster-c"})).await;
+    assert_eq!(text(&done), "done");
+    let progress = eventually(WAIT, "three progress notifications", async || {
+        let seen = client.seen.progress.lock().expect("lock").clone();
+        (seen.len() == 3).then_some(seen)
+    })
+    .await;
+    assert_eq!(progress, [1.0, 2.0, 3.0]);
+}
+
+#[actix_web::test]
+async fn a_restarted_http_upstream_recovers_without_operator_action() {
+    let (fleet, mut upstreams, muster) = family_fleet("direct").await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    assert_eq!(text(&client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-b"})).await), "b");
+
+    // Redeploy cluster-b: the old upstream sessions are gone for good.
+    let b = upstreams.remove(1);
+    let port = b.port;
+    let shared = b.stop().await;
+    let down = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-b"})).await;
+    assert_eq!(down.is_error, Some(true), "{down:?}");
+    // Other members are unaffected.
+    assert_eq!(text(&client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-a"})).await), "a");
+    eventually(WAIT, "cluster-b marked Failed in its status", async || {
+        (fleet.status("cluster-b-mcp-kubernetes.yaml")["state"] == "Failed").then_some(())
+    })
+    .await;
+
+    let _b = MockUpstream::start_with(shared, port).await;
+    let answer = eventually(WAIT, "cluster-b to answer again", async || {
+        let r = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-b"})).await;
+        (r.is_error != Some(true)).then(|| text(&r))
+    })
+    .await;
+    assert_eq!(answer, "b");
+    let status = fleet.status("cluster-b-mcp-kubernetes.yaml");
+    assert_eq!(status["state"], "Connected", "{status}");
+    assert!(status["restartCount"].as_u64() >= Some(1), "{status}");
+    assert!(status["lastConnected"].is_string(), "{status}");
+}
+
+#[actix_web::test]
+async fn folder_changes_start_restart_and_stop_backends() {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let one = MockUpstream::start("one", free_port()).await;
+    let two = MockUpstream::start("two", free_port()).await;
+    fleet.write_server("one.yaml", &http_server("one", &one.url(), ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    assert!(client.tool_names().await.contains(&"x_one_whoami".to_owned()));
+    eventually(WAIT, "status Connected", async || (fleet.status("one.yaml")["state"] == "Connected").then_some(())).await;
+
+    // Add.
+    fleet.write_server("two.yaml", &http_server("two", &two.url(), ""));
+    eventually(WAIT, "x_two_whoami to appear", async || {
+        client.tool_names().await.contains(&"x_two_whoami".to_owned()).then_some(())
+    })
+    .await;
+    assert_eq!(text(&client.call("x_two_whoami", json!({})).await), "two");
+
+    // Change: a new toolPrefix renames the tools.
+    fleet.write_server("two.yaml", &http_server("two", &two.url(), "  toolPrefix: second\n"));
+    eventually(WAIT, "x_second_whoami to replace x_two_whoami", async || {
+        let names = client.tool_names().await;
+        (names.contains(&"x_second_whoami".to_owned()) && !names.contains(&"x_two_whoami".to_owned())).then_some(())
+    })
+    .await;
+
+    // Delete.
+    fleet.remove_server("two.yaml");
+    eventually(WAIT, "x_second_* to disappear", async || {
+        (!client.tool_names().await.iter().any(|n| n.starts_with("x_second_"))).then_some(())
+    })
+    .await;
+
+    // Status writes are not spec changes: `one` was started exactly once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let starts = muster.log_text().matches("starting backend server=\"one\"").count();
+    assert_eq!(starts, 1, "status write-back must not restart the backend:\n{}", muster.log_text());
+}
+
+#[actix_web::test]
+async fn bad_input_gets_clear_errors_and_harms_nobody_else() {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  maxBodyBytes: 65536\n"));
+    let good = MockUpstream::start("good", free_port()).await;
+    fleet.write_server("good.yaml", &http_server("good", &good.url(), ""));
+    fleet.write_server("missing.yaml", &stdio_server("missing", "/nonexistent/mcp-server", &[], ""));
+    fleet.write_server("invalid.yaml", "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: invalid}\nspec: {type: stdio}\n");
+    fleet.write_server("garbage.yaml", "this: [is not: yaml\n");
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+
+    // A missing stdio binary: Failed, with the exec error.
+    let status = eventually(WAIT, "missing to be Failed", async || {
+        let s = fleet.status("missing.yaml");
+        (s["state"] == "Failed").then_some(s)
+    })
+    .await;
+    assert!(status["lastError"].as_str().is_some_and(|e| e.contains("exec \"/nonexistent/mcp-server\"")), "{status}");
+    let invalid = fleet.status("invalid.yaml");
+    assert!(invalid["lastError"].as_str().is_some_and(|e| e.contains("spec.command: is required when type is stdio")), "{invalid}");
+
+    let http = reqwest::Client::new();
+    let post = |body: String| {
+        http.post(muster.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(body)
+    };
+    // Oversized body: 413.
+    let big = post(format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}", "x".repeat(100_000)));
+    assert_eq!(big.send().await.expect("send").status(), 413);
+    // Malformed JSON-RPC: a JSON-RPC parse error, not a crash.
+    let malformed = post("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":".to_owned()).send().await.expect("send");
+    let status = malformed.status();
+    let body = malformed.text().await.unwrap_or_default();
+    assert!(status.is_client_error(), "{status} {body}");
+    assert!(body.contains("-32700") || body.contains("Parse error") || body.to_lowercase().contains("json"), "{status} {body}");
+    // DNS rebinding: foreign Host or Origin is refused.
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    let evil_host = post(init.to_owned()).header("host", "evil.example.com").send().await.expect("send");
+    assert_eq!(evil_host.status(), 403);
+    let evil_origin = post(init.to_owned()).header("origin", "https://evil.example.com").send().await.expect("send");
+    assert_eq!(evil_origin.status(), 403);
+
+    // Everyone else is fine, and a client's Authorization header never reaches an upstream.
+    let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
+        reqwest::Client::new(),
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(muster.mcp_url())
+            .auth_header("user-secret-token"),
+    );
+    let client = rmcp::ServiceExt::serve((), transport).await.expect("connect");
+    let mut params = rmcp::model::CallToolRequestParams::new("x_good_whoami");
+    params.arguments = Some(serde_json::Map::new());
+    let result = client.peer().call_tool(params).await.expect("call");
+    assert_eq!(text(&result), "good");
+    let seen = good.shared.headers_seen.lock().expect("lock").clone();
+    assert!(!seen.iter().any(|h| h == "authorization"), "forwarded headers: {seen:?}");
+    assert!(!muster.log_text().contains("user-secret-token"), "token in logs");
+}

@@ -1,0 +1,9 @@
+//! The one integration test binary: muster as a real process, in front of in-process rmcp
+//! upstreams (`support/mock_upstream.rs`) and real third-party peers (`peers.rs`), driven by
+//! real MCP clients (rmcp's, the Python SDK's, and the official conformance suite).
+
+mod support;
+
+mod conformance;
+mod gateway;
+mod peers;

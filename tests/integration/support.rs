@@ -1,0 +1,209 @@
+//! Test support: a muster process with a temporary config folder, free ports, the installed
+//! third-party peers, and a raw JSON-RPC-over-HTTP helper.
+
+pub mod client;
+pub mod mock_upstream;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released; the small race is acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T>(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A config folder: `config.yaml` plus `mcpservers/`.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    pub fn new(config_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("mcpservers")).expect("mcpservers dir");
+        std::fs::write(dir.path().join("config.yaml"), config_yaml).expect("config.yaml");
+        Self { dir }
+    }
+
+    pub fn server_path(&self, file: &str) -> PathBuf {
+        self.dir.path().join("mcpservers").join(file)
+    }
+
+    pub fn write_server(&self, file: &str, yaml: &str) {
+        let tmp = self.dir.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write server");
+        std::fs::rename(&tmp, self.server_path(file)).expect("rename server");
+    }
+
+    pub fn remove_server(&self, file: &str) {
+        std::fs::remove_file(self.server_path(file)).expect("remove server");
+    }
+
+    /// The `status` block muster wrote into a server file, as JSON.
+    pub fn status(&self, file: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.server_path(file)).unwrap_or_default();
+        let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_default();
+        value.get("status").cloned().unwrap_or_default()
+    }
+}
+
+/// An MCPServer resource for a streamable-HTTP upstream.
+pub fn http_server(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata:\n  name: {name}\n  namespace: muster\nspec:\n  type: streamable-http\n  url: \"{url}\"\n  autoStart: true\n  timeout: 5\n{extra}"
+    )
+}
+
+/// An MCPServer resource for a stdio upstream.
+pub fn stdio_server(name: &str, command: &str, args: &[&str], extra: &str) -> String {
+    let args = serde_json::to_string(args).expect("args");
+    format!(
+        "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata:\n  name: {name}\nspec:\n  type: stdio\n  command: \"{command}\"\n  args: {args}\n  autoStart: true\n  timeout: 10\n{extra}"
+    )
+}
+
+pub fn family(name: &str, arg: &str) -> String {
+    format!("  family:\n    name: {name}\n    instanceArg: {arg}\n")
+}
+
+/// Fast supervision so restart tests take seconds, not minutes.
+pub fn config(port: u16, extra: &str) -> String {
+    format!(
+        "aggregator:\n  port: {port}\n  supervision:\n    initialBackoffMs: 100\n    maxBackoffMs: 1000\n    stableAfterMs: 2000\n    healthIntervalMs: 500\n    resyncIntervalMs: 1000\n{extra}"
+    )
+}
+
+/// A running `muster serve`, killed on drop.
+pub struct Muster {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Muster {
+    pub async fn start(fleet: &Fleet, port: u16) -> Self {
+        let log = fleet.dir.path().join("muster.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["serve", "--config-path"])
+            .arg(fleet.dir.path())
+            .env("RUST_LOG", "info,muster=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn muster");
+        let muster = Self { child, port, log };
+        let http = reqwest::Client::new();
+        let url = muster.url("/health");
+        eventually(Duration::from_secs(20), "muster /health", async || {
+            http.get(&url).send().await.ok().filter(|r| r.status().is_success())
+        })
+        .await;
+        muster
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn mcp_url(&self) -> String {
+        self.url("/mcp")
+    }
+
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let url = self.url("/readyz");
+        eventually(Duration::from_secs(30), "muster /readyz", async || {
+            http.get(&url).send().await.ok().filter(|r| r.status().is_success())
+        })
+        .await;
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Direct children of the muster process (its stdio upstreams).
+    pub fn child_pids(&self) -> Vec<u32> {
+        let out = Command::new("pgrep").arg("-P").arg(self.child.id().to_string()).output().expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+}
+
+impl Drop for Muster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The third-party peers installed by `scripts/install-peers.sh` (its `env.sh`).
+pub struct Peers {
+    vars: HashMap<String, String>,
+}
+
+impl Peers {
+    pub fn load() -> Self {
+        let dir = std::env::var("MUSTER_PEERS_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/muster-peers")
+        });
+        let env = dir.join("env.sh");
+        let text = std::fs::read_to_string(&env).unwrap_or_else(|_| {
+            panic!("{} is missing: run scripts/install-peers.sh (the README's test command does)", env.display())
+        });
+        let vars = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+            .collect();
+        Self { vars }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.vars.get(key).unwrap_or_else(|| panic!("{key} missing from the peers' env.sh"))
+    }
+
+    pub fn repo_file(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    }
+}
+
+/// A process killed on drop.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub async fn wait_port(port: u16) {
+    eventually(Duration::from_secs(20), &format!("port {port}"), async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
+}
+
+/// Runs a command to completion and returns (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run command");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

@@ -1,0 +1,154 @@
+//! An in-process rmcp upstream served over streamable HTTP (through muster's own actix bridge),
+//! with tools that let tests steer it: `whoami`, `echo`, `block` (waits for the test to release
+//! it), `grow` (adds a tool and announces list_changed) and `progress`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, HttpRequest, HttpServer, web};
+use muster::frontend::bridge;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ServerConfig, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, ServerHandler};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+pub struct Shared {
+    pub label: String,
+    pub extra_tools: Mutex<Vec<String>>,
+    pub release: Notify,
+    pub blocked: AtomicUsize,
+    pub calls: AtomicUsize,
+    pub headers_seen: Mutex<Vec<String>>,
+}
+
+#[derive(Clone)]
+struct Upstream(Arc<Shared>);
+
+fn tool(name: &str, description: &str, properties: Value) -> Tool {
+    let schema = json!({"type": "object", "properties": properties});
+    Tool::new(name.to_owned(), description.to_owned(), Arc::new(serde_json::from_value(schema).expect("schema")))
+}
+
+fn text(s: impl Into<String>) -> CallToolResponse {
+    CallToolResult::success(vec![ContentBlock::text(s.into())]).into()
+}
+
+impl ServerHandler for Upstream {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(serde_json::from_value(json!({"tools": {"listChanged": true}})).expect("caps"))
+    }
+
+    async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+        let mut tools = vec![
+            tool("whoami", "Says which upstream answered", json!({})),
+            tool("echo", "Echoes text", json!({"text": {"type": "string"}})),
+            tool("block", "Waits until the test releases it", json!({})),
+            tool("grow", "Adds a tool", json!({})),
+            tool("progress", "Sends progress", json!({})),
+        ];
+        for name in self.0.extra_tools.lock().expect("lock").iter() {
+            tools.push(tool(name, "grown", json!({})));
+        }
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(parts) = context.extensions.get::<http::request::Parts>() {
+            let mut seen = self.0.headers_seen.lock().expect("lock");
+            for name in parts.headers.keys() {
+                seen.push(name.as_str().to_owned());
+            }
+        }
+        let args = request.arguments.clone().unwrap_or_default();
+        match request.name.as_ref() {
+            "whoami" => Ok(text(self.0.label.clone())),
+            "echo" => Ok(text(format!("{}:{}", self.0.label, args.get("text").and_then(Value::as_str).unwrap_or_default()))),
+            "block" => {
+                self.0.blocked.fetch_add(1, Ordering::SeqCst);
+                self.0.release.notified().await;
+                Ok(text("released"))
+            }
+            "grow" => {
+                let name = {
+                    let mut extra = self.0.extra_tools.lock().expect("lock");
+                    let name = format!("grown_{}", extra.len());
+                    extra.push(name.clone());
+                    name
+                };
+                let _ = context.peer.notify_tool_list_changed().await;
+                Ok(text(name))
+            }
+            "progress" => {
+                if let Some(token) = context.meta.get_progress_token() {
+                    for i in 1..=3 {
+                        let _ = context.peer.notify_progress(ProgressNotificationParam::new(token.clone(), f64::from(i)).with_total(3.0)).await;
+                    }
+                }
+                Ok(text("done"))
+            }
+            other => Ok(CallToolResult::error(vec![ContentBlock::text(format!("no tool {other}"))]).into()),
+        }
+    }
+}
+
+pub struct MockUpstream {
+    pub port: u16,
+    pub shared: Arc<Shared>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl MockUpstream {
+    pub async fn start(label: &str, port: u16) -> Self {
+        Self::start_with(Arc::new(Shared {
+            label: label.to_owned(),
+            extra_tools: Mutex::default(),
+            release: Notify::new(),
+            blocked: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+            headers_seen: Mutex::default(),
+        }), port)
+        .await
+    }
+
+    /// Starts (again) with existing state, e.g. after `stop`, on the same port.
+    pub async fn start_with(shared: Arc<Shared>, port: u16) -> Self {
+        let factory_shared = shared.clone();
+        let service = web::Data::new(StreamableHttpService::new(
+            move || Ok(Upstream(factory_shared.clone())),
+            Arc::new(LocalSessionManager::default()),
+            StreamableHttpServerConfig::default(),
+        ));
+        let server = HttpServer::new(move || {
+            App::new().app_data(service.clone()).route(
+                "/mcp",
+                web::route().to(|req: HttpRequest, body: web::Bytes, svc: web::Data<StreamableHttpService<Upstream, LocalSessionManager>>| async move {
+                    bridge(&svc, &req, body).await
+                }),
+            )
+        })
+        .workers(1)
+        .shutdown_timeout(0)
+        .bind(("127.0.0.1", port))
+        .expect("bind mock upstream")
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self { port, shared, server: handle }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    pub async fn stop(self) -> Arc<Shared> {
+        self.server.stop(false).await;
+        self.shared
+    }
+}
