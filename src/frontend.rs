@@ -5,6 +5,8 @@
 //! 2026-07-28 protocol, SSE streams, and the Host/Origin checks against DNS rebinding, which are on
 //! by default here. actix enforces the body limit (413) before rmcp sees a byte.
 
+mod error;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -106,6 +108,7 @@ where
     for (name, value) in req.headers() {
         builder = builder.header(name.as_str(), value.as_bytes());
     }
+    let request_body = body.clone();
     let request = match builder.body(http_body_util::Full::new(body)) {
         Ok(request) => request,
         Err(e) => return HttpResponse::BadRequest().body(format!("malformed request: {e}")),
@@ -117,6 +120,13 @@ where
     // rmcp answers a session DELETE with 202; clients (the Python SDK) expect 200 or 204.
     if is_delete && status == actix_web::http::StatusCode::ACCEPTED {
         status = actix_web::http::StatusCode::OK;
+    }
+    if req.method() == actix_web::http::Method::POST && status == actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        let is_text = parts.headers.get(http::header::CONTENT_TYPE).is_none_or(|v| v.as_bytes().starts_with(b"text/"));
+        if is_text {
+            let detail = body.collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned()).unwrap_or_default();
+            return error::undecodable_body(&request_body, &detail);
+        }
     }
     let mut out = HttpResponse::build(status);
     for (name, value) in &parts.headers {
