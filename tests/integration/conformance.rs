@@ -1,1 +1,78 @@
-//! The official MCP conformance suite against muster's `/mcp`.
+//! The official MCP conformance suite (npm `@modelcontextprotocol/conformance`, run on Node 22
+//! by `tests/peers/conformance.sh`) against muster's `/mcp`.
+
+use std::process::{Command, Stdio};
+
+use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, run, wait_port};
+
+fn conformance(url: &str, args: &[&str]) -> (i32, String) {
+    let (code, stdout, stderr) = run(Command::new("bash").arg(Peers::repo_file("tests/peers/conformance.sh")).arg(url).args(args));
+    (code, format!("{stdout}\n{stderr}"))
+}
+
+fn passed(output: &str, scenario: &str) -> bool {
+    output.lines().any(|line| line.split_whitespace().take(2).eq(["PASS", scenario]))
+}
+
+/// The fixture-independent scenarios, against a fleet of real servers behind families.
+#[actix_web::test]
+async fn fixture_independent_scenarios_pass_against_a_real_fleet() {
+    let peers = Peers::load();
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let mut upstreams = Vec::new();
+    for cluster in ["a", "b"] {
+        let p = free_port();
+        let child = Command::new(peers.get("MUSTER_K8S_MCP"))
+            .args(["--port", &p.to_string(), "--bind-address", "127.0.0.1", "--read-only", "--kubeconfig"])
+            .arg(peers.get("MUSTER_FAKE_KUBECONFIG"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubernetes-mcp-server");
+        upstreams.push(Process(child));
+        wait_port(p).await;
+        let name = format!("cluster-{cluster}-mcp-kubernetes");
+        fleet.write_server(&format!("{name}.yaml"), &http_server(&name, &format!("http://127.0.0.1:{p}/mcp"), &family("kubernetes", "management_cluster")));
+    }
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let (code, output) = conformance(&muster.mcp_url(), &[]);
+    assert_eq!(code, 0, "conformance failed:\n{output}");
+    for scenario in ["server-initialize", "ping", "tools-list", "logging-set-level", "resources-list", "prompts-list", "server-sse-multiple-streams", "dns-rebinding-protection"] {
+        assert!(passed(&output, scenario), "{scenario} did not pass:\n{output}");
+    }
+    eprintln!("{output}");
+}
+
+/// The full server suite through muster, in front of the project's fixture upstream, names
+/// unchanged (empty musterPrefix and toolPrefix). Sampling and elicitation cross the gateway.
+#[actix_web::test]
+async fn full_suite_passes_through_the_gateway() {
+    let peers = Peers::load();
+    let fixture_port = free_port();
+    let _fixture = Process(
+        Command::new(peers.get("MUSTER_PYTHON"))
+            .arg(Peers::repo_file("tests/peers/conformance_fixture.py"))
+            .arg(fixture_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("conformance fixture"),
+    );
+    wait_port(fixture_port).await;
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));
+    fleet.write_server(
+        "fixture.yaml",
+        &http_server("fixture", &format!("http://127.0.0.1:{fixture_port}/mcp"), "  toolPrefix: \"\"\n"),
+    );
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let (code, output) = conformance(&muster.mcp_url(), &["--full"]);
+    assert_eq!(code, 0, "conformance failed:\n{output}\n--- muster log ---\n{}", muster.log_text());
+    for scenario in ["tools-call-sampling", "tools-call-elicitation", "tools-call-with-progress", "resources-subscribe", "dns-rebinding-protection"] {
+        assert!(passed(&output, scenario), "{scenario} did not pass:\n{output}");
+    }
+    eprintln!("{output}");
+}

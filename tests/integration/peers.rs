@@ -1,2 +1,136 @@
 //! Real third-party peers: kubernetes-mcp-server (npm) as a `kubernetes` family over streamable
-//! HTTP and over stdio, and a Python `mcp` SDK server, driven by the Python SDK's client.
+//! HTTP and over stdio, and a Python `mcp` SDK server, driven by the Python SDK's own client.
+//! Killing the stdio child and restarting an HTTP upstream must heal with no operator action.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Fleet, Muster, Peers, Process, config, eventually, family, free_port, http_server, stdio_server, wait_port};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn k8s_http(peers: &Peers, port: u16) -> Process {
+    let child = Command::new(peers.get("MUSTER_K8S_MCP"))
+        .args(["--port", &port.to_string(), "--bind-address", "127.0.0.1", "--read-only", "--kubeconfig"])
+        .arg(peers.get("MUSTER_FAKE_KUBECONFIG"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kubernetes-mcp-server");
+    Process(child)
+}
+
+fn python_upstream(peers: &Peers, port: u16) -> Process {
+    let child = Command::new(peers.get("MUSTER_PYTHON"))
+        .arg(Peers::repo_file("tests/peers/py_upstream.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the Python upstream");
+    Process(child)
+}
+
+/// Runs the Python SDK client against muster; returns its JSON output.
+fn py_client(peers: &Peers, url: &str, args: &[&str]) -> Value {
+    let out = Command::new(peers.get("MUSTER_PYTHON"))
+        .arg(Peers::repo_file("tests/peers/py_client.py"))
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run py_client.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.code() == Some(0), "py_client {args:?} failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("py_client output is not JSON ({e}): {stdout}"))
+}
+
+fn call(peers: &Peers, url: &str, tool: &str, args: Value) -> Value {
+    py_client(peers, url, &["call", tool, &args.to_string()])
+}
+
+#[actix_web::test]
+async fn real_kubernetes_family_and_python_server_through_the_python_client() {
+    let peers = Peers::load();
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let mut k8s = Vec::new();
+    let mut ports = Vec::new();
+    for cluster in ["a", "b", "c"] {
+        let p = free_port();
+        k8s.push(k8s_http(&peers, p));
+        ports.push(p);
+        let name = format!("cluster-{cluster}-mcp-kubernetes");
+        fleet.write_server(
+            &format!("{name}.yaml"),
+            &http_server(&name, &format!("http://127.0.0.1:{p}/mcp"), &family("kubernetes", "management_cluster")),
+        );
+    }
+    let kubeconfig = peers.get("MUSTER_FAKE_KUBECONFIG").to_owned();
+    fleet.write_server(
+        "cluster-d-mcp-kubernetes.yaml",
+        &stdio_server(
+            "cluster-d-mcp-kubernetes",
+            peers.get("MUSTER_K8S_MCP"),
+            &["--read-only", "--kubeconfig", &kubeconfig],
+            &family("kubernetes", "management_cluster"),
+        ),
+    );
+    let py_port = free_port();
+    let _py = python_upstream(&peers, py_port);
+    fleet.write_server("py.yaml", &http_server("py", &format!("http://127.0.0.1:{py_port}/mcp"), ""));
+    for p in &ports {
+        wait_port(*p).await;
+    }
+    wait_port(py_port).await;
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let url = muster.mcp_url();
+
+    let names = py_client(&peers, &url, &["list"]);
+    let names: Vec<String> = serde_json::from_value(names).expect("names");
+    assert!(names.contains(&"x_kubernetes_configuration_view".to_owned()), "{names:?}");
+    assert!(names.contains(&"x_py_add".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("cluster-a")), "family tools collapse: {names:?}");
+
+    // Every member answers, stdio and HTTP alike, with its own kubeconfig view.
+    for cluster in ["cluster-a-mcp-kubernetes", "cluster-b", "cluster-d-mcp-kubernetes"] {
+        let view = call(&peers, &url, "x_kubernetes_configuration_view", json!({"management_cluster": cluster}));
+        assert_eq!(view["isError"], false, "{cluster}: {view}");
+        assert!(view["text"].as_str().is_some_and(|t| t.contains("127.0.0.1:6443")), "{cluster}: {view}");
+    }
+    let sum = call(&peers, &url, "x_py_add", json!({"a": 2, "b": 3}));
+    assert_eq!(sum["text"], "5", "{sum}");
+    let wrong = call(&peers, &url, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-z"}));
+    assert_eq!(wrong["isError"], true);
+    assert_eq!(wrong["structured"]["code"], "instance_unknown", "{wrong}");
+
+    // Kill the stdio child: muster notices at once and starts a new one.
+    let children = muster.child_pids();
+    assert_eq!(children.len(), 1, "one stdio child: {children:?}");
+    let _ = Command::new("kill").arg("-9").arg(children[0].to_string()).status();
+    eventually(WAIT, "a new stdio child", async || {
+        let now = muster.child_pids();
+        (now.len() == 1 && now[0] != children[0]).then_some(())
+    })
+    .await;
+    eventually(WAIT, "cluster-d to answer again", async || {
+        let view = call(&peers, &url, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-d"}));
+        (view["isError"] == false).then_some(())
+    })
+    .await;
+    let status = fleet.status("cluster-d-mcp-kubernetes.yaml");
+    assert!(status["restartCount"].as_u64() >= Some(1), "{status}");
+    assert!(muster.log_text().contains("stdio process exited"), "the exit was noticed as such");
+
+    // Restart cluster-b's HTTP server (a redeploy): calls recover without operator action.
+    drop(k8s.remove(1));
+    let _b = k8s_http(&peers, ports[1]);
+    wait_port(ports[1]).await;
+    eventually(WAIT, "cluster-b to answer after its restart", async || {
+        let view = call(&peers, &url, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-b"}));
+        (view["isError"] == false).then_some(())
+    })
+    .await;
+}
