@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use rmcp::Peer;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequestParams,
-    CompleteResult, GetPromptRequestParams, GetPromptResult, ReadResourceRequestParams, ReadResourceResult,
-    ServerResult, SubscribeRequestParams, UnsubscribeRequestParams,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequestParams, CompleteResult,
+    GetPromptRequestParams, GetPromptResult, ReadResourceRequestParams, ReadResourceResult, ServerResult,
+    SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, RoleClient, RoleServer, ServiceError};
-use rmcp::Peer;
 use tokio::sync::watch;
 
 use crate::crd::McpServer;
@@ -91,7 +91,12 @@ pub struct Caller {
 
 impl Caller {
     pub fn from_context(agent_id: u64, context: &RequestContext<RoleServer>) -> Self {
-        Self { agent_id, peer: context.peer.clone(), ct: context.ct.clone(), progress_token: context.meta.get_progress_token() }
+        Self {
+            agent_id,
+            peer: context.peer.clone(),
+            ct: context.ct.clone(),
+            progress_token: context.meta.get_progress_token(),
+        }
     }
 }
 
@@ -118,13 +123,22 @@ impl BackendHandle {
             ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
             ServerResult::InputRequiredResult(result) => Ok(CallToolResponse::InputRequired(result)),
             ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
-            ServerResult::EmptyResult(_) => Ok(CallToolResponse::Complete(rmcp::model::CallToolResult::success(Vec::new()))),
+            ServerResult::EmptyResult(_) => {
+                Ok(CallToolResponse::Complete(rmcp::model::CallToolResult::success(Vec::new())))
+            }
             _ => Err(self.unexpected()),
         }
     }
 
-    pub async fn read_resource(&self, params: ReadResourceRequestParams, caller: &Caller) -> Result<ReadResourceResult, Error> {
-        match self.request(ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(params)), caller).await? {
+    pub async fn read_resource(
+        &self,
+        params: ReadResourceRequestParams,
+        caller: &Caller,
+    ) -> Result<ReadResourceResult, Error> {
+        match self
+            .request(ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(params)), caller)
+            .await?
+        {
             ServerResult::ReadResourceResult(result) => Ok(result),
             _ => Err(self.unexpected()),
         }
@@ -144,14 +158,20 @@ impl BackendHandle {
         }
     }
 
+    #[allow(deprecated, reason = "resources/subscribe is what 2025-era agents send")]
     pub async fn subscribe(&self, params: SubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
         self.relay.subscribe(&params.uri, caller);
-        self.request(ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params)), caller).await.map(drop)
+        self.request(ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params)), caller)
+            .await
+            .map(drop)
     }
 
+    #[allow(deprecated, reason = "resources/unsubscribe is what 2025-era agents send")]
     pub async fn unsubscribe(&self, params: UnsubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
         self.relay.unsubscribe(&params.uri, caller);
-        self.request(ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params)), caller).await.map(drop)
+        self.request(ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params)), caller)
+            .await
+            .map(drop)
     }
 
     fn unexpected(&self) -> Error {
@@ -192,7 +212,8 @@ impl BackendHandle {
     async fn send(&self, link: &Link, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
         let server = self.name.to_string();
         let options = PeerRequestOptions::no_options();
-        let handle = link.peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;
+        let handle =
+            link.peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;
         // Progress notifications for this call carry rmcp's token; route them back to the caller.
         let _route = self.relay.begin_call(&handle.progress_token, caller);
         let ct = caller.ct.clone();
@@ -442,10 +463,14 @@ impl Handler<ListChanged> for BackendActor {
         let relisting = async move { connect::list_capabilities(&definition, &link.peer).await };
         ctx.spawn(relisting.into_actor(self).map(move |result, actor, ctx| match result {
             Ok(capabilities) if actor.generation == msg.generation => {
-                actor.router.do_send(ServerUpdated { capabilities: Some(capabilities), handle: actor.backend_handle(ctx) });
+                actor
+                    .router
+                    .do_send(ServerUpdated { capabilities: Some(capabilities), handle: actor.backend_handle(ctx) });
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(server = actor.definition.name(), error = %e, "re-listing after list_changed failed"),
+            Err(e) => {
+                tracing::warn!(server = actor.definition.name(), error = %e, "re-listing after list_changed failed")
+            }
         }));
     }
 }

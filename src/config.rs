@@ -131,14 +131,16 @@ impl Config {
             problems.push(format!("aggregator.transport: {transport:?} is not supported (only streamable-http)"));
         }
         if file.kubernetes == Some(true) {
-            problems.push("kubernetes: Kubernetes mode is not available in this build yet; use filesystem mode".to_owned());
+            problems
+                .push("kubernetes: Kubernetes mode is not available in this build yet; use filesystem mode".to_owned());
         }
         let _ = file.namespace;
         let muster_prefix = a.muster_prefix.unwrap_or_else(|| "x".to_owned());
         if !muster_prefix.is_empty()
             && !muster_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            problems.push(format!("aggregator.musterPrefix: {muster_prefix:?} may hold only letters, digits, '_' and '-'"));
+            problems
+                .push(format!("aggregator.musterPrefix: {muster_prefix:?} may hold only letters, digits, '_' and '-'"));
         }
         let host = a.host.unwrap_or_else(|| "127.0.0.1".to_owned());
         let port = a.port.unwrap_or(8090);
@@ -163,9 +165,9 @@ impl Config {
             problems.push("aggregator.supervision: healthIntervalMs and resyncIntervalMs must be positive".to_owned());
         }
         let allowed_hosts = a.allowed_hosts.unwrap_or_else(|| default_allowed_hosts(&host));
-        let allowed_origins = a.allowed_origins.unwrap_or_else(|| {
-            vec!["http://localhost:*".into(), "http://127.0.0.1:*".into(), "http://[::1]:*".into()]
-        });
+        let allowed_origins = a
+            .allowed_origins
+            .unwrap_or_else(|| vec!["http://localhost:*".into(), "http://127.0.0.1:*".into(), "http://[::1]:*".into()]);
         if !problems.is_empty() {
             return Err(Error { problems });
         }

@@ -197,7 +197,10 @@ impl McpServer {
             && !prefix.is_empty()
             && !is_identifier(prefix, true)
         {
-            problem("spec.toolPrefix", format!("{prefix:?} must match ^[a-zA-Z][a-zA-Z0-9_-]*$ (or be empty for no prefix)"));
+            problem(
+                "spec.toolPrefix",
+                format!("{prefix:?} must match ^[a-zA-Z][a-zA-Z0-9_-]*$ (or be empty for no prefix)"),
+            );
         }
         if let Some(family) = &spec.family {
             if !is_identifier(&family.name, true) {
@@ -234,7 +237,9 @@ impl McpServer {
             }
             ServerType::StreamableHttp | ServerType::Sse => {
                 match spec.url.as_deref() {
-                    None | Some("") => problem("spec.url", format!("is required when type is {}", server_type.as_str())),
+                    None | Some("") => {
+                        problem("spec.url", format!("is required when type is {}", server_type.as_str()))
+                    }
                     Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                         problem("spec.url", format!("{url:?} must start with http:// or https://"));
                     }
@@ -289,7 +294,9 @@ fn validate_auth(auth: &Auth, problem: &mut impl FnMut(&str, String)) {
         return;
     }
     match exchange.dex_token_endpoint.as_deref() {
-        None | Some("") => problem("spec.auth.tokenExchange.dexTokenEndpoint", "is required when token exchange is enabled".to_owned()),
+        None | Some("") => {
+            problem("spec.auth.tokenExchange.dexTokenEndpoint", "is required when token exchange is enabled".to_owned())
+        }
         Some(url) if !is_https_or_loopback(url) => problem(
             "spec.auth.tokenExchange.dexTokenEndpoint",
             format!("{url:?} must be an https URL (http is allowed only for loopback hosts)"),
@@ -305,7 +312,9 @@ fn validate_auth(auth: &Auth, problem: &mut impl FnMut(&str, String)) {
         );
     }
     match exchange.connector_id.as_deref() {
-        None | Some("") => problem("spec.auth.tokenExchange.connectorId", "is required when token exchange is enabled".to_owned()),
+        None | Some("") => {
+            problem("spec.auth.tokenExchange.connectorId", "is required when token exchange is enabled".to_owned())
+        }
         Some(id) if !is_identifier(id, true) => {
             problem("spec.auth.tokenExchange.connectorId", format!("{id:?} must match ^[a-zA-Z][a-zA-Z0-9_-]*$"));
         }

@@ -31,7 +31,12 @@ struct State {
 }
 
 /// Builds the MCP service: one `GatewayServer` per agent session, each with a unique id.
-pub fn mcp_service(config: &Config, router: RouterHandle, agents: Arc<Agents>, cancel: CancellationToken) -> McpService {
+pub fn mcp_service(
+    config: &Config,
+    router: RouterHandle,
+    agents: Arc<Agents>,
+    cancel: CancellationToken,
+) -> McpService {
     let next_agent = Arc::new(AtomicU64::new(1));
     let exposure = config.tool_exposure;
     let factory_router = router.clone();
@@ -67,10 +72,7 @@ pub async fn serve(config: &Config, mcp: McpService, router: RouterHandle) -> st
     let state = State { mcp: Arc::new(mcp), router };
     let max_body = config.max_body_bytes;
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .app_data(web::PayloadConfig::new(max_body))
-            .configure(routes)
+        App::new().app_data(web::Data::new(state.clone())).app_data(web::PayloadConfig::new(max_body)).configure(routes)
     })
     .shutdown_timeout(5)
     .bind((config.host.as_str(), config.port))?;
@@ -100,7 +102,11 @@ async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> Htt
 
 /// The bridge: actix request (http 0.2) → `http::Request` (1.x) → rmcp → streamed response.
 /// Public so tests can serve their own rmcp upstreams the same way.
-pub async fn bridge<S>(service: &StreamableHttpService<S, LocalSessionManager>, req: &HttpRequest, body: web::Bytes) -> HttpResponse
+pub async fn bridge<S>(
+    service: &StreamableHttpService<S, LocalSessionManager>,
+    req: &HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse
 where
     S: rmcp::ServerHandler + Send + 'static,
 {
@@ -124,7 +130,8 @@ where
     if req.method() == actix_web::http::Method::POST && status == actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
         let is_text = parts.headers.get(http::header::CONTENT_TYPE).is_none_or(|v| v.as_bytes().starts_with(b"text/"));
         if is_text {
-            let detail = body.collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned()).unwrap_or_default();
+            let detail =
+                body.collect().await.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned()).unwrap_or_default();
             return error::undecodable_body(&request_body, &detail);
         }
     }

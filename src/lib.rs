@@ -5,13 +5,13 @@
 //! the catalog through `frontend` (HTTP) and `mcp` (the protocol), and calls go straight to a
 //! backend's live session.
 
+pub mod app;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod crd;
-pub mod supervisor;
-pub mod backend;
-pub mod routing;
-pub mod mcp;
 pub mod frontend;
+pub mod mcp;
+pub mod routing;
+pub mod supervisor;
 pub mod telemetry;
-pub mod app;

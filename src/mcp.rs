@@ -5,6 +5,8 @@
 //! The phases of a tool call, in order: `decode` (rmcp) → `resolve_tool` (routing/resolve.rs) →
 //! `call_upstream` (backend.rs) → `encode` (mcp/error.rs for failures).
 
+#![allow(deprecated, reason = "logging/setLevel is deprecated by SEP-2577 but 2025-era agents send it")]
+
 pub mod agents;
 pub mod error;
 pub mod meta;
@@ -53,10 +55,9 @@ impl GatewayServer {
     ) -> Result<CallToolResponse, routing::Error> {
         let snapshot = self.snapshot();
         let resolved = resolve_tool(&snapshot.catalog, name, arguments)?;
-        let backend = snapshot.backend(&resolved.server).ok_or_else(|| routing::Error::ToolNotFound {
-            name: name.to_owned(),
-            suggestions: Vec::new(),
-        })?;
+        let backend = snapshot
+            .backend(&resolved.server)
+            .ok_or_else(|| routing::Error::ToolNotFound { name: name.to_owned(), suggestions: Vec::new() })?;
         let mut params = CallToolRequestParams::new(resolved.tool);
         params.arguments = resolved.arguments;
         Ok(backend.call_tool(params, caller).await?)
@@ -148,7 +149,11 @@ impl ServerHandler for GatewayServer {
         Ok(result.into())
     }
 
-    async fn subscribe(&self, request: SubscribeRequestParams, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
         let caller = Caller::from_context(self.agent_id, &context);
         let snapshot = self.snapshot();
         let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
@@ -157,7 +162,11 @@ impl ServerHandler for GatewayServer {
         backend.subscribe(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
 
-    async fn unsubscribe(&self, request: UnsubscribeRequestParams, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
         let caller = Caller::from_context(self.agent_id, &context);
         let snapshot = self.snapshot();
         let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
@@ -203,7 +212,8 @@ impl ServerHandler for GatewayServer {
                 backend
             }
             Reference::Resource(resource) => {
-                let (backend, uri) = resource_backend(&snapshot, &resource.uri).map_err(|e| error::protocol_error(&e))?;
+                let (backend, uri) =
+                    resource_backend(&snapshot, &resource.uri).map_err(|e| error::protocol_error(&e))?;
                 resource.uri = uri;
                 backend
             }
@@ -212,15 +222,23 @@ impl ServerHandler for GatewayServer {
         backend.complete(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
 
-    async fn set_level(&self, _request: SetLevelRequestParams, _context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+    async fn set_level(
+        &self,
+        _request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
         // Upstream log messages are relayed as they come; the level is accepted for the session.
         Ok(())
     }
 }
 
 fn resource_backend(snapshot: &Snapshot, uri: &str) -> Result<(crate::backend::BackendHandle, String), routing::Error> {
-    let target = snapshot.catalog.resource_target(uri).ok_or_else(|| routing::Error::ResourceNotFound { uri: uri.to_owned() })?;
-    let backend = snapshot.backend(&target.server).ok_or_else(|| routing::Error::ResourceNotFound { uri: uri.to_owned() })?;
+    let target = snapshot
+        .catalog
+        .resource_target(uri)
+        .ok_or_else(|| routing::Error::ResourceNotFound { uri: uri.to_owned() })?;
+    let backend =
+        snapshot.backend(&target.server).ok_or_else(|| routing::Error::ResourceNotFound { uri: uri.to_owned() })?;
     Ok((backend.clone(), target.name))
 }
 

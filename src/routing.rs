@@ -36,11 +36,7 @@ pub enum Error {
 }
 
 fn did_you_mean(suggestions: &[String]) -> String {
-    if suggestions.is_empty() {
-        String::new()
-    } else {
-        format!(". Did you mean: {}?", suggestions.join(", "))
-    }
+    if suggestions.is_empty() { String::new() } else { format!(". Did you mean: {}?", suggestions.join(", ")) }
 }
 
 /// One server as the request path sees it.
@@ -115,9 +111,10 @@ impl RouterActor {
         for conflict in &catalog.conflicts {
             tracing::warn!(conflict, "duplicate exposed name");
         }
-        let ready = self.initial.as_ref().is_some_and(|names| {
-            names.iter().all(|n| self.servers.get(n).is_none_or(|s| s.settled))
-        });
+        let ready = self
+            .initial
+            .as_ref()
+            .is_some_and(|names| names.iter().all(|n| self.servers.get(n).is_none_or(|s| s.settled)));
         let version = self.tx.borrow().version + 1;
         self.tx.send_replace(Arc::new(Snapshot { catalog, servers: self.servers.clone(), ready, version }));
     }
@@ -134,7 +131,11 @@ impl Handler<ServerUpdated> for RouterActor {
         let name = msg.handle.name.to_string();
         let connection = msg.handle.connection();
         let settled = !matches!(connection.state, State::Starting | State::Connecting | State::Stopped);
-        let entry = self.servers.entry(name).or_insert_with(|| Server { handle: msg.handle.clone(), capabilities: None, settled });
+        let entry = self.servers.entry(name).or_insert_with(|| Server {
+            handle: msg.handle.clone(),
+            capabilities: None,
+            settled,
+        });
         entry.handle = msg.handle;
         entry.settled |= settled;
         // Fail open per member: a failed server keeps its last-known capabilities, so its

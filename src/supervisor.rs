@@ -17,9 +17,9 @@ use actix::prelude::*;
 
 use crate::backend::{BackendActor, BackendHandle, BackendStateChanged, Connect, Shutdown};
 use crate::config::Supervision;
+use crate::crd::McpServer;
 use crate::crd::files::Snapshot as DesiredSnapshot;
 use crate::crd::status::{self, State, Status};
-use crate::crd::McpServer;
 use crate::routing::{InitialSetKnown, RouterHandle, ServerRemoved};
 
 /// The folder's current content (filesystem mode).
@@ -70,33 +70,39 @@ impl SupervisorActor {
             Ok(handle) => handle,
             Err(e) => {
                 tracing::error!(server = name, error = %e, "cannot start backend");
-                write_status(&path, &Status {
-                    state: State::Failed,
-                    last_error: Some(e.to_string()),
-                    last_connected: None,
-                    restart_count: 0,
-                    consecutive_failures: 1,
-                    next_retry_after: None,
-                });
+                write_status(
+                    &path,
+                    &Status {
+                        state: State::Failed,
+                        last_error: Some(e.to_string()),
+                        last_connected: None,
+                        restart_count: 0,
+                        consecutive_failures: 1,
+                        next_retry_after: None,
+                    },
+                );
                 return;
             }
         };
         self.next_epoch += 1;
         let auto_start = definition.spec.auto_start;
-        self.servers.insert(name.clone(), Managed {
-            definition,
-            path,
-            handle: handle.clone(),
-            epoch: self.next_epoch,
-            state: State::Stopped,
-            last_error: None,
-            connected_at: None,
-            last_connected: None,
-            restart_count: 0,
-            consecutive_failures: 0,
-            next_retry: None,
-            rejected_update: None,
-        });
+        self.servers.insert(
+            name.clone(),
+            Managed {
+                definition,
+                path,
+                handle: handle.clone(),
+                epoch: self.next_epoch,
+                state: State::Stopped,
+                last_error: None,
+                connected_at: None,
+                last_connected: None,
+                restart_count: 0,
+                consecutive_failures: 0,
+                next_retry: None,
+                rejected_update: None,
+            },
+        );
         if auto_start {
             tracing::info!(server = name, "starting backend");
             handle_connect(&handle);
@@ -116,17 +122,22 @@ impl SupervisorActor {
     fn write(&self, name: &str) {
         let Some(m) = self.servers.get(name) else { return };
         let last_error = match (&m.last_error, &m.rejected_update) {
-            (_, Some(rejected)) => Some(format!("the file's new version is invalid, still running the previous one: {rejected}")),
+            (_, Some(rejected)) => {
+                Some(format!("the file's new version is invalid, still running the previous one: {rejected}"))
+            }
             (error, None) => error.clone(),
         };
-        write_status(&m.path, &Status {
-            state: m.state,
-            last_error,
-            last_connected: m.last_connected.clone(),
-            restart_count: m.restart_count,
-            consecutive_failures: m.consecutive_failures,
-            next_retry_after: m.next_retry.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        });
+        write_status(
+            &m.path,
+            &Status {
+                state: m.state,
+                last_error,
+                last_connected: m.last_connected.clone(),
+                restart_count: m.restart_count,
+                consecutive_failures: m.consecutive_failures,
+                next_retry_after: m.next_retry.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            },
+        );
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -188,19 +199,24 @@ impl Handler<DesiredState> for SupervisorActor {
                     self.write(name);
                 }
             } else if let Some(rejected) = snapshot.rejected.iter().find(|r| r.name.as_deref() == Some(name)) {
-                write_status(&rejected.path, &Status {
-                    state: State::Failed,
-                    last_error: Some(format!("invalid: {reasons}")),
-                    last_connected: None,
-                    restart_count: 0,
-                    consecutive_failures: 0,
-                    next_retry_after: None,
-                });
+                write_status(
+                    &rejected.path,
+                    &Status {
+                        state: State::Failed,
+                        last_error: Some(format!("invalid: {reasons}")),
+                        last_connected: None,
+                        restart_count: 0,
+                        consecutive_failures: 0,
+                        next_retry_after: None,
+                    },
+                );
             }
         }
         for (name, definition) in desired {
             match self.servers.get_mut(&name) {
-                Some(managed) if managed.definition.spec == definition.server.spec && managed.path == definition.path => {
+                Some(managed)
+                    if managed.definition.spec == definition.server.spec && managed.path == definition.path =>
+                {
                     if managed.rejected_update.take().is_some() {
                         self.write(&name);
                     }
@@ -250,7 +266,12 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                 managed.last_error = msg.error;
                 managed.next_retry = chrono::Duration::from_std(delay).ok().map(|d| chrono::Utc::now() + d);
                 let (name, epoch) = (msg.name.clone(), managed.epoch);
-                tracing::info!(server = name, retry_in_ms = delay.as_millis() as u64, failures = managed.consecutive_failures, "scheduling restart");
+                tracing::info!(
+                    server = name,
+                    retry_in_ms = delay.as_millis() as u64,
+                    failures = managed.consecutive_failures,
+                    "scheduling restart"
+                );
                 ctx.run_later(delay, move |actor, _| {
                     let Some(managed) = actor.servers.get_mut(&name) else { return };
                     if managed.epoch != epoch || managed.state != State::Failed {

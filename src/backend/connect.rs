@@ -21,12 +21,16 @@ use crate::crd::{McpServer, ServerType};
 use crate::routing::catalog::ServerCapabilities;
 
 /// Connections an upstream session keeps in flight at most (and so, TCP connections per backend).
-pub const MAX_CONCURRENT_REQUESTS: usize = 8;
+pub(super) const MAX_CONCURRENT_REQUESTS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("exec {command:?}: {source}")]
-    Spawn { command: String, #[source] source: std::io::Error },
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("initialize failed: {reason}{}", stderr_suffix(stderr))]
     Initialize { reason: String, stderr: String },
     #[error("initialize timed out after {}s", .0.as_secs())]
@@ -55,7 +59,7 @@ pub(super) struct Connected {
 }
 
 /// The backend's one HTTP client: keep-alive pool bounded per host, connect timeout.
-pub fn http_client(definition: &McpServer) -> Result<reqwest::Client, Error> {
+pub(super) fn http_client(definition: &McpServer) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
         .connect_timeout(definition.timeout())
         .pool_max_idle_per_host(MAX_CONCURRENT_REQUESTS)
@@ -149,13 +153,19 @@ fn headers(definition: &McpServer) -> Result<HashMap<http::HeaderName, http::Hea
         .iter()
         .map(|(name, value)| {
             let bad = || Error::Header { name: name.clone() };
-            Ok((http::HeaderName::try_from(name.as_str()).map_err(|_| bad())?, http::HeaderValue::try_from(value.as_str()).map_err(|_| bad())?))
+            Ok((
+                http::HeaderName::try_from(name.as_str()).map_err(|_| bad())?,
+                http::HeaderValue::try_from(value.as_str()).map_err(|_| bad())?,
+            ))
         })
         .collect()
 }
 
 /// Lists tools, resources, templates and prompts, each only if the server advertises it.
-pub(super) async fn list_capabilities(definition: &McpServer, peer: &Peer<RoleClient>) -> Result<ServerCapabilities, Error> {
+pub(super) async fn list_capabilities(
+    definition: &McpServer,
+    peer: &Peer<RoleClient>,
+) -> Result<ServerCapabilities, Error> {
     let advertised: Advertised = peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
     let list = |e: rmcp::ServiceError| Error::List(e.to_string());
     let tools = if advertised.tools.is_some() { peer.list_all_tools().await.map_err(list)? } else { Vec::new() };

@@ -16,9 +16,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
-    ElicitResult, Implementation, ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam,
-    ProgressToken, Request, RequestNoParam, ResourceUpdatedNotificationParam, ServerRequest,
+    ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequestParams, ElicitResult, Implementation, ListRootsResult, LoggingMessageNotificationParam,
+    ProgressNotificationParam, ProgressToken, Request, RequestNoParam, ResourceUpdatedNotificationParam, ServerRequest,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleClient, RoleServer};
 use rmcp::{ClientHandler, ErrorData, Peer};
@@ -31,8 +31,11 @@ pub struct Relay {
     server: String,
     next_call: AtomicU64,
     calls: Mutex<HashMap<u64, InFlight>>,
-    subscriptions: Mutex<HashMap<String, Vec<(u64, Peer<RoleServer>)>>>,
+    /// URI -> (agent id, agent session) of the agents subscribed to it.
+    subscriptions: Mutex<HashMap<String, Vec<Subscriber>>>,
 }
+
+type Subscriber = (u64, Peer<RoleServer>);
 
 struct InFlight {
     upstream_token: ProgressToken,
@@ -107,14 +110,17 @@ impl Relay {
 
     fn route_request_error(&self, what: &str) -> ErrorData {
         ErrorData::internal_error(
-            format!("muster cannot route this {what} request from {}: no single agent session has a call in flight", self.server),
+            format!(
+                "muster cannot route this {what} request from {}: no single agent session has a call in flight",
+                self.server
+            ),
             None,
         )
     }
 }
 
 /// The rmcp client handler of one upstream session.
-pub struct UpstreamHandler {
+pub(super) struct UpstreamHandler {
     relay: Arc<Relay>,
     actor: actix::WeakRecipient<ListChanged>,
     generation: u64,
@@ -160,7 +166,11 @@ impl ClientHandler for UpstreamHandler {
         _context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
         let peer = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("sampling"))?;
-        match peer.send_request(ServerRequest::CreateMessageRequest(Request::new(params))).await.map_err(forward_error)? {
+        match peer
+            .send_request(ServerRequest::CreateMessageRequest(Request::new(params)))
+            .await
+            .map_err(forward_error)?
+        {
             ClientResult::CreateMessageResult(result) => Ok(*result),
             _ => Err(ErrorData::internal_error("the agent answered sampling with another result type", None)),
         }
@@ -180,7 +190,11 @@ impl ClientHandler for UpstreamHandler {
 
     async fn list_roots(&self, _context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {
         let peer = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("roots"))?;
-        match peer.send_request(ServerRequest::ListRootsRequest(RequestNoParam::default())).await.map_err(forward_error)? {
+        match peer
+            .send_request(ServerRequest::ListRootsRequest(RequestNoParam::default()))
+            .await
+            .map_err(forward_error)?
+        {
             ClientResult::ListRootsResult(result) => Ok(result),
             _ => Err(ErrorData::internal_error("the agent answered roots/list with another result type", None)),
         }
@@ -194,13 +208,21 @@ impl ClientHandler for UpstreamHandler {
         }
     }
 
-    async fn on_logging_message(&self, params: LoggingMessageNotificationParam, _context: NotificationContext<RoleClient>) {
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
         if let Some(peer) = self.relay.sole_caller() {
             let _ = peer.notify_logging_message(params).await;
         }
     }
 
-    async fn on_resource_updated(&self, params: ResourceUpdatedNotificationParam, _context: NotificationContext<RoleClient>) {
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
         let peers: Vec<Peer<RoleServer>> = match self.relay.subscriptions.lock() {
             Ok(subs) => subs.get(&params.uri).map(|l| l.iter().map(|(_, p)| p.clone()).collect()).unwrap_or_default(),
             Err(_) => Vec::new(),

@@ -93,11 +93,7 @@ pub fn parse(text: &str) -> Result<McpServer, (Option<String>, Vec<Problem>)> {
     // Status is ours to write, never desired state.
     server.status = None;
     let problems = server.validate();
-    if problems.is_empty() {
-        Ok(server)
-    } else {
-        Err((Some(server.metadata.name.clone()), problems))
-    }
+    if problems.is_empty() { Ok(server) } else { Err((Some(server.metadata.name.clone()), problems)) }
 }
 
 fn first_line(s: &str) -> String {

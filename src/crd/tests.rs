@@ -101,11 +101,15 @@ spec:
 
 #[test]
 fn unknown_spec_fields_and_bad_types_are_yaml_errors() {
-    let got = problems("apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: a}\nspec: {type: stdio, command: x, comand: y}\n");
+    let got = problems(
+        "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: a}\nspec: {type: stdio, command: x, comand: y}\n",
+    );
     assert_eq!(got.len(), 1);
     assert!(got[0].starts_with("yaml: "), "{got:?}");
     assert!(got[0].contains("comand"), "{got:?}");
-    let got = problems("apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: a}\nspec: {type: ftp}\n");
+    let got = problems(
+        "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: a}\nspec: {type: ftp}\n",
+    );
     assert!(got[0].contains("ftp"), "{got:?}");
 }
 
@@ -115,6 +119,8 @@ fn token_endpoint_must_be_https_except_loopback() {
     assert!(problems(&format!("{base}\"http://127.0.0.1:5556/token\"}}\n")).is_empty());
     assert_eq!(
         problems(&format!("{base}\"http://dex.example.com/token\"}}\n")),
-        vec!["spec.auth.tokenExchange.dexTokenEndpoint: \"http://dex.example.com/token\" must be an https URL (http is allowed only for loopback hosts)"]
+        vec![
+            "spec.auth.tokenExchange.dexTokenEndpoint: \"http://dex.example.com/token\" must be an https URL (http is allowed only for loopback hosts)"
+        ]
     );
 }

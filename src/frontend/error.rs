@@ -6,10 +6,10 @@
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 
-pub const PARSE_ERROR: i64 = -32700;
-pub const INVALID_REQUEST: i64 = -32600;
+pub(super) const PARSE_ERROR: i64 = -32700;
+pub(super) const INVALID_REQUEST: i64 = -32600;
 
-pub fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> HttpResponse {
+pub(super) fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({
         "jsonrpc": "2.0",
         "id": null,
@@ -18,7 +18,7 @@ pub fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> HttpRespon
 }
 
 /// The JSON-RPC error for a POST body rmcp could not decode.
-pub fn undecodable_body(body: &[u8], detail: &str) -> HttpResponse {
+pub(super) fn undecodable_body(body: &[u8], detail: &str) -> HttpResponse {
     if detail.starts_with("Unsupported Media Type") {
         return jsonrpc_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_REQUEST, detail);
     }

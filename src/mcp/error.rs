@@ -5,8 +5,8 @@
 //! can read the text and a program can read the code. Resource and prompt failures are JSON-RPC
 //! errors. Messages never carry tokens or internal addresses beyond the configured server name.
 
-use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::ErrorData;
+use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Value, json};
 
 use crate::backend;
@@ -44,7 +44,9 @@ pub fn tool_error(error: &Error) -> CallToolResult {
                 structured["closest"] = json!(closest);
             }
         }
-        Error::ToolNotFound { suggestions, .. } | Error::PromptNotFound { suggestions, .. } if !suggestions.is_empty() => {
+        Error::ToolNotFound { suggestions, .. } | Error::PromptNotFound { suggestions, .. }
+            if !suggestions.is_empty() =>
+        {
             structured["suggestions"] = json!(suggestions);
         }
         Error::Backend(e) => {

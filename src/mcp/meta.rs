@@ -19,8 +19,16 @@ const LIST_TOOLS_DEFAULT_LIMIT: usize = 50;
 const FILTER_TOOLS_DEFAULT_LIMIT: usize = 5;
 const SUMMARY_CHARS: usize = 120;
 
-const META_TOOLS: &[&str] =
-    &["list_tools", "describe_tool", "filter_tools", "call_tool", "list_resources", "get_resource", "list_prompts", "get_prompt"];
+const META_TOOLS: &[&str] = &[
+    "list_tools",
+    "describe_tool",
+    "filter_tools",
+    "call_tool",
+    "list_resources",
+    "get_resource",
+    "list_prompts",
+    "get_prompt",
+];
 
 pub fn is_meta_tool(name: &str) -> bool {
     META_TOOLS.contains(&name)
@@ -34,44 +42,68 @@ fn tool(name: &'static str, description: &'static str, schema: Value) -> Tool {
 /// The meta-tools as `tools/list` shows them.
 pub fn tools() -> Vec<Tool> {
     vec![
-        tool("list_tools", "List the fleet's tools (name and one-line summary), paginated. Use describe_tool for a schema.", json!({
-            "type": "object",
-            "properties": {
-                "offset": {"type": "integer", "minimum": 0, "default": 0},
-                "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": LIST_TOOLS_DEFAULT_LIMIT},
-            },
-        })),
-        tool("describe_tool", "Show one tool's full description and input schema.", json!({
-            "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
-        })),
-        tool("filter_tools", "Find tools by name glob, description substring, BM25 query and labels (server=…, family=…).", json!({
-            "type": "object",
-            "properties": {
-                "pattern": {"type": "string", "description": "glob on the tool name, e.g. x_kubernetes_*"},
-                "description_filter": {"type": "string"},
-                "query": {"type": "string", "description": "free text, ranked with BM25"},
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                "case_sensitive": {"type": "boolean", "default": false},
-                "include_schema": {"type": "boolean", "default": false},
-                "limit": {"type": "integer", "minimum": 1, "default": FILTER_TOOLS_DEFAULT_LIMIT},
-                "offset": {"type": "integer", "minimum": 0, "default": 0},
-            },
-        })),
-        tool("call_tool", "Call a fleet tool by name. The result is a JSON envelope {isError, content, structuredContent}.", json!({
-            "type": "object",
-            "properties": {"name": {"type": "string"}, "arguments": {"type": "object"}},
-            "required": ["name"],
-        })),
+        tool(
+            "list_tools",
+            "List the fleet's tools (name and one-line summary), paginated. Use describe_tool for a schema.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "offset": {"type": "integer", "minimum": 0, "default": 0},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": LIST_TOOLS_DEFAULT_LIMIT},
+                },
+            }),
+        ),
+        tool(
+            "describe_tool",
+            "Show one tool's full description and input schema.",
+            json!({
+                "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
+            }),
+        ),
+        tool(
+            "filter_tools",
+            "Find tools by name glob, description substring, BM25 query and labels (server=…, family=…).",
+            json!({
+                "type": "object",
+                "properties": {
+                    "pattern": {"type": "string", "description": "glob on the tool name, e.g. x_kubernetes_*"},
+                    "description_filter": {"type": "string"},
+                    "query": {"type": "string", "description": "free text, ranked with BM25"},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "case_sensitive": {"type": "boolean", "default": false},
+                    "include_schema": {"type": "boolean", "default": false},
+                    "limit": {"type": "integer", "minimum": 1, "default": FILTER_TOOLS_DEFAULT_LIMIT},
+                    "offset": {"type": "integer", "minimum": 0, "default": 0},
+                },
+            }),
+        ),
+        tool(
+            "call_tool",
+            "Call a fleet tool by name. The result is a JSON envelope {isError, content, structuredContent}.",
+            json!({
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "arguments": {"type": "object"}},
+                "required": ["name"],
+            }),
+        ),
         tool("list_resources", "List the fleet's resources.", json!({"type": "object", "properties": {}})),
-        tool("get_resource", "Read one resource by URI.", json!({
-            "type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"],
-        })),
+        tool(
+            "get_resource",
+            "Read one resource by URI.",
+            json!({
+                "type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"],
+            }),
+        ),
         tool("list_prompts", "List the fleet's prompts.", json!({"type": "object", "properties": {}})),
-        tool("get_prompt", "Get one prompt, rendered with its arguments.", json!({
-            "type": "object",
-            "properties": {"name": {"type": "string"}, "arguments": {"type": "object", "additionalProperties": {"type": "string"}}},
-            "required": ["name"],
-        })),
+        tool(
+            "get_prompt",
+            "Get one prompt, rendered with its arguments.",
+            json!({
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "arguments": {"type": "object", "additionalProperties": {"type": "string"}}},
+                "required": ["name"],
+            }),
+        ),
     ]
 }
 
@@ -83,7 +115,9 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
         "describe_tool" => describe_tool(&snapshot, &args),
         "filter_tools" => json_result(filter_tools(&snapshot, &args)),
         "call_tool" => call_tool(gateway, args, caller).await,
-        "list_resources" => json_result(json!({"resources": snapshot.catalog.resources, "resourceTemplates": snapshot.catalog.resource_templates})),
+        "list_resources" => json_result(
+            json!({"resources": snapshot.catalog.resources, "resourceTemplates": snapshot.catalog.resource_templates}),
+        ),
         "list_prompts" => json_result(json!({"prompts": snapshot.catalog.prompts})),
         "get_resource" => get_resource(&snapshot, &args, caller).await,
         "get_prompt" => get_prompt(&snapshot, &args, caller).await,
@@ -142,7 +176,10 @@ fn list_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
         .iter()
         .filter_map(|(name, server)| {
             let connection = server.handle.connection();
-            connection.link.is_none().then(|| json!({"name": name, "state": connection.state.as_str(), "error": connection.last_error}))
+            connection
+                .link
+                .is_none()
+                .then(|| json!({"name": name, "state": connection.state.as_str(), "error": connection.last_error}))
         })
         .collect();
     if !unavailable.is_empty() {
@@ -209,7 +246,9 @@ fn filter_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
         .iter()
         .enumerate()
         .filter(|(_, t)| pattern.as_ref().is_none_or(|p| glob(p, &fold(&t.name))))
-        .filter(|(_, t)| description.as_ref().is_none_or(|d| fold(t.description.as_deref().unwrap_or_default()).contains(d.as_str())))
+        .filter(|(_, t)| {
+            description.as_ref().is_none_or(|d| fold(t.description.as_deref().unwrap_or_default()).contains(d.as_str()))
+        })
         .filter(|(_, t)| {
             let labels = labels(snapshot, &t.name);
             wanted_labels.iter().all(|(k, v)| labels.get(k.as_str()) == Some(v))
@@ -260,7 +299,9 @@ async fn call_tool(gateway: &GatewayServer, args: JsonObject, caller: &Caller) -
     };
     let inner = match gateway.dispatch(name, arguments, caller).await {
         Ok(CallToolResponse::Complete(result)) => result,
-        Ok(_) => invalid(format!("tool {name} answered with a task or input request, which call_tool cannot relay; call it directly")),
+        Ok(_) => invalid(format!(
+            "tool {name} answered with a task or input request, which call_tool cannot relay; call it directly"
+        )),
         Err(e) => error::tool_error(&e),
     };
     envelope(inner)

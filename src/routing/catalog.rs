@@ -120,6 +120,9 @@ pub fn build(muster_prefix: &str, servers: &[ServerCapabilities]) -> Catalog {
     catalog
 }
 
+/// A server exposed under its own prefix, minus the tools its family already exposes.
+type Solo<'a> = (&'a ServerCapabilities, BTreeSet<String>);
+
 struct FamilyMembers<'a> {
     instance_arg: String,
     servers: Vec<&'a ServerCapabilities>,
@@ -130,7 +133,7 @@ struct FamilyMembers<'a> {
 fn group_families<'a>(
     servers: &[&'a ServerCapabilities],
     warnings: &mut Vec<String>,
-) -> (BTreeMap<String, FamilyMembers<'a>>, Vec<(&'a ServerCapabilities, BTreeSet<String>)>) {
+) -> (BTreeMap<String, FamilyMembers<'a>>, Vec<Solo<'a>>) {
     let mut families: BTreeMap<String, Vec<&ServerCapabilities>> = BTreeMap::new();
     let mut solo = Vec::new();
     for server in servers {
@@ -174,7 +177,10 @@ fn add_family_tools(
     for (tool_name, offers) in by_tool {
         let descriptions: BTreeSet<Option<&str>> = offers.iter().map(|(_, t)| t.description.as_deref()).collect();
         let collides = offers.iter().any(|(_, t)| {
-            t.input_schema.get("properties").and_then(Value::as_object).is_some_and(|p| p.contains_key(&members.instance_arg))
+            t.input_schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .is_some_and(|p| p.contains_key(&members.instance_arg))
         });
         if descriptions.len() > 1 || collides {
             let why = if collides {
@@ -227,8 +233,7 @@ fn family_tool(tool: &Tool, instance_arg: &str, members: &[String]) -> Tool {
     out.input_schema = Arc::new(schema);
     let description = tool.description.as_deref().unwrap_or_default();
     let suffix = format!("(available on servers: {list})");
-    out.description =
-        Some(if description.is_empty() { suffix } else { format!("{description} {suffix}") }.into());
+    out.description = Some(if description.is_empty() { suffix } else { format!("{description} {suffix}") }.into());
     out
 }
 
@@ -259,7 +264,9 @@ fn add_resources_and_prompts(muster_prefix: &str, server: &ServerCapabilities, c
             exposed_name(muster_prefix, prefix, &resource.uri)
         };
         if catalog.resource_routes.contains_key(&uri) {
-            catalog.conflicts.push(format!("resource {uri} from {} is already exposed by another server; ignored", server.name));
+            catalog
+                .conflicts
+                .push(format!("resource {uri} from {} is already exposed by another server; ignored", server.name));
             continue;
         }
         let mut exposed = resource.clone();
@@ -275,7 +282,9 @@ fn add_resources_and_prompts(muster_prefix: &str, server: &ServerCapabilities, c
     for prompt in server.prompts.iter() {
         let name = exposed_name(muster_prefix, prefix, &prompt.name);
         if catalog.prompt_routes.contains_key(&name) {
-            catalog.conflicts.push(format!("prompt {name} from {} is already exposed by another server; ignored", server.name));
+            catalog
+                .conflicts
+                .push(format!("prompt {name} from {} is already exposed by another server; ignored", server.name));
             continue;
         }
         let mut exposed = prompt.clone();

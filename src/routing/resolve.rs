@@ -73,7 +73,8 @@ fn match_instance(value: &str, members: &[String]) -> Option<String> {
 pub fn closest<'a>(target: &str, candidates: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
     let mut scored: Vec<(f64, &str)> = candidates
         .map(|c| {
-            let score = strsim::jaro_winkler(target, c).max(if c.contains(target) || target.contains(c) { 0.9 } else { 0.0 });
+            let score =
+                strsim::jaro_winkler(target, c).max(if c.contains(target) || target.contains(c) { 0.9 } else { 0.0 });
             (score, c)
         })
         .filter(|(score, _)| *score >= 0.75)

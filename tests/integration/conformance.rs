@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, run, wait_port};
 
 fn conformance(url: &str, args: &[&str]) -> (i32, String) {
-    let (code, stdout, stderr) = run(Command::new("bash").arg(Peers::repo_file("tests/peers/conformance.sh")).arg(url).args(args));
+    let (code, stdout, stderr) =
+        run(Command::new("bash").arg(Peers::repo_file("tests/peers/conformance.sh")).arg(url).args(args));
     (code, format!("{stdout}\n{stderr}"))
 }
 
@@ -33,13 +34,25 @@ async fn fixture_independent_scenarios_pass_against_a_real_fleet() {
         upstreams.push(Process(child));
         wait_port(p).await;
         let name = format!("cluster-{cluster}-mcp-kubernetes");
-        fleet.write_server(&format!("{name}.yaml"), &http_server(&name, &format!("http://127.0.0.1:{p}/mcp"), &family("kubernetes", "management_cluster")));
+        fleet.write_server(
+            &format!("{name}.yaml"),
+            &http_server(&name, &format!("http://127.0.0.1:{p}/mcp"), &family("kubernetes", "management_cluster")),
+        );
     }
     let muster = Muster::start(&fleet, port).await;
     muster.wait_ready().await;
     let (code, output) = conformance(&muster.mcp_url(), &[]);
     assert_eq!(code, 0, "conformance failed:\n{output}");
-    for scenario in ["server-initialize", "ping", "tools-list", "logging-set-level", "resources-list", "prompts-list", "server-sse-multiple-streams", "dns-rebinding-protection"] {
+    for scenario in [
+        "server-initialize",
+        "ping",
+        "tools-list",
+        "logging-set-level",
+        "resources-list",
+        "prompts-list",
+        "server-sse-multiple-streams",
+        "dns-rebinding-protection",
+    ] {
         assert!(passed(&output, scenario), "{scenario} did not pass:\n{output}");
     }
     eprintln!("{output}");
@@ -71,7 +84,13 @@ async fn full_suite_passes_through_the_gateway() {
     muster.wait_ready().await;
     let (code, output) = conformance(&muster.mcp_url(), &["--full"]);
     assert_eq!(code, 0, "conformance failed:\n{output}\n--- muster log ---\n{}", muster.log_text());
-    for scenario in ["tools-call-sampling", "tools-call-elicitation", "tools-call-with-progress", "resources-subscribe", "dns-rebinding-protection"] {
+    for scenario in [
+        "tools-call-sampling",
+        "tools-call-elicitation",
+        "tools-call-with-progress",
+        "resources-subscribe",
+        "dns-rebinding-protection",
+    ] {
         assert!(passed(&output, scenario), "{scenario} did not pass:\n{output}");
     }
     eprintln!("{output}");

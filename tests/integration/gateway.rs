@@ -19,7 +19,10 @@ async fn family_fleet(exposure: &str) -> (Fleet, Vec<MockUpstream>, Muster) {
     for cluster in ["a", "b", "c"] {
         let upstream = MockUpstream::start(cluster, free_port()).await;
         let name = format!("cluster-{cluster}-mcp-kubernetes");
-        fleet.write_server(&format!("{name}.yaml"), &http_server(&name, &upstream.url(), &family("kubernetes", "management_cluster")));
+        fleet.write_server(
+            &format!("{name}.yaml"),
+            &http_server(&name, &upstream.url(), &family("kubernetes", "management_cluster")),
+        );
         upstreams.push(upstream);
     }
     let muster = Muster::start(&fleet, port).await;
@@ -47,7 +50,10 @@ async fn family_tools_route_by_instance_and_errors_are_structured() {
     assert_eq!(missing.is_error, Some(true));
     let structured = missing.structured_content.clone().expect("structuredContent");
     assert_eq!(structured["code"], "instance_required");
-    assert_eq!(structured["validValues"], json!(["cluster-a-mcp-kubernetes", "cluster-b-mcp-kubernetes", "cluster-c-mcp-kubernetes"]));
+    assert_eq!(
+        structured["validValues"],
+        json!(["cluster-a-mcp-kubernetes", "cluster-b-mcp-kubernetes", "cluster-c-mcp-kubernetes"])
+    );
     assert!(text(&missing).contains("the \"management_cluster\" parameter is required"), "{}", text(&missing));
 
     let wrong = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-d-mcp-kubernetes"})).await;
@@ -68,7 +74,16 @@ async fn meta_exposure_lists_meta_tools_and_call_tool_returns_an_envelope() {
     let names = client.tool_names().await;
     assert_eq!(
         names,
-        ["list_tools", "describe_tool", "filter_tools", "call_tool", "list_resources", "get_resource", "list_prompts", "get_prompt"]
+        [
+            "list_tools",
+            "describe_tool",
+            "filter_tools",
+            "call_tool",
+            "list_resources",
+            "get_resource",
+            "list_prompts",
+            "get_prompt"
+        ]
     );
     let listed = client.call("list_tools", json!({"limit": 2})).await;
     let listed: Value = serde_json::from_str(&text(&listed)).expect("json");
@@ -85,7 +100,10 @@ async fn meta_exposure_lists_meta_tools_and_call_tool_returns_an_envelope() {
     assert_eq!(described["inputSchema"]["required"], json!(["management_cluster"]));
 
     let called = client
-        .call("call_tool", json!({"name": "x_kubernetes_echo", "arguments": {"management_cluster": "cluster-b", "text": "yo"}}))
+        .call(
+            "call_tool",
+            json!({"name": "x_kubernetes_echo", "arguments": {"management_cluster": "cluster-b", "text": "yo"}}),
+        )
         .await;
     assert_eq!(called.is_error, Some(false));
     let envelope: Value = serde_json::from_str(&text(&called)).expect("envelope");
@@ -102,10 +120,14 @@ async fn a_slow_call_never_holds_up_other_calls_to_the_same_backend() {
         slow_client.call("x_kubernetes_block", json!({"management_cluster": "cluster-a"})).await
     });
     let a = &upstreams[0].shared;
-    eventually(WAIT, "the slow call to reach the upstream", async || (a.blocked.load(Ordering::SeqCst) == 1).then_some(())).await;
+    eventually(WAIT, "the slow call to reach the upstream", async || {
+        (a.blocked.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
     // The backend is busy with the slow call; these must still complete.
     for i in 0..5 {
-        let fast = client.call("x_kubernetes_echo", json!({"management_cluster": "cluster-a", "text": i.to_string()})).await;
+        let fast =
+            client.call("x_kubernetes_echo", json!({"management_cluster": "cluster-a", "text": i.to_string()})).await;
         assert_eq!(text(&fast), format!("a:{i}"));
     }
     assert!(!slow.is_finished(), "the slow call is still waiting");
@@ -171,6 +193,34 @@ async fn a_restarted_http_upstream_recovers_without_operator_action() {
 }
 
 #[actix_web::test]
+async fn an_upstream_that_forgot_its_sessions_is_reinitialized_and_the_call_retried() {
+    let (_fleet, upstreams, muster) = family_fleet("direct").await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    assert_eq!(text(&client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-a"})).await), "a");
+    // Muster #999: the upstream answers 404 for the old session; the very next call must work.
+    upstreams[0].forget_sessions().await;
+    let again =
+        client.call("x_kubernetes_echo", json!({"management_cluster": "cluster-a", "text": "still here"})).await;
+    assert_eq!(text(&again), "a:still here", "{again:?}");
+}
+
+#[actix_web::test]
+async fn check_config_reports_every_problem_and_exits_non_zero() {
+    let fleet = Fleet::new("aggregator:\n  transport: sse\n");
+    fleet.write_server("ok.yaml", &stdio_server("ok", "/bin/true", &[], ""));
+    fleet.write_server("bad.yaml", "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: bad}\nspec: {type: streamable-http, args: [x]}\n");
+    let (code, stdout, stderr) = crate::support::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").arg(fleet.dir.path()),
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("ok  ok ("), "{stdout}");
+    assert!(stderr.contains("aggregator.transport: \"sse\" is not supported"), "{stderr}");
+    assert!(stderr.contains("bad.yaml: spec.url: is required when type is streamable-http"), "{stderr}");
+    assert!(stderr.contains("bad.yaml: spec.args: is only allowed for stdio servers"), "{stderr}");
+    assert!(stderr.contains("3 problem(s) found"), "{stderr}");
+}
+
+#[actix_web::test]
 async fn folder_changes_start_restart_and_stop_backends() {
     let port = free_port();
     let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
@@ -181,7 +231,8 @@ async fn folder_changes_start_restart_and_stop_backends() {
     muster.wait_ready().await;
     let client = Client::connect(&muster.mcp_url()).await;
     assert!(client.tool_names().await.contains(&"x_one_whoami".to_owned()));
-    eventually(WAIT, "status Connected", async || (fleet.status("one.yaml")["state"] == "Connected").then_some(())).await;
+    eventually(WAIT, "status Connected", async || (fleet.status("one.yaml")["state"] == "Connected").then_some(()))
+        .await;
 
     // Add.
     fleet.write_server("two.yaml", &http_server("two", &two.url(), ""));
@@ -219,7 +270,10 @@ async fn bad_input_gets_clear_errors_and_harms_nobody_else() {
     let good = MockUpstream::start("good", free_port()).await;
     fleet.write_server("good.yaml", &http_server("good", &good.url(), ""));
     fleet.write_server("missing.yaml", &stdio_server("missing", "/nonexistent/mcp-server", &[], ""));
-    fleet.write_server("invalid.yaml", "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: invalid}\nspec: {type: stdio}\n");
+    fleet.write_server(
+        "invalid.yaml",
+        "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: invalid}\nspec: {type: stdio}\n",
+    );
     fleet.write_server("garbage.yaml", "this: [is not: yaml\n");
     let muster = Muster::start(&fleet, port).await;
     muster.wait_ready().await;
@@ -232,7 +286,10 @@ async fn bad_input_gets_clear_errors_and_harms_nobody_else() {
     .await;
     assert!(status["lastError"].as_str().is_some_and(|e| e.contains("exec \"/nonexistent/mcp-server\"")), "{status}");
     let invalid = fleet.status("invalid.yaml");
-    assert!(invalid["lastError"].as_str().is_some_and(|e| e.contains("spec.command: is required when type is stdio")), "{invalid}");
+    assert!(
+        invalid["lastError"].as_str().is_some_and(|e| e.contains("spec.command: is required when type is stdio")),
+        "{invalid}"
+    );
 
     let http = reqwest::Client::new();
     let post = |body: String| {
@@ -243,7 +300,10 @@ async fn bad_input_gets_clear_errors_and_harms_nobody_else() {
             .body(body)
     };
     // Oversized body: 413.
-    let big = post(format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}", "x".repeat(100_000)));
+    let big = post(format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
+        "x".repeat(100_000)
+    ));
     assert_eq!(big.send().await.expect("send").status(), 413);
     // Malformed JSON-RPC: a JSON-RPC parse error, not a crash.
     let malformed = post("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":".to_owned()).send().await.expect("send");

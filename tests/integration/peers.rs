@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Fleet, Muster, Peers, Process, config, eventually, family, free_port, http_server, stdio_server, wait_port};
+use crate::support::{
+    Fleet, Muster, Peers, Process, config, eventually, family, free_port, http_server, stdio_server, wait_port,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -42,7 +44,11 @@ fn py_client(peers: &Peers, url: &str, args: &[&str]) -> Value {
         .output()
         .expect("run py_client.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.code() == Some(0), "py_client {args:?} failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.code() == Some(0),
+        "py_client {args:?} failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("py_client output is not JSON ({e}): {stdout}"))
 }
 
@@ -102,6 +108,11 @@ async fn real_kubernetes_family_and_python_server_through_the_python_client() {
     }
     let sum = call(&peers, &url, "x_py_add", json!({"a": 2, "b": 3}));
     assert_eq!(sum["text"], "5", "{sum}");
+    // The 2026-07-28 stateless protocol (server/discover, no session) works as well.
+    let info = py_client(&peers, &url, &["info", "--mode", "auto"]);
+    assert_eq!(info["protocolVersion"], "2026-07-28", "{info}");
+    let stateless = py_client(&peers, &url, &["call", "x_py_add", r#"{"a": 40, "b": 2}"#, "--mode", "auto"]);
+    assert_eq!(stateless["text"], "42", "{stateless}");
     let wrong = call(&peers, &url, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-z"}));
     assert_eq!(wrong["isError"], true);
     assert_eq!(wrong["structured"]["code"], "instance_unknown", "{wrong}");

@@ -159,9 +159,9 @@ pub struct Peers {
 
 impl Peers {
     pub fn load() -> Self {
-        let dir = std::env::var("MUSTER_PEERS_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/muster-peers")
-        });
+        let dir = std::env::var("MUSTER_PEERS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/muster-peers"));
         let env = dir.join("env.sh");
         let text = std::fs::read_to_string(&env).unwrap_or_else(|_| {
             panic!("{} is missing: run scripts/install-peers.sh (the README's test command does)", env.display())
@@ -205,5 +205,9 @@ pub async fn wait_port(port: u16) {
 /// Runs a command to completion and returns (exit code, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("run command");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

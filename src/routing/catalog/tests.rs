@@ -124,10 +124,7 @@ fn fallback_per_tool_when_the_instance_arg_collides_with_a_property() {
     let a = server(
         "cluster-a-mcp-kubernetes",
         Some(("kubernetes", "management_cluster")),
-        vec![
-            tool("pods_list", "p", json!({"management_cluster": {"type": "string"}})),
-            tool("logs", "l", json!({})),
-        ],
+        vec![tool("pods_list", "p", json!({"management_cluster": {"type": "string"}})), tool("logs", "l", json!({}))],
     );
     let catalog = build("x", &[a]);
     assert_eq!(names(&catalog), ["x_cluster-a-mcp-kubernetes_pods_list", "x_kubernetes_logs"]);
@@ -150,12 +147,17 @@ fn duplicate_exposed_names_are_kept_once_and_reported() {
 fn resolve_strips_the_instance_and_accepts_full_or_bare_names() {
     let catalog = build("x", &[k8s("cluster-a", &["pods_list"]), k8s("cluster-b", &["pods_list"])]);
     let args = |v: Value| serde_json::from_value(v).ok();
-    let full = resolve_tool(&catalog, "x_kubernetes_pods_list", args(json!({"management_cluster": "cluster-b-mcp-kubernetes", "namespace": "n"})))
-        .expect("full name");
+    let full = resolve_tool(
+        &catalog,
+        "x_kubernetes_pods_list",
+        args(json!({"management_cluster": "cluster-b-mcp-kubernetes", "namespace": "n"})),
+    )
+    .expect("full name");
     assert_eq!(full.server, "cluster-b-mcp-kubernetes");
     assert_eq!(full.tool, "pods_list");
     assert_eq!(full.arguments, args(json!({"namespace": "n"})));
-    let bare = resolve_tool(&catalog, "x_kubernetes_pods_list", args(json!({"management_cluster": "cluster-a"}))).expect("bare");
+    let bare = resolve_tool(&catalog, "x_kubernetes_pods_list", args(json!({"management_cluster": "cluster-a"})))
+        .expect("bare");
     assert_eq!(bare.server, "cluster-a-mcp-kubernetes");
 }
 

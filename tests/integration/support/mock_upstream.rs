@@ -44,7 +44,11 @@ impl ServerHandler for Upstream {
         ServerConfig::new(serde_json::from_value(json!({"tools": {"listChanged": true}})).expect("caps"))
     }
 
-    async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
         let mut tools = vec![
             tool("whoami", "Says which upstream answered", json!({})),
             tool("echo", "Echoes text", json!({"text": {"type": "string"}})),
@@ -58,7 +62,11 @@ impl ServerHandler for Upstream {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
         self.0.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(parts) = context.extensions.get::<http::request::Parts>() {
             let mut seen = self.0.headers_seen.lock().expect("lock");
@@ -69,7 +77,9 @@ impl ServerHandler for Upstream {
         let args = request.arguments.clone().unwrap_or_default();
         match request.name.as_ref() {
             "whoami" => Ok(text(self.0.label.clone())),
-            "echo" => Ok(text(format!("{}:{}", self.0.label, args.get("text").and_then(Value::as_str).unwrap_or_default()))),
+            "echo" => {
+                Ok(text(format!("{}:{}", self.0.label, args.get("text").and_then(Value::as_str).unwrap_or_default())))
+            }
             "block" => {
                 self.0.blocked.fetch_add(1, Ordering::SeqCst);
                 self.0.release.notified().await;
@@ -88,7 +98,12 @@ impl ServerHandler for Upstream {
             "progress" => {
                 if let Some(token) = context.meta.get_progress_token() {
                     for i in 1..=3 {
-                        let _ = context.peer.notify_progress(ProgressNotificationParam::new(token.clone(), f64::from(i)).with_total(3.0)).await;
+                        let _ = context
+                            .peer
+                            .notify_progress(
+                                ProgressNotificationParam::new(token.clone(), f64::from(i)).with_total(3.0),
+                            )
+                            .await;
                     }
                 }
                 Ok(text("done"))
@@ -101,36 +116,45 @@ impl ServerHandler for Upstream {
 pub struct MockUpstream {
     pub port: u16,
     pub shared: Arc<Shared>,
+    pub sessions: Arc<LocalSessionManager>,
     server: actix_web::dev::ServerHandle,
 }
 
 impl MockUpstream {
     pub async fn start(label: &str, port: u16) -> Self {
-        Self::start_with(Arc::new(Shared {
-            label: label.to_owned(),
-            extra_tools: Mutex::default(),
-            release: Notify::new(),
-            blocked: AtomicUsize::new(0),
-            calls: AtomicUsize::new(0),
-            headers_seen: Mutex::default(),
-        }), port)
+        Self::start_with(
+            Arc::new(Shared {
+                label: label.to_owned(),
+                extra_tools: Mutex::default(),
+                release: Notify::new(),
+                blocked: AtomicUsize::new(0),
+                calls: AtomicUsize::new(0),
+                headers_seen: Mutex::default(),
+            }),
+            port,
+        )
         .await
     }
 
     /// Starts (again) with existing state, e.g. after `stop`, on the same port.
     pub async fn start_with(shared: Arc<Shared>, port: u16) -> Self {
         let factory_shared = shared.clone();
+        let sessions = Arc::new(LocalSessionManager::default());
         let service = web::Data::new(StreamableHttpService::new(
             move || Ok(Upstream(factory_shared.clone())),
-            Arc::new(LocalSessionManager::default()),
+            sessions.clone(),
             StreamableHttpServerConfig::default(),
         ));
         let server = HttpServer::new(move || {
             App::new().app_data(service.clone()).route(
                 "/mcp",
-                web::route().to(|req: HttpRequest, body: web::Bytes, svc: web::Data<StreamableHttpService<Upstream, LocalSessionManager>>| async move {
-                    bridge(&svc, &req, body).await
-                }),
+                web::route().to(
+                    |req: HttpRequest,
+                     body: web::Bytes,
+                     svc: web::Data<StreamableHttpService<Upstream, LocalSessionManager>>| async move {
+                        bridge(&svc, &req, body).await
+                    },
+                ),
             )
         })
         .workers(1)
@@ -140,11 +164,16 @@ impl MockUpstream {
         .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        Self { port, shared, server: handle }
+        Self { port, shared, sessions, server: handle }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Forgets every MCP session, as a redeployed server behind a stable address would.
+    pub async fn forget_sessions(&self) {
+        self.sessions.sessions.write().await.clear();
     }
 
     pub async fn stop(self) -> Arc<Shared> {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command: install what the tests need, then run every test.
+#
+#   scripts/test.sh
+#
+# Installs the pinned third-party peers (Node 22, the MCP conformance suite, kubernetes-mcp-server,
+# Python `mcp`) into ~/.cache/muster-peers, then checks formatting and lints and runs the whole
+# suite with cargo-nextest (unit tests, the integration binary with real peers, the conformance
+# suite). The build goes to $CARGO_TARGET_DIR (default ~/.cache/muster-target), outside the clone.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muster-target}"
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+scripts/install-peers.sh
+
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo nextest run --locked --no-fail-fast
