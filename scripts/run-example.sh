@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muster-target}"
 scripts/install-peers.sh
 # shellcheck disable=SC1091
 source "${MUSTER_PEERS_DIR:-$HOME/.cache/muster-peers}/env.sh"
-cargo build --release --locked
+cargo build --locked
 
 # Status is written back into the resource files; run on a copy so the repo stays clean.
 FLEET="$(mktemp -d)"
@@ -28,6 +28,6 @@ for port in 18181 18182 18183; do
 done
 
 echo "muster: MCP endpoint http://127.0.0.1:8090/mcp (fleet config copied to $FLEET)" >&2
-"$CARGO_TARGET_DIR/release/muster" serve --config-path "$FLEET" &
+"$CARGO_TARGET_DIR/debug/muster" serve --config-path "$FLEET" &
 pids+=("$!")
 wait "${pids[-1]}"

@@ -180,14 +180,16 @@ impl BackendHandle {
 
     async fn request(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
         let link = self.current_link()?;
-        match self.send(&link, request.clone(), caller).await {
+        let mut result = match self.send(&link, request.clone(), caller).await {
             Err(e) if e.is_connection_loss() => {
                 self.addr.do_send(ConnectionLost { generation: link.generation, reason: e.to_string() });
                 let link = self.next_link(link.generation).await.ok_or(e)?;
                 self.send(&link, request, caller).await
             }
             other => other,
-        }
+        }?;
+        mark_complete(&mut result);
+        Ok(result)
     }
 
     fn current_link(&self) -> Result<Link, Error> {
@@ -229,6 +231,19 @@ impl BackendHandle {
             }
         }
     }
+}
+
+/// Upstream sessions speak a 2025 revision, whose results carry no `resultType`. An agent on
+/// 2026-07-28 requires it; rmcp strips it again for agents on older revisions.
+fn mark_complete(result: &mut ServerResult) {
+    let result_type = match result {
+        ServerResult::CallToolResult(r) => &mut r.result_type,
+        ServerResult::ReadResourceResult(r) => &mut r.result_type,
+        ServerResult::GetPromptResult(r) => &mut r.result_type,
+        ServerResult::CompleteResult(r) => &mut r.result_type,
+        _ => return,
+    };
+    result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
 }
 
 fn map_service_error(server: &str, error: ServiceError) -> Error {
