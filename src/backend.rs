@@ -12,6 +12,7 @@
 
 mod connect;
 mod relay;
+mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;

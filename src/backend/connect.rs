@@ -39,8 +39,10 @@ pub enum Error {
     List(String),
     #[error("header {name:?} is not a valid HTTP header")]
     Header { name: String },
-    #[error("type sse (the 2024-11-05 HTTP+SSE transport) is not supported; use type streamable-http")]
-    SseUnsupported,
+    #[error("type is required")]
+    NoType,
+    #[error("{0}")]
+    Sse(String),
     #[error("building the HTTP client failed: {0}")]
     Client(String),
 }
@@ -88,7 +90,15 @@ pub(super) async fn connect(
             let transport = StreamableHttpClientTransport::with_client(http, config);
             tokio::time::timeout(timeout, handler.serve(transport)).await
         }
-        Some(ServerType::Sse) | None => return Err(Error::SseUnsupported),
+        Some(ServerType::Sse) => {
+            let url = definition.spec.url.clone().unwrap_or_default();
+            let headers: reqwest::header::HeaderMap = headers(definition)?.into_iter().collect();
+            let transport = super::sse::SseTransport::connect(http, &url, headers, timeout)
+                .await
+                .map_err(|e| Error::Sse(e.to_string()))?;
+            tokio::time::timeout(timeout, handler.serve(transport)).await
+        }
+        None => return Err(Error::NoType),
     };
     let running: RunningService<RoleClient, UpstreamHandler> = match serving {
         Err(_) => return Err(Error::Timeout(timeout)),

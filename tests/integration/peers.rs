@@ -24,10 +24,11 @@ fn k8s_http(peers: &Peers, port: u16) -> Process {
     Process(child)
 }
 
-fn python_upstream(peers: &Peers, port: u16) -> Process {
+fn python_upstream(peers: &Peers, port: u16, extra: &[&str]) -> Process {
     let child = Command::new(peers.get("MUSTER_PYTHON"))
         .arg(Peers::repo_file("tests/peers/py_upstream.py"))
         .arg(port.to_string())
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -84,12 +85,19 @@ async fn real_kubernetes_family_and_python_server_through_the_python_client() {
         ),
     );
     let py_port = free_port();
-    let _py = python_upstream(&peers, py_port);
+    let _py = python_upstream(&peers, py_port, &[]);
     fleet.write_server("py.yaml", &http_server("py", &format!("http://127.0.0.1:{py_port}/mcp"), ""));
+    // The same SDK's legacy HTTP+SSE transport, as `type: sse`.
+    let legacy_port = free_port();
+    let _legacy = python_upstream(&peers, legacy_port, &["--sse"]);
+    let legacy =
+        http_server("legacy", &format!("http://127.0.0.1:{legacy_port}/sse"), "").replace("streamable-http", "sse");
+    fleet.write_server("legacy.yaml", &legacy);
     for p in &ports {
         wait_port(*p).await;
     }
     wait_port(py_port).await;
+    wait_port(legacy_port).await;
     let muster = Muster::start(&fleet, port).await;
     muster.wait_ready().await;
     let url = muster.mcp_url();
@@ -108,6 +116,8 @@ async fn real_kubernetes_family_and_python_server_through_the_python_client() {
     }
     let sum = call(&peers, &url, "x_py_add", json!({"a": 2, "b": 3}));
     assert_eq!(sum["text"], "5", "{sum}");
+    let legacy_sum = call(&peers, &url, "x_legacy_add", json!({"a": 20, "b": 3}));
+    assert_eq!(legacy_sum["text"], "23", "over type sse: {legacy_sum}");
     // The 2026-07-28 stateless protocol (server/discover, no session) works as well.
     let info = py_client(&peers, &url, &["info", "--mode", "auto"]);
     assert_eq!(info["protocolVersion"], "2026-07-28", "{info}");
@@ -133,7 +143,11 @@ async fn real_kubernetes_family_and_python_server_through_the_python_client() {
     .await;
     let status = fleet.status("cluster-d-mcp-kubernetes.yaml");
     assert!(status["restartCount"].as_u64() >= Some(1), "{status}");
-    assert!(muster.log_text().contains("stdio process exited"), "the exit was noticed as such");
+    let log = muster.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("upstream connection lost") && l.contains("cluster-d-mcp-kubernetes")),
+        "the exit was noticed:\n{log}"
+    );
 
     // Restart cluster-b's HTTP server (a redeploy): calls recover without operator action.
     drop(k8s.remove(1));

@@ -2,11 +2,12 @@
 """Small upstream MCP server on the official Python SDK (`mcp` 2.3.0, `MCPServer` API).
 
 Usage:
-    python py_upstream.py PORT [--json] [--stateless] [--dns-rebinding-protection] [--name NAME]
+    python py_upstream.py PORT [--json] [--stateless] [--sse] [--dns-rebinding-protection] [--name NAME]
 
 Listens on http://127.0.0.1:PORT/mcp (streamable HTTP).
   --json                      POST responses are application/json instead of SSE
   --stateless                 no Mcp-Session-Id (stateless_http)
+  --sse                       serve the 2024-11-05 HTTP+SSE transport instead (GET /sse, POST /messages/)
   --dns-rebinding-protection  reject non-localhost Host/Origin (off by default: the gateway enforces it)
   --name NAME                 serverInfo.name (default "py-upstream")
 
@@ -84,6 +85,10 @@ def main(argv: list[str]) -> int:
         )
     else:
         security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    if "--sse" in argv:
+        # The 2024-11-05 HTTP+SSE transport: GET /sse, POST /messages/.
+        mcp.run("sse", host="127.0.0.1", port=port, transport_security=security)
+        return 0
     mcp.run(
         "streamable-http",
         host="127.0.0.1",
