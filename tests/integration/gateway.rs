@@ -137,6 +137,29 @@ async fn a_slow_call_never_holds_up_other_calls_to_the_same_backend() {
 }
 
 #[actix_web::test]
+async fn a_cancelled_call_is_cancelled_upstream() {
+    let (_fleet, upstreams, muster) = family_fleet("direct").await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    let mut params = rmcp::model::CallToolRequestParams::new("x_kubernetes_block");
+    params.arguments = json!({"management_cluster": "cluster-c"}).as_object().cloned();
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(params));
+    let handle = client
+        .service
+        .peer()
+        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+        .await
+        .expect("send");
+    let c = &upstreams[2].shared;
+    eventually(WAIT, "the call to reach the upstream", async || (c.blocked.load(Ordering::SeqCst) == 1).then_some(()))
+        .await;
+    handle.cancel(Some("the user changed their mind".into())).await.expect("cancel");
+    eventually(WAIT, "the upstream to see the cancellation", async || {
+        (c.cancelled.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
 async fn upstream_list_changed_reaches_clients_and_progress_is_forwarded() {
     let (_fleet, _upstreams, muster) = family_fleet("direct").await;
     let client = Client::connect(&muster.mcp_url()).await;

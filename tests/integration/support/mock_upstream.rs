@@ -23,6 +23,7 @@ pub struct Shared {
     pub extra_tools: Mutex<Vec<String>>,
     pub release: Notify,
     pub blocked: AtomicUsize,
+    pub cancelled: AtomicUsize,
     pub calls: AtomicUsize,
     pub headers_seen: Mutex<Vec<String>>,
 }
@@ -82,8 +83,13 @@ impl ServerHandler for Upstream {
             }
             "block" => {
                 self.0.blocked.fetch_add(1, Ordering::SeqCst);
-                self.0.release.notified().await;
-                Ok(text("released"))
+                tokio::select! {
+                    () = self.0.release.notified() => Ok(text("released")),
+                    () = context.ct.cancelled() => {
+                        self.0.cancelled.fetch_add(1, Ordering::SeqCst);
+                        Ok(text("cancelled"))
+                    }
+                }
             }
             "grow" => {
                 let name = {
@@ -128,6 +134,7 @@ impl MockUpstream {
                 extra_tools: Mutex::default(),
                 release: Notify::new(),
                 blocked: AtomicUsize::new(0),
+                cancelled: AtomicUsize::new(0),
                 calls: AtomicUsize::new(0),
                 headers_seen: Mutex::default(),
             }),
