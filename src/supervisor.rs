@@ -139,11 +139,6 @@ impl SupervisorActor {
             },
         );
     }
-
-    fn backoff(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(20);
-        self.policy.initial_backoff.saturating_mul(1 << exp).min(self.policy.max_backoff)
-    }
 }
 
 fn handle_connect(handle: &BackendHandle) {
@@ -243,12 +238,6 @@ impl Handler<BackendStateChanged> for SupervisorActor {
 
     fn handle(&mut self, msg: BackendStateChanged, ctx: &mut Self::Context) {
         let policy = self.policy;
-        let delay = {
-            let Some(managed) = self.servers.get(&msg.name) else { return };
-            let stable = managed.connected_at.is_some_and(|t| t.elapsed() >= policy.stable_after);
-            let failures = if stable { 1 } else { managed.consecutive_failures + 1 };
-            self.backoff(failures)
-        };
         let Some(managed) = self.servers.get_mut(&msg.name) else { return };
         managed.state = msg.state;
         match msg.state {
@@ -259,16 +248,16 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                 managed.next_retry = None;
             }
             State::Failed => {
-                if managed.connected_at.take().is_some_and(|t| t.elapsed() >= policy.stable_after) {
-                    managed.consecutive_failures = 0;
-                }
-                managed.consecutive_failures += 1;
+                let uptime = managed.connected_at.take().map(|t| t.elapsed());
+                managed.consecutive_failures =
+                    failures_after(managed.consecutive_failures, uptime, policy.stable_after);
+                let delay = backoff(&policy, managed.consecutive_failures);
                 managed.last_error = msg.error;
                 managed.next_retry = chrono::Duration::from_std(delay).ok().map(|d| chrono::Utc::now() + d);
                 let (name, epoch) = (msg.name.clone(), managed.epoch);
                 tracing::info!(
                     server = name,
-                    retry_in_ms = delay.as_millis() as u64,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     failures = managed.consecutive_failures,
                     "scheduling restart"
                 );
@@ -286,5 +275,45 @@ impl Handler<BackendStateChanged> for SupervisorActor {
         }
         let name = msg.name;
         self.write(&name);
+    }
+}
+
+/// The consecutive-failure count after one more failure. It starts over only when the backend
+/// had stayed up for `stable_after` (a crash loop keeps backing off).
+fn failures_after(previous: u32, uptime: Option<Duration>, stable_after: Duration) -> u32 {
+    if uptime.is_some_and(|up| up >= stable_after) { 1 } else { previous.saturating_add(1) }
+}
+
+/// `initial × 2^(failures−1)`, capped at `max`.
+fn backoff(policy: &Supervision, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    policy.initial_backoff.saturating_mul(1 << exp).min(policy.max_backoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_initial_and_is_capped() {
+        let policy = Supervision {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            ..Supervision::default()
+        };
+        let delays: Vec<u64> = (1..=6).map(|n| backoff(&policy, n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(backoff(&policy, 1000), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn failures_reset_only_after_sustained_uptime() {
+        let stable = Duration::from_secs(60);
+        // Never connected (failed to start): keeps counting.
+        assert_eq!(failures_after(3, None, stable), 4);
+        // Crash loop: connected briefly, still counting.
+        assert_eq!(failures_after(3, Some(Duration::from_secs(5)), stable), 4);
+        // Was healthy long enough: this failure is the first of a new series.
+        assert_eq!(failures_after(3, Some(Duration::from_secs(61)), stable), 1);
     }
 }

@@ -202,6 +202,19 @@ async fn a_restarted_http_upstream_recovers_without_operator_action() {
     })
     .await;
 
+    // Fail open per member: the family tool stays listed, and a call to the dead member gets a
+    // precise error with its state.
+    assert!(client.tool_names().await.contains(&"x_kubernetes_whoami".to_owned()));
+    let unavailable = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-b"})).await;
+    let structured = unavailable.structured_content.clone().expect("structured");
+    assert_eq!(structured["code"], "server_unavailable", "{structured}");
+    assert_eq!(structured["server"], "cluster-b-mcp-kubernetes", "{structured}");
+    assert!(
+        text(&unavailable).starts_with("server cluster-b-mcp-kubernetes is not connected (state "),
+        "{}",
+        text(&unavailable)
+    );
+
     let _b = MockUpstream::start_with(shared, port).await;
     let answer = eventually(WAIT, "cluster-b to answer again", async || {
         let r = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-b"})).await;
