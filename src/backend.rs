@@ -161,7 +161,9 @@ impl BackendHandle {
 
     #[allow(deprecated, reason = "resources/subscribe is what 2025-era agents send")]
     pub async fn subscribe(&self, params: SubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
-        self.relay.subscribe(&params.uri, caller);
+        if !self.relay.subscribe(&params.uri, caller) {
+            return Ok(()); // the upstream subscription already exists; updates fan out to all subscribers
+        }
         self.request(ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params)), caller)
             .await
             .map(drop)
@@ -169,7 +171,9 @@ impl BackendHandle {
 
     #[allow(deprecated, reason = "resources/unsubscribe is what 2025-era agents send")]
     pub async fn unsubscribe(&self, params: UnsubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
-        self.relay.unsubscribe(&params.uri, caller);
+        if !self.relay.unsubscribe(&params.uri, caller) {
+            return Ok(()); // other agents still want updates
+        }
         self.request(ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params)), caller)
             .await
             .map(drop)

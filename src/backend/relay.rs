@@ -77,21 +77,28 @@ impl Relay {
         CallGuard { relay: self, id }
     }
 
-    pub fn subscribe(&self, uri: &str, caller: &Caller) {
-        if let Ok(mut subs) = self.subscriptions.lock() {
-            let list = subs.entry(uri.to_owned()).or_default();
-            if !list.iter().any(|(id, _)| *id == caller.agent_id) {
-                list.push((caller.agent_id, caller.peer.clone()));
-            }
+    /// Records `caller` as subscribed to `uri`; true when it is the first subscriber (so the
+    /// upstream subscription must be made).
+    pub fn subscribe(&self, uri: &str, caller: &Caller) -> bool {
+        let Ok(mut subs) = self.subscriptions.lock() else { return true };
+        let list = subs.entry(uri.to_owned()).or_default();
+        let first = list.is_empty();
+        if !list.iter().any(|(id, _)| *id == caller.agent_id) {
+            list.push((caller.agent_id, caller.peer.clone()));
         }
+        first
     }
 
-    pub fn unsubscribe(&self, uri: &str, caller: &Caller) {
-        if let Ok(mut subs) = self.subscriptions.lock()
-            && let Some(list) = subs.get_mut(uri)
-        {
-            list.retain(|(id, _)| *id != caller.agent_id);
+    /// Removes `caller`'s subscription; true when nobody is left (so the upstream one can end).
+    pub fn unsubscribe(&self, uri: &str, caller: &Caller) -> bool {
+        let Ok(mut subs) = self.subscriptions.lock() else { return true };
+        let Some(list) = subs.get_mut(uri) else { return false };
+        list.retain(|(id, _)| *id != caller.agent_id);
+        let last = list.is_empty();
+        if last {
+            subs.remove(uri);
         }
+        last
     }
 
     /// The agent whose progress token rmcp replaced with `token`, and that agent's own token.
