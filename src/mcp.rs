@@ -8,6 +8,7 @@
 #![allow(deprecated, reason = "logging/setLevel is deprecated by SEP-2577 but 2025-era agents send it")]
 
 pub mod agents;
+pub mod auth_status;
 pub mod error;
 pub mod meta;
 pub mod search;
@@ -35,11 +36,19 @@ pub struct GatewayServer {
     router: RouterHandle,
     exposure: ToolExposure,
     agents: Arc<agents::Agents>,
+    /// Inbound sign-in is on: `auth://status` is served.
+    sign_in: bool,
 }
 
 impl GatewayServer {
-    pub fn new(agent_id: u64, router: RouterHandle, exposure: ToolExposure, agents: Arc<agents::Agents>) -> Self {
-        Self { agent_id, router, exposure, agents }
+    pub fn new(
+        agent_id: u64,
+        router: RouterHandle,
+        exposure: ToolExposure,
+        agents: Arc<agents::Agents>,
+        sign_in: bool,
+    ) -> Self {
+        Self { agent_id, router, exposure, agents, sign_in }
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -89,7 +98,17 @@ impl ServerHandler for GatewayServer {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let identity = identity_of(&context.extensions);
         self.agents.register(self.agent_id, context.peer);
+        // Single sign-on: exchange (or forward) this user's token for every cluster now, so the
+        // first call does not wait and `auth://status` shows the outcome.
+        if let Some(identity) = identity {
+            let snapshot = self.snapshot();
+            for server in snapshot.servers.values().filter(|s| s.handle.auth().is_some()) {
+                let (handle, identity) = (server.handle.clone(), identity.clone());
+                tokio::spawn(async move { handle.warm_up(&identity).await });
+            }
+        }
     }
 
     async fn list_tools(
@@ -124,7 +143,15 @@ impl ServerHandler for GatewayServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(self.snapshot().catalog.resources.clone()))
+        let mut resources = self.snapshot().catalog.resources.clone();
+        if self.sign_in {
+            resources.push(
+                rmcp::model::Resource::new(auth_status::URI, "auth-status")
+                    .with_description("Your sign-in state at each server (SSO: exchanged, forwarded, failed)")
+                    .with_mime_type("application/json"),
+            );
+        }
+        Ok(ListResourcesResult::with_all_items(resources))
     }
 
     async fn list_resource_templates(
@@ -142,6 +169,13 @@ impl ServerHandler for GatewayServer {
     ) -> Result<ReadResourceResponse, ErrorData> {
         let caller = Caller::from_context(self.agent_id, &context);
         let snapshot = self.snapshot();
+        if self.sign_in && request.uri == auth_status::URI {
+            let status = auth_status::compute(&snapshot, caller.identity.as_deref()).await;
+            let text = serde_json::to_string(&status).unwrap_or_default();
+            let contents =
+                rmcp::model::ResourceContents::text(text, auth_status::URI).with_mime_type("application/json");
+            return Ok(rmcp::model::ReadResourceResult::new(vec![contents]).into());
+        }
         let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
         let mut params = request;
         params.uri = uri;
@@ -230,6 +264,14 @@ impl ServerHandler for GatewayServer {
         // Upstream log messages are relayed as they come; the level is accepted for the session.
         Ok(())
     }
+}
+
+/// The identity the frontend attached to this request, if sign-in is on.
+pub fn identity_of(extensions: &rmcp::model::Extensions) -> Option<Arc<crate::auth::Identity>> {
+    extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Arc<crate::auth::Identity>>())
+        .cloned()
 }
 
 fn resource_backend(snapshot: &Snapshot, uri: &str) -> Result<(crate::backend::BackendHandle, String), routing::Error> {

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::backend::{BackendActor, BackendHandle, BackendStateChanged, Connect, Shutdown};
+use crate::auth::exchange::{Exchanger, Target};
+use crate::backend::{BackendActor, BackendHandle, BackendStateChanged, Connect, Shutdown, UpstreamAuth};
 use crate::config::Supervision;
 use crate::crd::McpServer;
 use crate::crd::files::Snapshot as DesiredSnapshot;
@@ -46,6 +47,7 @@ struct Managed {
 
 pub struct SupervisorActor {
     policy: Supervision,
+    exchanger: Option<Arc<Exchanger>>,
     router: RouterHandle,
     servers: BTreeMap<String, Managed>,
     initial_done: bool,
@@ -53,19 +55,23 @@ pub struct SupervisorActor {
 }
 
 impl SupervisorActor {
-    pub fn new(policy: Supervision, router: RouterHandle) -> Self {
-        Self { policy, router, servers: BTreeMap::new(), initial_done: false, next_epoch: 0 }
+    pub fn new(policy: Supervision, router: RouterHandle, exchanger: Option<Arc<Exchanger>>) -> Self {
+        Self { policy, exchanger, router, servers: BTreeMap::new(), initial_done: false, next_epoch: 0 }
     }
 
     fn start_backend(&mut self, ctx: &mut Context<Self>, definition: McpServer, path: PathBuf) {
         let name = definition.name().to_owned();
         let definition = Arc::new(definition);
-        let started = BackendActor::start(
-            definition.clone(),
-            self.policy.health_interval,
-            ctx.address().recipient(),
-            self.router.addr.clone().recipient(),
-        );
+        let started = upstream_auth(&definition, self.exchanger.as_ref()).and_then(|auth| {
+            BackendActor::start(
+                definition.clone(),
+                self.policy.health_interval,
+                ctx.address().recipient(),
+                self.router.addr.clone().recipient(),
+                auth,
+            )
+            .map_err(|e| e.to_string())
+        });
         let handle = match started {
             Ok(handle) => handle,
             Err(e) => {
@@ -139,6 +145,32 @@ impl SupervisorActor {
             },
         );
     }
+}
+
+/// How the backend authenticates upstream, from `spec.auth`.
+fn upstream_auth(
+    definition: &McpServer,
+    exchanger: Option<&Arc<Exchanger>>,
+) -> Result<Option<Arc<UpstreamAuth>>, String> {
+    let Some(auth) = &definition.spec.auth else { return Ok(None) };
+    if let Some(exchange) = auth.token_exchange.as_ref().filter(|t| t.enabled) {
+        let exchanger =
+            exchanger.ok_or("token exchange needs a signed-in user: enable aggregator.oauth.server in config.yaml")?;
+        let namespace = definition.metadata.namespace.as_deref().unwrap_or("default");
+        let mut target = Target::from_spec(definition.name(), namespace, exchange).map_err(|e| e.to_string())?;
+        target.audiences.clone_from(&auth.required_audiences);
+        return Ok(Some(Arc::new(UpstreamAuth::Exchange { target: Box::new(target), exchanger: exchanger.clone() })));
+    }
+    if auth.forward_token {
+        return Ok(Some(Arc::new(UpstreamAuth::Forward)));
+    }
+    if auth.auth_type == crate::crd::AuthType::Oauth {
+        return Err(
+            "auth.type oauth without tokenExchange or forwardToken (per-server OAuth login) is not supported yet"
+                .to_owned(),
+        );
+    }
+    Ok(None)
 }
 
 fn handle_connect(handle: &BackendHandle) {

@@ -39,6 +39,8 @@ pub enum Error {
     List(String),
     #[error("header {name:?} is not a valid HTTP header")]
     Header { name: String },
+    #[error("the server requires authentication (HTTP 401)")]
+    AuthRequired,
     #[error("type is required")]
     NoType,
     #[error("{0}")]
@@ -75,6 +77,7 @@ pub(super) async fn connect(
     definition: &McpServer,
     http: reqwest::Client,
     handler: UpstreamHandler,
+    bearer: Option<&crate::auth::Secret>,
 ) -> Result<Connected, Error> {
     let timeout = definition.timeout();
     let stderr = Arc::new(Mutex::new(StderrTail::default()));
@@ -86,13 +89,21 @@ pub(super) async fn connect(
         Some(ServerType::StreamableHttp) => {
             let url = definition.spec.url.clone().unwrap_or_default();
             let mut config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers(definition)?);
+            if let Some(bearer) = bearer {
+                config = config.auth_header(bearer.expose());
+            }
             config.max_concurrent_requests = MAX_CONCURRENT_REQUESTS;
             let transport = StreamableHttpClientTransport::with_client(http, config);
             tokio::time::timeout(timeout, handler.serve(transport)).await
         }
         Some(ServerType::Sse) => {
             let url = definition.spec.url.clone().unwrap_or_default();
-            let headers: reqwest::header::HeaderMap = headers(definition)?.into_iter().collect();
+            let mut headers: reqwest::header::HeaderMap = headers(definition)?.into_iter().collect();
+            if let Some(bearer) = bearer
+                && let Ok(value) = http::HeaderValue::try_from(format!("Bearer {}", bearer.expose()))
+            {
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
             let transport = super::sse::SseTransport::connect(http, &url, headers, timeout)
                 .await
                 .map_err(|e| Error::Sse(e.to_string()))?;
@@ -102,6 +113,7 @@ pub(super) async fn connect(
     };
     let running: RunningService<RoleClient, UpstreamHandler> = match serving {
         Err(_) => return Err(Error::Timeout(timeout)),
+        Ok(Err(e)) if e.is_authorization_required() => return Err(Error::AuthRequired),
         Ok(Err(e)) => {
             // Give the child a moment to print why it died.
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -129,17 +129,18 @@ impl Relay {
 /// The rmcp client handler of one upstream session.
 pub(super) struct UpstreamHandler {
     relay: Arc<Relay>,
-    actor: actix::WeakRecipient<ListChanged>,
+    /// The backend actor, for the shared session; user sessions have none (see ARCHITECTURE.md).
+    actor: Option<actix::WeakRecipient<ListChanged>>,
     generation: u64,
 }
 
 impl UpstreamHandler {
-    pub(super) fn new(relay: Arc<Relay>, actor: actix::WeakRecipient<ListChanged>, generation: u64) -> Self {
+    pub(super) fn new(relay: Arc<Relay>, actor: Option<actix::WeakRecipient<ListChanged>>, generation: u64) -> Self {
         Self { relay, actor, generation }
     }
 
     fn list_changed(&self) {
-        if let Some(actor) = self.actor.upgrade() {
+        if let Some(actor) = self.actor.as_ref().and_then(actix::WeakRecipient::upgrade) {
             actor.do_send(ListChanged { generation: self.generation });
         }
     }

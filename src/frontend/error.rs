@@ -17,6 +17,30 @@ pub(super) fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Htt
     }))
 }
 
+/// 401 (or 503 when the identity provider cannot be reached) with RFC 6750/9728 `WWW-Authenticate`.
+pub(super) fn unauthorized(resource_metadata: &str, error: &crate::auth::inbound::Error) -> HttpResponse {
+    use crate::auth::inbound::Error;
+    let description = error.to_string().replace('"', "'");
+    let (status, challenge) = match error {
+        Error::Missing => (StatusCode::UNAUTHORIZED, format!("Bearer resource_metadata=\"{resource_metadata}\"")),
+        Error::Unavailable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "Bearer resource_metadata=\"{resource_metadata}\", error=\"temporarily_unavailable\", error_description=\"{description}\""
+            ),
+        ),
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "Bearer resource_metadata=\"{resource_metadata}\", error=\"invalid_token\", error_description=\"{description}\""
+            ),
+        ),
+    };
+    HttpResponse::build(status)
+        .insert_header((actix_web::http::header::WWW_AUTHENTICATE, challenge))
+        .json(serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001, "message": description}}))
+}
+
 /// The JSON-RPC error for a POST body rmcp could not decode.
 pub(super) fn undecodable_body(body: &[u8], detail: &str) -> HttpResponse {
     if detail.starts_with("Unsupported Media Type") {

@@ -26,6 +26,10 @@ pub fn code(error: &Error) -> &'static str {
             backend::Error::Upstream { .. } => "upstream_failed",
             backend::Error::Protocol { .. } => "upstream_error",
             backend::Error::Cancelled { .. } => "cancelled",
+            backend::Error::Unauthenticated { .. } => "authentication_required",
+            backend::Error::Exchange { error, .. } if error.is_auth_failure() => "token_exchange_failed",
+            backend::Error::Exchange { .. } => "identity_provider_unreachable",
+            backend::Error::Unauthorized { .. } => "upstream_unauthorized",
         },
     }
 }
@@ -68,7 +72,10 @@ fn server_of(error: &backend::Error) -> &str {
         | backend::Error::Timeout { server, .. }
         | backend::Error::Upstream { server, .. }
         | backend::Error::Protocol { server, .. }
-        | backend::Error::Cancelled { server } => server,
+        | backend::Error::Cancelled { server }
+        | backend::Error::Unauthenticated { server }
+        | backend::Error::Exchange { server, .. }
+        | backend::Error::Unauthorized { server } => server,
     }
 }
 

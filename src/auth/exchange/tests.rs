@@ -1,0 +1,75 @@
+use super::*;
+use crate::crd::{SecretRef as CrdSecretRef, TokenExchange};
+
+fn spec(endpoint: &str) -> TokenExchange {
+    TokenExchange {
+        enabled: true,
+        dex_token_endpoint: Some(endpoint.to_owned()),
+        connector_id: Some("central-dex".to_owned()),
+        client_credentials_secret_ref: Some(CrdSecretRef { name: "creds".to_owned(), ..CrdSecretRef::default() }),
+        ..TokenExchange::default()
+    }
+}
+
+#[test]
+fn target_defaults_follow_muster() {
+    let target =
+        Target::from_spec("cluster-a", "muster", &spec("https://dex.cluster-a.example.com/token")).expect("valid");
+    assert_eq!(target.expected_issuer, "https://dex.cluster-a.example.com");
+    assert_eq!(target.scopes, "openid profile email groups");
+    let secret = target.secret.clone().expect("secret ref");
+    assert_eq!(
+        (secret.namespace.as_str(), secret.id_key.as_str(), secret.secret_key.as_str()),
+        ("muster", "client-id", "client-secret")
+    );
+    let mut with_audiences = target;
+    with_audiences.audiences = vec!["cluster-a-k8s".to_owned()];
+    assert_eq!(with_audiences.scope_param(), "openid profile email groups audience:server:client_id:cluster-a-k8s");
+}
+
+#[test]
+fn cache_key_separates_users_clusters_clients_and_scopes() {
+    let a = Target::from_spec("a", "ns", &spec("https://dex.a/token")).expect("valid");
+    let b = Target::from_spec("b", "ns", &spec("https://dex.b/token")).expect("valid");
+    let base = cache_key(&a, Some("muster"), "alice");
+    assert_eq!(base, cache_key(&a, Some("muster"), "alice"), "stable");
+    assert_ne!(base, cache_key(&a, Some("muster"), "bob"), "per user");
+    assert_ne!(base, cache_key(&b, Some("muster"), "alice"), "per cluster endpoint");
+    assert_ne!(base, cache_key(&a, Some("other-client"), "alice"), "per client id");
+    let mut narrower = a.clone();
+    narrower.scopes = "openid".to_owned();
+    assert_ne!(base, cache_key(&narrower, Some("muster"), "alice"), "per scopes");
+    let mut audience = a.clone();
+    audience.audiences = vec!["x".to_owned()];
+    assert_ne!(base, cache_key(&audience, Some("muster"), "alice"), "per audience");
+    // Scope order does not matter.
+    let mut reordered = a.clone();
+    reordered.scopes = "groups email profile openid".to_owned();
+    assert_eq!(base, cache_key(&reordered, Some("muster"), "alice"));
+}
+
+#[test]
+fn transport_failures_are_not_auth_failures() {
+    let unreachable = Error::Unreachable { cluster: "a".into(), endpoint: "e".into(), reason: "refused".into() };
+    let refused = Error::Rejected {
+        cluster: "a".into(),
+        endpoint: "e".into(),
+        error: "invalid_client".into(),
+        description: None,
+    };
+    assert!(!unreachable.is_auth_failure());
+    assert!(refused.is_auth_failure());
+    let backing_off = Error::BackingOff { error: Box::new(unreachable), retry_in: Duration::from_secs(2) };
+    assert!(!backing_off.is_auth_failure());
+    assert_eq!(refused.to_string(), "token exchange for a was refused by e: invalid_client");
+}
+
+#[test]
+fn private_networks_are_detected() {
+    for private in ["10.1.2.3", "192.168.0.1", "172.16.5.4", "fd00::1", "169.254.1.1"] {
+        assert!(is_private(&private.parse().expect("ip")), "{private}");
+    }
+    for public in ["8.8.8.8", "2001:db8::1"] {
+        assert!(!is_private(&public.parse().expect("ip")), "{public}");
+    }
+}

@@ -1,0 +1,129 @@
+//! Upstream sessions per (user, backend), for servers with `spec.auth`: each carries that user's
+//! token for that cluster only (exchanged by RFC 8693, or forwarded). They ride the backend's one
+//! HTTP client, so thousands of agent sessions of one user share one upstream session and the TCP
+//! connections stay pooled. Idle sessions are reaped; a new token (after a refresh) opens a new
+//! session and the old one idles out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::Peer;
+use rmcp::service::RoleClient;
+
+use super::connect;
+use super::relay::{Relay, UpstreamHandler};
+use crate::auth::exchange::{self, Exchanger, Target};
+use crate::auth::{Identity, Secret};
+use crate::crd::McpServer;
+use crate::routing::catalog::ServerCapabilities;
+
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How a backend authenticates its upstream calls.
+pub enum UpstreamAuth {
+    /// Send the agent's own validated token (`forwardToken: true`).
+    Forward,
+    /// Exchange the agent's token at the cluster's identity provider (`tokenExchange`).
+    Exchange { target: Box<Target>, exchanger: Arc<Exchanger> },
+}
+
+impl UpstreamAuth {
+    pub async fn token(&self, identity: &Identity) -> Result<Secret, exchange::Error> {
+        match self {
+            Self::Forward => Ok(identity.token.clone()),
+            Self::Exchange { target, exchanger } => exchanger.token(target, identity).await,
+        }
+    }
+
+    pub async fn invalidate(&self, identity: &Identity) {
+        if let Self::Exchange { target, exchanger } = self {
+            exchanger.invalidate(target, identity).await;
+        }
+    }
+
+    pub fn is_exchange(&self) -> bool {
+        matches!(self, Self::Exchange { .. })
+    }
+
+    /// The cluster identity provider's issuer (for `auth://status`).
+    pub fn issuer(&self) -> Option<&str> {
+        match self {
+            Self::Exchange { target, .. } => Some(&target.expected_issuer),
+            Self::Forward => None,
+        }
+    }
+
+    pub async fn has_token(&self, identity: &Identity) -> bool {
+        match self {
+            Self::Forward => true,
+            Self::Exchange { target, exchanger } => exchanger.has_token(target, identity).await,
+        }
+    }
+
+    pub async fn last_failure(&self, identity: &Identity) -> Option<exchange::Error> {
+        match self {
+            Self::Forward => None,
+            Self::Exchange { target, exchanger } => exchanger.last_failure(target, identity).await,
+        }
+    }
+}
+
+/// One user's live session with one upstream.
+pub(super) struct UserSession {
+    pub(super) peer: Peer<RoleClient>,
+    pub(super) capabilities: ServerCapabilities,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for UserSession {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub(super) struct UserSessions {
+    sessions: moka::future::Cache<(String, String), Arc<UserSession>>,
+}
+
+impl UserSessions {
+    pub(super) fn new() -> Self {
+        Self { sessions: moka::future::Cache::builder().time_to_idle(IDLE_TIMEOUT).max_capacity(100_000).build() }
+    }
+
+    /// The session of `identity` holding `token`; concurrent first calls open one session.
+    pub(super) async fn get(
+        &self,
+        definition: &Arc<McpServer>,
+        http: &reqwest::Client,
+        relay: &Arc<Relay>,
+        identity: &Identity,
+        token: &Secret,
+    ) -> Result<Arc<UserSession>, Arc<connect::Error>> {
+        let key = (identity.subject.clone(), token.fingerprint());
+        let (definition, http, relay, token) = (definition.clone(), http.clone(), relay.clone(), token.clone());
+        self.sessions
+            .try_get_with(key, async move {
+                // User sessions do not report list_changed to the actor (it owns the shared one).
+                let handler = UpstreamHandler::new(relay, None, 0);
+                let connected = connect::connect(&definition, http, handler, Some(&token)).await?;
+                let closed = connected.closed;
+                tokio::spawn(async move {
+                    let _ = closed.await;
+                });
+                Ok(Arc::new(UserSession {
+                    peer: connected.peer,
+                    capabilities: connected.capabilities,
+                    cancel: connected.cancel,
+                }))
+            })
+            .await
+    }
+
+    pub(super) async fn invalidate(&self, identity: &Identity, token: &Secret) {
+        self.sessions.invalidate(&(identity.subject.clone(), token.fingerprint())).await;
+    }
+
+    pub(super) fn count(&self) -> u64 {
+        self.sessions.entry_count()
+    }
+}
