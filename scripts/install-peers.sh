@@ -124,7 +124,8 @@ node_ver="$("$NODE22_BIN/node" --version)"
 [[ "$node_ver" == "v$NODE22_VERSION" ]] || { log "unexpected node version $node_ver"; exit 1; }
 "$K8S_MCP_BIN" --version >/dev/null 2>&1 || { log "kubernetes-mcp-server binary does not run"; exit 1; }
 "$NODE22_BIN/node" "$CONFORMANCE_JS" --help >/dev/null 2>&1 || { log "conformance CLI does not run"; exit 1; }
-# The IdP peers (tests/peers/idp.mjs, idp_login.mjs) resolve oidc-provider/jose via NODE_PATH=$NODE_MODULES.
+# The IdP peers (tests/peers/idp.mjs, idp_login.mjs) load oidc-provider/jose from $MUSTER_NODE_MODULES
+# (ES modules ignore NODE_PATH, so they resolve the path themselves).
 for pkg in "oidc-provider@$OIDC_PROVIDER_VERSION" "jose@$JOSE_VERSION"; do
   got="$(cd "$NPM_DIR" && "$NODE22_BIN/node" -p "require('./node_modules/${pkg%@*}/package.json').version")"
   [[ "$got" == "${pkg#*@}" ]] || { log "unexpected ${pkg%@*} version $got (want ${pkg#*@})"; exit 1; }

@@ -1,9 +1,14 @@
-//! The command line: `muster serve`, `muster check-config`.
+//! The command line: `muster serve`, `muster check-config`, and the client commands
+//! (`auth login|status|logout`, `list tools`, `call`), which talk MCP to a running muster.
+
+mod auth;
+mod client;
+mod tokens;
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::crd::files;
@@ -19,7 +24,7 @@ pub struct Cli {
 enum Command {
     /// Run the gateway.
     Serve {
-        /// Folder holding config.yaml and mcpservers/.
+        /// Folder holding config.yaml, mcpservers/ and secrets/.
         #[arg(long, env = "MUSTER_CONFIG_PATH", default_value_os_t = default_config_path())]
         config_path: PathBuf,
         /// Log at debug level.
@@ -32,6 +37,64 @@ enum Command {
         #[arg(default_value_os_t = default_config_path())]
         dir: PathBuf,
     },
+    /// Sign in to muster and see each server's sign-in state.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List what muster offers.
+    List {
+        #[command(subcommand)]
+        what: ListWhat,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Call a tool: `muster call x_kubernetes_pods_list --management_cluster=cluster-a`.
+    Call {
+        tool: String,
+        /// `--name=value` arguments (values that parse as JSON are typed) and `--json '{...}'`.
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Sign in at the central identity provider (authorization code + PKCE, loopback callback).
+    Login {
+        /// OAuth client id registered at the central identity provider for muster.
+        #[arg(long, env = "MUSTER_OAUTH_CLIENT_ID", default_value = "muster")]
+        client_id: String,
+        /// Local callback port (0 picks a free one).
+        #[arg(long, env = "MUSTER_OAUTH_CALLBACK_PORT", default_value_t = 0)]
+        callback_port: u16,
+        /// Print the URL instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Show the sign-in state: exit 0 signed in, 1 error, 2 sign-in required, 3 sign-in failed.
+    Status,
+    /// Forget the stored token.
+    Logout,
+}
+
+#[derive(Debug, Subcommand)]
+enum ListWhat {
+    Tools,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// muster's MCP endpoint.
+    #[arg(long, env = "MUSTER_ENDPOINT", default_value = "http://127.0.0.1:8090/mcp", global = true)]
+    endpoint: String,
+    /// Where tokens are stored (under tokens/).
+    #[arg(long, env = "MUSTER_CONFIG_PATH", default_value_os_t = default_config_path(), global = true)]
+    config_path: PathBuf,
 }
 
 fn default_config_path() -> PathBuf {
@@ -50,6 +113,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::CheckConfig { dir } => Ok(check_config(&dir)),
+        Command::Auth { command, client } => {
+            auth::check_endpoint(&client.endpoint)?;
+            match command {
+                AuthCommand::Login { client_id, callback_port, no_browser } => {
+                    let options = auth::LoginOptions { client_id, callback_port, open_browser: !no_browser };
+                    auth::login(&client.endpoint, &client.config_path, options).await
+                }
+                AuthCommand::Status => auth::status(&client.endpoint, &client.config_path).await,
+                AuthCommand::Logout => Ok(auth::logout(&client.endpoint, &client.config_path)),
+            }
+        }
+        Command::List { what: ListWhat::Tools, client } => {
+            client::list_tools(&client.endpoint, &client.config_path).await
+        }
+        Command::Call { tool, args, client } => {
+            client::call_tool(&client.endpoint, &client.config_path, &tool, &args).await
+        }
     }
 }
 

@@ -1,0 +1,388 @@
+//! `muster auth login|status|logout`: sign in once at the central identity provider (OAuth 2.1
+//! authorization code + PKCE, with a loopback callback), and see each cluster's SSO state.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::client;
+use super::tokens::{self, StoredToken};
+use crate::mcp::auth_status::{AuthStatus, ServerStatus, SessionStatus, URI};
+
+/// Exit codes (reference §4.7).
+pub(crate) const EXIT_AUTH_REQUIRED: i32 = 2;
+pub(crate) const EXIT_AUTH_FAILED: i32 = 3;
+
+#[derive(Deserialize)]
+struct ProtectedResource {
+    authorization_servers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    authorization_endpoint: String,
+    token_endpoint: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+    refresh_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+pub(crate) struct LoginOptions {
+    pub(crate) client_id: String,
+    pub(crate) callback_port: u16,
+    pub(crate) open_browser: bool,
+}
+
+fn http() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+fn resource_metadata_url(endpoint: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(endpoint).with_context(|| format!("endpoint {endpoint:?} is not a URL"))?;
+    let origin = url.origin().ascii_serialization();
+    Ok(format!("{origin}/.well-known/oauth-protected-resource{}", url.path().trim_end_matches('/')))
+}
+
+#[allow(clippy::print_stderr, reason = "the CLI talks to the user")]
+pub(crate) async fn login(endpoint: &str, config_dir: &Path, options: LoginOptions) -> anyhow::Result<i32> {
+    let http = http()?;
+    let metadata_url = resource_metadata_url(endpoint)?;
+    let metadata: ProtectedResource = http
+        .get(&metadata_url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("reading {metadata_url} (is sign-in enabled on this muster?)"))?
+        .json()
+        .await
+        .context("parsing the protected-resource metadata")?;
+    let issuer = metadata.authorization_servers.first().context("muster names no authorization server")?.clone();
+    let discovery: Discovery = http
+        .get(format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("reading {issuer}'s OpenID configuration"))?
+        .json()
+        .await?;
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.callback_port))
+        .await
+        .context("binding the callback port")?;
+    let redirect_uri = format!("http://127.0.0.1:{}/callback", listener.local_addr()?.port());
+    let verifier = random_token();
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let state = random_token();
+    let mut authorize = reqwest::Url::parse(&discovery.authorization_endpoint).context("authorization_endpoint")?;
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &options.client_id)
+        .append_pair("redirect_uri", &redirect_uri)
+        .append_pair("scope", "openid profile email groups")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", &state);
+    eprintln!("Opening browser for authentication...");
+    eprintln!("If it does not open, visit: {authorize}");
+    if options.open_browser {
+        let _ = std::process::Command::new("xdg-open").arg(authorize.as_str()).spawn();
+    }
+    let code = tokio::time::timeout(Duration::from_secs(300), receive_code(&listener, &state))
+        .await
+        .context("timed out waiting for the sign-in to finish")??;
+
+    let response = http
+        .post(&discovery.token_endpoint)
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("client_id", options.client_id.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .context("redeeming the authorization code")?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        eprintln!("Authentication failed: the identity provider answered {status}: {body}");
+        return Ok(EXIT_AUTH_FAILED);
+    }
+    let token: TokenResponse = response.json().await.context("parsing the token response")?;
+    let id_token =
+        token.id_token.context("the identity provider returned no id_token (is the openid scope allowed?)")?;
+    let expires_at = crate::auth::token::unverified_claims(&id_token)
+        .and_then(|c| c.get("exp").and_then(serde_json::Value::as_u64))
+        .unwrap_or_else(|| now() + token.expires_in.unwrap_or(300));
+    let stored =
+        StoredToken { endpoint: endpoint.to_owned(), issuer, id_token, refresh_token: token.refresh_token, expires_at };
+    tokens::save(config_dir, &stored).context("storing the token")?;
+    eprintln!("Logged in to {endpoint}.");
+    wait_for_sso(endpoint, config_dir).await;
+    Ok(0)
+}
+
+/// Accepts one callback request and returns its `code` (after checking `state`).
+async fn receive_code(listener: &tokio::net::TcpListener, state: &str) -> anyhow::Result<String> {
+    loop {
+        let (mut stream, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 16 * 1024];
+        let n = stream.read(&mut buf).await?;
+        let request = String::from_utf8_lossy(&buf[..n]);
+        let target = request.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_owned();
+        let url = reqwest::Url::parse(&format!("http://127.0.0.1{target}"))?;
+        if url.path() != "/callback" {
+            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            continue;
+        }
+        let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        let (status, message, result) = match (query.get("code"), query.get("state"), query.get("error")) {
+            (_, _, Some(error)) => (
+                "400 Bad Request",
+                "Sign-in failed. You can close this window.",
+                Err(anyhow::anyhow!("sign-in failed: {error}")),
+            ),
+            (Some(code), Some(got), None) if got == state => {
+                ("200 OK", "Signed in to muster. You can close this window.", Ok(code.clone()))
+            }
+            _ => (
+                "400 Bad Request",
+                "Unexpected callback. You can close this window.",
+                Err(anyhow::anyhow!("callback without a matching state")),
+            ),
+        };
+        let body = format!("<!doctype html><title>muster</title><p>{message}</p>");
+        let reply = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        return result;
+    }
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// After sign-in, muster exchanges the token for every cluster; show progress for up to 30 s.
+#[allow(clippy::print_stderr, reason = "the CLI talks to the user")]
+async fn wait_for_sso(endpoint: &str, config_dir: &Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(status) = fetch_status(endpoint, config_dir).await else { return };
+        let sso: Vec<&ServerStatus> =
+            status.servers.iter().filter(|s| s.token_exchange_enabled || s.token_forwarding_enabled).collect();
+        let pending = sso.iter().filter(|s| s.status == SessionStatus::SsoPending).count();
+        if pending == 0 {
+            let failed = sso.iter().filter(|s| s.sso_attempt_failed).count();
+            if failed > 0 {
+                eprintln!("SSO failed for {failed} server(s): see `muster auth status`");
+            } else if !sso.is_empty() {
+                eprintln!("Establishing SSO connections ({}/{})... done", sso.len(), sso.len());
+            }
+            return;
+        }
+        eprintln!("Establishing SSO connections ({}/{})...", sso.len() - pending, sso.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn fetch_status(endpoint: &str, config_dir: &Path) -> Result<AuthStatus, anyhow::Error> {
+    let service = client::connect(endpoint, config_dir).await?;
+    let result = service.peer().read_resource(rmcp::model::ReadResourceRequestParams::new(URI)).await;
+    let _ = service.cancel().await;
+    let result = result.context("reading auth://status")?;
+    let text = result
+        .contents
+        .iter()
+        .find_map(|c| match c {
+            rmcp::model::ResourceContents::TextResourceContents { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .context("auth://status had no text")?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI's output")]
+pub(crate) async fn status(endpoint: &str, config_dir: &Path) -> anyhow::Result<i32> {
+    println!("Muster Aggregator");
+    println!("  Endpoint:  {endpoint}");
+    let Some(stored) = tokens::load(config_dir, endpoint) else {
+        println!("  Status:    Not authenticated");
+        println!("  Run: muster auth login");
+        return Ok(EXIT_AUTH_REQUIRED);
+    };
+    if stored.expires_at <= now() {
+        println!("  Status:    Expired");
+        println!("  Run: muster auth login");
+        return Ok(EXIT_AUTH_REQUIRED);
+    }
+    let status = match fetch_status(endpoint, config_dir).await {
+        Ok(status) => status,
+        Err(e) => {
+            let code = e.downcast_ref::<client::ConnectError>().map_or(1, client::exit_code);
+            let label = match code {
+                EXIT_AUTH_FAILED => "Authentication failed",
+                EXIT_AUTH_REQUIRED => "Not authenticated",
+                _ => "Connection failed",
+            };
+            println!("  Status:    {label}");
+            println!("  Reason:    {e:#}");
+            return Ok(code);
+        }
+    };
+    println!("  Status:    Authenticated");
+    println!("  Expires:   {}", human_duration(stored.expires_at.saturating_sub(now())));
+    println!(
+        "  Refresh:   {}",
+        if stored.refresh_token.is_some() { "Available" } else { "Not available (re-auth required on expiry)" }
+    );
+    println!("  Issuer:    {}", stored.issuer);
+    println!();
+    print!("{}", render_servers(&status));
+    Ok(0)
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        0..=89 => format!("in {secs} seconds"),
+        90..=5399 => format!("in {} minutes", secs.div_ceil(60)),
+        _ => format!("in {} hours", secs / 3600),
+    }
+}
+
+/// The "MCP Servers" block of `muster auth status` (reference §4.7).
+pub(crate) fn render_servers(status: &AuthStatus) -> String {
+    let width = status.servers.iter().map(|s| s.name.len()).max().unwrap_or(0).max(20) + 3;
+    let mut out = String::from("MCP Servers\n");
+    let pending = status.servers.iter().filter(|s| s.status == SessionStatus::SsoPending).count();
+    if pending > 0 {
+        out.push_str(&format!("  ({pending} SSO in progress)\n"));
+    }
+    for server in &status.servers {
+        let sso = if server.token_exchange_enabled {
+            "Exchanged"
+        } else if server.token_forwarding_enabled {
+            "Forwarded"
+        } else {
+            ""
+        };
+        let (label, hint) = match server.status {
+            SessionStatus::Connected if sso.is_empty() => ("Connected".to_owned(), String::new()),
+            SessionStatus::Connected => (format!("Connected [SSO: {sso}]"), String::new()),
+            SessionStatus::AuthRequired => ("Not authenticated".to_owned(), "Run: muster auth login".to_owned()),
+            SessionStatus::ReauthRequired => {
+                ("Re-authentication required".to_owned(), "Run: muster auth login".to_owned())
+            }
+            SessionStatus::SsoPending => ("SSO Pending".to_owned(), String::new()),
+            SessionStatus::Disconnected => ("Disconnected".to_owned(), server.error.clone().unwrap_or_default()),
+            SessionStatus::Error => ("Error".to_owned(), server.error.clone().unwrap_or_default()),
+            SessionStatus::Unreachable => ("Unreachable".to_owned(), server.error.clone().unwrap_or_default()),
+            SessionStatus::Failed if server.sso_attempt_failed => (
+                "Not authenticated [SSO: Failed]".to_owned(),
+                server.error.clone().unwrap_or_else(|| "SSO failed - check server configuration".to_owned()),
+            ),
+            SessionStatus::Failed => ("Failed".to_owned(), server.error.clone().unwrap_or_default()),
+        };
+        let line = format!("  {:<width$}{label}", server.name);
+        if hint.is_empty() {
+            out.push_str(&format!("{line}\n"));
+        } else {
+            out.push_str(&format!("{line}  {hint}\n"));
+        }
+    }
+    out
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI's output")]
+pub(crate) fn logout(endpoint: &str, config_dir: &Path) -> i32 {
+    if tokens::remove(config_dir, endpoint) {
+        println!("Logged out of {endpoint}.");
+    } else {
+        println!("Not logged in to {endpoint}.");
+    }
+    0
+}
+
+pub(crate) fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
+    if reqwest::Url::parse(endpoint).is_err() {
+        bail!("--endpoint {endpoint:?} is not a URL");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str, status: SessionStatus, exchange: bool, failed: bool) -> ServerStatus {
+        ServerStatus {
+            name: name.to_owned(),
+            status,
+            issuer: None,
+            auth_tool: None,
+            error: failed.then(|| "token exchange for x was refused by e: invalid_client".to_owned()),
+            token_forwarding_enabled: false,
+            token_exchange_enabled: exchange,
+            sso_attempt_failed: failed,
+        }
+    }
+
+    #[test]
+    fn renders_the_seed_layout() {
+        let status = AuthStatus {
+            servers: vec![
+                server("cluster-a-mcp-kubernetes", SessionStatus::Connected, true, false),
+                server("cluster-b-mcp-kubernetes", SessionStatus::Failed, true, true),
+                server("local", SessionStatus::Connected, false, false),
+            ],
+        };
+        let text = render_servers(&status);
+        assert_eq!(
+            text,
+            "MCP Servers\n  cluster-a-mcp-kubernetes   Connected [SSO: Exchanged]\n  cluster-b-mcp-kubernetes   Not authenticated [SSO: Failed]  token exchange for x was refused by e: invalid_client\n  local                      Connected\n"
+        );
+    }
+
+    #[test]
+    fn every_status_has_a_label() {
+        for status in [
+            SessionStatus::Connected,
+            SessionStatus::AuthRequired,
+            SessionStatus::ReauthRequired,
+            SessionStatus::SsoPending,
+            SessionStatus::Disconnected,
+            SessionStatus::Error,
+            SessionStatus::Unreachable,
+            SessionStatus::Failed,
+        ] {
+            let text = render_servers(&AuthStatus { servers: vec![server("s", status, false, false)] });
+            assert!(!text.contains("unhandled"), "{text}");
+        }
+    }
+
+    #[test]
+    fn metadata_url_follows_rfc_9728_path_insertion() {
+        assert_eq!(
+            resource_metadata_url("http://127.0.0.1:8090/mcp").expect("url"),
+            "http://127.0.0.1:8090/.well-known/oauth-protected-resource/mcp"
+        );
+    }
+}

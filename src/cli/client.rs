@@ -1,0 +1,172 @@
+//! The CLI as an MCP client of the gateway: `muster list tools` and `muster call`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::Value;
+
+use super::tokens;
+
+/// Why connecting failed, so commands can pick their exit code.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("muster at {0} requires sign-in: run `muster auth login`")]
+    AuthRequired(String),
+    #[error("muster at {endpoint} refused the stored token: run `muster auth login` again")]
+    AuthFailed { endpoint: String },
+    #[error("cannot reach muster at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+}
+
+pub(crate) async fn connect(endpoint: &str, config_dir: &Path) -> Result<RunningService<RoleClient, ()>, ConnectError> {
+    let stored = tokens::load(config_dir, endpoint);
+    let mut config = StreamableHttpClientTransportConfig::with_uri(endpoint.to_owned());
+    if let Some(token) = &stored {
+        config = config.auth_header(token.id_token.clone());
+    }
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| ConnectError::Unreachable { endpoint: endpoint.to_owned(), reason: e.to_string() })?;
+    let transport = StreamableHttpClientTransport::with_client(http, config);
+    match rmcp::ServiceExt::serve((), transport).await {
+        Ok(service) => Ok(service),
+        Err(e) if e.is_authorization_required() && stored.is_some() => {
+            Err(ConnectError::AuthFailed { endpoint: endpoint.to_owned() })
+        }
+        Err(e) if e.is_authorization_required() => Err(ConnectError::AuthRequired(endpoint.to_owned())),
+        Err(e) => Err(ConnectError::Unreachable { endpoint: endpoint.to_owned(), reason: e.to_string() }),
+    }
+}
+
+/// The exit code for a connection failure (reference §4.7: 2 auth required, 3 auth failed).
+pub(crate) fn exit_code(error: &ConnectError) -> i32 {
+    match error {
+        ConnectError::AuthRequired(_) => 2,
+        ConnectError::AuthFailed { .. } => 3,
+        ConnectError::Unreachable { .. } => 1,
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "the CLI's output")]
+pub(crate) async fn list_tools(endpoint: &str, config_dir: &Path) -> anyhow::Result<i32> {
+    let service = match connect(endpoint, config_dir).await {
+        Ok(service) => service,
+        Err(e) => return fail(&e),
+    };
+    let tools = service.peer().list_all_tools().await.context("tools/list")?;
+    let meta = tools.iter().any(|t| t.name == "list_tools") && tools.iter().any(|t| t.name == "call_tool");
+    if meta {
+        // Meta exposure: page through the real catalog.
+        let mut offset = 0;
+        loop {
+            let page = call(&service, "list_tools", serde_json::json!({"offset": offset, "limit": 200})).await?;
+            let body: Value = page.structured_content.clone().unwrap_or_default();
+            for tool in body["tools"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<50} {}",
+                    tool["name"].as_str().unwrap_or_default(),
+                    tool["summary"].as_str().unwrap_or_default()
+                );
+            }
+            match body["next_offset"].as_u64() {
+                Some(next) => offset = next,
+                None => break,
+            }
+        }
+    } else {
+        for tool in tools {
+            let summary = tool.description.as_deref().unwrap_or_default().lines().next().unwrap_or_default().to_owned();
+            println!("{:<50} {summary}", tool.name);
+        }
+    }
+    let _ = service.cancel().await;
+    Ok(0)
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr, reason = "the CLI's output")]
+pub(crate) async fn call_tool(endpoint: &str, config_dir: &Path, tool: &str, args: &[String]) -> anyhow::Result<i32> {
+    let arguments = parse_arguments(args)?;
+    let service = match connect(endpoint, config_dir).await {
+        Ok(service) => service,
+        Err(e) => return fail(&e),
+    };
+    let result = call(&service, tool, Value::Object(arguments)).await?;
+    for content in &result.content {
+        if let Some(text) = content.as_text() {
+            println!("{}", text.text);
+        } else {
+            println!("{}", serde_json::to_string(content).unwrap_or_default());
+        }
+    }
+    let _ = service.cancel().await;
+    if result.is_error == Some(true) {
+        if let Some(structured) = &result.structured_content {
+            eprintln!("{structured}");
+        }
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+#[allow(clippy::print_stderr, reason = "the CLI's output")]
+fn fail(error: &ConnectError) -> anyhow::Result<i32> {
+    eprintln!("{error}");
+    Ok(exit_code(error))
+}
+
+pub(crate) async fn call(
+    service: &RunningService<RoleClient, ()>,
+    name: &str,
+    arguments: Value,
+) -> anyhow::Result<CallToolResult> {
+    let mut params = CallToolRequestParams::new(name.to_owned());
+    params.arguments = arguments.as_object().cloned();
+    service.peer().call_tool(params).await.with_context(|| format!("calling {name}"))
+}
+
+/// `--key=value` (or `--key value`) pairs and `--json '{...}'`. Values that parse as JSON
+/// (numbers, booleans, objects) are passed as such; anything else is a string.
+fn parse_arguments(args: &[String]) -> anyhow::Result<JsonObject> {
+    let mut out = JsonObject::new();
+    let mut iter = args.iter().peekable();
+    while let Some(arg) = iter.next() {
+        let Some(flag) = arg.strip_prefix("--") else { bail!("unexpected argument {arg:?}: use --name=value") };
+        let (key, value) = match flag.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (flag.to_owned(), iter.next().cloned().with_context(|| format!("--{flag} needs a value"))?),
+        };
+        if key == "json" {
+            let object: JsonObject = serde_json::from_str(&value).context("--json must be a JSON object")?;
+            out.extend(object);
+            continue;
+        }
+        let parsed =
+            serde_json::from_str::<Value>(&value).ok().filter(|v| !v.is_string()).unwrap_or(Value::String(value));
+        out.insert(key, parsed);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_flags_into_typed_arguments() {
+        let args: Vec<String> =
+            ["--management_cluster=cluster-b", "--limit", "5", "--verbose=true", "--json", r#"{"ns":"x"}"#]
+                .map(str::to_owned)
+                .into();
+        let parsed = parse_arguments(&args).expect("valid");
+        assert_eq!(
+            Value::Object(parsed),
+            serde_json::json!({"management_cluster": "cluster-b", "limit": 5, "verbose": true, "ns": "x"})
+        );
+        assert!(parse_arguments(&["positional".to_owned()]).is_err());
+    }
+}
