@@ -267,11 +267,18 @@ impl BackendHandle {
 
     /// Opens the caller's upstream session ahead of the first call (SSO at sign-in), so the
     /// exchange is done and `auth://status` shows it. Failures are kept for `auth://status`.
-    pub async fn warm_up(&self, identity: &crate::auth::Identity) {
-        let Some(auth) = &self.auth else { return };
-        let Ok(token) = auth.token(identity).await else { return };
-        if let Ok(session) = self.user_sessions.get(&self.definition, &self.http, &self.relay, identity, &token).await {
-            self.addr.do_send(CapabilitiesDiscovered { capabilities: session.capabilities.clone() });
+    pub async fn warm_up(&self, identity: &crate::auth::Identity) -> bool {
+        let Some(auth) = &self.auth else { return false };
+        let Ok(token) = auth.token(identity).await else { return false };
+        match self.user_sessions.get(&self.definition, &self.http, &self.relay, identity, &token).await {
+            Ok(session) => {
+                self.addr.do_send(CapabilitiesDiscovered { capabilities: session.capabilities.clone() });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(server = %self.name, user = identity.subject_hash(), error = %e, "user session failed");
+                false
+            }
         }
     }
 

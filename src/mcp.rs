@@ -14,6 +14,7 @@ pub mod meta;
 pub mod search;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, GetPromptRequestParams,
@@ -28,6 +29,9 @@ use crate::backend::Caller;
 use crate::config::ToolExposure;
 use crate::routing::resolve::resolve_tool;
 use crate::routing::{self, RouterHandle, Snapshot};
+
+/// How long a first list or call waits for a user's sessions to the auth servers.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The gateway as one agent session sees it.
 #[derive(Clone)]
@@ -53,6 +57,30 @@ impl GatewayServer {
 
     fn snapshot(&self) -> Arc<Snapshot> {
         self.router.current()
+    }
+
+    /// Servers with `spec.auth` only list their capabilities to a signed-in user. Before the
+    /// first list or call of a user, open that user's sessions to the ones not yet listed, so the
+    /// catalog is complete on the first answer (Muster #1204: never lazily incomplete).
+    async fn discover_for(&self, identity: Option<&Arc<crate::auth::Identity>>) {
+        let Some(identity) = identity else { return };
+        let snapshot = self.snapshot();
+        let missing: Vec<_> = snapshot
+            .servers
+            .values()
+            .filter(|s| s.handle.auth().is_some() && s.capabilities.is_none())
+            .map(|s| s.handle.clone())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let warmed = futures::future::join_all(missing.iter().map(|h| h.warm_up(identity)));
+        let Ok(results) = tokio::time::timeout(DISCOVERY_TIMEOUT, warmed).await else { return };
+        let listed: Vec<String> =
+            missing.iter().zip(results).filter(|(_, ok)| *ok).map(|(h, _)| h.name.to_string()).collect();
+        let mut snapshots = self.router.snapshot.clone();
+        let published = snapshots.wait_for(|s| listed.iter().all(|n| s.servers.get(n).is_none_or(|x| x.capabilities.is_some())));
+        let _ = tokio::time::timeout(Duration::from_secs(2), published).await;
     }
 
     /// `resolve_tool` then `call_upstream`.
@@ -114,8 +142,9 @@ impl ServerHandler for GatewayServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        self.discover_for(identity_of(&context.extensions).as_ref()).await;
         let tools = match self.exposure {
             ToolExposure::Direct => self.snapshot().catalog.tools.clone(),
             ToolExposure::Meta => meta::tools(),
@@ -129,6 +158,7 @@ impl ServerHandler for GatewayServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = Caller::from_context(self.agent_id, &context);
+        self.discover_for(caller.identity.as_ref()).await;
         if self.exposure == ToolExposure::Meta && meta::is_meta_tool(&request.name) {
             return Ok(meta::call(self, &request.name, request.arguments.unwrap_or_default(), &caller).await.into());
         }

@@ -18,7 +18,8 @@ use super::token::{Identity, Secret, unverified_claims};
 /// Enterprise tokens with many group claims are large (the seed's ingress note).
 pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
 const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
-const CLOCK_SKEW_SECS: u64 = 30;
+/// Tolerated clock difference with the identity provider.
+const CLOCK_SKEW_SECS: u64 = 5;
 const ALLOWED_ALGORITHMS: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,

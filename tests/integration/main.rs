@@ -16,3 +16,4 @@ mod support;
 mod conformance;
 mod gateway;
 mod peers;
+mod sso;

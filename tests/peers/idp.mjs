@@ -49,6 +49,8 @@
 //   POST /test/reset zeroes counters; POST /test/fail {"error":"temporarily_unavailable","status":503,
 //   "description":"..","count":N} makes the next N (default: all) /token calls fail after client auth;
 //   POST /test/fail {} or DELETE /test/fail clears it; POST /test/delay {"ms":250} delays every /token answer.
+//   POST /test/sign {"claims":{..},"header":{..}} -> {"token":..} signs arbitrary claims with the cluster key
+//   (iss/iat/exp default to fresh values; a claim given as null is omitted) to craft expired/odd tokens.
 //
 // Verified by hand (exact commands; PORTs arbitrary):
 //   source ~/.cache/muster-peers/env.sh; N=$MUSTER_NODE22/node; P=tests/peers
@@ -66,11 +68,15 @@
 //     -> iss http://127.0.0.1:9502, sub alice, aud ["cluster-a-k8s","muster-exchange"], azp muster-exchange
 //   sed -e s/@ISSUER@/http:\\/\\/127.0.0.1:9502/ -e s/@AUDIENCE@/cluster-a-k8s/ $P/k8s-mcp-oauth.toml.tmpl > /tmp/k.toml
 //   $MUSTER_K8S_MCP --config /tmp/k.toml --port 9510 --bind-address 127.0.0.1 --kubeconfig $MUSTER_FAKE_KUBECONFIG --read-only &
-//   ../shared/peers/scripts/mcp-tools-list.sh http://127.0.0.1:9510/mcp -H "Authorization: Bearer $X"   # 200, tools
-//     (central ID token, or a token exchanged at 9503 for cluster-b-k8s -> 401 invalid_token)
-//   wrong secret -> 401 invalid_client; connector_id=nope -> 400 invalid_request;
-//   expired subject (central started with ID_TOKEN_TTL=1, wait 2 s) -> 401 access_denied (400 invalid_grant with
-//   --subject-error rfc8693).
+//   ../shared/peers/scripts/mcp-tools-list.sh http://127.0.0.1:9510/mcp -H "Authorization: Bearer $X"
+//     -> 200, "14 tools: configuration_view events_list ..." (read-only). Alice's central ID token, a token exchanged
+//        at 9503 (iss 9503, aud cluster-b-k8s) and no token -> 401 (WWW-Authenticate: Bearer realm="Kubernetes MCP
+//        Server", audience="cluster-a-k8s", error="invalid_token" | "missing_token").
+//   Same curl with -u muster-exchange:nope (or no -u) -> 401 {"error":"invalid_client",...}; connector_id=nope ->
+//   400 {"error":"invalid_request","error_description":"Requested connector does not exist."}; scope asking 9502 for
+//   audience:server:client_id:cluster-b-k8s -> 500 server_error (untrusted peer, as Dex); expired subject (central
+//   started with ID_TOKEN_TTL=1, wait 2 s) -> 401 {"error":"access_denied"} (Dex), or with --subject-error rfc8693
+//   400 {"error":"invalid_grant","error_description":"subject_token rejected: ERR_JWT_EXPIRED"}.
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
@@ -224,7 +230,8 @@ async function cluster() {
     if (!r.ok) throw new Error(`discovery of ${trust}: HTTP ${r.status}`);
     const d = await r.json();
     if (d.issuer !== trust) throw new Error(`discovery issuer mismatch: ${d.issuer} != ${trust}`);
-    remoteJwks = createRemoteJWKSet(new URL(d.jwks_uri));
+    // cooldownDuration 0: a restarted central (new key) is picked up at once instead of after jose's 30 s cooldown.
+    remoteJwks = createRemoteJWKSet(new URL(d.jwks_uri), { cooldownDuration: 0 });
     return remoteJwks;
   }
 
@@ -382,6 +389,16 @@ async function cluster() {
         fault = b.error ? { error: b.error, status: b.status || 400, description: b.description, count: b.count ?? Infinity } : null;
         log('fault injection:', JSON.stringify(fault));
         return send(res, 200, { fail: fault && { ...fault, count: Number.isFinite(fault.count) ? fault.count : null } });
+      }
+      if (req.method === 'POST' && path === '/test/sign') {
+        // Signs arbitrary claims with this cluster's key (iss/iat/exp default to a fresh token) so tests can craft
+        // expired / wrong-audience / odd-shaped tokens. {"claims":{..},"header":{..}}; a claim set to null is dropped.
+        const b = JSON.parse((await readBody(req)) || '{}');
+        const now = Math.floor(Date.now() / 1000);
+        const c = { iss: ISSUER, iat: now, exp: now + ttl, ...(b.claims || {}) };
+        for (const k of Object.keys(c)) if (c[k] === null) delete c[k];
+        const t = await new SignJWT(c).setProtectedHeader({ alg: 'RS256', kid, ...(b.header || {}) }).sign(privateKey);
+        return send(res, 200, { token: t, claims: c });
       }
       if (req.method === 'POST' && path === '/test/delay') {
         delayMs = Number(JSON.parse((await readBody(req)) || '{}').ms || 0);

@@ -56,6 +56,7 @@ impl ServerHandler for Upstream {
             tool("block", "Waits until the test releases it", json!({})),
             tool("grow", "Adds a tool", json!({})),
             tool("progress", "Sends progress", json!({})),
+            tool("bearer", "Says whose token (sub, iss) this call carried", json!({})),
         ];
         for name in self.0.extra_tools.lock().expect("lock").iter() {
             tools.push(tool(name, "grown", json!({})));
@@ -78,6 +79,17 @@ impl ServerHandler for Upstream {
         let args = request.arguments.clone().unwrap_or_default();
         match request.name.as_ref() {
             "whoami" => Ok(text(self.0.label.clone())),
+            "bearer" => {
+                let claims = context
+                    .extensions
+                    .get::<http::request::Parts>()
+                    .and_then(|p| p.headers.get("authorization"))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .and_then(muster::auth::token::unverified_claims)
+                    .unwrap_or_default();
+                Ok(text(format!("{} {}", claims["sub"].as_str().unwrap_or("-"), claims["iss"].as_str().unwrap_or("-"))))
+            }
             "echo" => {
                 Ok(text(format!("{}:{}", self.0.label, args.get("text").and_then(Value::as_str).unwrap_or_default())))
             }

@@ -1,0 +1,297 @@
+//! One login for the whole fleet, against real identity providers: `oidc-provider` as the central
+//! IdP, a Dex-compatible token-exchange IdP per cluster (`tests/peers/idp.mjs`), and
+//! kubernetes-mcp-server with `require_oauth` validating each exchanged token's issuer and audience.
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::mock_upstream::MockUpstream;
+use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, run, wait_port};
+
+const WAIT: Duration = Duration::from_secs(30);
+const CONNECTOR: &str = "central-dex";
+const EXCHANGE_CLIENT: &str = "muster-exchange";
+const EXCHANGE_SECRET: &str = "exchange-secret";
+
+/// Starts `node idp.mjs ARGS` and waits for its `ready <issuer>` line.
+async fn start_idp(peers: &Peers, args: &[&str], env: &[(&str, &str)]) -> (Process, String) {
+    let mut child = Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
+        .arg(peers.get("MUSTER_IDP"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start idp.mjs");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::time::timeout(
+        WAIT,
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            line
+        }),
+    )
+    .await
+    .expect("idp ready in time")
+    .expect("join");
+    let issuer = line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("unexpected idp output {line:?}")).to_owned();
+    (Process(child), issuer)
+}
+
+/// Signs `user` in at the central IdP (authorization code + PKCE through its login forms).
+fn login(peers: &Peers, central: &str, user: &str) -> String {
+    let (code, stdout, stderr) = run(Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
+        .arg(Peers::repo_file("tests/peers/idp_login.mjs"))
+        .args([central, user])
+        .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES")));
+    assert_eq!(code, 0, "login failed: {stdout} {stderr}");
+    let tokens: Value = serde_json::from_str(stdout.trim()).expect("login JSON");
+    tokens["id_token"].as_str().expect("id_token").to_owned()
+}
+
+fn py_client(peers: &Peers, url: &str, token: &str, args: &[&str]) -> Value {
+    let out = Command::new(peers.get("MUSTER_PYTHON"))
+        .arg(Peers::repo_file("tests/peers/py_client.py"))
+        .arg(url)
+        .args(args)
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .output()
+        .expect("py_client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "py_client {args:?}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+fn call(peers: &Peers, url: &str, token: &str, tool: &str, args: Value) -> Value {
+    py_client(peers, url, token, &["call", tool, &args.to_string()])
+}
+
+/// The upstream itself answered (it accepted the token): no muster error code. With
+/// `require_oauth`, kubernetes-mcp-server then reports that the fake kubeconfig has no such user,
+/// which is a tool error of its own, after authentication.
+fn upstream_answered(result: &Value) -> bool {
+    result["structured"].get("code").is_none() && result["text"].as_str().is_some_and(|t| !t.is_empty())
+}
+
+async fn stats(issuer: &str) -> Value {
+    reqwest::get(format!("{issuer}/test/stats")).await.expect("stats").json().await.expect("stats json")
+}
+
+struct Cluster {
+    name: String,
+    idp: Process,
+    issuer: String,
+    _k8s: Process,
+}
+
+/// A cluster: its IdP, and its kubernetes-mcp-server accepting only tokens of that IdP with `audience`.
+async fn cluster(peers: &Peers, dir: &std::path::Path, name: &str, central: &str, audience: Option<&str>) -> (Cluster, u16) {
+    let port = free_port().to_string();
+    let client = format!("{EXCHANGE_CLIENT}:{EXCHANGE_SECRET}");
+    let mut args = vec!["cluster", &port, "--trust", central, "--connector", CONNECTOR, "--client", &client];
+    if let Some(audience) = audience {
+        args.extend(["--audience", audience]);
+    }
+    let (idp, issuer) = start_idp(peers, &args, &[]).await;
+    let k8s_port = free_port();
+    let toml = dir.join(format!("{name}-k8s.toml"));
+    std::fs::write(
+        &toml,
+        format!("require_oauth = true\nauthorization_url = \"{issuer}\"\noauth_audience = \"{}\"\n", audience.unwrap_or(EXCHANGE_CLIENT)),
+    )
+    .expect("toml");
+    let k8s = Command::new(peers.get("MUSTER_K8S_MCP"))
+        .arg("--config")
+        .arg(&toml)
+        .args(["--port", &k8s_port.to_string(), "--bind-address", "127.0.0.1", "--read-only", "--kubeconfig"])
+        .arg(peers.get("MUSTER_FAKE_KUBECONFIG"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubernetes-mcp-server");
+    wait_port(k8s_port).await;
+    (Cluster { name: name.to_owned(), idp, issuer, _k8s: Process(k8s) }, k8s_port)
+}
+
+fn exchange_auth(issuer: &str, secret_name: &str, audiences: &[&str]) -> String {
+    let audiences = if audiences.is_empty() { String::new() } else { format!("    requiredAudiences: {}\n", serde_json::to_string(audiences).expect("json")) };
+    format!(
+        "  auth:\n    type: oauth\n{audiences}    tokenExchange:\n      enabled: true\n      dexTokenEndpoint: \"{issuer}/token\"\n      connectorId: \"{CONNECTOR}\"\n      clientCredentialsSecretRef:\n        name: {secret_name}\n"
+    )
+}
+
+fn write_secret(fleet: &Fleet, name: &str, secret: &str) {
+    let dir = fleet.dir.path().join("secrets");
+    std::fs::create_dir_all(&dir).expect("secrets dir");
+    std::fs::write(
+        dir.join(format!("{name}.yaml")),
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: muster\nstringData:\n  client-id: {EXCHANGE_CLIENT}\n  client-secret: {secret}\n"),
+    )
+    .expect("secret");
+}
+
+fn sso_config(port: u16, central: &str) -> String {
+    config(
+        port,
+        &format!("  toolExposure: direct\n  oauth:\n    server:\n      enabled: true\n      baseUrl: http://127.0.0.1:{port}\n      dex:\n        issuerUrl: {central}\n        clientId: muster\n"),
+    )
+}
+
+/// The fleet: three clusters in the `kubernetes` family (cluster-c also demands an audience),
+/// plus an in-process upstream behind cluster-a's IdP that reports whose token it received.
+async fn fleet(peers: &Peers, central: &str, wrong_secret_for: Option<&str>) -> (Fleet, Vec<Cluster>, MockUpstream, Muster) {
+    let port = free_port();
+    let fleet = Fleet::new(&sso_config(port, central));
+    let mut clusters = Vec::new();
+    for (name, audience) in [("cluster-a", None), ("cluster-b", None), ("cluster-c", Some("cluster-c-k8s"))] {
+        let (cluster, k8s_port) = cluster(peers, fleet.dir.path(), name, central, audience).await;
+        let secret_name = format!("{name}-token-exchange-credentials");
+        let secret = if wrong_secret_for == Some(name) { "not-the-secret" } else { EXCHANGE_SECRET };
+        write_secret(&fleet, &secret_name, secret);
+        let server = format!("{name}-mcp-kubernetes");
+        let audiences: Vec<&str> = audience.into_iter().collect();
+        fleet.write_server(
+            &format!("{server}.yaml"),
+            &format!(
+                "{}{}",
+                http_server(&server, &format!("http://127.0.0.1:{k8s_port}/mcp"), &family("kubernetes", "management_cluster")),
+                exchange_auth(&cluster.issuer, &secret_name, &audiences)
+            ),
+        );
+        clusters.push(cluster);
+    }
+    let probe = MockUpstream::start("probe", free_port()).await;
+    fleet.write_server(
+        "probe.yaml",
+        &format!("{}{}", http_server("probe", &probe.url(), ""), exchange_auth(&clusters[0].issuer, "cluster-a-token-exchange-credentials", &[])),
+    );
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    (fleet, clusters, probe, muster)
+}
+
+#[actix_web::test]
+async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster() {
+    let peers = Peers::load();
+    let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[]).await;
+    let (fleet, clusters, _probe, muster) = fleet(&peers, &central, None).await;
+    let url = muster.mcp_url();
+
+    // Without a token: 401 with RFC 9728 metadata.
+    let http = reqwest::Client::new();
+    let anonymous = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(anonymous.status(), 401);
+    let challenge = anonymous.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
+    assert!(challenge.contains(&format!("resource_metadata=\"{}", muster.url("/.well-known/oauth-protected-resource/mcp"))), "{challenge}");
+    let metadata: Value = http.get(muster.url("/.well-known/oauth-protected-resource/mcp")).send().await.expect("prm").json().await.expect("json");
+    assert_eq!(metadata["authorization_servers"], json!([central]));
+    assert_eq!(metadata["resource"], muster.url("/mcp"));
+
+    let alice = login(&peers, &central, "alice");
+    let names: Vec<String> = serde_json::from_value(py_client(&peers, &url, &alice, &["list"])).expect("names");
+    assert!(names.contains(&"x_kubernetes_configuration_view".to_owned()), "{names:?}");
+
+    // Every upstream accepts alice's token for its own cluster, many times over.
+    for round in 0..4 {
+        for cluster in &clusters {
+            let view = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": cluster.name}));
+            assert!(upstream_answered(&view), "round {round}, {}: {view}", cluster.name);
+        }
+    }
+    // ...with exactly one exchange per (user, cluster).
+    for cluster in &clusters {
+        let stats = stats(&cluster.issuer).await;
+        assert_eq!(stats["by_sub"]["alice"], 1, "{}: {stats}", cluster.name);
+    }
+
+    // Two users at once: each upstream call carries its own user's token, exchanged at cluster-a.
+    let bob = login(&peers, &central, "bob");
+    let (a_url, b_url, a_tok, b_tok) = (url.clone(), url.clone(), alice.clone(), bob.clone());
+    let peers_a = Peers::load();
+    let peers_b = Peers::load();
+    let alice_calls = tokio::task::spawn_blocking(move || {
+        (0..6).map(|_| call(&peers_a, &a_url, &a_tok, "x_probe_bearer", json!({}))["text"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>()
+    });
+    let bob_calls = tokio::task::spawn_blocking(move || {
+        (0..6).map(|_| call(&peers_b, &b_url, &b_tok, "x_probe_bearer", json!({}))["text"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>()
+    });
+    let (alice_seen, bob_seen) = (alice_calls.await.expect("join"), bob_calls.await.expect("join"));
+    let a_issuer = &clusters[0].issuer;
+    assert!(alice_seen.iter().all(|s| *s == format!("alice {a_issuer}")), "{alice_seen:?}");
+    assert!(bob_seen.iter().all(|s| *s == format!("bob {a_issuer}")), "{bob_seen:?}");
+    // cluster-a exchanged once for alice (shared by the kubernetes server and the probe) and once for bob.
+    let a_stats = stats(a_issuer).await;
+    assert_eq!((a_stats["by_sub"]["alice"].clone(), a_stats["by_sub"]["bob"].clone()), (json!(1), json!(1)), "{a_stats}");
+
+    // auth://status, for people and agents.
+    let status = py_client(&peers, &url, &alice, &["read", "auth://status"]);
+    let text = status["contents"][0]["text"].as_str().expect("text");
+    let status: Value = serde_json::from_str(text).expect("status json");
+    let servers = status["servers"].as_array().expect("servers");
+    assert!(
+        servers.iter().all(|s| s["status"] == "connected" && s["token_exchange_enabled"] == true),
+        "{status}"
+    );
+
+    // Tokens never reach the logs.
+    let log = muster.log_text();
+    assert!(!log.contains(&alice) && !log.contains(&bob), "a user token is in the log");
+    assert!(!log.contains("eyJ"), "something JWT-shaped is in the log:\n{log}");
+    drop(fleet);
+}
+
+#[actix_web::test]
+async fn identity_provider_failures_stay_with_their_cluster() {
+    let peers = Peers::load();
+    let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[("ID_TOKEN_TTL", "8")]).await;
+    let (_fleet, mut clusters, _probe, muster) = fleet(&peers, &central, Some("cluster-b")).await;
+    let url = muster.mcp_url();
+    let alice = login(&peers, &central, "alice");
+
+    let a = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-a"}));
+    assert!(upstream_answered(&a), "{a}");
+
+    // A wrong client secret: cluster-b's IdP refuses, and the error says who and why.
+    let b = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-b"}));
+    assert_eq!(b["isError"], true, "{b}");
+    assert_eq!(b["structured"]["code"], "token_exchange_failed", "{b}");
+    let text = b["text"].as_str().unwrap_or_default();
+    assert!(text.contains("cluster-b-mcp-kubernetes") && text.contains("invalid_client"), "{text}");
+    assert!(!text.contains(EXCHANGE_SECRET) && !text.contains("not-the-secret"), "{text}");
+
+    // A stopped IdP: a transport failure, not an auth failure; the others keep working.
+    let c_idp = clusters.remove(2);
+    drop(c_idp.idp);
+    let c = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-c"}));
+    assert_eq!(c["structured"]["code"], "identity_provider_unreachable", "{c}");
+    assert!(c["text"].as_str().unwrap_or_default().contains("unreachable"), "{c}");
+    let a = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-a"}));
+    assert!(upstream_answered(&a), "{a}");
+
+    // An expired user token is refused at the door with a precise 401.
+    tokio::time::sleep(Duration::from_secs(8 + 6)).await;
+    let expired = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(expired.status(), 401);
+    let challenge = expired.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
+    assert!(challenge.contains("invalid_token") && challenge.to_lowercase().contains("expired"), "{challenge}");
+}
