@@ -282,6 +282,16 @@ impl BackendHandle {
         }
     }
 
+    /// This server with no capabilities: its name, prefix and family only.
+    pub fn placeholder_capabilities(&self) -> ServerCapabilities {
+        ServerCapabilities {
+            name: self.definition.name().to_owned(),
+            tool_prefix: self.definition.spec.tool_prefix.clone(),
+            family: self.definition.spec.family.clone(),
+            ..ServerCapabilities::default()
+        }
+    }
+
     pub fn auth(&self) -> Option<&UpstreamAuth> {
         self.auth.as_deref()
     }

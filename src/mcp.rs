@@ -79,7 +79,8 @@ impl GatewayServer {
         let listed: Vec<String> =
             missing.iter().zip(results).filter(|(_, ok)| *ok).map(|(h, _)| h.name.to_string()).collect();
         let mut snapshots = self.router.snapshot.clone();
-        let published = snapshots.wait_for(|s| listed.iter().all(|n| s.servers.get(n).is_none_or(|x| x.capabilities.is_some())));
+        let published =
+            snapshots.wait_for(|s| listed.iter().all(|n| s.servers.get(n).is_none_or(|x| x.capabilities.is_some())));
         let _ = tokio::time::timeout(Duration::from_secs(2), published).await;
     }
 

@@ -106,7 +106,12 @@ impl RouterHandle {
 
 impl RouterActor {
     fn publish(&mut self) {
-        let inputs: Vec<ServerCapabilities> = self.servers.values().filter_map(|s| s.capabilities.clone()).collect();
+        // Servers that have not listed yet still count as family members (with no tools).
+        let inputs: Vec<ServerCapabilities> = self
+            .servers
+            .values()
+            .map(|s| s.capabilities.clone().unwrap_or_else(|| s.handle.placeholder_capabilities()))
+            .collect();
         let catalog = catalog::build(&self.muster_prefix, &inputs);
         for conflict in &catalog.conflicts {
             tracing::warn!(conflict, "duplicate exposed name");

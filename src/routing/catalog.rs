@@ -63,6 +63,9 @@ pub struct Catalog {
     pub conflicts: Vec<String>,
     /// Family fallbacks and other notes for operators.
     pub warnings: Vec<String>,
+    /// Every configured member of each family, listed or not (a member that has not listed its
+    /// tools yet, e.g. waiting for a user's sign-in, is still a valid instance).
+    pub family_members: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The exposed name of `tool` from a server with `prefix`: `{muster}_{prefix}_{tool}`.
@@ -98,6 +101,11 @@ pub fn build(muster_prefix: &str, servers: &[ServerCapabilities]) -> Catalog {
     servers.sort_by(|a, b| a.name.cmp(&b.name));
     let mut catalog = Catalog::default();
     let mut tools: BTreeMap<String, Tool> = BTreeMap::new();
+    for server in &servers {
+        if let Some(family) = &server.family {
+            catalog.family_members.entry(family.name.clone()).or_default().insert(server.name.clone());
+        }
+    }
 
     let (families, solo) = group_families(&servers, &mut catalog.warnings);
     for (family, members) in &families {

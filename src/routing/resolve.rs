@@ -43,14 +43,26 @@ pub fn resolve_tool(catalog: &Catalog, name: &str, arguments: Option<JsonObject>
                     });
                 }
             };
-            let server = match_instance(&value, &valid).ok_or_else(|| Error::InstanceUnknown {
+            if let Some(server) = match_instance(&value, &valid) {
+                let tool = members[&server].clone();
+                return Ok(Resolved { server, tool, arguments: Some(arguments) });
+            }
+            // A configured member that has not listed its tools yet (down, or waiting for this
+            // user's sign-in): route there, so the caller learns why it is unavailable.
+            let unlisted: Vec<String> = catalog
+                .family_members
+                .get(family)
+                .map(|m| m.iter().filter(|s| !members.contains_key(*s)).cloned().collect())
+                .unwrap_or_default();
+            if let (Some(server), Some(tool)) = (match_instance(&value, &unlisted), members.values().next()) {
+                return Ok(Resolved { server, tool: tool.clone(), arguments: Some(arguments) });
+            }
+            Err(Error::InstanceUnknown {
                 tool: name.to_owned(),
                 value: value.clone(),
                 closest: closest(&value, valid.iter().map(String::as_str), 1).into_iter().next(),
-                valid: valid.clone(),
-            })?;
-            let tool = members[&server].clone();
-            Ok(Resolved { server, tool, arguments: Some(arguments) })
+                valid,
+            })
         }
     }
 }

@@ -39,7 +39,8 @@ async fn start_idp(peers: &Peers, args: &[&str], env: &[(&str, &str)]) -> (Proce
     .await
     .expect("idp ready in time")
     .expect("join");
-    let issuer = line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("unexpected idp output {line:?}")).to_owned();
+    let issuer =
+        line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("unexpected idp output {line:?}")).to_owned();
     (Process(child), issuer)
 }
 
@@ -90,7 +91,13 @@ struct Cluster {
 }
 
 /// A cluster: its IdP, and its kubernetes-mcp-server accepting only tokens of that IdP with `audience`.
-async fn cluster(peers: &Peers, dir: &std::path::Path, name: &str, central: &str, audience: Option<&str>) -> (Cluster, u16) {
+async fn cluster(
+    peers: &Peers,
+    dir: &std::path::Path,
+    name: &str,
+    central: &str,
+    audience: Option<&str>,
+) -> (Cluster, u16) {
     let port = free_port().to_string();
     let client = format!("{EXCHANGE_CLIENT}:{EXCHANGE_SECRET}");
     let mut args = vec!["cluster", &port, "--trust", central, "--connector", CONNECTOR, "--client", &client];
@@ -102,7 +109,10 @@ async fn cluster(peers: &Peers, dir: &std::path::Path, name: &str, central: &str
     let toml = dir.join(format!("{name}-k8s.toml"));
     std::fs::write(
         &toml,
-        format!("require_oauth = true\nauthorization_url = \"{issuer}\"\noauth_audience = \"{}\"\n", audience.unwrap_or(EXCHANGE_CLIENT)),
+        format!(
+            "require_oauth = true\nauthorization_url = \"{issuer}\"\noauth_audience = \"{}\"\n",
+            audience.unwrap_or(EXCHANGE_CLIENT)
+        ),
     )
     .expect("toml");
     let k8s = Command::new(peers.get("MUSTER_K8S_MCP"))
@@ -119,7 +129,11 @@ async fn cluster(peers: &Peers, dir: &std::path::Path, name: &str, central: &str
 }
 
 fn exchange_auth(issuer: &str, secret_name: &str, audiences: &[&str]) -> String {
-    let audiences = if audiences.is_empty() { String::new() } else { format!("    requiredAudiences: {}\n", serde_json::to_string(audiences).expect("json")) };
+    let audiences = if audiences.is_empty() {
+        String::new()
+    } else {
+        format!("    requiredAudiences: {}\n", serde_json::to_string(audiences).expect("json"))
+    };
     format!(
         "  auth:\n    type: oauth\n{audiences}    tokenExchange:\n      enabled: true\n      dexTokenEndpoint: \"{issuer}/token\"\n      connectorId: \"{CONNECTOR}\"\n      clientCredentialsSecretRef:\n        name: {secret_name}\n"
     )
@@ -138,13 +152,19 @@ fn write_secret(fleet: &Fleet, name: &str, secret: &str) {
 fn sso_config(port: u16, central: &str) -> String {
     config(
         port,
-        &format!("  toolExposure: direct\n  oauth:\n    server:\n      enabled: true\n      baseUrl: http://127.0.0.1:{port}\n      dex:\n        issuerUrl: {central}\n        clientId: muster\n"),
+        &format!(
+            "  toolExposure: direct\n  oauth:\n    server:\n      enabled: true\n      baseUrl: http://127.0.0.1:{port}\n      dex:\n        issuerUrl: {central}\n        clientId: muster\n"
+        ),
     )
 }
 
 /// The fleet: three clusters in the `kubernetes` family (cluster-c also demands an audience),
 /// plus an in-process upstream behind cluster-a's IdP that reports whose token it received.
-async fn fleet(peers: &Peers, central: &str, wrong_secret_for: Option<&str>) -> (Fleet, Vec<Cluster>, MockUpstream, Muster) {
+async fn fleet(
+    peers: &Peers,
+    central: &str,
+    wrong_secret_for: Option<&str>,
+) -> (Fleet, Vec<Cluster>, MockUpstream, Muster) {
     let port = free_port();
     let fleet = Fleet::new(&sso_config(port, central));
     let mut clusters = Vec::new();
@@ -159,7 +179,11 @@ async fn fleet(peers: &Peers, central: &str, wrong_secret_for: Option<&str>) -> 
             &format!("{server}.yaml"),
             &format!(
                 "{}{}",
-                http_server(&server, &format!("http://127.0.0.1:{k8s_port}/mcp"), &family("kubernetes", "management_cluster")),
+                http_server(
+                    &server,
+                    &format!("http://127.0.0.1:{k8s_port}/mcp"),
+                    &family("kubernetes", "management_cluster")
+                ),
                 exchange_auth(&cluster.issuer, &secret_name, &audiences)
             ),
         );
@@ -168,7 +192,11 @@ async fn fleet(peers: &Peers, central: &str, wrong_secret_for: Option<&str>) -> 
     let probe = MockUpstream::start("probe", free_port()).await;
     fleet.write_server(
         "probe.yaml",
-        &format!("{}{}", http_server("probe", &probe.url(), ""), exchange_auth(&clusters[0].issuer, "cluster-a-token-exchange-credentials", &[])),
+        &format!(
+            "{}{}",
+            http_server("probe", &probe.url(), ""),
+            exchange_auth(&clusters[0].issuer, "cluster-a-token-exchange-credentials", &[])
+        ),
     );
     let muster = Muster::start(&fleet, port).await;
     muster.wait_ready().await;
@@ -194,8 +222,18 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
         .expect("send");
     assert_eq!(anonymous.status(), 401);
     let challenge = anonymous.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
-    assert!(challenge.contains(&format!("resource_metadata=\"{}", muster.url("/.well-known/oauth-protected-resource/mcp"))), "{challenge}");
-    let metadata: Value = http.get(muster.url("/.well-known/oauth-protected-resource/mcp")).send().await.expect("prm").json().await.expect("json");
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{}", muster.url("/.well-known/oauth-protected-resource/mcp"))),
+        "{challenge}"
+    );
+    let metadata: Value = http
+        .get(muster.url("/.well-known/oauth-protected-resource/mcp"))
+        .send()
+        .await
+        .expect("prm")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(metadata["authorization_servers"], json!([central]));
     assert_eq!(metadata["resource"], muster.url("/mcp"));
 
@@ -206,7 +244,13 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
     // Every upstream accepts alice's token for its own cluster, many times over.
     for round in 0..4 {
         for cluster in &clusters {
-            let view = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": cluster.name}));
+            let view = call(
+                &peers,
+                &url,
+                &alice,
+                "x_kubernetes_configuration_view",
+                json!({"management_cluster": cluster.name}),
+            );
             assert!(upstream_answered(&view), "round {round}, {}: {view}", cluster.name);
         }
     }
@@ -222,10 +266,24 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
     let peers_a = Peers::load();
     let peers_b = Peers::load();
     let alice_calls = tokio::task::spawn_blocking(move || {
-        (0..6).map(|_| call(&peers_a, &a_url, &a_tok, "x_probe_bearer", json!({}))["text"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>()
+        (0..6)
+            .map(|_| {
+                call(&peers_a, &a_url, &a_tok, "x_probe_bearer", json!({}))["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
     });
     let bob_calls = tokio::task::spawn_blocking(move || {
-        (0..6).map(|_| call(&peers_b, &b_url, &b_tok, "x_probe_bearer", json!({}))["text"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>()
+        (0..6)
+            .map(|_| {
+                call(&peers_b, &b_url, &b_tok, "x_probe_bearer", json!({}))["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
     });
     let (alice_seen, bob_seen) = (alice_calls.await.expect("join"), bob_calls.await.expect("join"));
     let a_issuer = &clusters[0].issuer;
@@ -233,17 +291,18 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
     assert!(bob_seen.iter().all(|s| *s == format!("bob {a_issuer}")), "{bob_seen:?}");
     // cluster-a exchanged once for alice (shared by the kubernetes server and the probe) and once for bob.
     let a_stats = stats(a_issuer).await;
-    assert_eq!((a_stats["by_sub"]["alice"].clone(), a_stats["by_sub"]["bob"].clone()), (json!(1), json!(1)), "{a_stats}");
+    assert_eq!(
+        (a_stats["by_sub"]["alice"].clone(), a_stats["by_sub"]["bob"].clone()),
+        (json!(1), json!(1)),
+        "{a_stats}"
+    );
 
     // auth://status, for people and agents.
     let status = py_client(&peers, &url, &alice, &["read", "auth://status"]);
     let text = status["contents"][0]["text"].as_str().expect("text");
     let status: Value = serde_json::from_str(text).expect("status json");
     let servers = status["servers"].as_array().expect("servers");
-    assert!(
-        servers.iter().all(|s| s["status"] == "connected" && s["token_exchange_enabled"] == true),
-        "{status}"
-    );
+    assert!(servers.iter().all(|s| s["status"] == "connected" && s["token_exchange_enabled"] == true), "{status}");
 
     // Tokens never reach the logs.
     let log = muster.log_text();
@@ -258,6 +317,9 @@ async fn identity_provider_failures_stay_with_their_cluster() {
     let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[("ID_TOKEN_TTL", "8")]).await;
     let (_fleet, mut clusters, _probe, muster) = fleet(&peers, &central, Some("cluster-b")).await;
     let url = muster.mcp_url();
+    // cluster-c's IdP is down before anyone signs in.
+    let c_idp = clusters.remove(2);
+    drop(c_idp.idp);
     let alice = login(&peers, &central, "alice");
 
     let a = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-a"}));
@@ -272,8 +334,6 @@ async fn identity_provider_failures_stay_with_their_cluster() {
     assert!(!text.contains(EXCHANGE_SECRET) && !text.contains("not-the-secret"), "{text}");
 
     // A stopped IdP: a transport failure, not an auth failure; the others keep working.
-    let c_idp = clusters.remove(2);
-    drop(c_idp.idp);
     let c = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-c"}));
     assert_eq!(c["structured"]["code"], "identity_provider_unreachable", "{c}");
     assert!(c["text"].as_str().unwrap_or_default().contains("unreachable"), "{c}");

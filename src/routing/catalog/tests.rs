@@ -205,3 +205,15 @@ fn resources_with_a_scheme_pass_through_and_templates_route_by_prefix() {
     );
     assert_eq!(catalog.resource_target("other://x"), None);
 }
+
+#[test]
+fn an_unlisted_family_member_is_still_a_valid_instance() {
+    let mut b = k8s("cluster-b", &[]);
+    b.tools = Arc::new(Vec::new());
+    let catalog = build("x", &[k8s("cluster-a", &["pods_list"]), b]);
+    let args = serde_json::from_value(json!({"management_cluster": "cluster-b"})).ok();
+    let resolved = resolve_tool(&catalog, "x_kubernetes_pods_list", args).expect("routes to the unlisted member");
+    assert_eq!((resolved.server.as_str(), resolved.tool.as_str()), ("cluster-b-mcp-kubernetes", "pods_list"));
+    let args = serde_json::from_value(json!({"management_cluster": "cluster-z"})).ok();
+    assert!(matches!(resolve_tool(&catalog, "x_kubernetes_pods_list", args), Err(Error::InstanceUnknown { .. })));
+}
