@@ -355,3 +355,87 @@ async fn identity_provider_failures_stay_with_their_cluster() {
     let challenge = expired.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
     assert!(challenge.contains("invalid_token") && challenge.to_lowercase().contains("expired"), "{challenge}");
 }
+
+/// The CLI: `muster auth login` (PKCE with a loopback callback, driven here by the headless
+/// browser stand-in), then `auth status`, `list tools` and `call` with the stored token.
+#[actix_web::test]
+async fn the_cli_signs_in_once_and_reaches_the_fleet() {
+    let peers = Peers::load();
+    let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[]).await;
+    let (_fleet, _clusters, _probe, muster) = fleet(&peers, &central, Some("cluster-b")).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let muster_cli = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+        cmd.args(args)
+            .env("MUSTER_ENDPOINT", muster.mcp_url())
+            .env("MUSTER_CONFIG_PATH", home.path())
+            .env("NO_COLOR", "1");
+        cmd
+    };
+
+    // Before login: exit 2, and the way out.
+    let (code, stdout, _) = run(&mut muster_cli(&["auth", "status"]));
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stdout.contains("Not authenticated") && stdout.contains("muster auth login"), "{stdout}");
+    let (code, _, stderr) = run(&mut muster_cli(&["list", "tools"]));
+    assert_eq!(code, 2, "{stderr}");
+
+    // Login: the CLI prints the authorization URL and waits on its loopback callback.
+    let mut login = muster_cli(&["auth", "login", "--no-browser"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("login");
+    let stderr = login.stderr.take().expect("stderr");
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("If it does not open, visit: ") {
+                let _ = url_tx.send(url.to_owned());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let authorize =
+        tokio::task::spawn_blocking(move || url_rx.recv_timeout(WAIT)).await.expect("join").expect("authorize URL");
+    let (code, stdout, stderr) = run(Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
+        .arg(Peers::repo_file("tests/peers/idp_login.mjs"))
+        .args([central.as_str(), "alice", "--follow-url", &authorize]));
+    assert_eq!(code, 0, "browser stand-in: {stdout} {stderr}");
+    let status = tokio::task::spawn_blocking(move || login.wait()).await.expect("join").expect("wait");
+    let login_output = reader.join().expect("reader").join("\n");
+    assert!(status.success(), "login failed:\n{login_output}");
+    assert!(login_output.contains("Logged in"), "{login_output}");
+
+    // Status in the seed's layout; cluster-b's wrong secret shows as a failed SSO.
+    let (code, stdout, stderr) = run(&mut muster_cli(&["auth", "status"]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("Status:    Authenticated"), "{stdout}");
+    let line = |name: &str| stdout.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_default().to_owned();
+    assert_eq!(
+        line("cluster-a-mcp-kubernetes").trim(),
+        "cluster-a-mcp-kubernetes   Connected [SSO: Exchanged]",
+        "{stdout}"
+    );
+    assert!(line("cluster-b-mcp-kubernetes").contains("Not authenticated [SSO: Failed]"), "{stdout}");
+    assert!(line("cluster-b-mcp-kubernetes").contains("invalid_client"), "{stdout}");
+
+    let (code, stdout, stderr) = run(&mut muster_cli(&["list", "tools"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("x_kubernetes_configuration_view"), "{stdout}");
+    let (code, stdout, stderr) = run(&mut muster_cli(&["call", "x_probe_bearer"]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("alice "), "{stdout}");
+    let (code, _, stderr) =
+        run(&mut muster_cli(&["call", "x_kubernetes_configuration_view", "--management_cluster=cluster-b"]));
+    assert_eq!(code, 1, "an isError result exits 1");
+    assert!(stderr.contains("token_exchange_failed"), "{stderr}");
+
+    // The token file is private.
+    let tokens: Vec<_> = std::fs::read_dir(home.path().join("tokens")).expect("tokens").flatten().collect();
+    assert_eq!(tokens.len(), 1);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(tokens[0].metadata().expect("meta").permissions().mode() & 0o777, 0o600);
+}
