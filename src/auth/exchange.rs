@@ -130,10 +130,14 @@ struct Exchanged {
 
 impl Exchanged {
     fn needs_refresh(&self) -> bool {
-        // Refresh in the last quarter of the lifetime (at least the last 30 s).
-        let margin = (self.ttl / 4).max(SKEW);
-        self.obtained.elapsed() + margin >= self.ttl
+        needs_refresh(self.obtained.elapsed(), self.ttl)
     }
+}
+
+/// Refresh in the last quarter of the cached lifetime, and at least in its last 30 s.
+fn needs_refresh(age: Duration, ttl: Duration) -> bool {
+    let margin = (ttl / 4).max(SKEW);
+    age + margin >= ttl
 }
 
 struct PerEntryTtl;
@@ -437,7 +441,9 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
-/// The cache key: (endpoint, connector, client id, scopes + audiences sorted, subject), hashed.
+/// The cache key: (endpoint, connector, client id, scopes + audiences sorted, subject), hashed,
+/// plus the expected issuer, so a token checked against one target's issuer is never handed to a
+/// target that expects another.
 fn cache_key(target: &Target, client_id: Option<&str>, subject: &str) -> String {
     let mut scopes: Vec<&str> = target.scopes.split_whitespace().collect();
     let audiences: Vec<String> = target.audiences.iter().map(|a| format!("audience:{a}")).collect();
@@ -445,9 +451,10 @@ fn cache_key(target: &Target, client_id: Option<&str>, subject: &str) -> String 
     scopes.sort_unstable();
     scopes.dedup();
     let mut hasher = sha2::Sha256::new();
-    for part in
-        [target.endpoint.as_str(), &target.connector_id, client_id.unwrap_or_default(), &scopes.join(" "), subject]
-    {
+    let scopes = scopes.join(" ");
+    let parts =
+        [target.endpoint.as_str(), &target.connector_id, client_id.unwrap_or_default(), &scopes, subject, &target.expected_issuer];
+    for part in parts {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }

@@ -160,11 +160,13 @@ fn sso_config(port: u16, central: &str) -> String {
 
 /// The fleet: three clusters in the `kubernetes` family (cluster-c also demands an audience),
 /// plus an in-process upstream behind cluster-a's IdP that reports whose token it received.
+/// `extra`: more in-process upstreams, as (server name, `spec.auth` YAML from cluster-a's issuer).
 async fn fleet(
     peers: &Peers,
     central: &str,
     wrong_secret_for: Option<&str>,
-) -> (Fleet, Vec<Cluster>, MockUpstream, Muster) {
+    extra: &[(&str, &dyn Fn(&str) -> String)],
+) -> (Fleet, Vec<Cluster>, Vec<MockUpstream>, Muster) {
     let port = free_port();
     let fleet = Fleet::new(&sso_config(port, central));
     let mut clusters = Vec::new();
@@ -198,16 +200,22 @@ async fn fleet(
             exchange_auth(&clusters[0].issuer, "cluster-a-token-exchange-credentials", &[])
         ),
     );
+    let mut probes = vec![probe];
+    for (name, auth) in extra {
+        let upstream = MockUpstream::start(name, free_port()).await;
+        fleet.write_server(&format!("{name}.yaml"), &format!("{}{}", http_server(name, &upstream.url(), ""), auth(&clusters[0].issuer)));
+        probes.push(upstream);
+    }
     let muster = Muster::start(&fleet, port).await;
     muster.wait_ready().await;
-    (fleet, clusters, probe, muster)
+    (fleet, clusters, probes, muster)
 }
 
 #[actix_web::test]
 async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster() {
     let peers = Peers::load();
     let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[]).await;
-    let (fleet, clusters, _probe, muster) = fleet(&peers, &central, None).await;
+    let (fleet, clusters, _probes, muster) = fleet(&peers, &central, None, &[]).await;
     let url = muster.mcp_url();
 
     // Without a token: 401 with RFC 9728 metadata.
@@ -315,7 +323,13 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
 async fn identity_provider_failures_stay_with_their_cluster() {
     let peers = Peers::load();
     let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[("ID_TOKEN_TTL", "8")]).await;
-    let (_fleet, mut clusters, _probe, muster) = fleet(&peers, &central, Some("cluster-b")).await;
+    let forward = |_: &str| "  auth:\n    type: oauth\n    forwardToken: true\n".to_owned();
+    let mismatch = |issuer: &str| {
+        exchange_auth(issuer, "cluster-a-token-exchange-credentials", &[])
+            .replace("      connectorId:", "      expectedIssuer: \"https://dex.elsewhere.example.com\"\n      connectorId:")
+    };
+    let extra: [(&str, &dyn Fn(&str) -> String); 2] = [("forwarded", &forward), ("mismatch", &mismatch)];
+    let (_fleet, mut clusters, _probes, muster) = fleet(&peers, &central, Some("cluster-b"), &extra).await;
     let url = muster.mcp_url();
     // cluster-c's IdP is down before anyone signs in.
     let c_idp = clusters.remove(2);
@@ -340,6 +354,14 @@ async fn identity_provider_failures_stay_with_their_cluster() {
     let a = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-a"}));
     assert!(upstream_answered(&a), "{a}");
 
+    // forwardToken: the user's own (central) token, and only to that server.
+    let forwarded = call(&peers, &url, &alice, "x_forwarded_bearer", json!({}));
+    assert_eq!(forwarded["text"], format!("alice {central}"), "{forwarded}");
+    // The exchanged token's issuer must be the expected one.
+    let mismatch = call(&peers, &url, &alice, "x_mismatch_bearer", json!({}));
+    assert_eq!(mismatch["structured"]["code"], "token_exchange_failed", "{mismatch}");
+    assert!(mismatch["text"].as_str().unwrap_or_default().contains("issuer mismatch"), "{mismatch}");
+
     // An expired user token is refused at the door with a precise 401.
     tokio::time::sleep(Duration::from_secs(8 + 6)).await;
     let expired = reqwest::Client::new()
@@ -362,7 +384,7 @@ async fn identity_provider_failures_stay_with_their_cluster() {
 async fn the_cli_signs_in_once_and_reaches_the_fleet() {
     let peers = Peers::load();
     let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[]).await;
-    let (_fleet, _clusters, _probe, muster) = fleet(&peers, &central, Some("cluster-b")).await;
+    let (_fleet, _clusters, _probes, muster) = fleet(&peers, &central, Some("cluster-b"), &[]).await;
     let home = tempfile::tempdir().expect("tempdir");
     let muster_cli = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));

@@ -73,3 +73,22 @@ fn private_networks_are_detected() {
         assert!(!is_private(&public.parse().expect("ip")), "{public}");
     }
 }
+
+#[test]
+fn near_expiry_entries_refresh_in_the_background() {
+    let ttl = Duration::from_secs(270); // a 300 s Dex token minus the skew
+    assert!(!needs_refresh(Duration::from_secs(10), ttl));
+    assert!(!needs_refresh(Duration::from_secs(200), ttl));
+    assert!(needs_refresh(Duration::from_secs(203), ttl), "the last quarter");
+    // Short-lived tokens refresh during their last 30 s.
+    assert!(needs_refresh(Duration::from_secs(31), Duration::from_secs(60)));
+    assert!(!needs_refresh(Duration::from_secs(29), Duration::from_secs(60)));
+}
+
+#[test]
+fn a_target_expecting_another_issuer_never_shares_a_cached_token() {
+    let a = Target::from_spec("a", "ns", &spec("https://dex.a/token")).expect("valid");
+    let mut proxied = a.clone();
+    proxied.expected_issuer = "https://dex.internal".to_owned();
+    assert_ne!(cache_key(&a, Some("muster"), "alice"), cache_key(&proxied, Some("muster"), "alice"));
+}
