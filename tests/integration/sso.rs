@@ -461,3 +461,28 @@ async fn the_cli_signs_in_once_and_reaches_the_fleet() {
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(tokens[0].metadata().expect("meta").permissions().mode() & 0o777, 0o600);
 }
+
+/// A token the upstream stops accepting (revoked, rotated key): muster drops it from the cache,
+/// exchanges again, and retries the call once, with no error reaching the agent.
+#[actix_web::test]
+async fn an_upstream_401_drops_the_cached_token_and_the_call_is_retried_once() {
+    let peers = Peers::load();
+    let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[]).await;
+    let (_fleet, clusters, probes, muster) = fleet(&peers, &central, None, &[]).await;
+    let url = muster.mcp_url();
+    let alice = login(&peers, &central, "alice");
+    let first = call(&peers, &url, &alice, "x_probe_bearer", json!({}));
+    assert!(first["text"].as_str().is_some_and(|t| t.starts_with("alice ")), "{first}");
+    let probe = &probes[0].shared;
+    let revoked = probe.bearers_seen.lock().expect("lock").clone();
+    assert_eq!(revoked.len(), 1, "one exchanged token so far");
+    probe.rejected_bearers.lock().expect("lock").extend(revoked.clone());
+
+    let second = call(&peers, &url, &alice, "x_probe_bearer", json!({}));
+    assert!(second["text"].as_str().is_some_and(|t| t.starts_with("alice ")), "the retry succeeded: {second}");
+    let seen = probe.bearers_seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "a fresh token was used");
+    assert_ne!(seen[1], revoked[0]);
+    let a_stats = stats(&clusters[0].issuer).await;
+    assert_eq!(a_stats["by_sub"]["alice"], 2, "one re-exchange: {a_stats}");
+}

@@ -26,6 +26,9 @@ pub struct Shared {
     pub cancelled: AtomicUsize,
     pub calls: AtomicUsize,
     pub headers_seen: Mutex<Vec<String>>,
+    /// Bearer tokens seen on any request, and those to answer with 401 (a revoked token).
+    pub bearers_seen: Mutex<Vec<String>>,
+    pub rejected_bearers: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -149,6 +152,8 @@ impl MockUpstream {
                 cancelled: AtomicUsize::new(0),
                 calls: AtomicUsize::new(0),
                 headers_seen: Mutex::default(),
+                bearers_seen: Mutex::default(),
+                rejected_bearers: Mutex::default(),
             }),
             port,
         )
@@ -158,6 +163,7 @@ impl MockUpstream {
     /// Starts (again) with existing state, e.g. after `stop`, on the same port.
     pub async fn start_with(shared: Arc<Shared>, port: u16) -> Self {
         let factory_shared = shared.clone();
+        let gate = web::Data::new(shared.clone());
         let sessions = Arc::new(LocalSessionManager::default());
         let service = web::Data::new(StreamableHttpService::new(
             move || Ok(Upstream(factory_shared.clone())),
@@ -165,12 +171,30 @@ impl MockUpstream {
             StreamableHttpServerConfig::default(),
         ));
         let server = HttpServer::new(move || {
-            App::new().app_data(service.clone()).route(
+            App::new().app_data(service.clone()).app_data(gate.clone()).route(
                 "/mcp",
                 web::route().to(
                     |req: HttpRequest,
                      body: web::Bytes,
-                     svc: web::Data<StreamableHttpService<Upstream, LocalSessionManager>>| async move {
+                     svc: web::Data<StreamableHttpService<Upstream, LocalSessionManager>>,
+                     gate: web::Data<Arc<Shared>>| async move {
+                        let bearer = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .map(str::to_owned);
+                        if let Some(bearer) = bearer {
+                            if gate.rejected_bearers.lock().expect("lock").contains(&bearer) {
+                                return actix_web::HttpResponse::Unauthorized()
+                                    .insert_header(("www-authenticate", "Bearer error=\"invalid_token\""))
+                                    .finish();
+                            }
+                            let mut seen = gate.bearers_seen.lock().expect("lock");
+                            if !seen.contains(&bearer) {
+                                seen.push(bearer);
+                            }
+                        }
                         bridge(&svc, &req, body).await
                     },
                 ),
