@@ -214,7 +214,11 @@ async fn fleet(
 #[actix_web::test]
 async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster() {
     let peers = Peers::load();
-    let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[]).await;
+    // An enterprise user with many group claims: a bearer token of about 50 KiB.
+    let groups: Vec<String> = (0..1500).map(|i| format!("team-platform-group-{i:05}")).collect();
+    let big_user = format!("bigcorp={}", groups.join(","));
+    let (_central, central) =
+        start_idp(&peers, &["central", &free_port().to_string(), "--user-groups", &big_user], &[]).await;
     let (fleet, clusters, _probes, muster) = fleet(&peers, &central, None, &[]).await;
     let url = muster.mcp_url();
 
@@ -305,6 +309,12 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
         "{a_stats}"
     );
 
+    // Large tokens pass (the seed's ingress note): signed in, exchanged, accepted upstream.
+    let big = login(&peers, &central, "bigcorp");
+    assert!(big.len() > 40 * 1024, "the test token is large: {} bytes", big.len());
+    let view = call(&peers, &url, &big, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-a"}));
+    assert!(upstream_answered(&view), "{view}");
+
     // auth://status, for people and agents.
     let status = py_client(&peers, &url, &alice, &["read", "auth://status"]);
     let text = status["contents"][0]["text"].as_str().expect("text");
@@ -314,7 +324,7 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
 
     // Tokens never reach the logs.
     let log = muster.log_text();
-    assert!(!log.contains(&alice) && !log.contains(&bob), "a user token is in the log");
+    assert!(!log.contains(&alice) && !log.contains(&bob) && !log.contains(&big), "a user token is in the log");
     assert!(!log.contains("eyJ"), "something JWT-shaped is in the log:\n{log}");
     drop(fleet);
 }
