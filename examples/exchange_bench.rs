@@ -111,7 +111,13 @@ async fn main() {
     let hit_pct = |p: f64| hits[((hits.len() as f64 - 1.0) * p) as usize];
     println!("sessions={SESSIONS} users={USERS} clusters={CLUSTERS} rounds={ROUNDS} lookups={}", all.len());
     println!("exchanges={} (expected {})", counter.load(Ordering::SeqCst), USERS * CLUSTERS);
-    println!("concurrent run: {:.1} ms total, lookup p50 {:?} p99 {:?} max {:?}", elapsed.as_secs_f64() * 1e3, pct(0.5), pct(0.99), pct(1.0));
+    println!(
+        "concurrent run: {:.1} ms total, lookup p50 {:?} p99 {:?} max {:?}",
+        elapsed.as_secs_f64() * 1e3,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
     println!(
         "cached lookup, one at a time: p50 {:?} p99 {:?} mean {:?}",
         hit_pct(0.5),

@@ -452,8 +452,14 @@ fn cache_key(target: &Target, client_id: Option<&str>, subject: &str) -> String 
     scopes.dedup();
     let mut hasher = sha2::Sha256::new();
     let scopes = scopes.join(" ");
-    let parts =
-        [target.endpoint.as_str(), &target.connector_id, client_id.unwrap_or_default(), &scopes, subject, &target.expected_issuer];
+    let parts = [
+        target.endpoint.as_str(),
+        &target.connector_id,
+        client_id.unwrap_or_default(),
+        &scopes,
+        subject,
+        &target.expected_issuer,
+    ];
     for part in parts {
         hasher.update(part.as_bytes());
         hasher.update([0]);

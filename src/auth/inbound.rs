@@ -17,7 +17,8 @@ use super::token::{Identity, Secret, unverified_claims};
 
 /// Enterprise tokens with many group claims are large (the seed's ingress note).
 pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
-const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Keys are refetched at most this often; a token naming an unknown key waits for the next fetch.
+const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// Tolerated clock difference with the identity provider.
 const CLOCK_SKEW_SECS: u64 = 5;
 const ALLOWED_ALGORITHMS: &[Algorithm] = &[
@@ -116,7 +117,7 @@ impl Validator {
         let key = match keys.key(&kid).await {
             Some(key) => key,
             None => {
-                self.refresh(keys).await?;
+                self.refresh_for(keys, &kid).await?;
                 keys.key(&kid).await.ok_or(Error::UnknownKey(kid))?
             }
         };
@@ -144,12 +145,32 @@ impl Validator {
         Ok(())
     }
 
-    async fn refresh(&self, keys: &IssuerKeys) -> Result<(), Error> {
+    /// Refetches the keys because `kid` is unknown: once per `REFRESH_MIN_INTERVAL` at most
+    /// (callers wait for the next slot rather than hammer the IdP), and not at all when another
+    /// caller's refetch already brought the key.
+    async fn refresh_for(&self, keys: &IssuerKeys, kid: &str) -> Result<(), Error> {
         let mut last = keys.last_fetch.lock().await;
-        if last.is_some_and(|t| t.elapsed() < REFRESH_MIN_INTERVAL) {
+        if keys.key(kid).await.is_some() {
             return Ok(());
         }
+        if let Some(t) = *last
+            && t.elapsed() < REFRESH_MIN_INTERVAL
+        {
+            tokio::time::sleep(REFRESH_MIN_INTERVAL - t.elapsed()).await;
+        }
         *last = Some(Instant::now());
+        // Held across the fetch: concurrent callers with the same new `kid` wait and find it.
+        let fetched = self.fetch(keys).await;
+        drop(last);
+        fetched
+    }
+
+    async fn refresh(&self, keys: &IssuerKeys) -> Result<(), Error> {
+        *keys.last_fetch.lock().await = Some(Instant::now());
+        self.fetch(keys).await
+    }
+
+    async fn fetch(&self, keys: &IssuerKeys) -> Result<(), Error> {
         let issuer = &keys.trusted.issuer;
         let unavailable = |reason: String| Error::Unavailable { issuer: issuer.clone(), reason };
         let jwks_url = match &keys.trusted.jwks_url {

@@ -203,7 +203,10 @@ async fn fleet(
     let mut probes = vec![probe];
     for (name, auth) in extra {
         let upstream = MockUpstream::start(name, free_port()).await;
-        fleet.write_server(&format!("{name}.yaml"), &format!("{}{}", http_server(name, &upstream.url(), ""), auth(&clusters[0].issuer)));
+        fleet.write_server(
+            &format!("{name}.yaml"),
+            &format!("{}{}", http_server(name, &upstream.url(), ""), auth(&clusters[0].issuer)),
+        );
         probes.push(upstream);
     }
     let muster = Muster::start(&fleet, port).await;
@@ -335,8 +338,10 @@ async fn identity_provider_failures_stay_with_their_cluster() {
     let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[("ID_TOKEN_TTL", "8")]).await;
     let forward = |_: &str| "  auth:\n    type: oauth\n    forwardToken: true\n".to_owned();
     let mismatch = |issuer: &str| {
-        exchange_auth(issuer, "cluster-a-token-exchange-credentials", &[])
-            .replace("      connectorId:", "      expectedIssuer: \"https://dex.elsewhere.example.com\"\n      connectorId:")
+        exchange_auth(issuer, "cluster-a-token-exchange-credentials", &[]).replace(
+            "      connectorId:",
+            "      expectedIssuer: \"https://dex.elsewhere.example.com\"\n      connectorId:",
+        )
     };
     let extra: [(&str, &dyn Fn(&str) -> String); 2] = [("forwarded", &forward), ("mismatch", &mismatch)];
     let (_fleet, mut clusters, _probes, muster) = fleet(&peers, &central, Some("cluster-b"), &extra).await;
@@ -495,4 +500,59 @@ async fn an_upstream_401_drops_the_cached_token_and_the_call_is_retried_once() {
     assert_ne!(seen[1], revoked[0]);
     let a_stats = stats(&clusters[0].issuer).await;
     assert_eq!(a_stats["by_sub"]["alice"], 2, "one re-exchange: {a_stats}");
+}
+
+/// The central IdP rotates its signing key (here: restarts with a new one). New tokens validate
+/// at once (muster refetches the keys on an unknown `kid`); an old token is refused with 401, and
+/// the CLI says so with exit code 3.
+#[actix_web::test]
+async fn a_rotated_central_key_is_picked_up_and_old_tokens_are_refused() {
+    let peers = Peers::load();
+    let central_port = free_port().to_string();
+    let (central_idp, central) = start_idp(&peers, &["central", &central_port], &[]).await;
+    let (_fleet, _clusters, _probes, muster) = fleet(&peers, &central, None, &[]).await;
+    let url = muster.mcp_url();
+    let old = login(&peers, &central, "alice");
+    assert!(
+        call(&peers, &url, &old, "x_probe_bearer", json!({}))["text"].as_str().is_some_and(|t| t.starts_with("alice "))
+    );
+
+    drop(central_idp);
+    let (_central_idp, again) = start_idp(&peers, &["central", &central_port], &[]).await;
+    assert_eq!(again, central);
+    let new = login(&peers, &central, "alice");
+    let answered = call(&peers, &url, &new, "x_probe_bearer", json!({}));
+    assert!(answered["text"].as_str().is_some_and(|t| t.starts_with("alice ")), "{answered}");
+
+    // The old token is no longer signed by a published key.
+    let refused = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&old)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 401);
+
+    // The CLI with that stale token: exit 3, "sign-in failed".
+    let home = tempfile::tempdir().expect("tempdir");
+    let endpoint = muster.mcp_url();
+    let name = {
+        use sha2::Digest as _;
+        hex::encode(&sha2::Sha256::digest(endpoint.as_bytes())[..16])
+    };
+    std::fs::create_dir_all(home.path().join("tokens")).expect("dir");
+    std::fs::write(
+        home.path().join("tokens").join(format!("{name}.json")),
+        json!({"endpoint": endpoint, "issuer": central, "id_token": old, "expires_at": u64::MAX / 2}).to_string(),
+    )
+    .expect("token file");
+    let (code, stdout, stderr) = run(Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["auth", "status"])
+        .env("MUSTER_ENDPOINT", &endpoint)
+        .env("MUSTER_CONFIG_PATH", home.path()));
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(stdout.contains("Authentication failed"), "{stdout}");
 }
