@@ -158,6 +158,9 @@ fn sso_config(port: u16, central: &str) -> String {
     )
 }
 
+/// An extra in-process upstream: its name, and its `spec.auth` YAML given cluster-a's issuer.
+type ExtraServer<'a> = (&'a str, &'a dyn Fn(&str) -> String);
+
 /// The fleet: three clusters in the `kubernetes` family (cluster-c also demands an audience),
 /// plus an in-process upstream behind cluster-a's IdP that reports whose token it received.
 /// `extra`: more in-process upstreams, as (server name, `spec.auth` YAML from cluster-a's issuer).
@@ -165,7 +168,7 @@ async fn fleet(
     peers: &Peers,
     central: &str,
     wrong_secret_for: Option<&str>,
-    extra: &[(&str, &dyn Fn(&str) -> String)],
+    extra: &[ExtraServer<'_>],
 ) -> (Fleet, Vec<Cluster>, Vec<MockUpstream>, Muster) {
     let port = free_port();
     let fleet = Fleet::new(&sso_config(port, central));
@@ -343,7 +346,7 @@ async fn identity_provider_failures_stay_with_their_cluster() {
             "      expectedIssuer: \"https://dex.elsewhere.example.com\"\n      connectorId:",
         )
     };
-    let extra: [(&str, &dyn Fn(&str) -> String); 2] = [("forwarded", &forward), ("mismatch", &mismatch)];
+    let extra: [ExtraServer<'_>; 2] = [("forwarded", &forward), ("mismatch", &mismatch)];
     let (_fleet, mut clusters, _probes, muster) = fleet(&peers, &central, Some("cluster-b"), &extra).await;
     let url = muster.mcp_url();
     // cluster-c's IdP is down before anyone signs in.
