@@ -338,7 +338,7 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
 #[actix_web::test]
 async fn identity_provider_failures_stay_with_their_cluster() {
     let peers = Peers::load();
-    let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[("ID_TOKEN_TTL", "8")]).await;
+    let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[("ID_TOKEN_TTL", "20")]).await;
     let forward = |_: &str| "  auth:\n    type: oauth\n    forwardToken: true\n".to_owned();
     let mismatch = |issuer: &str| {
         exchange_auth(issuer, "cluster-a-token-exchange-credentials", &[]).replace(
@@ -353,6 +353,7 @@ async fn identity_provider_failures_stay_with_their_cluster() {
     let c_idp = clusters.remove(2);
     drop(c_idp.idp);
     let alice = login(&peers, &central, "alice");
+    let signed_in = std::time::Instant::now();
 
     let a = call(&peers, &url, &alice, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-a"}));
     assert!(upstream_answered(&a), "{a}");
@@ -381,7 +382,8 @@ async fn identity_provider_failures_stay_with_their_cluster() {
     assert!(mismatch["text"].as_str().unwrap_or_default().contains("issuer mismatch"), "{mismatch}");
 
     // An expired user token is refused at the door with a precise 401.
-    tokio::time::sleep(Duration::from_secs(8 + 6)).await;
+    // (20 s token lifetime plus muster's 5 s clock skew.)
+    tokio::time::sleep(Duration::from_secs(20 + 6).saturating_sub(signed_in.elapsed())).await;
     let expired = reqwest::Client::new()
         .post(&url)
         .bearer_auth(&alice)
