@@ -338,7 +338,8 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
 #[actix_web::test]
 async fn identity_provider_failures_stay_with_their_cluster() {
     let peers = Peers::load();
-    let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[("ID_TOKEN_TTL", "20")]).await;
+    let (_central, central) =
+        start_idp(&peers, &["central", &free_port().to_string()], &[("ID_TOKEN_TTL", "20")]).await;
     let forward = |_: &str| "  auth:\n    type: oauth\n    forwardToken: true\n".to_owned();
     let mismatch = |issuer: &str| {
         exchange_auth(issuer, "cluster-a-token-exchange-credentials", &[]).replace(
