@@ -32,7 +32,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let supervisor = SupervisorActor::new(config.supervision, router.clone(), exchanger).start();
+    let supervisor =
+        SupervisorActor::new(config.supervision, router.clone(), exchanger, crate::crd::status::Sink::Files).start();
 
     // 2. Desired state: the folder now, then every change.
     let initial = files::load(&config.dir);

@@ -87,6 +87,8 @@ pub struct Connection {
 #[derive(Clone)]
 pub struct BackendHandle {
     pub name: Arc<str>,
+    /// Unique per actor: messages from a replaced backend are recognised and dropped.
+    pub instance: u64,
     addr: Addr<BackendActor>,
     connection: watch::Receiver<Connection>,
     relay: Arc<Relay>,
@@ -411,6 +413,7 @@ pub struct CapabilitiesDiscovered {
 #[rtype(result = "()")]
 pub struct BackendStateChanged {
     pub name: String,
+    pub instance: u64,
     pub state: State,
     pub error: Option<String>,
 }
@@ -425,6 +428,7 @@ pub struct ServerUpdated {
 
 pub struct BackendActor {
     definition: Arc<McpServer>,
+    instance: u64,
     http: reqwest::Client,
     health_interval: Duration,
     supervisor: Recipient<BackendStateChanged>,
@@ -456,7 +460,10 @@ impl BackendActor {
         let timeout = definition.timeout();
         let name: Arc<str> = definition.name().into();
         let user_sessions = Arc::new(user_sessions::UserSessions::new());
+        static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let instance = NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let actor = Self {
+            instance,
             definition: definition.clone(),
             http: http.clone(),
             health_interval,
@@ -473,12 +480,24 @@ impl BackendActor {
             discovered: false,
         };
         let addr = actor.start();
-        Ok(BackendHandle { name, addr, connection: rx, relay, timeout, auth, user_sessions, definition, http })
+        Ok(BackendHandle {
+            name,
+            instance,
+            addr,
+            connection: rx,
+            relay,
+            timeout,
+            auth,
+            user_sessions,
+            definition,
+            http,
+        })
     }
 
     fn backend_handle(&self, ctx: &Context<Self>) -> BackendHandle {
         BackendHandle {
             name: self.definition.name().into(),
+            instance: self.instance,
             addr: ctx.address(),
             connection: self.connection.subscribe(),
             relay: self.relay.clone(),
@@ -492,7 +511,12 @@ impl BackendActor {
 
     fn set_state(&mut self, ctx: &Context<Self>, state: State, error: Option<String>, link: Option<Link>) {
         self.connection.send_replace(Connection { link, state, last_error: error.clone() });
-        self.supervisor.do_send(BackendStateChanged { name: self.definition.name().to_owned(), state, error });
+        self.supervisor.do_send(BackendStateChanged {
+            name: self.definition.name().to_owned(),
+            instance: self.instance,
+            state,
+            error,
+        });
         self.router.do_send(ServerUpdated { capabilities: None, handle: self.backend_handle(ctx) });
     }
 
@@ -645,6 +669,7 @@ impl Handler<CapabilitiesDiscovered> for BackendActor {
         self.connection.send_modify(|c| c.state = State::Connected);
         self.supervisor.do_send(BackendStateChanged {
             name: self.definition.name().to_owned(),
+            instance: self.instance,
             state: State::Connected,
             error: None,
         });

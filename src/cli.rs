@@ -37,6 +37,8 @@ enum Command {
         #[arg(default_value_os_t = default_config_path())]
         dir: PathBuf,
     },
+    /// Print the MCPServer CustomResourceDefinition (YAML), generated from the Rust types.
+    PrintCrd,
     /// Sign in to muster and see each server's sign-in state.
     Auth {
         #[command(subcommand)]
@@ -113,6 +115,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::CheckConfig { dir } => Ok(check_config(&dir)),
+        Command::PrintCrd => {
+            #[allow(clippy::print_stdout, reason = "the command's output")]
+            {
+                print!("{}", crate::crd::crd_yaml());
+            }
+            Ok(0)
+        }
         Command::Auth { command, client } => {
             auth::check_endpoint(&client.endpoint)?;
             match command {
@@ -148,7 +157,7 @@ fn check_config(dir: &std::path::Path) -> i32 {
         bad += rejected.problems.len();
     }
     for definition in &snapshot.definitions {
-        println!("ok  {} ({})", definition.server.name(), definition.path.display());
+        println!("ok  {} ({})", definition.server.name(), definition.source);
     }
     if bad > 0 {
         eprintln!("{bad} problem(s) found");

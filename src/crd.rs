@@ -4,11 +4,18 @@
 //! Kubernetes API. Validation collects every problem at once, so `muster check-config` can list
 //! them all; it mirrors the CRD's OpenAPI patterns and CEL admission rules (reference §2.1).
 
+// KubeSchema expands a private copy of each type it derives for, which trips `unreachable_pub`.
+#![allow(unreachable_pub, reason = "false positive from kube's KubeSchema derive")]
+
 pub mod files;
+pub mod kubernetes;
 pub mod status;
 
 use std::collections::BTreeMap;
 
+use kube::CustomResource;
+use kube::KubeSchema;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const API_VERSION: &str = "muster.giantswarm.io/v1alpha1";
@@ -40,7 +47,7 @@ pub struct ObjectMeta {
     pub annotations: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ServerType {
     #[serde(rename = "stdio")]
     Stdio,
@@ -50,16 +57,41 @@ pub enum ServerType {
     Sse,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// The desired state of one upstream MCP server. `kube` derives the `McpServerResource` (kind
+/// `MCPServer`) and its CRD from this type; `muster print-crd` prints it (reference §2.1).
+#[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[kube(
+    group = "muster.giantswarm.io",
+    version = "v1alpha1",
+    kind = "MCPServer",
+    root = "McpServerResource",
+    namespaced,
+    status = "status::Status",
+    shortname = "mcps",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+    printcolumn(name = "AutoStart", type_ = "boolean", json_path = ".spec.autoStart"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("self.type != 'stdio' || has(self.command)").message("command is required when type is stdio"),
+    validation = Rule::new("self.type == 'stdio' || has(self.url)").message("url is required for streamable-http and sse servers"),
+    validation = Rule::new("self.type == 'stdio' || !has(self.args)").message("args is only allowed for stdio servers"),
+    validation = Rule::new("self.type != 'stdio' || !has(self.headers)").message("headers is only allowed for streamable-http and sse servers")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct McpServerSpec {
     #[serde(rename = "type")]
+    #[schemars(required)]
     pub server_type: Option<ServerType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([a-zA-Z][a-zA-Z0-9_-]*)?$"))]
     pub tool_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<Family>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 500))]
     pub description: Option<String>,
     #[serde(default)]
     pub auto_start: bool,
@@ -68,6 +100,7 @@ pub struct McpServerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://.+"))]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -75,19 +108,22 @@ pub struct McpServerSpec {
     pub headers: BTreeMap<String, String>,
     /// Connect/initialize timeout in seconds (1–300, default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
     pub timeout: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Family {
+    #[schemars(pattern(r"^[a-zA-Z][a-zA-Z0-9_-]*$"))]
     pub name: String,
+    #[schemars(pattern(r"^[a-zA-Z][a-zA-Z0-9_]*$"))]
     pub instance_arg: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthType {
     Oauth,
@@ -95,7 +131,12 @@ pub enum AuthType {
     None,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("!has(self.authorizationServer) || (has(self.type) && self.type == 'oauth')").message("authorizationServer is only valid with type oauth"),
+    validation = Rule::new("!(has(self.forwardToken) && self.forwardToken && has(self.authorizationServer))").message("forwardToken and authorizationServer are mutually exclusive"),
+    validation = Rule::new("!(has(self.tokenExchange) && has(self.tokenExchange.enabled) && self.tokenExchange.enabled && has(self.authorizationServer))").message("tokenExchange.enabled and authorizationServer are mutually exclusive")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Auth {
     #[serde(rename = "type", default)]
@@ -110,16 +151,20 @@ pub struct Auth {
     pub authorization_server: Option<AuthorizationServer>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.enabled) || !self.enabled || (has(self.dexTokenEndpoint) && has(self.connectorId))").message("dexTokenEndpoint and connectorId are required when token exchange is enabled"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenExchange {
     #[serde(default)]
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https://.+|^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?/.*"))]
     pub dex_token_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https://.+|^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?(/.*)?$"))]
     pub expected_issuer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-zA-Z][a-zA-Z0-9_-]*$"))]
     pub connector_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<String>,
@@ -127,7 +172,7 @@ pub struct TokenExchange {
     pub client_credentials_secret_ref: Option<SecretRef>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretRef {
     pub name: String,
@@ -139,9 +184,10 @@ pub struct SecretRef {
     pub client_secret_key: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationServer {
+    #[schemars(pattern(r"^https://[^?#]*[^/?#]$"))]
     pub issuer: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<String>,
@@ -161,6 +207,31 @@ impl std::fmt::Display for Problem {
 }
 
 pub const DEFAULT_TIMEOUT_SECS: u32 = 30;
+
+/// The CustomResourceDefinition as YAML (`muster print-crd`, `deploy/crds/mcpserver.yaml`).
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt as _;
+    let body = serde_saphyr::to_string(&McpServerResource::crd()).unwrap_or_default();
+    format!("# Generated by `muster print-crd` from src/crd.rs. Do not edit: a test fails when it is stale.\n{body}")
+}
+
+impl McpServerResource {
+    /// The resource as the supervisor sees it (the same type as filesystem mode).
+    pub fn to_definition(&self) -> McpServer {
+        McpServer {
+            api_version: API_VERSION.to_owned(),
+            kind: KIND.to_owned(),
+            metadata: ObjectMeta {
+                name: self.metadata.name.clone().unwrap_or_default(),
+                namespace: self.metadata.namespace.clone(),
+                labels: self.metadata.labels.clone().unwrap_or_default(),
+                annotations: self.metadata.annotations.clone().unwrap_or_default(),
+            },
+            spec: self.spec.clone(),
+            status: None,
+        }
+    }
+}
 
 impl McpServer {
     pub fn name(&self) -> &str {

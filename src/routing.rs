@@ -64,11 +64,19 @@ impl Snapshot {
     }
 }
 
-/// Supervisor -> router: a server was deleted.
+/// Supervisor -> router: a backend was started (before it connects).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ServerAdded {
+    pub handle: BackendHandle,
+}
+
+/// Supervisor -> router: a backend was stopped.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ServerRemoved {
     pub name: String,
+    pub instance: u64,
 }
 
 /// Supervisor -> router: the initial desired state is loaded and holds these auto-started servers.
@@ -136,11 +144,11 @@ impl Handler<ServerUpdated> for RouterActor {
         let name = msg.handle.name.to_string();
         let connection = msg.handle.connection();
         let settled = !matches!(connection.state, State::Starting | State::Connecting | State::Stopped);
-        let entry = self.servers.entry(name).or_insert_with(|| Server {
-            handle: msg.handle.clone(),
-            capabilities: None,
-            settled,
-        });
+        // Only the current backend of a server may update it (a replaced one's late messages and
+        // a removed one's never re-create it).
+        let Some(entry) = self.servers.get_mut(&name).filter(|e| e.handle.instance == msg.handle.instance) else {
+            return;
+        };
         entry.handle = msg.handle;
         entry.settled |= settled;
         // Fail open per member: a failed server keeps its last-known capabilities, so its
@@ -152,11 +160,22 @@ impl Handler<ServerUpdated> for RouterActor {
     }
 }
 
+impl Handler<ServerAdded> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ServerAdded, _: &mut Self::Context) {
+        let name = msg.handle.name.to_string();
+        self.servers.insert(name, Server { handle: msg.handle, capabilities: None, settled: false });
+        self.publish();
+    }
+}
+
 impl Handler<ServerRemoved> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, msg: ServerRemoved, _: &mut Self::Context) {
-        if self.servers.remove(&msg.name).is_some() {
+        if self.servers.get(&msg.name).is_some_and(|s| s.handle.instance == msg.instance) {
+            self.servers.remove(&msg.name);
             self.publish();
         }
     }

@@ -1,15 +1,16 @@
-//! SupervisorActor: turns desired state (MCPServer resources) into one BackendActor each, and
-//! restarts failed backends with capped exponential backoff, stdio and remote alike.
+//! SupervisorActor: turns desired state (MCPServer resources, from files or from Kubernetes) into
+//! one BackendActor each, and restarts failed backends with capped exponential backoff, stdio and
+//! remote alike.
 //!
-//! Accepts `DesiredState` (from the folder watcher in `crd/files.rs`) and `BackendStateChanged`
-//! (from backends). Tells backends `Connect`/`Shutdown`, tells the router `ServerRemoved` and
-//! `InitialSetKnown`, and writes each server's `status` block (through `crd/status.rs`).
+//! Accepts `DesiredState` (from `crd/files.rs` or `crd/kubernetes.rs`: one code path) and
+//! `BackendStateChanged` (from backends). Tells backends `Connect`/`Shutdown`, tells the router
+//! `ServerAdded`, `ServerRemoved` and `InitialSetKnown`, and writes each server's status and
+//! events through `status::Sink` (into the file, or the status subresource and Kubernetes Events).
 //!
 //! Backoff: `initial × 2^(failures−1)`, capped at `max`. The failure count resets only when the
 //! backend had stayed connected for `stable_after` (crash-loop protection).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,18 +20,18 @@ use crate::auth::exchange::{Exchanger, Target};
 use crate::backend::{BackendActor, BackendHandle, BackendStateChanged, Connect, Shutdown, UpstreamAuth};
 use crate::config::Supervision;
 use crate::crd::McpServer;
-use crate::crd::files::Snapshot as DesiredSnapshot;
-use crate::crd::status::{self, State, Status};
-use crate::routing::{InitialSetKnown, RouterHandle, ServerRemoved};
+use crate::crd::files::{Snapshot as DesiredSnapshot, Source};
+use crate::crd::status::{Reason, Sink, State, Status};
+use crate::routing::{InitialSetKnown, RouterHandle, ServerAdded, ServerRemoved};
 
-/// The folder's current content (filesystem mode).
+/// The desired set: the folder's content, or the MCPServer resources in the watched namespaces.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DesiredState(pub DesiredSnapshot);
 
 struct Managed {
     definition: Arc<McpServer>,
-    path: PathBuf,
+    source: Source,
     handle: BackendHandle,
     /// Bumped when the backend is replaced, so stale retry timers do nothing.
     epoch: u64,
@@ -41,7 +42,7 @@ struct Managed {
     restart_count: u32,
     consecutive_failures: u32,
     next_retry: Option<chrono::DateTime<chrono::Utc>>,
-    /// A newer version of the file was rejected; we keep running this one.
+    /// A newer version of the definition was rejected; we keep running this one.
     rejected_update: Option<String>,
 }
 
@@ -49,54 +50,50 @@ pub struct SupervisorActor {
     policy: Supervision,
     exchanger: Option<Arc<Exchanger>>,
     router: RouterHandle,
+    sink: Sink,
     servers: BTreeMap<String, Managed>,
     initial_done: bool,
     next_epoch: u64,
 }
 
 impl SupervisorActor {
-    pub fn new(policy: Supervision, router: RouterHandle, exchanger: Option<Arc<Exchanger>>) -> Self {
-        Self { policy, exchanger, router, servers: BTreeMap::new(), initial_done: false, next_epoch: 0 }
+    pub fn new(policy: Supervision, router: RouterHandle, exchanger: Option<Arc<Exchanger>>, sink: Sink) -> Self {
+        Self { policy, exchanger, router, sink, servers: BTreeMap::new(), initial_done: false, next_epoch: 0 }
     }
 
-    fn start_backend(&mut self, ctx: &mut Context<Self>, definition: McpServer, path: PathBuf) {
+    /// Starts a backend for `definition`; `Err` (with the reason) leaves nothing running.
+    fn start_backend(
+        &mut self,
+        ctx: &mut Context<Self>,
+        definition: McpServer,
+        source: Source,
+        auth: Option<Arc<UpstreamAuth>>,
+    ) {
         let name = definition.name().to_owned();
         let definition = Arc::new(definition);
-        let started = upstream_auth(&definition, self.exchanger.as_ref()).and_then(|auth| {
-            BackendActor::start(
-                definition.clone(),
-                self.policy.health_interval,
-                ctx.address().recipient(),
-                self.router.addr.clone().recipient(),
-                auth,
-            )
-            .map_err(|e| e.to_string())
-        });
+        let started = BackendActor::start(
+            definition.clone(),
+            self.policy.health_interval,
+            ctx.address().recipient(),
+            self.router.addr.clone().recipient(),
+            auth,
+        );
         let handle = match started {
             Ok(handle) => handle,
             Err(e) => {
                 tracing::error!(server = name, error = %e, "cannot start backend");
-                write_status(
-                    &path,
-                    &Status {
-                        state: State::Failed,
-                        last_error: Some(e.to_string()),
-                        last_connected: None,
-                        restart_count: 0,
-                        consecutive_failures: 1,
-                        next_retry_after: None,
-                    },
-                );
+                self.fail_unstarted(&source, e.to_string());
                 return;
             }
         };
+        self.router.addr.do_send(ServerAdded { handle: handle.clone() });
         self.next_epoch += 1;
         let auto_start = definition.spec.auto_start;
         self.servers.insert(
             name.clone(),
             Managed {
                 definition,
-                path,
+                source: source.clone(),
                 handle: handle.clone(),
                 epoch: self.next_epoch,
                 state: State::Stopped,
@@ -111,30 +108,49 @@ impl SupervisorActor {
         );
         if auto_start {
             tracing::info!(server = name, "starting backend");
-            handle_connect(&handle);
+            self.sink.event(&source, Reason::Starting, format!("starting {name}"), false);
+            handle.tell(Connect);
         } else {
             self.write(&name);
         }
     }
 
-    fn stop_backend(&mut self, name: &str) {
+    fn fail_unstarted(&self, source: &Source, error: String) {
+        self.sink.event(source, Reason::Failed, error.clone(), true);
+        self.sink.write(
+            source,
+            &Status {
+                state: State::Failed,
+                last_error: Some(error),
+                last_connected: None,
+                restart_count: 0,
+                consecutive_failures: 1,
+                next_retry_after: None,
+                conditions: Vec::new(),
+            },
+        );
+    }
+
+    fn stop_backend(&mut self, name: &str, deleted: bool) {
         if let Some(managed) = self.servers.remove(name) {
             tracing::info!(server = name, "stopping backend");
-            send_shutdown(&managed.handle);
-            self.router.addr.do_send(ServerRemoved { name: name.to_owned() });
+            managed.handle.tell(Shutdown);
+            self.router.addr.do_send(ServerRemoved { name: name.to_owned(), instance: managed.handle.instance });
+            let reason = if deleted { Reason::Deleted } else { Reason::Stopped };
+            self.sink.event(&managed.source, reason, format!("{name} stopped"), false);
         }
     }
 
     fn write(&self, name: &str) {
         let Some(m) = self.servers.get(name) else { return };
         let last_error = match (&m.last_error, &m.rejected_update) {
-            (_, Some(rejected)) => {
-                Some(format!("the file's new version is invalid, still running the previous one: {rejected}"))
-            }
+            (_, Some(rejected)) => Some(format!(
+                "the new version of this definition is invalid, still running the previous one: {rejected}"
+            )),
             (error, None) => error.clone(),
         };
-        write_status(
-            &m.path,
+        self.sink.write(
+            &m.source,
             &Status {
                 state: m.state,
                 last_error,
@@ -142,8 +158,13 @@ impl SupervisorActor {
                 restart_count: m.restart_count,
                 consecutive_failures: m.consecutive_failures,
                 next_retry_after: m.next_retry.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                conditions: Vec::new(),
             },
         );
+    }
+
+    fn upstream_auth(&self, definition: &McpServer) -> Result<Option<Arc<UpstreamAuth>>, String> {
+        upstream_auth(definition, self.exchanger.as_ref())
     }
 }
 
@@ -173,20 +194,6 @@ fn upstream_auth(
     Ok(None)
 }
 
-fn handle_connect(handle: &BackendHandle) {
-    handle.tell(Connect);
-}
-
-fn send_shutdown(handle: &BackendHandle) {
-    handle.tell(Shutdown);
-}
-
-fn write_status(path: &std::path::Path, status: &Status) {
-    if let Err(e) = status::write_to_file(path, status) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write status");
-    }
-}
-
 impl Actor for SupervisorActor {
     type Context = Context<Self>;
 }
@@ -196,16 +203,16 @@ impl Handler<DesiredState> for SupervisorActor {
 
     fn handle(&mut self, DesiredState(snapshot): DesiredState, ctx: &mut Self::Context) {
         for rejected in &snapshot.rejected {
-            tracing::error!(file = %rejected.path.display(), "{rejected}");
+            tracing::error!(source = %rejected.source, "{rejected}");
         }
         let desired: BTreeMap<String, _> =
             snapshot.definitions.into_iter().map(|d| (d.server.name().to_owned(), d)).collect();
-        let rejected_names: BTreeMap<String, String> = snapshot
+        let rejected_names: BTreeMap<String, (Source, String)> = snapshot
             .rejected
             .iter()
             .filter_map(|r| {
                 let reasons = r.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-                r.name.clone().map(|n| (n, reasons))
+                r.name.clone().map(|n| (n, (r.source.clone(), reasons)))
             })
             .collect();
         // Removed (and not merely invalid now): stop.
@@ -216,45 +223,53 @@ impl Handler<DesiredState> for SupervisorActor {
             .cloned()
             .collect();
         for name in gone {
-            self.stop_backend(&name);
+            self.stop_backend(&name, true);
         }
         // Invalid new version of a running server: keep the old one, say so in status.
-        for (name, reasons) in &rejected_names {
+        for (name, (source, reasons)) in &rejected_names {
             if let Some(managed) = self.servers.get_mut(name) {
                 if managed.rejected_update.as_ref() != Some(reasons) {
                     managed.rejected_update = Some(reasons.clone());
                     self.write(name);
                 }
-            } else if let Some(rejected) = snapshot.rejected.iter().find(|r| r.name.as_deref() == Some(name)) {
-                write_status(
-                    &rejected.path,
-                    &Status {
-                        state: State::Failed,
-                        last_error: Some(format!("invalid: {reasons}")),
-                        last_connected: None,
-                        restart_count: 0,
-                        consecutive_failures: 0,
-                        next_retry_after: None,
-                    },
-                );
+            } else {
+                self.fail_unstarted(source, format!("invalid: {reasons}"));
             }
         }
         for (name, definition) in desired {
-            match self.servers.get_mut(&name) {
-                Some(managed)
-                    if managed.definition.spec == definition.server.spec && managed.path == definition.path =>
+            let unchanged = self
+                .servers
+                .get(&name)
+                .map(|m| m.definition.spec == definition.server.spec && m.source == definition.source);
+            if unchanged == Some(true) {
+                if let Some(managed) = self.servers.get_mut(&name)
+                    && managed.rejected_update.take().is_some()
                 {
-                    if managed.rejected_update.take().is_some() {
-                        self.write(&name);
-                    }
+                    self.write(&name);
                 }
-                Some(_) => {
-                    tracing::info!(server = name, "definition changed; restarting backend");
-                    self.stop_backend(&name);
-                    self.start_backend(ctx, definition.server, definition.path);
-                }
-                None => self.start_backend(ctx, definition.server, definition.path),
+                continue;
             }
+            // New or changed: prepare it first, so a definition that cannot run leaves the old
+            // version running.
+            let auth = match self.upstream_auth(&definition.server) {
+                Ok(auth) => auth,
+                Err(reason) => {
+                    if let Some(managed) = self.servers.get_mut(&name) {
+                        managed.rejected_update = Some(reason);
+                        self.write(&name);
+                    } else {
+                        self.fail_unstarted(&definition.source, reason);
+                    }
+                    continue;
+                }
+            };
+            let reason = if unchanged.is_some() { Reason::Updated } else { Reason::Created };
+            if unchanged.is_some() {
+                tracing::info!(server = name, "definition changed; restarting backend");
+                self.stop_backend(&name, false);
+            }
+            self.sink.event(&definition.source, reason, format!("{name} {}", reason.verb()), false);
+            self.start_backend(ctx, definition.server, definition.source, auth);
         }
         if !self.initial_done {
             self.initial_done = true;
@@ -271,20 +286,30 @@ impl Handler<BackendStateChanged> for SupervisorActor {
     fn handle(&mut self, msg: BackendStateChanged, ctx: &mut Self::Context) {
         let policy = self.policy;
         let Some(managed) = self.servers.get_mut(&msg.name) else { return };
+        if managed.handle.instance != msg.instance {
+            return; // from a backend this one replaced
+        }
+        let previous = managed.state;
         managed.state = msg.state;
+        let source = managed.source.clone();
         match msg.state {
             State::Connected | State::Running => {
+                let recovered = managed.consecutive_failures > 0;
                 managed.connected_at = Some(Instant::now());
                 managed.last_connected = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
                 managed.last_error = None;
                 managed.next_retry = None;
+                if previous != msg.state {
+                    let reason = if recovered { Reason::RecoverySucceeded } else { Reason::Started };
+                    self.sink.event(&source, reason, format!("{} is {}", msg.name, msg.state), false);
+                }
             }
             State::Failed => {
                 let uptime = managed.connected_at.take().map(|t| t.elapsed());
                 managed.consecutive_failures =
                     failures_after(managed.consecutive_failures, uptime, policy.stable_after);
                 let delay = backoff(&policy, managed.consecutive_failures);
-                managed.last_error = msg.error;
+                managed.last_error.clone_from(&msg.error);
                 managed.next_retry = chrono::Duration::from_std(delay).ok().map(|d| chrono::Utc::now() + d);
                 let (name, epoch) = (msg.name.clone(), managed.epoch);
                 tracing::info!(
@@ -293,6 +318,9 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                     failures = managed.consecutive_failures,
                     "scheduling restart"
                 );
+                let note = format!("{}; retrying in {} ms", msg.error.unwrap_or_default(), delay.as_millis());
+                self.sink.event(&source, Reason::Failed, note, true);
+                let sink = self.sink.clone();
                 ctx.run_later(delay, move |actor, _| {
                     let Some(managed) = actor.servers.get_mut(&name) else { return };
                     if managed.epoch != epoch || managed.state != State::Failed {
@@ -300,8 +328,17 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                     }
                     managed.restart_count += 1;
                     managed.next_retry = None;
-                    handle_connect(&managed.handle);
+                    sink.event(&managed.source, Reason::RecoveryStarted, format!("restarting {name}"), false);
+                    managed.handle.tell(Connect);
                 });
+            }
+            State::AuthRequired if previous != State::AuthRequired => {
+                self.sink.event(
+                    &source,
+                    Reason::AuthRequired,
+                    format!("{} serves signed-in users only", msg.name),
+                    false,
+                );
             }
             _ => {}
         }

@@ -14,17 +14,37 @@ use tokio::sync::mpsc;
 
 use super::{McpServer, Problem};
 
-/// One valid server and the file it came from.
+/// Where a definition came from, and so where its status goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    /// The MCPServer resource `namespace/name` (Kubernetes mode).
+    Kubernetes {
+        namespace: String,
+        name: String,
+    },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Kubernetes { namespace, name } => write!(f, "mcpserver {namespace}/{name}"),
+        }
+    }
+}
+
+/// One valid server and where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Definition {
     pub server: McpServer,
-    pub path: PathBuf,
+    pub source: Source,
 }
 
-/// A file that could not be used, with every reason.
+/// A definition that could not be used, with every reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejected {
-    pub path: PathBuf,
+    pub source: Source,
     pub name: Option<String>,
     pub problems: Vec<Problem>,
 }
@@ -35,7 +55,7 @@ impl std::fmt::Display for Rejected {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}: {problem}", self.path.display())?;
+            write!(f, "{}: {problem}", self.source)?;
         }
         Ok(())
     }
@@ -67,14 +87,32 @@ pub fn load(config_dir: &Path) -> Snapshot {
     for path in paths {
         match std::fs::read_to_string(&path) {
             Ok(text) => match parse(&text) {
-                Ok(server) => snapshot.definitions.push(Definition { server, path }),
-                Err((name, problems)) => snapshot.rejected.push(Rejected { path, name, problems }),
+                Ok(server) => snapshot.definitions.push(Definition { server, source: Source::File(path) }),
+                Err((name, problems)) => {
+                    snapshot.rejected.push(Rejected { source: Source::File(path), name, problems })
+                }
             },
             Err(e) => snapshot.rejected.push(Rejected {
-                path,
+                source: Source::File(path),
                 name: None,
                 problems: vec![Problem { field: "file".into(), message: format!("cannot be read: {e}") }],
             }),
+        }
+    }
+    reject_duplicate_names(&mut snapshot);
+    snapshot
+}
+
+/// Validates already-parsed resources (Kubernetes mode): the same rules and the same
+/// duplicate-name check as files.
+pub fn snapshot_of(resources: Vec<(McpServer, Source)>) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    for (server, source) in resources {
+        let problems = server.validate();
+        if problems.is_empty() {
+            snapshot.definitions.push(Definition { server, source });
+        } else {
+            snapshot.rejected.push(Rejected { source, name: Some(server.metadata.name.clone()), problems });
         }
     }
     reject_duplicate_names(&mut snapshot);
@@ -101,21 +139,21 @@ fn first_line(s: &str) -> String {
 }
 
 fn reject_duplicate_names(snapshot: &mut Snapshot) {
-    let mut seen: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<String, Source> = std::collections::HashMap::new();
     let mut keep = Vec::new();
     for definition in std::mem::take(&mut snapshot.definitions) {
         let name = definition.server.name().to_owned();
         if let Some(first) = seen.get(&name) {
             snapshot.rejected.push(Rejected {
-                path: definition.path,
+                source: definition.source,
                 name: Some(name.clone()),
                 problems: vec![Problem {
                     field: "metadata.name".into(),
-                    message: format!("{name:?} is already defined in {}", first.display()),
+                    message: format!("{name:?} is already defined in {first}"),
                 }],
             });
         } else {
-            seen.insert(name, definition.path.clone());
+            seen.insert(name, definition.source.clone());
             keep.push(definition);
         }
     }

@@ -6,10 +6,11 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// The CRD's `status.state` values (reference §2.1), one closed set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum State {
     Starting,
     Running,
@@ -43,7 +44,8 @@ impl std::fmt::Display for State {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The `status` block: written into the file (filesystem mode) or the status subresource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub state: State,
@@ -55,6 +57,101 @@ pub struct Status {
     pub consecutive_failures: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_retry_after: Option<String>,
+    /// `Ready`, in Kubernetes mode (files keep the flat fields only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A Kubernetes condition (`type: Ready`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub condition_type: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+/// Event reasons (reference §7), as Kubernetes Events or, in filesystem mode, log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Created,
+    Updated,
+    Deleted,
+    Starting,
+    Started,
+    Stopped,
+    Failed,
+    RecoveryStarted,
+    RecoverySucceeded,
+    AuthRequired,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "MCPServerCreated",
+            Self::Updated => "MCPServerUpdated",
+            Self::Deleted => "MCPServerDeleted",
+            Self::Starting => "MCPServerStarting",
+            Self::Started => "MCPServerStarted",
+            Self::Stopped => "MCPServerStopped",
+            Self::Failed => "MCPServerFailed",
+            Self::RecoveryStarted => "MCPServerRecoveryStarted",
+            Self::RecoverySucceeded => "MCPServerRecoverySucceeded",
+            Self::AuthRequired => "MCPServerAuthRequired",
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+            Self::Starting => "starting",
+            Self::Started => "started",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::RecoveryStarted => "recovering",
+            Self::RecoverySucceeded => "recovered",
+            Self::AuthRequired => "needs sign-in",
+        }
+    }
+}
+
+/// Where status and events go: the resource's file, or the Kubernetes API.
+#[derive(Clone)]
+pub enum Sink {
+    Files,
+    Kubernetes { status: super::kubernetes::StatusWriter, events: super::kubernetes::EventRecorder },
+}
+
+impl Sink {
+    pub fn write(&self, source: &super::files::Source, status: &Status) {
+        match (source, self) {
+            (super::files::Source::File(path), _) => {
+                if let Err(e) = write_to_file(path, status) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write status");
+                }
+            }
+            (super::files::Source::Kubernetes { namespace, name }, Self::Kubernetes { status: writer, .. }) => {
+                writer.write(namespace, name, status);
+            }
+            (super::files::Source::Kubernetes { .. }, Self::Files) => {}
+        }
+    }
+
+    pub fn event(&self, source: &super::files::Source, reason: Reason, note: String, warning: bool) {
+        tracing::info!(source = %source, reason = reason.as_str(), note, "event");
+        if let (super::files::Source::Kubernetes { namespace, name }, Self::Kubernetes { events, .. }) = (source, self)
+        {
+            events.publish(namespace, name, reason.as_str(), note, warning);
+        }
+    }
 }
 
 /// Replaces (or appends) the `status:` block of the YAML file at `path`.
@@ -120,6 +217,7 @@ mod tests {
             restart_count: 2,
             consecutive_failures: 3,
             next_retry_after: Some("2026-11-24T08:00:00Z".into()),
+            conditions: Vec::new(),
         }
     }
 
