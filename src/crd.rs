@@ -6,6 +6,7 @@
 
 // KubeSchema expands a private copy of each type it derives for, which trips `unreachable_pub`.
 #![allow(unreachable_pub, reason = "false positive from kube's KubeSchema derive")]
+#![allow(clippy::duplicated_attributes, reason = "several printcolumn(type_ = \"string\") are not duplicates")]
 
 pub mod files;
 pub mod kubernetes;
