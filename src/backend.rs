@@ -185,22 +185,16 @@ impl BackendHandle {
 
     #[allow(deprecated, reason = "resources/subscribe is what 2025-era agents send")]
     pub async fn subscribe(&self, params: SubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
-        if !self.relay.subscribe(&params.uri, caller) {
-            return Ok(()); // the upstream subscription already exists; updates fan out to all subscribers
-        }
-        self.request(ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params)), caller)
-            .await
-            .map(drop)
+        let hook = Hook::Subscribe(params.uri.clone());
+        let request = ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params));
+        self.request_with(request, caller, &hook).await.map(drop)
     }
 
     #[allow(deprecated, reason = "resources/unsubscribe is what 2025-era agents send")]
     pub async fn unsubscribe(&self, params: UnsubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
-        if !self.relay.unsubscribe(&params.uri, caller) {
-            return Ok(()); // other agents still want updates
-        }
-        self.request(ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params)), caller)
-            .await
-            .map(drop)
+        let hook = Hook::Unsubscribe(params.uri.clone());
+        let request = ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params));
+        self.request_with(request, caller, &hook).await.map(drop)
     }
 
     fn unexpected(&self) -> Error {
@@ -208,22 +202,34 @@ impl BackendHandle {
     }
 
     async fn request(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
+        self.request_with(request, caller, &Hook::None).await
+    }
+
+    async fn request_with(&self, request: ClientRequest, caller: &Caller, hook: &Hook) -> Result<ServerResult, Error> {
         let mut result = match &self.auth {
-            Some(auth) => self.request_as_user(auth, request, caller).await?,
-            None => self.request_shared(request, caller).await?,
+            Some(auth) => self.request_as_user(auth, request, caller, hook).await?,
+            None => self.request_shared(request, caller, hook).await?,
         };
         mark_complete(&mut result);
         Ok(result)
     }
 
     /// Over the backend's shared session (servers without `spec.auth`).
-    async fn request_shared(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
+    async fn request_shared(
+        &self,
+        request: ClientRequest,
+        caller: &Caller,
+        hook: &Hook,
+    ) -> Result<ServerResult, Error> {
+        if !hook.apply(&self.relay, caller) {
+            return Ok(ServerResult::empty(()));
+        }
         let link = self.current_link()?;
-        match self.send(&link.peer, request.clone(), caller).await {
+        match self.send(&link.peer, &self.relay, request.clone(), caller).await {
             Err(e) if e.is_connection_loss() => {
                 self.addr.do_send(ConnectionLost { generation: link.generation, reason: e.to_string() });
                 let link = self.next_link(link.generation).await.ok_or(e)?;
-                self.send(&link.peer, request, caller).await
+                self.send(&link.peer, &self.relay, request, caller).await
             }
             other => other,
         }
@@ -236,6 +242,7 @@ impl BackendHandle {
         auth: &UpstreamAuth,
         request: ClientRequest,
         caller: &Caller,
+        hook: &Hook,
     ) -> Result<ServerResult, Error> {
         let server = self.name.to_string();
         let identity = caller.identity.as_deref().ok_or_else(|| Error::Unauthenticated { server: server.clone() })?;
@@ -244,18 +251,24 @@ impl BackendHandle {
             attempt += 1;
             let token =
                 auth.token(identity).await.map_err(|error| Error::Exchange { server: server.clone(), error })?;
-            let session =
-                match self.user_sessions.get(&self.definition, &self.http, &self.relay, identity, &token).await {
-                    Ok(session) => session,
-                    Err(e) if matches!(*e, connect::Error::AuthRequired) && attempt == 1 => {
-                        auth.invalidate(identity).await;
-                        continue;
-                    }
-                    Err(e) if matches!(*e, connect::Error::AuthRequired) => return Err(Error::Unauthorized { server }),
-                    Err(e) => return Err(Error::Upstream { server, message: e.to_string() }),
-                };
-            self.addr.do_send(CapabilitiesDiscovered { capabilities: session.capabilities.clone() });
-            match self.send(&session.peer, request.clone(), caller).await {
+            let (session, fresh) = match self.user_sessions.get(&self.definition, &self.http, identity, &token).await {
+                Ok(found) => found,
+                Err(e) if matches!(*e, connect::Error::AuthRequired) && attempt == 1 => {
+                    auth.invalidate(identity).await;
+                    continue;
+                }
+                Err(e) if matches!(*e, connect::Error::AuthRequired) => return Err(Error::Unauthorized { server }),
+                Err(e) => return Err(Error::Upstream { server, message: e.to_string() }),
+            };
+            if fresh {
+                self.addr.do_send(CapabilitiesDiscovered { capabilities: session.capabilities.clone() });
+            }
+            // Each user session has its own relay: progress, logs and requests from the upstream
+            // go back only to this user's agents.
+            if !hook.apply(&session.relay, caller) {
+                return Ok(ServerResult::empty(()));
+            }
+            match self.send(&session.peer, &session.relay, request.clone(), caller).await {
                 Err(e) if (e.is_unauthorized() || e.is_connection_loss()) && attempt == 1 => {
                     if e.is_unauthorized() {
                         auth.invalidate(identity).await;
@@ -272,9 +285,11 @@ impl BackendHandle {
     pub async fn warm_up(&self, identity: &crate::auth::Identity) -> bool {
         let Some(auth) = &self.auth else { return false };
         let Ok(token) = auth.token(identity).await else { return false };
-        match self.user_sessions.get(&self.definition, &self.http, &self.relay, identity, &token).await {
-            Ok(session) => {
-                self.addr.do_send(CapabilitiesDiscovered { capabilities: session.capabilities.clone() });
+        match self.user_sessions.get(&self.definition, &self.http, identity, &token).await {
+            Ok((session, fresh)) => {
+                if fresh {
+                    self.addr.do_send(CapabilitiesDiscovered { capabilities: session.capabilities.clone() });
+                }
                 true
             }
             Err(e) => {
@@ -325,6 +340,7 @@ impl BackendHandle {
     async fn send(
         &self,
         peer: &Peer<RoleClient>,
+        relay: &Relay,
         request: ClientRequest,
         caller: &Caller,
     ) -> Result<ServerResult, Error> {
@@ -333,7 +349,7 @@ impl BackendHandle {
         let handle =
             peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;
         // Progress notifications for this call carry rmcp's token; route them back to the caller.
-        let _route = self.relay.begin_call(&handle.progress_token, caller);
+        let _route = relay.begin_call(&handle.progress_token, caller);
         let ct = caller.ct.clone();
         let id = handle.id.clone();
         let peer = peer.clone();
@@ -345,6 +361,25 @@ impl BackendHandle {
                 ).into()).await;
                 Err(Error::Cancelled { server })
             }
+        }
+    }
+}
+
+/// What a request does to its session's relay before it is sent.
+enum Hook {
+    None,
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+impl Hook {
+    /// Applies the hook; false when the upstream need not hear the request (the upstream
+    /// subscription exists already, or other agents still want it).
+    fn apply(&self, relay: &Relay, caller: &Caller) -> bool {
+        match self {
+            Self::None => true,
+            Self::Subscribe(uri) => relay.subscribe(uri, caller),
+            Self::Unsubscribe(uri) => relay.unsubscribe(uri, caller),
         }
     }
 }
@@ -558,8 +593,17 @@ impl BackendActor {
 impl Actor for BackendActor {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // moka evicts idle user sessions lazily; close them on time even when nobody calls.
+        ctx.run_interval(Duration::from_secs(60), |actor, _| {
+            let sessions = actor.user_sessions.clone();
+            actix::spawn(async move { sessions.reap().await });
+        });
+    }
+
     fn stopped(&mut self, ctx: &mut Self::Context) {
         self.drop_session(ctx);
+        self.user_sessions.close_all();
     }
 }
 
@@ -662,7 +706,13 @@ impl Handler<CapabilitiesDiscovered> for BackendActor {
     type Result = ();
 
     fn handle(&mut self, msg: CapabilitiesDiscovered, ctx: &mut Self::Context) {
-        if self.discovered || self.stopping {
+        if self.stopping {
+            return;
+        }
+        // Each newly opened user session re-lists: the catalog follows the upstream.
+        if self.discovered {
+            self.router
+                .do_send(ServerUpdated { capabilities: Some(msg.capabilities), handle: self.backend_handle(ctx) });
             return;
         }
         self.discovered = true;

@@ -282,6 +282,17 @@ fn parse_oauth(file: &OAuthFile, problems: &mut Vec<String>) -> Option<OAuthServ
             problems.push(format!("aggregator.oauth.server.{field}: {url:?} must be https (http only on loopback)"));
         }
     }
+    for (i, trusted) in server.trusted_issuers.iter().enumerate() {
+        for (field, url) in [("issuer", Some(&trusted.issuer)), ("jwksUrl", trusted.jwks_url.as_ref())] {
+            if let Some(url) = url
+                && !is_https_or_loopback(url)
+            {
+                problems.push(format!(
+                    "aggregator.oauth.server.trustedIssuers[{i}].{field}: {url:?} must be https (http only on loopback)"
+                ));
+            }
+        }
+    }
     Some(OAuthServer {
         base_url,
         issuer,

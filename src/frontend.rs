@@ -30,6 +30,9 @@ struct State {
     mcp: Arc<McpService>,
     router: RouterHandle,
     auth: Option<Arc<InboundAuth>>,
+    /// With sign-in on: MCP session id → the user (issuer, subject) who opened it. Another
+    /// user presenting that id (to call, stream or delete) is refused.
+    owners: moka::sync::Cache<String, String>,
 }
 
 /// Builds the MCP service: one `GatewayServer` per agent session, each with a unique id.
@@ -79,7 +82,11 @@ pub async fn serve(
     router: RouterHandle,
     auth: Option<Arc<InboundAuth>>,
 ) -> std::io::Result<()> {
-    let state = State { mcp: Arc::new(mcp), router, auth };
+    let owners = moka::sync::Cache::builder()
+        .time_to_idle(std::time::Duration::from_secs(24 * 3600))
+        .max_capacity(1_000_000)
+        .build();
+    let state = State { mcp: Arc::new(mcp), router, auth, owners };
     let max_body = config.max_body_bytes;
     let server = HttpServer::new(move || {
         App::new().app_data(web::Data::new(state.clone())).app_data(web::PayloadConfig::new(max_body)).configure(routes)
@@ -117,15 +124,29 @@ async fn protected_resource(state: web::Data<State>) -> HttpResponse {
 /// `authenticate` (when sign-in is on), then the bridge to rmcp with the identity attached.
 async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
     let mut extensions = http::Extensions::new();
+    let mut owner = None;
     if let Some(auth) = &state.auth {
         match authenticate(auth, &req).await {
             Ok(identity) => {
+                owner = Some(identity.key());
                 extensions.insert(Arc::new(identity));
             }
             Err(e) => return error::unauthorized(&auth.resource_metadata_url, &e),
         }
     }
-    bridge_with(&state.mcp, &req, body, extensions).await
+    let session = req.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let (Some(session), Some(owner)) = (&session, &owner)
+        && state.owners.get(session).is_some_and(|o| &o != owner)
+    {
+        return error::forbidden_session();
+    }
+    let response = bridge_with(&state.mcp, &req, body, extensions).await;
+    if let (None, Some(owner)) = (&session, owner)
+        && let Some(created) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok())
+    {
+        state.owners.insert(created.to_owned(), owner);
+    }
+    response
 }
 
 async fn authenticate(

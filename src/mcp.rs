@@ -30,8 +30,9 @@ use crate::config::ToolExposure;
 use crate::routing::resolve::resolve_tool;
 use crate::routing::{self, RouterHandle, Snapshot};
 
-/// How long a first list or call waits for a user's sessions to the auth servers.
-const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a list waits for a user's sessions to auth servers that have not listed yet.
+/// Failures are remembered (exchange and session backoff), so a dead cluster costs this once.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The gateway as one agent session sees it.
 #[derive(Clone)]
@@ -62,7 +63,7 @@ impl GatewayServer {
     /// Servers with `spec.auth` only list their capabilities to a signed-in user. Before the
     /// first list or call of a user, open that user's sessions to the ones not yet listed, so the
     /// catalog is complete on the first answer (Muster #1204: never lazily incomplete).
-    async fn discover_for(&self, identity: Option<&Arc<crate::auth::Identity>>) {
+    pub(crate) async fn discover_for(&self, identity: Option<&Arc<crate::auth::Identity>>) {
         let Some(identity) = identity else { return };
         let snapshot = self.snapshot();
         let missing: Vec<_> = snapshot
@@ -159,11 +160,19 @@ impl ServerHandler for GatewayServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = Caller::from_context(self.agent_id, &context);
-        self.discover_for(caller.identity.as_ref()).await;
         if self.exposure == ToolExposure::Meta && meta::is_meta_tool(&request.name) {
+            if request.name != "call_tool" {
+                self.discover_for(caller.identity.as_ref()).await;
+            }
             return Ok(meta::call(self, &request.name, request.arguments.unwrap_or_default(), &caller).await.into());
         }
-        Ok(match self.dispatch(&request.name, request.arguments, &caller).await {
+        let mut result = self.dispatch(&request.name, request.arguments.clone(), &caller).await;
+        // A tool of an auth server that has not listed for anyone yet: list it as this user, once.
+        if matches!(result, Err(routing::Error::ToolNotFound { .. })) && caller.identity.is_some() {
+            self.discover_for(caller.identity.as_ref()).await;
+            result = self.dispatch(&request.name, request.arguments, &caller).await;
+        }
+        Ok(match result {
             Ok(response) => response,
             Err(e) => error::tool_error(&e).into(),
         })

@@ -146,6 +146,17 @@ impl Expiry<String, Arc<Exchanged>> for PerEntryTtl {
     fn expire_after_create(&self, _key: &String, value: &Arc<Exchanged>, _now: std::time::Instant) -> Option<Duration> {
         Some(value.ttl)
     }
+
+    /// A background refresh replaces the entry: the new token's lifetime counts from now.
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<Exchanged>,
+        _now: std::time::Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -193,7 +204,7 @@ impl Exchanger {
     /// The token for `identity` at `target`'s cluster: from the cache, or exchanged now.
     pub async fn token(self: &Arc<Self>, target: &Target, identity: &Identity) -> Result<Secret, Error> {
         let credentials = self.credentials(target).await?;
-        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.subject);
+        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
         if let Some(entry) = self.cache.get(&key).await {
             self.counts.cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if entry.needs_refresh() {
@@ -229,7 +240,7 @@ impl Exchanger {
     /// Drops the cached token (after the upstream answered 401), so the next call re-exchanges.
     pub async fn invalidate(&self, target: &Target, identity: &Identity) {
         if let Ok(credentials) = self.credentials(target).await {
-            let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.subject);
+            let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
             self.cache.invalidate(&key).await;
         }
     }
@@ -237,14 +248,14 @@ impl Exchanger {
     /// The last failure for this user at this cluster, if it is still being backed off.
     pub async fn last_failure(&self, target: &Target, identity: &Identity) -> Option<Error> {
         let credentials = self.credentials(target).await.ok()?;
-        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.subject);
+        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
         self.failures.get(&key).filter(|f| f.until > Instant::now()).map(|f| f.error)
     }
 
     /// True when a token for this user and cluster is cached.
     pub async fn has_token(&self, target: &Target, identity: &Identity) -> bool {
         let Ok(credentials) = self.credentials(target).await else { return false };
-        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.subject);
+        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
         self.cache.contains_key(&key)
     }
 
@@ -378,14 +389,14 @@ impl Exchanger {
                 .map(|a| a.ip())
                 .collect(),
         };
-        let loopback = !addrs.is_empty() && addrs.iter().all(IpAddr::is_loopback);
+        let loopback = !addrs.is_empty() && addrs.iter().all(|ip| ip.to_canonical().is_loopback());
         if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
             return Err(Error::config(
                 &target.cluster,
                 format!("token endpoint {url} must use https (http only on loopback)"),
             ));
         }
-        if !self.allow_private_networks && addrs.iter().any(|ip| !ip.is_loopback() && is_private(ip)) {
+        if !self.allow_private_networks && addrs.iter().any(|ip| !ip.to_canonical().is_loopback() && is_private(ip)) {
             return Err(Error::config(
                 &target.cluster,
                 format!(
@@ -398,8 +409,12 @@ impl Exchanger {
 }
 
 fn is_private(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_unspecified(),
+    // `::ffff:10.0.0.1` is 10.0.0.1.
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let shared = v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64; // 100.64.0.0/10
+            v4.is_private() || v4.is_link_local() || v4.is_unspecified() || shared
+        }
         IpAddr::V6(v6) => {
             (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.is_unspecified()
         }

@@ -17,7 +17,7 @@ use super::token::{Identity, Secret, unverified_claims};
 
 /// Enterprise tokens with many group claims are large (the seed's ingress note).
 pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
-/// Keys are refetched at most this often; a token naming an unknown key waits for the next fetch.
+/// Keys are refetched at most this often; a token naming an unknown key in between is refused.
 const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// Tolerated clock difference with the identity provider.
 const CLOCK_SKEW_SECS: u64 = 5;
@@ -81,7 +81,19 @@ struct Claims {
 
 #[derive(Deserialize)]
 struct Discovery {
+    issuer: String,
     jwks_uri: String,
+}
+
+/// Keys must come over https (http only on loopback): a plain-text JWKS lets anyone on the path
+/// mint tokens muster would accept.
+pub fn is_secure_url(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
+    match parsed.scheme() {
+        "https" => true,
+        "http" => matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
+        _ => false,
+    }
 }
 
 impl Validator {
@@ -153,10 +165,9 @@ impl Validator {
         if keys.key(kid).await.is_some() {
             return Ok(());
         }
-        if let Some(t) = *last
-            && t.elapsed() < REFRESH_MIN_INTERVAL
-        {
-            tokio::time::sleep(REFRESH_MIN_INTERVAL - t.elapsed()).await;
+        // Fail fast rather than queue: tokens naming random key ids must not stall sign-in.
+        if last.is_some_and(|t| t.elapsed() < REFRESH_MIN_INTERVAL) {
+            return Err(Error::UnknownKey(kid.to_owned()));
         }
         *last = Some(Instant::now());
         // Held across the fetch: concurrent callers with the same new `kid` wait and find it.
@@ -178,9 +189,15 @@ impl Validator {
             None => {
                 let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
                 let discovery: Discovery = self.get_json(&url).await.map_err(unavailable)?;
+                if discovery.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+                    return Err(unavailable(format!("its discovery document names issuer {:?}", discovery.issuer)));
+                }
                 discovery.jwks_uri
             }
         };
+        if !is_secure_url(&jwks_url) {
+            return Err(unavailable(format!("its key set {jwks_url} is not served over https")));
+        }
         let set: JwkSet = self.get_json(&jwks_url).await.map_err(unavailable)?;
         *keys.keys.write().await = Arc::new(set);
         Ok(())

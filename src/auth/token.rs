@@ -50,6 +50,12 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Who this is across issuers: `sub` is only unique per issuer, so every per-user key
+    /// (exchanged tokens, upstream sessions) uses (issuer, subject).
+    pub fn key(&self) -> String {
+        format!("{}\n{}", self.issuer, self.subject)
+    }
+
     /// A short hash of the subject, for logs and metrics.
     pub fn subject_hash(&self) -> String {
         hex::encode(&sha2::Sha256::digest(self.subject.as_bytes())[..4])

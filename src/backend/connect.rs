@@ -221,8 +221,7 @@ impl StderrTail {
         if self.lines.len() == Self::MAX_LINES {
             self.lines.pop_front();
         }
-        let mut line = line;
-        line.truncate(300);
+        let line: String = line.chars().take(300).collect();
         self.lines.push_back(line);
     }
 

@@ -18,7 +18,7 @@ pub(super) enum Error {
     Open(String),
     #[error("the SSE stream ended before announcing its message endpoint")]
     NoEndpoint,
-    #[error("the SSE endpoint {0:?} is not a valid URL")]
+    #[error("the SSE endpoint {0:?} is not a valid URL on the server's own origin")]
     BadEndpoint(String),
     #[error("posting a message failed: {0}")]
     Post(String),
@@ -68,6 +68,10 @@ impl SseTransport {
         .map_err(|_| Error::NoEndpoint)?
         .ok_or(Error::NoEndpoint)?;
         let post_url = base.join(endpoint.trim()).map_err(|_| Error::BadEndpoint(endpoint.clone()))?;
+        // Messages carry the upstream's credentials: never post them to another origin.
+        if post_url.origin() != base.origin() {
+            return Err(Error::BadEndpoint(endpoint));
+        }
         let (tx, incoming) = mpsc::channel(64);
         let reader = tokio::spawn(async move {
             while let Some(Ok(event)) = events.next().await {

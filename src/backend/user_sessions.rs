@@ -71,6 +71,8 @@ impl UpstreamAuth {
 /// One user's live session with one upstream.
 pub(super) struct UserSession {
     pub(super) peer: Peer<RoleClient>,
+    /// This session's own relay: what the upstream sends during calls goes to this user only.
+    pub(super) relay: Arc<Relay>,
     pub(super) capabilities: ServerCapabilities,
     cancel: tokio_util::sync::CancellationToken,
 }
@@ -83,28 +85,42 @@ impl Drop for UserSession {
 
 pub(super) struct UserSessions {
     sessions: moka::future::Cache<(String, String), Arc<UserSession>>,
+    /// Recent failures to open a session, so a dead upstream costs one attempt per user per
+    /// `FAILURE_BACKOFF`, not one handshake (and timeout) per call.
+    failures: moka::sync::Cache<(String, String), Arc<connect::Error>>,
 }
+
+const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
 impl UserSessions {
     pub(super) fn new() -> Self {
-        Self { sessions: moka::future::Cache::builder().time_to_idle(IDLE_TIMEOUT).max_capacity(100_000).build() }
+        Self {
+            sessions: moka::future::Cache::builder().time_to_idle(IDLE_TIMEOUT).max_capacity(100_000).build(),
+            failures: moka::sync::Cache::builder().time_to_live(FAILURE_BACKOFF).build(),
+        }
     }
 
-    /// The session of `identity` holding `token`; concurrent first calls open one session.
+    /// The session of `identity` holding `token` (and whether it was just opened); concurrent
+    /// first calls open one session.
     pub(super) async fn get(
         &self,
         definition: &Arc<McpServer>,
         http: &reqwest::Client,
-        relay: &Arc<Relay>,
         identity: &Identity,
         token: &Secret,
-    ) -> Result<Arc<UserSession>, Arc<connect::Error>> {
-        let key = (identity.subject.clone(), token.fingerprint());
-        let (definition, http, relay, token) = (definition.clone(), http.clone(), relay.clone(), token.clone());
-        self.sessions
-            .try_get_with(key, async move {
+    ) -> Result<(Arc<UserSession>, bool), Arc<connect::Error>> {
+        let key = (identity.key(), token.fingerprint());
+        if let Some(error) = self.failures.get(&key) {
+            return Err(error);
+        }
+        let (definition, http, token) = (definition.clone(), http.clone(), token.clone());
+        let entry = self
+            .sessions
+            .entry(key.clone())
+            .or_try_insert_with(async move {
+                let relay = Arc::new(Relay::new(definition.name().to_owned()));
                 // User sessions do not report list_changed to the actor (it owns the shared one).
-                let handler = UpstreamHandler::new(relay, None, 0);
+                let handler = UpstreamHandler::new(relay.clone(), None, 0);
                 let connected = connect::connect(&definition, http, handler, Some(&token)).await?;
                 let closed = connected.closed;
                 tokio::spawn(async move {
@@ -112,15 +128,39 @@ impl UserSessions {
                 });
                 Ok(Arc::new(UserSession {
                     peer: connected.peer,
+                    relay,
                     capabilities: connected.capabilities,
                     cancel: connected.cancel,
                 }))
             })
-            .await
+            .await;
+        match entry {
+            Ok(entry) => {
+                let fresh = entry.is_fresh();
+                Ok((entry.into_value(), fresh))
+            }
+            Err(error) => {
+                // A 401 is handled by the caller (re-exchange); other failures back off.
+                if !matches!(*error, connect::Error::AuthRequired) {
+                    self.failures.insert(key, error.clone());
+                }
+                Err(error)
+            }
+        }
     }
 
     pub(super) async fn invalidate(&self, identity: &Identity, token: &Secret) {
-        self.sessions.invalidate(&(identity.subject.clone(), token.fingerprint())).await;
+        self.sessions.invalidate(&(identity.key(), token.fingerprint())).await;
+    }
+
+    /// Closes idle sessions now (moka evicts lazily, on use).
+    pub(super) async fn reap(&self) {
+        self.sessions.run_pending_tasks().await;
+    }
+
+    /// Closes every session (the backend is stopping).
+    pub(super) fn close_all(&self) {
+        self.sessions.invalidate_all();
     }
 
     pub(super) fn count(&self) -> u64 {

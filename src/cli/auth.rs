@@ -362,20 +362,14 @@ mod tests {
     }
 
     #[test]
-    fn every_status_has_a_label() {
-        for status in [
-            SessionStatus::Connected,
-            SessionStatus::AuthRequired,
-            SessionStatus::ReauthRequired,
-            SessionStatus::SsoPending,
-            SessionStatus::Disconnected,
-            SessionStatus::Error,
-            SessionStatus::Unreachable,
-            SessionStatus::Failed,
-        ] {
-            let text = render_servers(&AuthStatus { servers: vec![server("s", status, false, false)] });
-            assert!(!text.contains("unhandled"), "{text}");
-        }
+    fn pending_and_unreachable_servers_say_so() {
+        let mut unreachable = server("c", SessionStatus::Unreachable, true, true);
+        unreachable.error = Some("token exchange for c: http://dex.c/token is unreachable: refused".into());
+        let status = AuthStatus { servers: vec![server("b", SessionStatus::SsoPending, true, false), unreachable] };
+        assert_eq!(
+            render_servers(&status),
+            "MCP Servers\n  (1 SSO in progress)\n  b                      SSO Pending\n  c                      Unreachable  token exchange for c: http://dex.c/token is unreachable: refused\n"
+        );
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub(super) fn unauthorized(resource_metadata: &str, error: &crate::auth::inbound
         .json(serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001, "message": description}}))
 }
 
+/// 403: the MCP session belongs to another user.
+pub(super) fn forbidden_session() -> HttpResponse {
+    jsonrpc_error(StatusCode::FORBIDDEN, INVALID_REQUEST, "this MCP session belongs to another user")
+}
+
 /// The JSON-RPC error for a POST body rmcp could not decode.
 pub(super) fn undecodable_body(body: &[u8], detail: &str) -> HttpResponse {
     if detail.starts_with("Unsupported Media Type") {

@@ -113,7 +113,12 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
     match name {
         "list_tools" => json_result(list_tools(&snapshot, &args)),
         "describe_tool" => describe_tool(&snapshot, &args),
-        "filter_tools" => json_result(filter_tools(&snapshot, &args)),
+        "filter_tools" => match args.get("pattern").and_then(Value::as_str) {
+            Some(pattern) if pattern.chars().count() > MAX_PATTERN_CHARS => {
+                invalid(format!("filter_tools' pattern is longer than {MAX_PATTERN_CHARS} characters"))
+            }
+            _ => json_result(filter_tools(&snapshot, &args)),
+        },
         "call_tool" => call_tool(gateway, args, caller).await,
         "list_resources" => json_result(
             json!({"resources": snapshot.catalog.resources, "resourceTemplates": snapshot.catalog.resource_templates}),
@@ -208,20 +213,32 @@ fn describe_tool(snapshot: &Snapshot, args: &JsonObject) -> CallToolResult {
     }
 }
 
-/// `*` matches any run, `?` one character.
+/// Longest `pattern` accepted by `filter_tools`.
+const MAX_PATTERN_CHARS: usize = 256;
+
+/// `*` matches any run, `?` one character. Iterative, linear in practice (no recursion: a
+/// hostile pattern can neither overflow the stack nor backtrack exponentially).
 fn glob(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
-            _ => false,
-        }
-    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
-    go(&p, &t)
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((star_pi, star_ti)) = star {
+            pi = star_pi + 1;
+            ti = star_ti + 1;
+            star = Some((star_pi, star_ti + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 fn filter_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
@@ -297,7 +314,12 @@ async fn call_tool(gateway: &GatewayServer, args: JsonObject, caller: &Caller) -
         Some(Value::Object(map)) => Some(map.clone()),
         Some(_) => return invalid("call_tool's \"arguments\" must be an object".to_owned()),
     };
-    let inner = match gateway.dispatch(name, arguments, caller).await {
+    let mut dispatched = gateway.dispatch(name, arguments.clone(), caller).await;
+    if matches!(dispatched, Err(routing::Error::ToolNotFound { .. })) && caller.identity.is_some() {
+        gateway.discover_for(caller.identity.as_ref()).await;
+        dispatched = gateway.dispatch(name, arguments, caller).await;
+    }
+    let inner = match dispatched {
         Ok(CallToolResponse::Complete(result)) => result,
         Ok(_) => invalid(format!(
             "tool {name} answered with a task or input request, which call_tool cannot relay; call it directly"
@@ -361,6 +383,11 @@ mod tests {
         assert!(glob("x_kubernetes_*", "x_kubernetes_pods_list"));
         assert!(glob("*pods?list", "x_kubernetes_pods_list"));
         assert!(!glob("x_prometheus_*", "x_kubernetes_pods_list"));
+        assert!(glob("*", ""));
+        assert!(!glob("a*b", "a"));
+        // A pattern built to backtrack exponentially answers at once.
+        let hostile = "*a".repeat(100) + "b";
+        assert!(!glob(&hostile, &"a".repeat(200)));
     }
 
     #[test]

@@ -43,6 +43,7 @@ async fn fixture_independent_scenarios_pass_against_a_real_fleet() {
     muster.wait_ready().await;
     let (code, output) = conformance(&muster.mcp_url(), &[]);
     assert_eq!(code, 0, "conformance failed:\n{output}");
+    assert!(output.contains("TOTAL scenarios: 8 passed, 0 failed"), "{output}");
     for scenario in [
         "server-initialize",
         "ping",
@@ -84,6 +85,7 @@ async fn full_suite_passes_through_the_gateway() {
     muster.wait_ready().await;
     let (code, output) = conformance(&muster.mcp_url(), &["--full"]);
     assert_eq!(code, 0, "conformance failed:\n{output}\n--- muster log ---\n{}", muster.log_text());
+    assert!(output.contains("TOTAL scenarios: 30 passed, 0 failed"), "the whole active suite passed:\n{output}");
     for scenario in [
         "tools-call-sampling",
         "tools-call-elicitation",

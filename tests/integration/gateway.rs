@@ -372,6 +372,7 @@ async fn bad_input_gets_clear_errors_and_harms_nobody_else() {
     let result = client.peer().call_tool(params).await.expect("call");
     assert_eq!(text(&result), "good");
     let seen = good.shared.headers_seen.lock().expect("lock").clone();
+    assert!(seen.iter().any(|h| h == "content-type"), "the upstream recorded headers: {seen:?}");
     assert!(!seen.iter().any(|h| h == "authorization"), "forwarded headers: {seen:?}");
     assert!(!muster.log_text().contains("user-secret-token"), "token in logs");
 }

@@ -315,6 +315,55 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
         "{a_stats}"
     );
 
+    // A new user whose first calls arrive all at once: still exactly one exchange per cluster.
+    let carol = login(&peers, &central, "carol");
+    let first_calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (peers, url, carol) = (Peers::load(), url.clone(), carol.clone());
+            tokio::task::spawn_blocking(move || {
+                call(
+                    &peers,
+                    &url,
+                    &carol,
+                    "x_kubernetes_configuration_view",
+                    json!({"management_cluster": "cluster-b"}),
+                )
+            })
+        })
+        .collect();
+    for first in first_calls {
+        let view = first.await.expect("join");
+        assert!(upstream_answered(&view), "{view}");
+    }
+    for cluster in &clusters {
+        assert_eq!(stats(&cluster.issuer).await["by_sub"]["carol"], 1, "{}", cluster.name);
+    }
+
+    // An MCP session belongs to the user who opened it.
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    let opened = http
+        .post(&url)
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init)
+        .send()
+        .await
+        .expect("initialize");
+    let session = opened.headers()["mcp-session-id"].to_str().expect("ascii").to_owned();
+    let hijack = http
+        .post(&url)
+        .bearer_auth(&bob)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(hijack.status(), 403, "another user's session");
+
     // Large tokens pass (the seed's ingress note): signed in, exchanged, accepted upstream.
     let big = login(&peers, &central, "bigcorp");
     assert!(big.len() > 40 * 1024, "the test token is large: {} bytes", big.len());

@@ -66,7 +66,16 @@ fn transport_failures_are_not_auth_failures() {
 
 #[test]
 fn private_networks_are_detected() {
-    for private in ["10.1.2.3", "192.168.0.1", "172.16.5.4", "fd00::1", "169.254.1.1"] {
+    for private in [
+        "10.1.2.3",
+        "192.168.0.1",
+        "172.16.5.4",
+        "fd00::1",
+        "169.254.1.1",
+        "::ffff:10.0.0.1",
+        "::ffff:169.254.169.254",
+        "100.64.0.1",
+    ] {
         assert!(is_private(&private.parse().expect("ip")), "{private}");
     }
     for public in ["8.8.8.8", "2001:db8::1"] {
@@ -91,4 +100,14 @@ fn a_target_expecting_another_issuer_never_shares_a_cached_token() {
     let mut proxied = a.clone();
     proxied.expected_issuer = "https://dex.internal".to_owned();
     assert_ne!(cache_key(&a, Some("muster"), "alice"), cache_key(&proxied, Some("muster"), "alice"));
+}
+
+#[test]
+fn a_refreshed_entry_gets_a_fresh_lifetime() {
+    let entry =
+        Arc::new(Exchanged { token: Secret::new("t"), ttl: Duration::from_secs(270), obtained: Instant::now() });
+    let now = std::time::Instant::now();
+    // Replaced with 10 s left of the old entry: the new one lives its whole ttl.
+    let after_update = PerEntryTtl.expire_after_update(&"k".to_owned(), &entry, now, Some(Duration::from_secs(10)));
+    assert_eq!(after_update, Some(Duration::from_secs(270)));
 }
