@@ -11,13 +11,31 @@ use crate::auth::exchange::Exchanger;
 use crate::auth::secrets::SecretStore;
 use crate::config::Config;
 use crate::crd::files;
+use crate::crd::status::Sink;
 use crate::frontend;
 use crate::mcp::agents::{self, Agents};
 use crate::routing::RouterHandle;
 use crate::supervisor::{DesiredState, SupervisorActor};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    // 1. The router owns the catalog; the supervisor owns the backends.
+    // 1. Where desired state, status, events and secrets live: the folder, or the Kubernetes API.
+    //    Kubernetes mode never falls back to the folder (Muster #1143).
+    let kube_client = match &config.kubernetes {
+        Some(_) => Some(crate::crd::kubernetes::client().await.context("Kubernetes mode")?),
+        None => None,
+    };
+    let (sink, secrets) = match &kube_client {
+        Some(client) => (
+            Sink::Kubernetes {
+                status: crate::crd::kubernetes::StatusWriter::start(client.clone()),
+                events: crate::crd::kubernetes::EventRecorder::new(client.clone()),
+            },
+            SecretStore::Kubernetes { client: client.clone() },
+        ),
+        None => (Sink::Files, SecretStore::new(&config.dir)),
+    };
+
+    // 2. The router owns the catalog; the supervisor owns the backends.
     let router = RouterHandle::start(config.muster_prefix.clone());
     let (inbound, exchanger) = match &config.oauth {
         Some(oauth) => {
@@ -27,26 +45,42 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 // Keep serving: requests get a precise 503 until the IdP is back.
                 tracing::error!(error = %e, "cannot fetch the central identity provider's keys yet");
             }
-            let secrets = SecretStore::new(&config.dir);
             (Some(inbound), Some(Exchanger::new(http, secrets, config.allow_private_networks)))
         }
         None => (None, None),
     };
-    let supervisor =
-        SupervisorActor::new(config.supervision, router.clone(), exchanger, crate::crd::status::Sink::Files).start();
+    let supervisor = SupervisorActor::new(config.supervision, router.clone(), exchanger, sink).start();
 
-    // 2. Desired state: the folder now, then every change.
-    let initial = files::load(&config.dir);
-    tracing::info!(
-        servers = initial.definitions.len(),
-        rejected = initial.rejected.len(),
-        dir = %files::servers_dir(&config.dir).display(),
-        "loaded MCPServer definitions"
-    );
-    supervisor.do_send(DesiredState(initial));
+    // 3. Desired state, then every change, through one path (`DesiredState`).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let _watcher = files::watch(config.dir.clone(), config.supervision.resync_interval, tx)
-        .context("watching the mcpservers folder")?;
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let _watcher = match (&config.kubernetes, kube_client) {
+        (Some(kubernetes), Some(client)) => {
+            tracing::info!(namespaces = ?kubernetes.namespaces, "watching MCPServer resources");
+            let namespaces = kubernetes.namespaces.clone();
+            actix::spawn(async move {
+                if let Err(e) = crate::crd::kubernetes::watch(client, namespaces, tx).await {
+                    let _ = fatal_tx.send(anyhow::Error::new(e));
+                }
+            });
+            None
+        }
+        _ => {
+            let initial = files::load(&config.dir);
+            tracing::info!(
+                servers = initial.definitions.len(),
+                rejected = initial.rejected.len(),
+                dir = %files::servers_dir(&config.dir).display(),
+                "loaded MCPServer definitions"
+            );
+            supervisor.do_send(DesiredState(initial));
+            drop(fatal_tx);
+            Some(
+                files::watch(config.dir.clone(), config.supervision.resync_interval, tx)
+                    .context("watching the mcpservers folder")?,
+            )
+        }
+    };
     let forward = supervisor.clone();
     actix::spawn(async move {
         while let Some(snapshot) = rx.recv().await {
@@ -54,14 +88,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    // 3. Agents hear about catalog changes.
+    // 4. Agents hear about catalog changes.
     let agents = Arc::new(Agents::default());
     actix::spawn(agents::watch_catalog(agents.clone(), router.snapshot.clone()));
 
-    // 4. Serve.
+    // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();
     let mcp = frontend::mcp_service(&config, router.clone(), agents, cancel.clone());
-    let served = frontend::serve(&config, mcp, router, inbound).await.context("serving HTTP");
+    let served = tokio::select! {
+        served = frontend::serve(&config, mcp, router, inbound) => served.context("serving HTTP"),
+        Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),
+    };
     cancel.cancel();
     served
 }

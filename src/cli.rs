@@ -30,6 +30,9 @@ enum Command {
         /// Log at debug level.
         #[arg(long)]
         debug: bool,
+        /// Kubernetes mode: watch MCPServer resources (overrides `kubernetes:` in config.yaml).
+        #[arg(long)]
+        kubernetes: bool,
     },
     /// Validate config.yaml and every MCPServer file, print every problem, and exit.
     CheckConfig {
@@ -108,9 +111,12 @@ pub const EXIT_INVALID: i32 = 1;
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Serve { config_path, debug } => {
+        Command::Serve { config_path, debug, kubernetes } => {
             crate::telemetry::init(debug);
-            let config = Config::load(&config_path).context("loading config.yaml")?;
+            let mut config = Config::load(&config_path).context("loading config.yaml")?;
+            if kubernetes && config.kubernetes.is_none() {
+                config.kubernetes = Some(crate::config::Kubernetes { namespaces: vec!["default".to_owned()] });
+            }
             crate::app::run(config).await?;
             Ok(0)
         }

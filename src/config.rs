@@ -36,6 +36,14 @@ pub struct Config {
     pub oauth: Option<OAuthServer>,
     /// Token endpoints on private networks are refused unless this is set.
     pub allow_private_networks: bool,
+    /// Kubernetes mode: MCPServer resources in these namespaces are the desired state (instead of
+    /// `DIR/mcpservers`). `None` is filesystem mode.
+    pub kubernetes: Option<Kubernetes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    pub namespaces: Vec<String>,
 }
 
 /// `aggregator.oauth.server`: muster as an OAuth protected resource of the central IdP.
@@ -89,6 +97,9 @@ struct File {
     aggregator: AggregatorFile,
     #[serde(default)]
     namespace: Option<String>,
+    /// More namespaces to watch (muster extension; `namespace` is Muster's single one).
+    #[serde(default)]
+    namespaces: Vec<String>,
     #[serde(default)]
     kubernetes: Option<bool>,
 }
@@ -198,11 +209,21 @@ impl Config {
         {
             problems.push(format!("aggregator.transport: {transport:?} is not supported (only streamable-http)"));
         }
-        if file.kubernetes == Some(true) {
-            problems
-                .push("kubernetes: Kubernetes mode is not available in this build yet; use filesystem mode".to_owned());
+        let kubernetes = (file.kubernetes == Some(true)).then(|| {
+            let mut namespaces = file.namespaces.clone();
+            let first = file.namespace.clone().unwrap_or_else(|| "default".to_owned());
+            if !namespaces.contains(&first) {
+                namespaces.insert(0, first);
+            }
+            Kubernetes { namespaces }
+        });
+        for namespace in kubernetes.iter().flat_map(|k| &k.namespaces) {
+            if namespace.is_empty()
+                || !namespace.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                problems.push(format!("namespace: {namespace:?} is not a valid namespace name"));
+            }
         }
-        let _ = file.namespace;
         let muster_prefix = a.muster_prefix.unwrap_or_else(|| "x".to_owned());
         if !muster_prefix.is_empty()
             && !muster_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -253,6 +274,7 @@ impl Config {
             supervision,
             oauth,
             allow_private_networks: a.oauth.allow_private_networks,
+            kubernetes,
         })
     }
 }

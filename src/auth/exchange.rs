@@ -267,6 +267,7 @@ impl Exchanger {
             .try_get_with(secret.clone(), async move {
                 store
                     .credentials(&reference.namespace, &reference.name, &reference.id_key, &reference.secret_key)
+                    .await
                     .map(Arc::new)
             })
             .await

@@ -1,7 +1,8 @@
-//! Client credentials for token exchange, from Kubernetes Secret manifests in `DIR/secrets/*.yaml`
-//! (filesystem mode). `data` values are base64, `stringData` values are plain; `stringData` wins,
-//! as in Kubernetes. Files are read when a credential is needed, so a rotated secret takes effect
-//! on the next exchange without a restart.
+//! Client credentials for token exchange: from Kubernetes Secret manifests in `DIR/secrets/*.yaml`
+//! (filesystem mode; `data` values are base64, `stringData` plain, `stringData` wins as in
+//! Kubernetes), or from the Secret API (Kubernetes mode; `get` on the named secret only). Either is
+//! read when a credential is needed (the exchanger keeps it 10 s), so a rotated secret takes effect
+//! without a restart.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ pub enum Error {
     MissingKey { namespace: String, name: String, key: String },
     #[error("secret {namespace}/{name}: key {key:?} is not valid base64")]
     BadBase64 { namespace: String, name: String, key: String },
+    #[error("secret {namespace}/{name} cannot be read from the Kubernetes API: {reason}")]
+    Api { namespace: String, name: String, reason: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,10 +45,13 @@ struct Meta {
     namespace: Option<String>,
 }
 
-/// Reads Secret manifests from one folder.
-#[derive(Debug, Clone)]
-pub struct SecretStore {
-    dir: PathBuf,
+/// Where Secrets come from.
+#[derive(Clone)]
+pub enum SecretStore {
+    /// Secret manifests in one folder.
+    Files { dir: PathBuf },
+    /// The Secret API.
+    Kubernetes { client: kube::Client },
 }
 
 /// A client id and secret for a token endpoint.
@@ -57,18 +63,21 @@ pub struct ClientCredentials {
 
 impl SecretStore {
     pub fn new(config_dir: &Path) -> Self {
-        Self { dir: config_dir.join("secrets") }
+        Self::Files { dir: config_dir.join("secrets") }
     }
 
     /// The two keys of Secret `namespace/name`.
-    pub fn credentials(
+    pub async fn credentials(
         &self,
         namespace: &str,
         name: &str,
         id_key: &str,
         secret_key: &str,
     ) -> Result<ClientCredentials, Error> {
-        let data = self.find(namespace, name)?;
+        let data = match self {
+            Self::Files { dir } => find_file(dir, namespace, name)?,
+            Self::Kubernetes { client } => fetch(client, namespace, name).await?,
+        };
         let get = |key: &str| {
             data.get(key).cloned().ok_or_else(|| Error::MissingKey {
                 namespace: namespace.to_owned(),
@@ -78,14 +87,39 @@ impl SecretStore {
         };
         Ok(ClientCredentials { client_id: get(id_key)?, client_secret: Secret::new(get(secret_key)?) })
     }
+}
 
-    fn find(&self, namespace: &str, name: &str) -> Result<BTreeMap<String, String>, Error> {
+async fn fetch(client: &kube::Client, namespace: &str, name: &str) -> Result<BTreeMap<String, String>, Error> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let secret = match api.get(name).await {
+        Ok(secret) => secret,
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            return Err(Error::NotFound {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                dir: "the cluster".to_owned(),
+            });
+        }
+        Err(e) => {
+            return Err(Error::Api { namespace: namespace.to_owned(), name: name.to_owned(), reason: e.to_string() });
+        }
+    };
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    for (key, bytes) in secret.data.unwrap_or_default() {
+        values.insert(key, String::from_utf8_lossy(&bytes.0).into_owned());
+    }
+    values.extend(secret.string_data.unwrap_or_default());
+    Ok(values)
+}
+
+fn find_file(dir: &Path, namespace: &str, name: &str) -> Result<BTreeMap<String, String>, Error> {
+    {
         let not_found = || Error::NotFound {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            dir: self.dir.display().to_string(),
+            dir: dir.display().to_string(),
         };
-        let entries = std::fs::read_dir(&self.dir).map_err(|_| not_found())?;
+        let entries = std::fs::read_dir(dir).map_err(|_| not_found())?;
         for entry in entries.flatten() {
             let path = entry.path();
             if !matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
@@ -136,14 +170,19 @@ mod tests {
         )
         .expect("write");
         let store = SecretStore::new(dir.path());
-        let creds = store.credentials("muster", "cluster-a", "client-id", "client-secret").expect("found");
+        let creds = futures::executor::block_on(store.credentials("muster", "cluster-a", "client-id", "client-secret"))
+            .expect("found");
         assert_eq!(creds.client_id, "muster");
         assert_eq!(creds.client_secret.expose(), "s3cr3t");
-        let other = store.credentials("default", "cluster-a", "id", "secret").expect("default namespace");
+        let other = futures::executor::block_on(store.credentials("default", "cluster-a", "id", "secret"))
+            .expect("default namespace");
         assert_eq!(other.client_id, "other");
-        assert!(matches!(store.credentials("muster", "nope", "a", "b"), Err(Error::NotFound { .. })));
         assert!(matches!(
-            store.credentials("muster", "cluster-a", "id", "secret"),
+            futures::executor::block_on(store.credentials("muster", "nope", "a", "b")),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            futures::executor::block_on(store.credentials("muster", "cluster-a", "id", "secret")),
             Err(Error::MissingKey { ref key, .. }) if key == "id"
         ));
     }
