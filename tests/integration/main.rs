@@ -15,5 +15,6 @@ mod support;
 
 mod conformance;
 mod gateway;
+mod kubernetes;
 mod peers;
 mod sso;

@@ -2,6 +2,7 @@
 //! third-party peers, and a raw JSON-RPC-over-HTTP helper.
 
 pub mod client;
+pub mod fake_kube;
 pub mod mock_upstream;
 
 use std::collections::HashMap;
@@ -96,11 +97,33 @@ pub struct Muster {
 
 impl Muster {
     pub async fn start(fleet: &Fleet, port: u16) -> Self {
+        Self::start_with_env(fleet, port, &[]).await
+    }
+
+    /// Spawns `muster serve` without waiting for it (for tests that expect it to fail).
+    pub fn spawn(fleet: &Fleet, env: &[(&str, &std::ffi::OsStr)]) -> (Child, PathBuf) {
         let log = fleet.dir.path().join("muster.log");
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_muster"))
             .args(["serve", "--config-path"])
             .arg(fleet.dir.path())
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .env("RUST_LOG", "info,muster=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn muster");
+        (child, log)
+    }
+
+    pub async fn start_with_env(fleet: &Fleet, port: u16, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        let log = fleet.dir.path().join("muster.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["serve", "--config-path"])
+            .arg(fleet.dir.path())
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .env("RUST_LOG", "info,muster=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

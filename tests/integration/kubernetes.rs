@@ -1,0 +1,140 @@
+//! Kubernetes mode against a fake API server (no kube-apiserver installs here), through the real
+//! kube-rs client, watcher and reflector: resources created, changed and deleted mid-test drive
+//! the catalog; status lands in the status subresource; Events are published; a `410 Gone` forces
+//! a relist; an API-server outage keeps the last known state; a secret rotation is seen at once.
+
+use std::time::Duration;
+
+use crate::support::client::{Client, text};
+use crate::support::fake_kube::FakeKube;
+use crate::support::mock_upstream::MockUpstream;
+use crate::support::{Fleet, Muster, config, eventually, free_port, http_server};
+
+const WAIT: Duration = Duration::from_secs(30);
+const NS: &str = "muster";
+
+async fn has_tool(client: &Client, name: &str) -> bool {
+    client.tool_names().await.iter().any(|n| n == name)
+}
+
+#[actix_web::test]
+async fn mcpserver_resources_drive_the_catalog_status_and_events() {
+    let mut api = FakeKube::start(free_port()).await;
+    let one = MockUpstream::start("one", free_port()).await;
+    let two = MockUpstream::start("two", free_port()).await;
+    api.apply(NS, &http_server("one", &one.url(), ""));
+
+    let port = free_port();
+    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "  toolExposure: direct\n")));
+    let kubeconfig = api.kubeconfig(fleet.dir.path());
+    let muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
+    muster.wait_ready().await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    assert!(has_tool(&client, "x_one_whoami").await);
+    assert_eq!(text(&client.call("x_one_whoami", serde_json::json!({})).await), "one");
+
+    // Status goes to the status subresource, with a Ready condition; Events are published.
+    let status = eventually(WAIT, "status Connected", async || {
+        let s = api.status(NS, "one");
+        (s["state"] == "Connected").then_some(s)
+    })
+    .await;
+    assert_eq!(status["conditions"][0]["type"], "Ready");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert!(status["lastConnected"].is_string(), "{status}");
+    let reasons = eventually(WAIT, "events", async || {
+        let r = api.event_reasons("one");
+        r.contains(&"MCPServerStarted".to_owned()).then_some(r)
+    })
+    .await;
+    assert!(reasons.contains(&"MCPServerCreated".to_owned()), "{reasons:?}");
+    // Status writes come back as MODIFIED events but are not spec changes: started once.
+    assert_eq!(muster.log_text().matches("starting backend server=\"one\"").count(), 1);
+
+    // Create, change, delete, mid-test.
+    api.apply(NS, &http_server("two", &two.url(), ""));
+    eventually(WAIT, "x_two_whoami", async || has_tool(&client, "x_two_whoami").await.then_some(())).await;
+    api.apply(NS, &http_server("two", &two.url(), "  toolPrefix: second\n"));
+    eventually(WAIT, "x_second_whoami", async || {
+        (has_tool(&client, "x_second_whoami").await && !has_tool(&client, "x_two_whoami").await).then_some(())
+    })
+    .await;
+    api.delete(NS, "two");
+    eventually(WAIT, "two removed", async || (!has_tool(&client, "x_second_whoami").await).then_some(())).await;
+    assert!(api.event_reasons("two").contains(&"MCPServerDeleted".to_owned()));
+
+    // 410 Gone: the watcher relists and carries on.
+    api.compact();
+    let three = MockUpstream::start("three", free_port()).await;
+    api.apply(NS, &http_server("three", &three.url(), ""));
+    eventually(WAIT, "x_three_whoami after a relist", async || has_tool(&client, "x_three_whoami").await.then_some(()))
+        .await;
+
+    // The API server goes away: muster keeps serving what it knows, and resyncs when it is back.
+    api.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(text(&client.call("x_one_whoami", serde_json::json!({})).await), "one");
+    assert!(has_tool(&client, "x_three_whoami").await);
+    api.restart();
+    let four = MockUpstream::start("four", free_port()).await;
+    api.apply(NS, &http_server("four", &four.url(), ""));
+    eventually(Duration::from_secs(60), "x_four_whoami after the outage", async || {
+        has_tool(&client, "x_four_whoami").await.then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn kubernetes_mode_fails_hard_when_it_cannot_list() {
+    // Nothing listens on this port: muster must not fall back to the folder or serve an empty
+    // fleet as ready; it reports the failure and exits (Muster #1143, #1147).
+    let dead = FakeKube::start(free_port()).await;
+    let port = free_port();
+    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "")));
+    // A file that filesystem mode would serve: it must be ignored.
+    fleet.write_server("local.yaml", &http_server("local", "http://127.0.0.1:1/mcp", ""));
+    let kubeconfig = dead.kubeconfig(fleet.dir.path());
+    let mut dead = dead;
+    dead.stop().await;
+    let (mut child, log) = Muster::spawn(&fleet, &[("KUBECONFIG", kubeconfig.as_os_str())]);
+    let ready_url = format!("http://127.0.0.1:{port}/readyz");
+    let mut saw_not_ready = false;
+    let status = eventually(Duration::from_secs(90), "muster to give up", async || {
+        if let Ok(r) = reqwest::get(&ready_url).await {
+            assert_ne!(r.status(), 200, "never ready without a synced list");
+            saw_not_ready = true;
+        }
+        child.try_wait().expect("wait")
+    })
+    .await;
+    assert!(!status.success(), "exits with an error");
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(log.contains("cannot list MCPServers in namespace muster"), "{log}");
+    assert!(!log.contains("loaded MCPServer definitions"), "no fallback to the folder:\n{log}");
+    let _ = saw_not_ready;
+}
+
+/// Client credentials come from the Secret API; a rotated secret is read on the next lookup.
+#[actix_web::test]
+async fn secrets_are_read_through_the_api_and_rotation_is_seen() {
+    let api = FakeKube::start(free_port()).await;
+    api.set_secret(NS, "cluster-a-creds", &[("client-id", "muster"), ("client-secret", "first")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = api.kubeconfig(dir.path());
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+        &options,
+    )
+    .await
+    .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let store = muster::auth::secrets::SecretStore::Kubernetes { client };
+    let creds = store.credentials(NS, "cluster-a-creds", "client-id", "client-secret").await.expect("secret");
+    assert_eq!((creds.client_id.as_str(), creds.client_secret.expose()), ("muster", "first"));
+    api.set_secret(NS, "cluster-a-creds", &[("client-id", "muster"), ("client-secret", "rotated")]);
+    let creds = store.credentials(NS, "cluster-a-creds", "client-id", "client-secret").await.expect("secret");
+    assert_eq!(creds.client_secret.expose(), "rotated");
+    let missing = store.credentials(NS, "nope", "client-id", "client-secret").await.expect_err("missing");
+    assert!(missing.to_string().contains("secret muster/nope was not found"), "{missing}");
+}

@@ -1,0 +1,273 @@
+//! A fake Kubernetes API server over HTTP, enough for kube-rs's real client, watcher and
+//! reflector: list with `resourceVersion`, watch streams (newline-delimited events), `410 Gone`
+//! after a compaction (forcing a relist), the status subresource (merge patch), Events, and
+//! Secrets. It can be stopped and started again on the same port with its data kept.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+const GROUP_PATH: &str = "/apis/muster.giantswarm.io/v1alpha1";
+
+#[derive(Default)]
+pub struct Store {
+    rv: u64,
+    /// (namespace, name) -> object
+    objects: BTreeMap<(String, String), Value>,
+    /// Every change, for watches that resume from a resourceVersion.
+    history: Vec<(u64, String, Value)>,
+    /// Watches from before this resourceVersion get 410 Gone.
+    compacted_before: u64,
+    secrets: BTreeMap<(String, String), Value>,
+    pub events: Vec<Value>,
+    pub status_patches: u64,
+}
+
+pub struct FakeKube {
+    pub port: u16,
+    pub store: Arc<Mutex<Store>>,
+    changes: broadcast::Sender<(u64, String, Value)>,
+    server: Option<actix_web::dev::ServerHandle>,
+}
+
+impl FakeKube {
+    pub async fn start(port: u16) -> Self {
+        let (changes, _) = broadcast::channel(1024);
+        let mut fake = Self { port, store: Arc::default(), changes, server: None };
+        fake.serve();
+        fake
+    }
+
+    fn serve(&mut self) {
+        let store = web::Data::new(self.store.clone());
+        let changes = web::Data::new(self.changes.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(store.clone())
+                .app_data(changes.clone())
+                .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/mcpservers"), web::get().to(list_or_watch))
+                .route(
+                    &format!("{GROUP_PATH}/namespaces/{{ns}}/mcpservers/{{name}}/status"),
+                    web::patch().to(patch_status),
+                )
+                .route("/apis/events.k8s.io/v1/namespaces/{ns}/events", web::post().to(create_event))
+                .route("/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}", web::patch().to(create_event))
+                .route("/api/v1/namespaces/{ns}/secrets/{name}", web::get().to(get_secret))
+        })
+        .workers(1)
+        .shutdown_timeout(0)
+        .bind(("127.0.0.1", self.port))
+        .expect("bind fake kube-apiserver")
+        .run();
+        self.server = Some(server.handle());
+        actix_web::rt::spawn(server);
+    }
+
+    /// Stops answering (connections refused), keeping the data.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop(false).await;
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.serve();
+    }
+
+    /// A kubeconfig pointing at this server.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+                self.port
+            ),
+        )
+        .expect("kubeconfig");
+        path
+    }
+
+    /// Creates or replaces an MCPServer from its YAML (apiVersion/kind/metadata/spec).
+    pub fn apply(&self, namespace: &str, yaml: &str) {
+        let mut object: Value = serde_saphyr::from_str(yaml).expect("MCPServer YAML");
+        let name = object["metadata"]["name"].as_str().expect("name").to_owned();
+        let mut store = self.store.lock().expect("lock");
+        store.rv += 1;
+        let rv = store.rv;
+        let key = (namespace.to_owned(), name.clone());
+        let kind = if store.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+        if let Some(existing) = store.objects.get(&key) {
+            object["status"] = existing["status"].clone();
+        }
+        object["metadata"]["namespace"] = json!(namespace);
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        object["metadata"]["uid"] = json!(format!("uid-{namespace}-{name}"));
+        store.objects.insert(key, object.clone());
+        record(&mut store, &self.changes, rv, kind, object);
+    }
+
+    pub fn delete(&self, namespace: &str, name: &str) {
+        let mut store = self.store.lock().expect("lock");
+        let Some(mut object) = store.objects.remove(&(namespace.to_owned(), name.to_owned())) else { return };
+        store.rv += 1;
+        let rv = store.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        record(&mut store, &self.changes, rv, "DELETED", object);
+    }
+
+    /// Forgets history: watches resuming from an older resourceVersion get 410 Gone.
+    pub fn compact(&self) {
+        let mut store = self.store.lock().expect("lock");
+        store.compacted_before = store.rv + 1;
+        store.history.clear();
+        // Open watches learn about it at once, as from a real apiserver.
+        let _ = self.changes.send((0, String::new(), gone()));
+    }
+
+    pub fn set_secret(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        let encoded: BTreeMap<&str, String> =
+            data.iter().map(|(k, v)| (*k, base64::engine::general_purpose::STANDARD.encode(v))).collect();
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
+            "data": encoded,
+        });
+        self.store.lock().expect("lock").secrets.insert((namespace.to_owned(), name.to_owned()), secret);
+    }
+
+    pub fn status(&self, namespace: &str, name: &str) -> Value {
+        let store = self.store.lock().expect("lock");
+        store.objects.get(&(namespace.to_owned(), name.to_owned())).map(|o| o["status"].clone()).unwrap_or_default()
+    }
+
+    pub fn event_reasons(&self, name: &str) -> Vec<String> {
+        let store = self.store.lock().expect("lock");
+        store
+            .events
+            .iter()
+            .filter(|e| e["regarding"]["name"] == name)
+            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+fn record(store: &mut Store, changes: &broadcast::Sender<(u64, String, Value)>, rv: u64, kind: &str, object: Value) {
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let event = json!({"type": kind, "object": object});
+    store.history.push((rv, namespace.clone(), event.clone()));
+    let _ = changes.send((rv, namespace, event));
+}
+
+fn gone() -> Value {
+    json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "too old resource version", "reason": "Expired", "code": 410}})
+}
+
+fn status_error(code: u16, reason: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(code).expect("status")).json(json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    }))
+}
+
+async fn list_or_watch(
+    req: HttpRequest,
+    path: web::Path<String>,
+    store: web::Data<Arc<Mutex<Store>>>,
+    changes: web::Data<broadcast::Sender<(u64, String, Value)>>,
+) -> HttpResponse {
+    let namespace = path.into_inner();
+    let query: BTreeMap<String, String> = reqwest::Url::parse(&format!("http://fake/?{}", req.query_string()))
+        .map(|u| u.query_pairs().into_owned().collect())
+        .unwrap_or_default();
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if !watch {
+        let store = store.lock().expect("lock");
+        let items: Vec<Value> =
+            store.objects.iter().filter(|((ns, _), _)| *ns == namespace).map(|(_, o)| o.clone()).collect();
+        return HttpResponse::Ok().json(json!({
+            "apiVersion": "muster.giantswarm.io/v1alpha1", "kind": "MCPServerList",
+            "metadata": {"resourceVersion": store.rv.to_string()}, "items": items,
+        }));
+    }
+    let from: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut live = changes.subscribe();
+    let (replay, compacted) = {
+        let store = store.lock().expect("lock");
+        let replay: Vec<Value> = store
+            .history
+            .iter()
+            .filter(|(rv, ns, _)| *rv > from && *ns == namespace)
+            .map(|(_, _, e)| e.clone())
+            .collect();
+        (replay, from < store.compacted_before)
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<web::Bytes, actix_web::Error>>();
+    let line = |value: &Value| Ok(web::Bytes::from(format!("{value}\n")));
+    if compacted {
+        let _ = tx.send(line(&gone()));
+        drop(tx);
+    } else {
+        for event in &replay {
+            let _ = tx.send(line(event));
+        }
+        actix_web::rt::spawn(async move {
+            while let Ok((rv, ns, event)) = live.recv().await {
+                if rv == 0 {
+                    let _ = tx.send(line(&event)); // compaction: 410 to every open watch
+                    return;
+                }
+                if rv > from && ns == namespace && tx.send(line(&event)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    HttpResponse::Ok().content_type("application/json").streaming(tokio_stream_from(rx))
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Result<web::Bytes, actix_web::Error>>,
+) -> impl futures::Stream<Item = Result<web::Bytes, actix_web::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn patch_status(
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+    store: web::Data<Arc<Mutex<Store>>>,
+    changes: web::Data<broadcast::Sender<(u64, String, Value)>>,
+) -> HttpResponse {
+    let (namespace, name) = path.into_inner();
+    let mut store = store.lock().expect("lock");
+    let key = (namespace.clone(), name.clone());
+    let Some(mut object) = store.objects.get(&key).cloned() else {
+        return status_error(404, "NotFound", &format!("mcpservers {name} not found"));
+    };
+    object["status"] = body.0["status"].clone();
+    store.rv += 1;
+    let rv = store.rv;
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    store.objects.insert(key, object.clone());
+    store.status_patches += 1;
+    record(&mut store, &changes, rv, "MODIFIED", object.clone());
+    HttpResponse::Ok().json(object)
+}
+
+async fn create_event(body: web::Json<Value>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
+    store.lock().expect("lock").events.push(body.0.clone());
+    HttpResponse::Created().json(body.0)
+}
+
+async fn get_secret(path: web::Path<(String, String)>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
+    let (namespace, name) = path.into_inner();
+    match store.lock().expect("lock").secrets.get(&(namespace, name.clone())) {
+        Some(secret) => HttpResponse::Ok().json(secret),
+        None => status_error(404, "NotFound", &format!("secrets {name} not found")),
+    }
+}
