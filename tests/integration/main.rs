@@ -14,6 +14,7 @@
 mod support;
 
 mod conformance;
+mod deploy;
 mod gateway;
 mod kubernetes;
 mod peers;
