@@ -34,11 +34,13 @@ enum Command {
         #[arg(long)]
         kubernetes: bool,
     },
-    /// Validate config.yaml and every MCPServer file, print every problem, and exit.
+    /// Validate config.yaml and every MCPServer file (or the given manifests), print every
+    /// problem, and exit 1 if there is any.
     CheckConfig {
-        /// Folder holding config.yaml and mcpservers/.
-        #[arg(default_value_os_t = default_config_path())]
-        dir: PathBuf,
+        /// A config folder (config.yaml and mcpservers/), or YAML manifests, possibly with several
+        /// documents; their MCPServer documents are checked against the CRD types and rules.
+        #[arg(default_values_os_t = [default_config_path()])]
+        paths: Vec<PathBuf>,
     },
     /// Print the MCPServer CustomResourceDefinition (YAML), generated from the Rust types.
     PrintCrd,
@@ -120,7 +122,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::app::run(config).await?;
             Ok(0)
         }
-        Command::CheckConfig { dir } => Ok(check_config(&dir)),
+        Command::CheckConfig { paths } => {
+            let mut code = 0;
+            for path in paths {
+                let result = if path.is_dir() { check_config(&path) } else { check_manifests(&path) };
+                code = code.max(result);
+            }
+            Ok(code)
+        }
         Command::PrintCrd => {
             #[allow(clippy::print_stdout, reason = "the command's output")]
             {
@@ -145,6 +154,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Call { tool, args, client } => {
             client::call_tool(&client.endpoint, &client.config_path, &tool, &args).await
         }
+    }
+}
+
+/// MCPServer documents in a (multi-document) manifest file, as `kubectl apply -f` would see them.
+#[allow(clippy::print_stdout, clippy::print_stderr, reason = "check-config reports to the terminal")]
+fn check_manifests(path: &std::path::Path) -> i32 {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}: cannot be read: {e}", path.display());
+            return EXIT_INVALID;
+        }
+    };
+    let documents: Vec<serde_json::Value> = match serde_saphyr::from_multiple(&text) {
+        Ok(documents) => documents,
+        Err(e) => {
+            eprintln!("{}: yaml: {e}", path.display());
+            return EXIT_INVALID;
+        }
+    };
+    let mut bad = 0;
+    for (i, document) in documents.iter().enumerate().filter(|(_, d)| d["kind"] == crate::crd::KIND) {
+        let yaml = serde_saphyr::to_string(document).unwrap_or_default();
+        match files::parse(&yaml) {
+            Ok(server) => println!("ok  {} ({} document {})", server.name(), path.display(), i + 1),
+            Err((name, problems)) => {
+                for problem in &problems {
+                    eprintln!("{} document {} ({}): {problem}", path.display(), i + 1, name.as_deref().unwrap_or("?"));
+                }
+                bad += problems.len();
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("{bad} problem(s) found");
+        EXIT_INVALID
+    } else {
+        0
     }
 }
 

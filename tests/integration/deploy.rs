@@ -142,3 +142,21 @@ fn the_ingress_example_raises_header_buffers() {
     let text = std::fs::read_to_string(deploy().join("examples/ingress.yaml")).expect("ingress");
     assert!(text.contains("large_client_header_buffers 4 64k") && text.contains("large-client-header-buffers"));
 }
+
+#[test]
+fn check_config_validates_manifests_against_the_crd_types() {
+    let fleet: Vec<PathBuf> =
+        ["a", "b", "c"].iter().map(|c| deploy().join(format!("examples/fleet/cluster-{c}.yaml"))).collect();
+    let (code, stdout, stderr) =
+        crate::support::run(std::process::Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").args(&fleet));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok  ")).count(), 6, "{stdout}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: x}\nspec: {type: sse, args: [a]}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n").expect("write");
+    let (code, _, stderr) =
+        crate::support::run(std::process::Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").arg(&bad));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("document 1 (x): spec.url: is required when type is sse"), "{stderr}");
+    assert!(stderr.contains("spec.args: is only allowed for stdio servers"), "{stderr}");
+}
