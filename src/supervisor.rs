@@ -218,16 +218,20 @@ impl Handler<DesiredState> for SupervisorActor {
         // Removed (and not merely invalid now): stop.
         let gone: Vec<String> = self
             .servers
-            .keys()
-            .filter(|name| !desired.contains_key(*name) && !rejected_names.contains_key(*name))
-            .cloned()
+            .iter()
+            .filter(|(name, m)| {
+                !desired.contains_key(*name) && rejected_names.get(*name).is_none_or(|(source, _)| source != &m.source)
+            })
+            .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
             self.stop_backend(&name, true);
         }
         // Invalid new version of a running server: keep the old one, say so in status.
         for (name, (source, reasons)) in &rejected_names {
-            if let Some(managed) = self.servers.get_mut(name) {
+            // A rejected definition from another source with the same name (a duplicate) is that
+            // source's problem; the running server is untouched.
+            if let Some(managed) = self.servers.get_mut(name).filter(|m| &m.source == source) {
                 if managed.rejected_update.as_ref() != Some(reasons) {
                     managed.rejected_update = Some(reasons.clone());
                     self.write(name);

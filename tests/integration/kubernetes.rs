@@ -25,7 +25,10 @@ async fn mcpserver_resources_drive_the_catalog_status_and_events() {
     api.apply(NS, &http_server("one", &one.url(), ""));
 
     let port = free_port();
-    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "  toolExposure: direct\n")));
+    let fleet = Fleet::new(&format!(
+        "{}kubernetes: true\nnamespace: {NS}\nnamespaces: [other]\n",
+        config(port, "  toolExposure: direct\n")
+    ));
     let kubeconfig = api.kubeconfig(fleet.dir.path());
     let muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
     muster.wait_ready().await;
@@ -62,6 +65,24 @@ async fn mcpserver_resources_drive_the_catalog_status_and_events() {
     api.delete(NS, "two");
     eventually(WAIT, "two removed", async || (!has_tool(&client, "x_second_whoami").await).then_some(())).await;
     assert!(api.event_reasons("two").contains(&"MCPServerDeleted".to_owned()));
+
+    // A second namespace: watched too, and its status goes back to its own namespace.
+    let other = MockUpstream::start("other", free_port()).await;
+    api.apply("other", &http_server("elsewhere", &other.url(), ""));
+    eventually(WAIT, "x_elsewhere_whoami", async || has_tool(&client, "x_elsewhere_whoami").await.then_some(())).await;
+    eventually(WAIT, "status in namespace other", async || {
+        (api.status("other", "elsewhere")["state"] == "Connected").then_some(())
+    })
+    .await;
+    // The same name in two namespaces is refused, not mixed up.
+    api.apply("other", &http_server("one", &two.url(), ""));
+    let refused = eventually(WAIT, "the duplicate refused", async || {
+        let s = api.status("other", "one");
+        s["lastError"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(refused.contains("already defined in mcpserver muster/one"), "{refused}");
+    assert_eq!(text(&client.call("x_one_whoami", serde_json::json!({})).await), "one");
 
     // 410 Gone: the watcher relists and carries on.
     api.compact();
