@@ -118,26 +118,36 @@ impl Muster {
     }
 
     pub async fn start_with_env(fleet: &Fleet, port: u16, env: &[(&str, &std::ffi::OsStr)]) -> Self {
-        let log = fleet.dir.path().join("muster.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_muster"))
-            .args(["serve", "--config-path"])
-            .arg(fleet.dir.path())
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
-            .env("RUST_LOG", "info,muster=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn muster");
-        let muster = Self { child, port, log };
-        let http = reqwest::Client::new();
-        let url = muster.url("/health");
-        eventually(Duration::from_secs(20), "muster /health", async || {
-            http.get(&url).send().await.ok().filter(|r| r.status().is_success())
-        })
-        .await;
-        muster
+        let mut port = port;
+        for attempt in 1..=3 {
+            let (child, log) = Self::spawn(fleet, env);
+            let mut muster = Self { child, port, log };
+            let http = reqwest::Client::new();
+            let url = muster.url("/health");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                    return muster;
+                }
+                if let Ok(Some(status)) = muster.child.try_wait() {
+                    let log = muster.log_text();
+                    // Another test took the port between our probe and muster's bind: move on.
+                    if log.contains("Address already in use") && attempt < 3 {
+                        let next = free_port();
+                        let config = fleet.dir.path().join("config.yaml");
+                        let text = std::fs::read_to_string(&config).unwrap_or_default();
+                        std::fs::write(&config, text.replace(&format!("port: {port}"), &format!("port: {next}")))
+                            .expect("rewrite config");
+                        port = next;
+                        break;
+                    }
+                    panic!("muster exited ({status}) before answering /health:\n{log}");
+                }
+                assert!(Instant::now() < deadline, "muster did not answer /health in 60 s:\n{}", muster.log_text());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        unreachable!("three attempts either returned or panicked")
     }
 
     pub fn url(&self, path: &str) -> String {
