@@ -18,6 +18,8 @@ use crate::routing::RouterHandle;
 use crate::supervisor::{DesiredState, SupervisorActor};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // 0. Metrics first, so every component records from the start.
+    crate::telemetry::metrics::install();
     // 1. Where desired state, status, events and secrets live: the folder, or the Kubernetes API.
     //    Kubernetes mode never falls back to the folder (Muster #1143).
     let kube_client = match &config.kubernetes {
@@ -94,9 +96,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();
-    let mcp = frontend::mcp_service(&config, router.clone(), agents, cancel.clone());
+    let sessions = Arc::new(rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default());
+    let mcp = frontend::mcp_service(&config, router.clone(), agents, cancel.clone(), sessions.clone());
     let served = tokio::select! {
-        served = frontend::serve(&config, mcp, router, inbound) => served.context("serving HTTP"),
+        served = frontend::serve(&config, mcp, router, inbound, sessions) => served.context("serving HTTP"),
         Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),
     };
     cancel.cancel();

@@ -27,6 +27,7 @@ use rmcp::model::{
 };
 use rmcp::service::{PeerRequestOptions, RequestContext, RoleClient, RoleServer, ServiceError};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::crd::McpServer;
 use crate::crd::status::State;
@@ -309,6 +310,16 @@ impl BackendHandle {
         }
     }
 
+    /// The upstream's socket address, when its URL names an IP (or localhost): for counting
+    /// connections in metrics without a DNS lookup at scrape time.
+    pub fn upstream_addr(&self) -> Option<std::net::SocketAddr> {
+        let url = reqwest::Url::parse(self.definition.spec.url.as_deref()?).ok()?;
+        let host = url.host_str()?.trim_matches(['[', ']']);
+        let ip: std::net::IpAddr =
+            if host == "localhost" { std::net::Ipv4Addr::LOCALHOST.into() } else { host.parse().ok()? };
+        Some(std::net::SocketAddr::new(ip, url.port_or_known_default()?))
+    }
+
     pub fn auth(&self) -> Option<&UpstreamAuth> {
         self.auth.as_deref()
     }
@@ -344,6 +355,19 @@ impl BackendHandle {
         request: ClientRequest,
         caller: &Caller,
     ) -> Result<ServerResult, Error> {
+        let span = tracing::info_span!("mcp.upstream_call", "mcp.server" = %self.name, "otel.kind" = "client");
+        self.send_in_span(peer, relay, request, caller).instrument(span).await
+    }
+
+    async fn send_in_span(
+        &self,
+        peer: &Peer<RoleClient>,
+        relay: &Relay,
+        mut request: ClientRequest,
+        caller: &Caller,
+    ) -> Result<ServerResult, Error> {
+        use rmcp::model::GetMeta as _;
+        crate::telemetry::propagation::inject(request.get_meta_mut());
         let server = self.name.to_string();
         let options = PeerRequestOptions::no_options();
         let handle =

@@ -114,7 +114,7 @@ pub const EXIT_INVALID: i32 = 1;
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve { config_path, debug, kubernetes } => {
-            crate::telemetry::init(debug);
+            let _telemetry = crate::telemetry::init(debug);
             let mut config = Config::load(&config_path).context("loading config.yaml")?;
             if kubernetes && config.kubernetes.is_none() {
                 config.kubernetes = Some(crate::config::Kubernetes { namespaces: vec!["default".to_owned()] });

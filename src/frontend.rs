@@ -33,6 +33,8 @@ struct State {
     /// With sign-in on: MCP session id → the user (issuer, subject) who opened it. Another
     /// user presenting that id (to call, stream or delete) is refused.
     owners: moka::sync::Cache<String, String>,
+    sessions: Arc<LocalSessionManager>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// Builds the MCP service: one `GatewayServer` per agent session, each with a unique id.
@@ -41,6 +43,7 @@ pub fn mcp_service(
     router: RouterHandle,
     agents: Arc<Agents>,
     cancel: CancellationToken,
+    sessions: Arc<LocalSessionManager>,
 ) -> McpService {
     let next_agent = Arc::new(AtomicU64::new(1));
     let exposure = config.tool_exposure;
@@ -63,7 +66,7 @@ pub fn mcp_service(
     } else {
         server_config.with_allowed_origins(config.allowed_origins.clone())
     };
-    StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), server_config)
+    StreamableHttpService::new(factory, sessions, server_config)
 }
 
 /// The one route table.
@@ -71,6 +74,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/mcp", web::route().to(mcp))
         .route("/health", web::get().to(health))
         .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .route("/.well-known/oauth-protected-resource", web::get().to(protected_resource))
         .route("/.well-known/oauth-protected-resource/mcp", web::get().to(protected_resource));
 }
@@ -81,12 +85,14 @@ pub async fn serve(
     mcp: McpService,
     router: RouterHandle,
     auth: Option<Arc<InboundAuth>>,
+    sessions: Arc<LocalSessionManager>,
 ) -> std::io::Result<()> {
+    let metrics = crate::telemetry::metrics::install();
     let owners = moka::sync::Cache::builder()
         .time_to_idle(std::time::Duration::from_secs(24 * 3600))
         .max_capacity(1_000_000)
         .build();
-    let state = State { mcp: Arc::new(mcp), router, auth, owners };
+    let state = State { mcp: Arc::new(mcp), router, auth, owners, sessions, metrics };
     let max_body = config.max_body_bytes;
     let server = HttpServer::new(move || {
         App::new().app_data(web::Data::new(state.clone())).app_data(web::PayloadConfig::new(max_body)).configure(routes)
@@ -101,6 +107,13 @@ pub async fn serve(
 
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Prometheus exposition (`telemetry/metrics.rs` lists every name).
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    let agent_sessions = state.sessions.sessions.read().await.len();
+    crate::telemetry::metrics::set_gauges(&state.router.current(), agent_sessions);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {

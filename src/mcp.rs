@@ -85,21 +85,42 @@ impl GatewayServer {
         let _ = tokio::time::timeout(Duration::from_secs(2), published).await;
     }
 
-    /// `resolve_tool` then `call_upstream`.
+    /// `resolve_tool` then `call_upstream`, then `record` (metrics and the one log line per call).
     pub(crate) async fn dispatch(
         &self,
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
         caller: &Caller,
     ) -> Result<CallToolResponse, routing::Error> {
+        let started = std::time::Instant::now();
         let snapshot = self.snapshot();
         let resolved = resolve_tool(&snapshot.catalog, name, arguments)?;
+        let span = tracing::Span::current();
+        span.record("mcp.server", resolved.server.as_str());
+        span.record("gen_ai.tool.name", resolved.tool.as_str());
         let backend = snapshot
             .backend(&resolved.server)
             .ok_or_else(|| routing::Error::ToolNotFound { name: name.to_owned(), suggestions: Vec::new() })?;
-        let mut params = CallToolRequestParams::new(resolved.tool);
+        let mut params = CallToolRequestParams::new(resolved.tool.clone());
         params.arguments = resolved.arguments;
-        Ok(backend.call_tool(params, caller).await?)
+        let result = backend.call_tool(params, caller).await;
+        let outcome = match &result {
+            Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "error",
+            Ok(_) => "ok",
+            Err(_) => "failed",
+        };
+        let elapsed = started.elapsed();
+        crate::telemetry::metrics::tool_call(&resolved.tool, &resolved.server, outcome, elapsed);
+        tracing::info!(
+            tool = %resolved.tool,
+            server = %resolved.server,
+            outcome,
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+            user = caller.identity.as_ref().map(|i| i.subject_hash()).unwrap_or_default(),
+            agent = caller.agent_id,
+            "tool call"
+        );
+        Ok(result?)
     }
 }
 
@@ -159,25 +180,19 @@ impl ServerHandler for GatewayServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let caller = Caller::from_context(self.agent_id, &context);
-        if self.exposure == ToolExposure::Meta && meta::is_meta_tool(&request.name) {
-            if request.name != "call_tool" {
-                self.discover_for(caller.identity.as_ref()).await;
-            }
-            return Ok(meta::call(self, &request.name, request.arguments.unwrap_or_default(), &caller).await.into());
-        }
-        let mut result = self.dispatch(&request.name, request.arguments.clone(), &caller).await;
-        // A tool of an auth server that has not listed for anyone yet: list it as this user, once.
-        if matches!(result, Err(routing::Error::ToolNotFound { .. })) && caller.identity.is_some() {
-            self.discover_for(caller.identity.as_ref()).await;
-            result = self.dispatch(&request.name, request.arguments, &caller).await;
-        }
-        Ok(match result {
-            Ok(response) => response,
-            Err(e) => error::tool_error(&e).into(),
-        })
+        let span = tracing::info_span!(
+            "mcp.tool_call",
+            "mcp.method.name" = "tools/call",
+            "gen_ai.tool.name" = %request.name,
+            "mcp.exposed_tool" = %request.name,
+            "mcp.server" = tracing::field::Empty,
+            "enduser.hash" = tracing::field::Empty,
+            "otel.kind" = "server",
+        );
+        let parts = context.extensions.get::<http::request::Parts>();
+        crate::telemetry::propagation::adopt_remote_parent(&span, parts.map(|p| &p.headers), request.meta.as_ref());
+        tracing::Instrument::instrument(self.call_tool_in_span(request, context), span).await
     }
-
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -303,6 +318,35 @@ impl ServerHandler for GatewayServer {
     ) -> Result<(), ErrorData> {
         // Upstream log messages are relayed as they come; the level is accepted for the session.
         Ok(())
+    }
+}
+
+impl GatewayServer {
+    async fn call_tool_in_span(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let caller = Caller::from_context(self.agent_id, &context);
+        if let Some(identity) = &caller.identity {
+            tracing::Span::current().record("enduser.hash", identity.subject_hash().as_str());
+        }
+        if self.exposure == ToolExposure::Meta && meta::is_meta_tool(&request.name) {
+            if request.name != "call_tool" {
+                self.discover_for(caller.identity.as_ref()).await;
+            }
+            return Ok(meta::call(self, &request.name, request.arguments.unwrap_or_default(), &caller).await.into());
+        }
+        let mut result = self.dispatch(&request.name, request.arguments.clone(), &caller).await;
+        // A tool of an auth server that has not listed for anyone yet: list it as this user, once.
+        if matches!(result, Err(routing::Error::ToolNotFound { .. })) && caller.identity.is_some() {
+            self.discover_for(caller.identity.as_ref()).await;
+            result = self.dispatch(&request.name, request.arguments, &caller).await;
+        }
+        Ok(match result {
+            Ok(response) => response,
+            Err(e) => error::tool_error(&e).into(),
+        })
     }
 }
 

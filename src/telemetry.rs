@@ -1,8 +1,60 @@
-//! Logging setup: `tracing` to stderr, filtered by `RUST_LOG` (default `info`, or `debug`).
+//! Logs, traces and metrics. `init` sets up `tracing` (stderr, `RUST_LOG`) and, when the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, an OTLP http/protobuf span
+//! exporter with W3C trace-context propagation. The returned guard flushes spans on drop.
+//! Every metric name lives in `telemetry/metrics.rs`.
 
-pub fn init(debug: bool) {
+pub mod metrics;
+pub mod propagation;
+
+use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// Flushes and shuts the span exporter down when dropped.
+pub struct Guard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+pub fn init(debug: bool) -> Guard {
     let default = if debug { "debug,rmcp=info" } else { "info,rmcp=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let provider = otlp_provider();
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("muster")));
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    Guard { provider }
+}
+
+fn otlp_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    let configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+    if !configured {
+        return None;
+    }
+    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the OTLP span exporter; traces are off");
+            return None;
+        }
+    };
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "muster".to_owned());
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    )
 }

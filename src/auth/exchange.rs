@@ -207,6 +207,7 @@ impl Exchanger {
         let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
         if let Some(entry) = self.cache.get(&key).await {
             self.counts.cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::telemetry::metrics::token_cache_hit(&target.cluster);
             if entry.needs_refresh() {
                 self.refresh_in_background(key, target.clone(), identity.token.clone(), credentials);
             }
@@ -305,9 +306,13 @@ impl Exchanger {
         subject_token: &Secret,
         credentials: Option<&ClientCredentials>,
     ) -> Result<Arc<Exchanged>, Error> {
-        let result = self.exchange_once(target, subject_token, credentials).await;
+        let span =
+            tracing::info_span!("auth.token_exchange", "muster.cluster" = %target.cluster, "otel.kind" = "client");
+        let result =
+            tracing::Instrument::instrument(self.exchange_once(target, subject_token, credentials), span).await;
         let counter = if result.is_ok() { &self.counts.exchanges_ok } else { &self.counts.exchanges_failed };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::telemetry::metrics::token_exchange(&target.cluster, result.is_ok());
         match &result {
             Ok(_) => tracing::info!(cluster = target.cluster, "token exchanged"),
             Err(e) => tracing::warn!(cluster = target.cluster, error = %e, "token exchange failed"),

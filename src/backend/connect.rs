@@ -93,7 +93,8 @@ pub(super) async fn connect(
                 config = config.auth_header(bearer.expose());
             }
             config.max_concurrent_requests = MAX_CONCURRENT_REQUESTS;
-            let transport = StreamableHttpClientTransport::with_client(http, config);
+            let transport =
+                StreamableHttpClientTransport::with_client(crate::telemetry::propagation::TracingClient(http), config);
             tokio::time::timeout(timeout, handler.serve(transport)).await
         }
         Some(ServerType::Sse) => {

@@ -24,6 +24,17 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [Self; 8] = [
+        Self::Starting,
+        Self::Running,
+        Self::Connecting,
+        Self::Connected,
+        Self::Disconnected,
+        Self::Stopped,
+        Self::Failed,
+        Self::AuthRequired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Starting => "Starting",

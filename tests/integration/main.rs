@@ -19,3 +19,4 @@ mod gateway;
 mod kubernetes;
 mod peers;
 mod sso;
+mod telemetry;

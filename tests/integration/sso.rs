@@ -377,6 +377,15 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
     let servers = status["servers"].as_array().expect("servers");
     assert!(servers.iter().all(|s| s["status"] == "connected" && s["token_exchange_enabled"] == true), "{status}");
 
+    // Metrics count exchanges and cache hits, and hold no token.
+    let metrics = http.get(muster.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.contains(r#"muster_token_exchanges_total{cluster="cluster-a-mcp-kubernetes",outcome="ok"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("muster_token_exchange_cache_hits_total"), "{metrics}");
+    assert!(!metrics.contains(&alice) && !metrics.contains("eyJ"), "a token in the metrics");
+
     // Tokens never reach the logs.
     let log = muster.log_text();
     assert!(!log.contains(&alice) && !log.contains(&bob) && !log.contains(&big), "a user token is in the log");
