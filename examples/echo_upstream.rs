@@ -27,14 +27,28 @@ impl ServerHandler for Echo {
         ServerConfig::new(serde_json::from_value(serde_json::json!({"tools": {}})).expect("caps"))
     }
 
-    async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
         let schema = serde_json::json!({"type": "object", "properties": {"text": {"type": "string"}}});
         let tool = Tool::new("echo", "Echoes its text", Arc::new(serde_json::from_value(schema).expect("schema")));
         Ok(ListToolsResult::with_all_items(vec![tool]))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, _: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
-        let text = request.arguments.as_ref().and_then(|a| a.get("text")).and_then(|t| t.as_str()).unwrap_or_default().to_owned();
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let text = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("text"))
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned();
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
     }
 }
@@ -52,12 +66,15 @@ async fn main() -> std::io::Result<()> {
         App::new().app_data(service.clone()).route(
             "/mcp",
             web::route().to(
-                |req: HttpRequest, body: web::Bytes, svc: web::Data<StreamableHttpService<Echo, LocalSessionManager>>| async move {
+                |req: HttpRequest,
+                 body: web::Bytes,
+                 svc: web::Data<StreamableHttpService<Echo, LocalSessionManager>>| async move {
                     muster::frontend::bridge(&svc, &req, body).await
                 },
             ),
         )
     })
+    .on_connect(muster::frontend::set_nodelay)
     .bind(("127.0.0.1", port))?
     .run()
     .await

@@ -201,6 +201,7 @@ impl MockUpstream {
             )
         })
         .workers(1)
+        .on_connect(muster::frontend::set_nodelay)
         .shutdown_timeout(0)
         .bind(("127.0.0.1", port))
         .expect("bind mock upstream")
