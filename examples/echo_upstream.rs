@@ -19,8 +19,19 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler};
 
+/// `ECHO_DELAY_MS`: answer every request after this delay (to model a slow upstream).
 #[derive(Clone)]
-struct Echo;
+struct Echo {
+    delay: std::time::Duration,
+}
+
+impl Echo {
+    async fn pause(&self) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
 
 impl ServerHandler for Echo {
     fn get_info(&self) -> ServerConfig {
@@ -56,8 +67,9 @@ impl ServerHandler for Echo {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(18200);
+    let delay = std::time::Duration::from_millis(std::env::var("ECHO_DELAY_MS").ok().and_then(|d| d.parse().ok()).unwrap_or(0));
     let service = web::Data::new(StreamableHttpService::new(
-        || Ok(Echo),
+        move || Ok(Echo { delay }),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().disable_allowed_hosts(),
     ));

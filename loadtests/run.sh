@@ -41,11 +41,18 @@ YAML
 RUST_LOG=warn "$CARGO_TARGET_DIR/release/muster" serve --config-path "$WORK" >"$WORK/muster.log" 2>&1 & MUSTER_PID=$!; pids+=("$MUSTER_PID")
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$MUSTER_PORT/readyz" >/dev/null && break; sleep 0.1; done
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$MUSTER_PID/stat"; }
 run() { # name url tool vus
   echo "== $1 (VUs=$4, $DURATION)"
+  local before; before=$(cpu_ticks)
   "$K6" run --no-usage-report --quiet -e MCP_URL="$2" -e TOOL="$3" -e VUS="$4" -e DURATION="$DURATION" \
-    --summary-trend-stats "avg,med,p(90),p(99),max" loadtests/k6/tool_call.js 2>&1 \
+    --summary-trend-stats "avg,med,p(90),p(99),max" --summary-export "$WORK/summary.json" loadtests/k6/tool_call.js 2>&1 \
     | grep -E "mcp_tools_call_ms|http_reqs|checks_succeeded|http_req_failed" || true
+  if [[ "$1" == "through muster" ]]; then
+    local ticks=$(( $(cpu_ticks) - before )) calls
+    calls=$(python3 -c "import json; print(int(json.load(open('$WORK/summary.json'))['metrics']['http_reqs']['count']))")
+    echo "muster CPU: $((ticks * 1000000 / $(getconf CLK_TCK) / calls)) µs per call ($calls calls)"
+  fi
 }
 for vus in 1 16; do
   run "direct" "http://127.0.0.1:$ECHO_PORT/mcp" echo "$vus"
