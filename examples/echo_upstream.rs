@@ -19,19 +19,8 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler};
 
-/// `ECHO_DELAY_MS`: answer every request after this delay (to model a slow upstream).
 #[derive(Clone)]
-struct Echo {
-    delay: std::time::Duration,
-}
-
-impl Echo {
-    async fn pause(&self) {
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
-        }
-    }
-}
+struct Echo;
 
 impl ServerHandler for Echo {
     fn get_info(&self) -> ServerConfig {
@@ -67,9 +56,10 @@ impl ServerHandler for Echo {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(18200);
+    // `ECHO_DELAY_MS`: every HTTP request is answered after this delay (a slow or distant upstream).
     let delay = std::time::Duration::from_millis(std::env::var("ECHO_DELAY_MS").ok().and_then(|d| d.parse().ok()).unwrap_or(0));
     let service = web::Data::new(StreamableHttpService::new(
-        move || Ok(Echo { delay }),
+        || Ok(Echo),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().disable_allowed_hosts(),
     ));
@@ -78,9 +68,12 @@ async fn main() -> std::io::Result<()> {
         App::new().app_data(service.clone()).route(
             "/mcp",
             web::route().to(
-                |req: HttpRequest,
-                 body: web::Bytes,
-                 svc: web::Data<StreamableHttpService<Echo, LocalSessionManager>>| async move {
+                move |req: HttpRequest,
+                      body: web::Bytes,
+                      svc: web::Data<StreamableHttpService<Echo, LocalSessionManager>>| async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     muster::frontend::bridge(&svc, &req, body).await
                 },
             ),
