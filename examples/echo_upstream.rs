@@ -57,7 +57,8 @@ impl ServerHandler for Echo {
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(18200);
     // `ECHO_DELAY_MS`: every HTTP request is answered after this delay (a slow or distant upstream).
-    let delay = std::time::Duration::from_millis(std::env::var("ECHO_DELAY_MS").ok().and_then(|d| d.parse().ok()).unwrap_or(0));
+    let delay =
+        std::time::Duration::from_millis(std::env::var("ECHO_DELAY_MS").ok().and_then(|d| d.parse().ok()).unwrap_or(0));
     let service = web::Data::new(StreamableHttpService::new(
         || Ok(Echo),
         Arc::new(LocalSessionManager::default()),

@@ -96,7 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();
-    let sessions = Arc::new(rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default());
+    let sessions = Arc::new(frontend::session_manager());
     let mcp = frontend::mcp_service(&config, router.clone(), agents, cancel.clone(), sessions.clone());
     let served = tokio::select! {
         served = frontend::serve(&config, mcp, router, inbound, sessions) => served.context("serving HTTP"),

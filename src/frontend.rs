@@ -37,6 +37,24 @@ struct State {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
+/// The agent-session store. Per-session channels are kept short: an idle agent session is mostly
+/// these buffers (measured in loadtests/README.md), and agents rarely have more than a few
+/// messages in flight on one session.
+pub fn session_manager() -> LocalSessionManager {
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.channel_capacity = SESSION_CHANNEL_CAPACITY;
+    // rmcp keeps each finished request's stream for late resumption; a minute of that at
+    // thousands of calls a second is most of muster's memory under load.
+    manager.session_config.completed_cache_ttl = COMPLETED_REQUEST_TTL;
+    manager
+}
+
+/// How long a finished request's reply stays available for a client that reconnects to resume it.
+const COMPLETED_REQUEST_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Messages buffered per agent-session channel (rmcp's default is 16).
+const SESSION_CHANNEL_CAPACITY: usize = 4;
+
 /// Builds the MCP service: one `GatewayServer` per agent session, each with a unique id.
 pub fn mcp_service(
     config: &Config,
