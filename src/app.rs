@@ -19,7 +19,8 @@ use crate::supervisor::{DesiredState, SupervisorActor};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // 0. Metrics first, so every component records from the start.
-    crate::telemetry::metrics::install();
+    let metrics = crate::telemetry::metrics::install();
+    actix::spawn(crate::telemetry::metrics::upkeep(metrics));
     // 1. Where desired state, status, events and secrets live: the folder, or the Kubernetes API.
     //    Kubernetes mode never falls back to the folder (Muster #1143).
     let kube_client = match &config.kubernetes {
