@@ -113,42 +113,37 @@ async fn fetch(client: &kube::Client, namespace: &str, name: &str) -> Result<BTr
 }
 
 fn find_file(dir: &Path, namespace: &str, name: &str) -> Result<BTreeMap<String, String>, Error> {
-    {
-        let not_found = || Error::NotFound {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            dir: dir.display().to_string(),
-        };
-        let entries = std::fs::read_dir(dir).map_err(|_| not_found())?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-                continue;
-            }
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            let Ok(manifest) = serde_saphyr::from_str::<Manifest>(&text) else { continue };
-            let ns = manifest.metadata.namespace.as_deref().unwrap_or("default");
-            if manifest.kind != "Secret" || manifest.metadata.name != name || ns != namespace {
-                continue;
-            }
-            let mut values = BTreeMap::new();
-            for (key, value) in manifest.data {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(value.trim())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| Error::BadBase64 {
-                        namespace: namespace.to_owned(),
-                        name: name.to_owned(),
-                        key: key.clone(),
-                    })?;
-                values.insert(key, decoded);
-            }
-            values.extend(manifest.string_data);
-            return Ok(values);
+    let not_found =
+        || Error::NotFound { namespace: namespace.to_owned(), name: name.to_owned(), dir: dir.display().to_string() };
+    let entries = std::fs::read_dir(dir).map_err(|_| not_found())?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            continue;
         }
-        Err(not_found())
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let Ok(manifest) = serde_saphyr::from_str::<Manifest>(&text) else { continue };
+        let ns = manifest.metadata.namespace.as_deref().unwrap_or("default");
+        if manifest.kind != "Secret" || manifest.metadata.name != name || ns != namespace {
+            continue;
+        }
+        let mut values = BTreeMap::new();
+        for (key, value) in manifest.data {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| Error::BadBase64 {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    key: key.clone(),
+                })?;
+            values.insert(key, decoded);
+        }
+        values.extend(manifest.string_data);
+        return Ok(values);
     }
+    Err(not_found())
 }
 
 #[cfg(test)]
