@@ -8,7 +8,7 @@
 pub mod catalog;
 pub mod resolve;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -188,13 +188,4 @@ impl Handler<InitialSetKnown> for RouterActor {
         self.initial = Some(msg.auto_started);
         self.publish();
     }
-}
-
-/// Counts per state, for logs and status pages.
-pub fn state_counts(snapshot: &Snapshot) -> HashMap<State, usize> {
-    let mut counts = HashMap::new();
-    for server in snapshot.servers.values() {
-        *counts.entry(server.handle.connection().state).or_insert(0) += 1;
-    }
-    counts
 }

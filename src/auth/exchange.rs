@@ -165,14 +165,6 @@ struct Failure {
     until: Instant,
 }
 
-/// Counters for tests, logs and (later) metrics.
-#[derive(Debug, Default)]
-pub struct Counts {
-    pub exchanges_ok: std::sync::atomic::AtomicU64,
-    pub exchanges_failed: std::sync::atomic::AtomicU64,
-    pub cache_hits: std::sync::atomic::AtomicU64,
-}
-
 pub struct Exchanger {
     http: reqwest::Client,
     secrets: SecretStore,
@@ -182,7 +174,6 @@ pub struct Exchanger {
     failures: moka::sync::Cache<String, Failure>,
     attempts: moka::sync::Cache<String, u32>,
     refreshing: Mutex<HashSet<String>>,
-    pub counts: Counts,
 }
 
 impl Exchanger {
@@ -197,7 +188,6 @@ impl Exchanger {
             failures: moka::sync::Cache::builder().time_to_live(FAILURE_BACKOFF_MAX).build(),
             attempts: moka::sync::Cache::builder().time_to_idle(Duration::from_secs(300)).build(),
             refreshing: Mutex::default(),
-            counts: Counts::default(),
         })
     }
 
@@ -206,7 +196,6 @@ impl Exchanger {
         let credentials = self.credentials(target).await?;
         let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
         if let Some(entry) = self.cache.get(&key).await {
-            self.counts.cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             crate::telemetry::metrics::token_cache_hit(&target.cluster);
             if entry.needs_refresh() {
                 self.refresh_in_background(key, target.clone(), identity.token.clone(), credentials);
@@ -310,8 +299,6 @@ impl Exchanger {
             tracing::info_span!("auth.token_exchange", "muster.cluster" = %target.cluster, "otel.kind" = "client");
         let result =
             tracing::Instrument::instrument(self.exchange_once(target, subject_token, credentials), span).await;
-        let counter = if result.is_ok() { &self.counts.exchanges_ok } else { &self.counts.exchanges_failed };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::telemetry::metrics::token_exchange(&target.cluster, result.is_ok());
         match &result {
             Ok(_) => tracing::info!(cluster = target.cluster, "token exchanged"),

@@ -25,10 +25,6 @@ impl Agents {
         }
     }
 
-    pub fn count(&self) -> usize {
-        self.peers.lock().map(|p| p.len()).unwrap_or(0)
-    }
-
     fn live(&self) -> Vec<Peer<RoleServer>> {
         match self.peers.lock() {
             Ok(mut peers) => {
