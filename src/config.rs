@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::is_https_or_loopback;
+
 /// How real tools reach `tools/list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -322,15 +324,6 @@ fn parse_oauth(file: &OAuthFile, problems: &mut Vec<String>) -> Option<OAuthServ
         trusted_audiences: server.trusted_audiences.clone(),
         trusted_issuers: server.trusted_issuers.clone(),
     })
-}
-
-fn is_https_or_loopback(url: &str) -> bool {
-    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
-    match parsed.scheme() {
-        "https" => true,
-        "http" => matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
-        _ => false,
-    }
 }
 
 fn default_allowed_hosts(host: &str) -> Vec<String> {

@@ -19,6 +19,8 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::is_https_or_loopback;
+
 pub const API_VERSION: &str = "muster.giantswarm.io/v1alpha1";
 pub const KIND: &str = "MCPServer";
 
@@ -422,15 +424,6 @@ fn is_dns_label(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-fn is_https_or_loopback(url: &str) -> bool {
-    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
-    match parsed.scheme() {
-        "https" => true,
-        "http" => matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -85,17 +85,6 @@ struct Discovery {
     jwks_uri: String,
 }
 
-/// Keys must come over https (http only on loopback): a plain-text JWKS lets anyone on the path
-/// mint tokens muster would accept.
-pub fn is_secure_url(url: &str) -> bool {
-    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
-    match parsed.scheme() {
-        "https" => true,
-        "http" => matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
-        _ => false,
-    }
-}
-
 impl Validator {
     pub fn new(http: reqwest::Client, issuers: Vec<TrustedIssuer>) -> Self {
         let issuers = issuers
@@ -195,7 +184,8 @@ impl Validator {
                 discovery.jwks_uri
             }
         };
-        if !is_secure_url(&jwks_url) {
+        // Keys must come over https: a plain-text JWKS lets anyone on the path mint accepted tokens.
+        if !super::is_https_or_loopback(&jwks_url) {
             return Err(unavailable(format!("its key set {jwks_url} is not served over https")));
         }
         let set: JwkSet = self.get_json(&jwks_url).await.map_err(unavailable)?;
