@@ -193,8 +193,7 @@ impl Exchanger {
 
     /// The token for `identity` at `target`'s cluster: from the cache, or exchanged now.
     pub async fn token(self: &Arc<Self>, target: &Target, identity: &Identity) -> Result<Secret, Error> {
-        let credentials = self.credentials(target).await?;
-        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
+        let (key, credentials) = self.key(target, identity).await?;
         if let Some(entry) = self.cache.get(&key).await {
             crate::telemetry::metrics::token_cache_hit(&target.cluster);
             if entry.needs_refresh() {
@@ -229,24 +228,32 @@ impl Exchanger {
 
     /// Drops the cached token (after the upstream answered 401), so the next call re-exchanges.
     pub async fn invalidate(&self, target: &Target, identity: &Identity) {
-        if let Ok(credentials) = self.credentials(target).await {
-            let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
+        if let Ok((key, _)) = self.key(target, identity).await {
             self.cache.invalidate(&key).await;
         }
     }
 
     /// The last failure for this user at this cluster, if it is still being backed off.
     pub async fn last_failure(&self, target: &Target, identity: &Identity) -> Option<Error> {
-        let credentials = self.credentials(target).await.ok()?;
-        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
+        let (key, _) = self.key(target, identity).await.ok()?;
         self.failures.get(&key).filter(|f| f.until > Instant::now()).map(|f| f.error)
     }
 
     /// True when a token for this user and cluster is cached.
     pub async fn has_token(&self, target: &Target, identity: &Identity) -> bool {
-        let Ok(credentials) = self.credentials(target).await else { return false };
-        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
+        let Ok((key, _)) = self.key(target, identity).await else { return false };
         self.cache.contains_key(&key)
+    }
+
+    /// The cache key for this user at this target, and the client credentials it includes.
+    async fn key(
+        &self,
+        target: &Target,
+        identity: &Identity,
+    ) -> Result<(String, Option<Arc<ClientCredentials>>), Error> {
+        let credentials = self.credentials(target).await?;
+        let key = cache_key(target, credentials.as_ref().map(|c| c.client_id.as_str()), &identity.key());
+        Ok((key, credentials))
     }
 
     async fn credentials(&self, target: &Target) -> Result<Option<Arc<ClientCredentials>>, Error> {
