@@ -20,7 +20,7 @@ use crate::supervisor::{DesiredState, SupervisorActor};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // 0. Metrics first, so every component records from the start.
     let metrics = crate::telemetry::metrics::install();
-    actix::spawn(crate::telemetry::metrics::upkeep(metrics));
+    actix::spawn(crate::telemetry::metrics::upkeep(metrics.clone()));
     // 1. Where desired state, status, events and secrets live: the folder, or the Kubernetes API.
     //    Kubernetes mode never falls back to the folder (Muster #1143).
     let kube_client = match &config.kubernetes {
@@ -100,7 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sessions = Arc::new(frontend::session_manager());
     let mcp = frontend::mcp_service(&config, router.clone(), agents, cancel.clone(), sessions.clone());
     let served = tokio::select! {
-        served = frontend::serve(&config, mcp, router, inbound, sessions) => served.context("serving HTTP"),
+        served = frontend::serve(&config, mcp, router, inbound, sessions, metrics) => served.context("serving HTTP"),
         Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),
     };
     cancel.cancel();

@@ -104,8 +104,8 @@ pub async fn serve(
     router: RouterHandle,
     auth: Option<Arc<InboundAuth>>,
     sessions: Arc<LocalSessionManager>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> std::io::Result<()> {
-    let metrics = crate::telemetry::metrics::install();
     let owners = moka::sync::Cache::builder()
         .time_to_idle(std::time::Duration::from_secs(24 * 3600))
         .max_capacity(1_000_000)
