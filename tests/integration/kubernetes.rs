@@ -64,7 +64,11 @@ async fn mcpserver_resources_drive_the_catalog_status_and_events() {
     .await;
     api.delete(NS, "two");
     eventually(WAIT, "two removed", async || (!has_tool(&client, "x_second_whoami").await).then_some(())).await;
-    assert!(api.event_reasons("two").contains(&"MCPServerDeleted".to_owned()));
+    // Events are published in the background: wait for it rather than race it.
+    eventually(WAIT, "the MCPServerDeleted event", async || {
+        api.event_reasons("two").contains(&"MCPServerDeleted".to_owned()).then_some(())
+    })
+    .await;
 
     // A second namespace: watched too, and its status goes back to its own namespace.
     let other = MockUpstream::start("other", free_port()).await;
