@@ -1,7 +1,7 @@
 //! The official MCP conformance suite (npm `@modelcontextprotocol/conformance`, run on Node 22
 //! by `tests/peers/conformance.sh`) against muster's `/mcp`.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, run, wait_port};
 
@@ -24,14 +24,7 @@ async fn fixture_independent_scenarios_pass_against_a_real_fleet() {
     let mut upstreams = Vec::new();
     for cluster in ["a", "b"] {
         let p = free_port();
-        let child = Command::new(peers.get("MUSTER_K8S_MCP"))
-            .args(["--port", &p.to_string(), "--bind-address", "127.0.0.1", "--read-only", "--kubeconfig"])
-            .arg(peers.get("MUSTER_FAKE_KUBECONFIG"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kubernetes-mcp-server");
-        upstreams.push(Process(child));
+        upstreams.push(Process::spawn(&mut peers.kubernetes_mcp_server(p), "kubernetes-mcp-server"));
         wait_port(p).await;
         let name = format!("cluster-{cluster}-mcp-kubernetes");
         fleet.write_server(
@@ -65,15 +58,8 @@ async fn fixture_independent_scenarios_pass_against_a_real_fleet() {
 async fn full_suite_passes_through_the_gateway() {
     let peers = Peers::load();
     let fixture_port = free_port();
-    let _fixture = Process(
-        Command::new(peers.get("MUSTER_PYTHON"))
-            .arg(Peers::repo_file("tests/peers/conformance_fixture.py"))
-            .arg(fixture_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("conformance fixture"),
-    );
+    let _fixture =
+        Process::spawn(peers.python("conformance_fixture.py").arg(fixture_port.to_string()), "the conformance fixture");
     wait_port(fixture_port).await;
     let port = free_port();
     let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::client::{Client, text};
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Muster, config, eventually, family, free_port, http_server, stdio_server};
+use crate::support::{Fleet, Muster, config, eventually, family, free_port, http_server, post_rpc, stdio_server};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -328,13 +328,8 @@ async fn bad_input_gets_clear_errors_and_harms_nobody_else() {
     );
 
     let http = reqwest::Client::new();
-    let post = |body: String| {
-        http.post(muster.mcp_url())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18")
-            .body(body)
-    };
+    let url = muster.mcp_url();
+    let post = |body: String| post_rpc(&http, &url, None, &body);
     // Oversized body: 413.
     let big = post(format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",

@@ -2,7 +2,7 @@
 //! HTTP and over stdio, and a Python `mcp` SDK server, driven by the Python SDK's own client.
 //! Killing the stdio child and restarting an HTTP upstream must heal with no operator action.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -14,47 +14,15 @@ use crate::support::{
 const WAIT: Duration = Duration::from_secs(30);
 
 fn k8s_http(peers: &Peers, port: u16) -> Process {
-    let child = Command::new(peers.get("MUSTER_K8S_MCP"))
-        .args(["--port", &port.to_string(), "--bind-address", "127.0.0.1", "--read-only", "--kubeconfig"])
-        .arg(peers.get("MUSTER_FAKE_KUBECONFIG"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kubernetes-mcp-server");
-    Process(child)
+    Process::spawn(&mut peers.kubernetes_mcp_server(port), "kubernetes-mcp-server")
 }
 
 fn python_upstream(peers: &Peers, port: u16, extra: &[&str]) -> Process {
-    let child = Command::new(peers.get("MUSTER_PYTHON"))
-        .arg(Peers::repo_file("tests/peers/py_upstream.py"))
-        .arg(port.to_string())
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the Python upstream");
-    Process(child)
-}
-
-/// Runs the Python SDK client against muster; returns its JSON output.
-fn py_client(peers: &Peers, url: &str, args: &[&str]) -> Value {
-    let out = Command::new(peers.get("MUSTER_PYTHON"))
-        .arg(Peers::repo_file("tests/peers/py_client.py"))
-        .arg(url)
-        .args(args)
-        .output()
-        .expect("run py_client.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.code() == Some(0),
-        "py_client {args:?} failed: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("py_client output is not JSON ({e}): {stdout}"))
+    Process::spawn(peers.python("py_upstream.py").arg(port.to_string()).args(extra), "the Python upstream")
 }
 
 fn call(peers: &Peers, url: &str, tool: &str, args: Value) -> Value {
-    py_client(peers, url, &["call", tool, &args.to_string()])
+    peers.py_client(url, &["call", tool, &args.to_string()])
 }
 
 #[actix_web::test]
@@ -102,7 +70,7 @@ async fn real_kubernetes_family_and_python_server_through_the_python_client() {
     muster.wait_ready().await;
     let url = muster.mcp_url();
 
-    let names = py_client(&peers, &url, &["list"]);
+    let names = peers.py_client(&url, &["list"]);
     let names: Vec<String> = serde_json::from_value(names).expect("names");
     assert!(names.contains(&"x_kubernetes_configuration_view".to_owned()), "{names:?}");
     assert!(names.contains(&"x_py_add".to_owned()), "{names:?}");
@@ -119,9 +87,9 @@ async fn real_kubernetes_family_and_python_server_through_the_python_client() {
     let legacy_sum = call(&peers, &url, "x_legacy_add", json!({"a": 20, "b": 3}));
     assert_eq!(legacy_sum["text"], "23", "over type sse: {legacy_sum}");
     // The 2026-07-28 stateless protocol (server/discover, no session) works as well.
-    let info = py_client(&peers, &url, &["info", "--mode", "auto"]);
+    let info = peers.py_client(&url, &["info", "--mode", "auto"]);
     assert_eq!(info["protocolVersion"], "2026-07-28", "{info}");
-    let stateless = py_client(&peers, &url, &["call", "x_py_add", r#"{"a": 40, "b": 2}"#, "--mode", "auto"]);
+    let stateless = peers.py_client(&url, &["call", "x_py_add", r#"{"a": 40, "b": 2}"#, "--mode", "auto"]);
     assert_eq!(stateless["text"], "42", "{stateless}");
     let wrong = call(&peers, &url, "x_kubernetes_configuration_view", json!({"management_cluster": "cluster-z"}));
     assert_eq!(wrong["isError"], true);

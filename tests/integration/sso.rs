@@ -9,12 +9,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, run, wait_port};
+use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, post_rpc, run, wait_port};
 
 const WAIT: Duration = Duration::from_secs(30);
 const CONNECTOR: &str = "central-dex";
 const EXCHANGE_CLIENT: &str = "muster-exchange";
 const EXCHANGE_SECRET: &str = "exchange-secret";
+const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
 /// Starts `node idp.mjs ARGS` and waits for its `ready <issuer>` line.
 async fn start_idp(peers: &Peers, args: &[&str], env: &[(&str, &str)]) -> (Process, String) {
@@ -56,16 +57,10 @@ fn login(peers: &Peers, central: &str, user: &str) -> String {
 }
 
 fn py_client(peers: &Peers, url: &str, token: &str, args: &[&str]) -> Value {
-    let out = Command::new(peers.get("MUSTER_PYTHON"))
-        .arg(Peers::repo_file("tests/peers/py_client.py"))
-        .arg(url)
-        .args(args)
-        .args(["--header", &format!("Authorization: Bearer {token}")])
-        .output()
-        .expect("py_client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "py_client {args:?}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    let bearer = format!("Authorization: Bearer {token}");
+    let mut args = args.to_vec();
+    args.extend(["--header", bearer.as_str()]);
+    peers.py_client(url, &args)
 }
 
 fn call(peers: &Peers, url: &str, token: &str, tool: &str, args: Value) -> Value {
@@ -115,17 +110,9 @@ async fn cluster(
         ),
     )
     .expect("toml");
-    let k8s = Command::new(peers.get("MUSTER_K8S_MCP"))
-        .arg("--config")
-        .arg(&toml)
-        .args(["--port", &k8s_port.to_string(), "--bind-address", "127.0.0.1", "--read-only", "--kubeconfig"])
-        .arg(peers.get("MUSTER_FAKE_KUBECONFIG"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubernetes-mcp-server");
+    let k8s = Process::spawn(peers.kubernetes_mcp_server(k8s_port).arg("--config").arg(&toml), "kubernetes-mcp-server");
     wait_port(k8s_port).await;
-    (Cluster { name: name.to_owned(), idp, issuer, _k8s: Process(k8s) }, k8s_port)
+    (Cluster { name: name.to_owned(), idp, issuer, _k8s: k8s }, k8s_port)
 }
 
 fn exchange_auth(issuer: &str, secret_name: &str, audiences: &[&str]) -> String {
@@ -230,14 +217,7 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
 
     // Without a token: 401 with RFC 9728 metadata.
     let http = reqwest::Client::new();
-    let anonymous = http
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
-        .send()
-        .await
-        .expect("send");
+    let anonymous = post_rpc(&http, &url, None, PING).send().await.expect("send");
     assert_eq!(anonymous.status(), 401);
     let challenge = anonymous.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
     assert!(
@@ -341,24 +321,10 @@ async fn one_login_reaches_every_cluster_with_one_exchange_per_user_and_cluster(
 
     // An MCP session belongs to the user who opened it.
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
-    let opened = http
-        .post(&url)
-        .bearer_auth(&alice)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(init)
-        .send()
-        .await
-        .expect("initialize");
+    let opened = post_rpc(&http, &url, Some(&alice), init).send().await.expect("initialize");
     let session = opened.headers()["mcp-session-id"].to_str().expect("ascii").to_owned();
-    let hijack = http
-        .post(&url)
-        .bearer_auth(&bob)
+    let hijack = post_rpc(&http, &url, Some(&bob), r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
         .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
         .send()
         .await
         .expect("send");
@@ -443,15 +409,7 @@ async fn identity_provider_failures_stay_with_their_cluster() {
     // An expired user token is refused at the door with a precise 401.
     // (20 s token lifetime plus muster's 5 s clock skew.)
     tokio::time::sleep(Duration::from_secs(20 + 6).saturating_sub(signed_in.elapsed())).await;
-    let expired = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&alice)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
-        .send()
-        .await
-        .expect("send");
+    let expired = post_rpc(&reqwest::Client::new(), &url, Some(&alice), PING).send().await.expect("send");
     assert_eq!(expired.status(), 401);
     let challenge = expired.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
     assert!(challenge.contains("invalid_token") && challenge.to_lowercase().contains("expired"), "{challenge}");
@@ -589,15 +547,7 @@ async fn a_rotated_central_key_is_picked_up_and_old_tokens_are_refused() {
     assert!(answered["text"].as_str().is_some_and(|t| t.starts_with("alice ")), "{answered}");
 
     // The old token is no longer signed by a published key.
-    let refused = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&old)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
-        .send()
-        .await
-        .expect("send");
+    let refused = post_rpc(&reqwest::Client::new(), &url, Some(&old), PING).send().await.expect("send");
     assert_eq!(refused.status(), 401);
 
     // The CLI with that stale token: exit 3, "sign-in failed".

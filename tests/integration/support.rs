@@ -215,10 +215,57 @@ impl Peers {
     pub fn repo_file(path: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
     }
+
+    /// kubernetes-mcp-server over streamable HTTP on `port`: read-only, on the fake kubeconfig.
+    pub fn kubernetes_mcp_server(&self, port: u16) -> Command {
+        let mut command = Command::new(self.get("MUSTER_K8S_MCP"));
+        command
+            .args(["--port", &port.to_string(), "--bind-address", "127.0.0.1", "--read-only", "--kubeconfig"])
+            .arg(self.get("MUSTER_FAKE_KUBECONFIG"));
+        command
+    }
+
+    /// A script of `tests/peers` on the peers' Python.
+    pub fn python(&self, script: &str) -> Command {
+        let mut command = Command::new(self.get("MUSTER_PYTHON"));
+        command.arg(Self::repo_file(&format!("tests/peers/{script}")));
+        command
+    }
+
+    /// Runs the Python SDK client (`tests/peers/py_client.py`) against `url`; returns its JSON output.
+    pub fn py_client(&self, url: &str, args: &[&str]) -> serde_json::Value {
+        let out = self.python("py_client.py").arg(url).args(args).output().expect("run py_client.py");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "py_client {args:?}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("py_client output is not JSON ({e}): {stdout}"))
+    }
+}
+
+/// A JSON-RPC POST to an MCP endpoint as an agent sends it (2025-06-18), with an optional bearer.
+pub fn post_rpc(http: &reqwest::Client, url: &str, bearer: Option<&str>, body: &str) -> reqwest::RequestBuilder {
+    let request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_owned());
+    match bearer {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
 }
 
 /// A process killed on drop.
 pub struct Process(pub Child);
+
+impl Process {
+    /// Spawns `command` with its output discarded.
+    pub fn spawn(command: &mut Command, what: &str) -> Self {
+        Self(
+            command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("start {what}: {e}")),
+        )
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {

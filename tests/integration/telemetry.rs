@@ -2,7 +2,6 @@
 //! spans over OTLP to a real receiver (`tests/peers/otlp_sink.py`, on the official OTLP protos),
 //! and the upstream's spans land in the same trace as muster's; `/metrics` counts real tools.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,30 +16,19 @@ const WAIT: Duration = Duration::from_secs(40);
 async fn one_trace_spans_the_gateway_and_the_upstream() {
     let peers = Peers::load();
     let sink_port = free_port();
-    let _sink = Process(
-        Command::new(peers.get("MUSTER_PYTHON"))
-            .arg(Peers::repo_file("tests/peers/otlp_sink.py"))
-            .args([sink_port.to_string(), "0".to_owned()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("otlp sink"),
-    );
+    let _sink =
+        Process::spawn(peers.python("otlp_sink.py").args([sink_port.to_string(), "0".to_owned()]), "the OTLP sink");
     wait_port(sink_port).await;
     let endpoint = format!("http://127.0.0.1:{sink_port}");
     let k8s_port = free_port();
-    let _k8s = Process(
-        Command::new(peers.get("MUSTER_K8S_MCP"))
+    let _k8s = Process::spawn(
+        peers
+            .kubernetes_mcp_server(k8s_port)
             .arg("--config")
             .arg(Peers::repo_file("tests/peers/k8s-mcp-telemetry.toml"))
-            .args(["--port", &k8s_port.to_string(), "--bind-address", "127.0.0.1", "--read-only", "--kubeconfig"])
-            .arg(peers.get("MUSTER_FAKE_KUBECONFIG"))
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kubernetes-mcp-server"),
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        "kubernetes-mcp-server",
     );
     wait_port(k8s_port).await;
     let port = free_port();
@@ -67,14 +55,18 @@ async fn one_trace_spans_the_gateway_and_the_upstream() {
 
     // The agent starts the trace (W3C traceparent on its request).
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let out = Command::new(peers.get("MUSTER_PYTHON"))
-        .arg(Peers::repo_file("tests/peers/py_client.py"))
-        .arg(muster.mcp_url())
-        .args(["call", "x_kubernetes_configuration_view", r#"{"management_cluster": "cluster-a"}"#])
-        .args(["--header", &format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01")])
-        .output()
-        .expect("py_client");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let traceparent = format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01");
+    let view = peers.py_client(
+        &muster.mcp_url(),
+        &[
+            "call",
+            "x_kubernetes_configuration_view",
+            r#"{"management_cluster": "cluster-a"}"#,
+            "--header",
+            &traceparent,
+        ],
+    );
+    assert_eq!(view["isError"], false, "{view}");
 
     let http = reqwest::Client::new();
     let spans = eventually(WAIT, "gateway and upstream spans in one trace", async || {
