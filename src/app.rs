@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::crd::files;
 use crate::crd::status::Sink;
 use crate::frontend;
-use crate::mcp::agents::{self, Agents};
+use crate::mcp::sessions::{self, Sessions};
 use crate::routing::RouterHandle;
 use crate::supervisor::{DesiredState, SupervisorActor};
 
@@ -91,16 +91,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    // 4. Agents hear about catalog changes.
-    let agents = Arc::new(Agents::default());
-    actix::spawn(agents::watch_catalog(agents.clone(), router.snapshot.clone()));
+    // 4. Agent sessions hear about catalog changes.
+    let sessions = Arc::new(Sessions::default());
+    actix::spawn(sessions::watch_catalog(sessions.clone(), router.snapshot.clone()));
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();
-    let sessions = Arc::new(frontend::session_manager());
-    let mcp = frontend::mcp_service(&config, router.clone(), agents, cancel.clone(), sessions.clone());
+    let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone());
     let served = tokio::select! {
-        served = frontend::serve(&config, mcp, router, inbound, sessions, metrics) => served.context("serving HTTP"),
+        served = frontend::serve(&config, mcp, router, sessions, inbound, metrics) => served.context("serving HTTP"),
         Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),
     };
     cancel.cancel();

@@ -106,7 +106,7 @@ pub struct BackendHandle {
 pub struct Caller {
     /// Unique per agent session (assigned when the session starts).
     pub agent_id: u64,
-    pub peer: Peer<RoleServer>,
+    pub link: crate::mcp::link::AgentLink,
     pub ct: tokio_util::sync::CancellationToken,
     pub progress_token: Option<rmcp::model::ProgressToken>,
     /// Who the agent is, when inbound authentication is on.
@@ -118,7 +118,7 @@ impl Caller {
         let identity = crate::mcp::identity_of(&context.extensions);
         Self {
             agent_id,
-            peer: context.peer.clone(),
+            link: crate::mcp::link::AgentLink::Rmcp(context.peer.clone()),
             ct: context.ct.clone(),
             progress_token: context.meta.get_progress_token(),
             identity,

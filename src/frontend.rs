@@ -1,78 +1,61 @@
-//! The HTTP side: actix-web serving MCP streamable HTTP at `/mcp` (through rmcp's
-//! `StreamableHttpService`, ADR 0001), `/health` and `/readyz`. `routes` is the one route table.
+//! The HTTP side: actix-web serving MCP streamable HTTP at `/mcp`, `/health`, `/readyz`,
+//! `/metrics` and the RFC 9728 metadata. `routes` is the one route table.
 //!
-//! rmcp's service does the MCP framing: sessions (2025-06-18, 2025-11-25), the stateless
-//! 2026-07-28 protocol, SSE streams, and the Host/Origin checks against DNS rebinding, which are on
-//! by default here. actix enforces the body limit (413) before rmcp sees a byte.
+//! Every `/mcp` request passes the Host/Origin guard against DNS rebinding (`guard.rs`) and, with
+//! sign-in on, `authenticate`. Then sessions of the 2025 revisions (`initialize`, and anything
+//! carrying `Mcp-Session-Id`) are muster's own (`streamable.rs`, ADR 0004); a request without a
+//! session (the 2026-07-28 protocol) goes to rmcp's `StreamableHttpService` through `bridge`
+//! (ADR 0001). actix enforces the body limit (413) before anyone decodes a byte.
 
 mod error;
+mod guard;
+mod streamable;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures::StreamExt as _;
 use http_body_util::BodyExt as _;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::InboundAuth;
 use crate::config::Config;
 use crate::mcp::GatewayServer;
-use crate::mcp::agents::Agents;
+use crate::mcp::sessions::Sessions;
 use crate::routing::RouterHandle;
 
-pub type McpService = StreamableHttpService<GatewayServer, LocalSessionManager>;
+/// rmcp's service, for requests without a session (the 2026-07-28 protocol).
+pub type McpService = StreamableHttpService<GatewayServer, NeverSessionManager>;
 
 #[derive(Clone)]
 struct State {
+    endpoint: Arc<streamable::Endpoint>,
     mcp: Arc<McpService>,
+    guard: guard::Guard,
     router: RouterHandle,
     auth: Option<Arc<InboundAuth>>,
-    /// With sign-in on: MCP session id → the user (issuer, subject) who opened it. Another
-    /// user presenting that id (to call, stream or delete) is refused.
-    owners: moka::sync::Cache<String, String>,
-    sessions: Arc<LocalSessionManager>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
-/// The agent-session store. Per-session channels are kept short: an idle agent session is mostly
-/// these buffers (measured in loadtests/README.md), and agents rarely have more than a few
-/// messages in flight on one session.
-pub fn session_manager() -> LocalSessionManager {
-    let mut manager = LocalSessionManager::default();
-    manager.session_config.channel_capacity = SESSION_CHANNEL_CAPACITY;
-    // rmcp keeps each finished request's stream for late resumption; a minute of that at
-    // thousands of calls a second is most of muster's memory under load.
-    manager.session_config.completed_cache_ttl = COMPLETED_REQUEST_TTL;
-    manager
-}
-
-/// How long a finished request's reply stays available for a client that reconnects to resume it.
-const COMPLETED_REQUEST_TTL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Messages buffered per agent-session channel (rmcp's default is 16).
-const SESSION_CHANNEL_CAPACITY: usize = 4;
-
-/// Builds the MCP service: one `GatewayServer` per agent session, each with a unique id.
+/// Builds rmcp's service for sessionless requests: one `GatewayServer` per request, each with a
+/// unique agent id.
 pub fn mcp_service(
     config: &Config,
     router: RouterHandle,
-    agents: Arc<Agents>,
+    sessions: Arc<Sessions>,
     cancel: CancellationToken,
-    sessions: Arc<LocalSessionManager>,
 ) -> McpService {
-    let next_agent = Arc::new(AtomicU64::new(1));
     let exposure = config.tool_exposure;
     let sign_in = config.oauth.is_some();
-    let factory_router = router.clone();
-    let factory = move || {
-        let id = next_agent.fetch_add(1, Ordering::Relaxed);
-        Ok(GatewayServer::new(id, factory_router.clone(), exposure, agents.clone(), sign_in))
-    };
+    let factory = move || Ok(GatewayServer::new(sessions.next_agent_id(), router.clone(), exposure, sign_in));
     let mut server_config = StreamableHttpServerConfig::default()
         .with_cancellation_token(cancel)
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
         .with_max_request_body_bytes(config.max_body_bytes);
     server_config = if config.allowed_hosts.is_empty() {
         server_config.disable_allowed_hosts()
@@ -84,7 +67,7 @@ pub fn mcp_service(
     } else {
         server_config.with_allowed_origins(config.allowed_origins.clone())
     };
-    StreamableHttpService::new(factory, sessions, server_config)
+    StreamableHttpService::new(factory, Arc::new(NeverSessionManager::default()), server_config)
 }
 
 /// The one route table.
@@ -102,15 +85,19 @@ pub async fn serve(
     config: &Config,
     mcp: McpService,
     router: RouterHandle,
+    sessions: Arc<Sessions>,
     auth: Option<Arc<InboundAuth>>,
-    sessions: Arc<LocalSessionManager>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> std::io::Result<()> {
-    let owners = moka::sync::Cache::builder()
-        .time_to_idle(std::time::Duration::from_secs(24 * 3600))
-        .max_capacity(1_000_000)
-        .build();
-    let state = State { mcp: Arc::new(mcp), router, auth, owners, sessions, metrics };
+    let gateway = GatewayServer::new(0, router.clone(), config.tool_exposure, config.oauth.is_some());
+    let state = State {
+        endpoint: Arc::new(streamable::Endpoint { gateway, sessions }),
+        mcp: Arc::new(mcp),
+        guard: guard::Guard::new(&config.allowed_hosts, &config.allowed_origins),
+        router,
+        auth,
+        metrics,
+    };
     let max_body = config.max_body_bytes;
     let server = HttpServer::new(move || {
         App::new().app_data(web::Data::new(state.clone())).app_data(web::PayloadConfig::new(max_body)).configure(routes)
@@ -138,7 +125,7 @@ async fn health() -> HttpResponse {
 
 /// Prometheus exposition (`telemetry/metrics.rs` lists every name).
 async fn metrics(state: web::Data<State>) -> HttpResponse {
-    let agent_sessions = state.sessions.sessions.read().await.len();
+    let agent_sessions = state.endpoint.sessions.len();
     crate::telemetry::metrics::set_gauges(&state.router.current(), agent_sessions);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
@@ -161,32 +148,45 @@ async fn protected_resource(state: web::Data<State>) -> HttpResponse {
     }
 }
 
-/// `authenticate` (when sign-in is on), then the bridge to rmcp with the identity attached.
+/// `/mcp`: the Host/Origin guard, `authenticate` (when sign-in is on), then a session's own
+/// route (`streamable.rs`), `initialize`, or rmcp for a request without a session (2026-07-28).
 async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
-    let mut extensions = http::Extensions::new();
-    let mut owner = None;
+    if let Err(refused) = state.guard.check(&req) {
+        return error::jsonrpc_error(
+            actix_web::http::StatusCode::FORBIDDEN,
+            error::INVALID_REQUEST,
+            &refused.to_string(),
+        );
+    }
+    let mut identity = None;
     if let Some(auth) = &state.auth {
         match authenticate(auth, &req).await {
-            Ok(identity) => {
-                owner = Some(identity.key());
-                extensions.insert(Arc::new(identity));
-            }
+            Ok(who) => identity = Some(Arc::new(who)),
             Err(e) => return error::unauthorized(&auth.resource_metadata_url, &e),
         }
     }
-    let session = req.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    if let (Some(session), Some(owner)) = (&session, &owner)
-        && state.owners.get(session).is_some_and(|o| &o != owner)
-    {
-        return error::forbidden_session();
+    let message = if req.method() == actix_web::http::Method::POST {
+        match streamable::decode(&req, &body) {
+            Ok(message) => Some(message),
+            Err(response) => return *response,
+        }
+    } else {
+        None
+    };
+    if let Some(session) = req.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        return streamable::on_session(&state.endpoint, &req, message, session, identity).await;
     }
-    let response = bridge_with(&state.mcp, &req, body, extensions).await;
-    if let (None, Some(owner)) = (&session, owner)
-        && let Some(created) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok())
+    if let Some(ClientJsonRpcMessage::Request(request)) = &message
+        && let ClientRequest::InitializeRequest(init) = &request.request
     {
-        state.owners.insert(created.to_owned(), owner);
+        let owner = identity.as_ref().map(|i| i.key());
+        return streamable::initialize(&state.endpoint, &req, request.id.clone(), &init.params, owner);
     }
-    response
+    let mut extensions = http::Extensions::new();
+    if let Some(identity) = identity {
+        extensions.insert(identity);
+    }
+    bridge_with(&state.mcp, &req, body, extensions).await
 }
 
 async fn authenticate(
@@ -204,27 +204,25 @@ async fn authenticate(
 }
 
 /// The bridge without extra request extensions (tests serve their own upstreams with it).
-pub async fn bridge<S>(
-    service: &StreamableHttpService<S, LocalSessionManager>,
-    req: &HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse
+pub async fn bridge<S, M>(service: &StreamableHttpService<S, M>, req: &HttpRequest, body: web::Bytes) -> HttpResponse
 where
     S: rmcp::ServerHandler + Send + 'static,
+    M: SessionManager,
 {
     bridge_with(service, req, body, http::Extensions::new()).await
 }
 
 /// The bridge: actix request (http 0.2) → `http::Request` (1.x) → rmcp → streamed response.
 /// `extensions` (the caller's identity) reach the MCP handlers through rmcp's request parts.
-async fn bridge_with<S>(
-    service: &StreamableHttpService<S, LocalSessionManager>,
+async fn bridge_with<S, M>(
+    service: &StreamableHttpService<S, M>,
     req: &HttpRequest,
     body: web::Bytes,
     extensions: http::Extensions,
 ) -> HttpResponse
 where
     S: rmcp::ServerHandler + Send + 'static,
+    M: SessionManager,
 {
     let mut builder = http::Request::builder().method(req.method().as_str()).uri(req.uri().to_string());
     for (name, value) in req.headers() {

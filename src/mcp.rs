@@ -1,28 +1,33 @@
-//! The MCP server that agents talk to: one `GatewayServer` per agent session (rmcp creates it
-//! through the factory in `frontend.rs`). It knows neither HTTP nor actix: it reads the router's
-//! catalog snapshot and calls backends through their handles.
+//! The MCP server that agents talk to: `GatewayServer`. Requests on muster's own sessions arrive
+//! decoded at `GatewayServer::handle` with their `Caller` (frontend/streamable.rs); requests rmcp
+//! serves (2026-07-28, no session) arrive through the `ServerHandler` methods. Both end in the
+//! same methods. It knows neither HTTP nor actix: it reads the router's catalog snapshot and
+//! calls backends through their handles.
 //!
-//! The phases of a tool call, in order: `decode` (rmcp) → `resolve_tool` (routing/resolve.rs) →
-//! `call_upstream` (backend.rs) → `encode` (mcp/error.rs for failures).
+//! The phases of a tool call, in order: decode (frontend) → `handle` → `tool_call` (its span) →
+//! `resolve_tool` (routing/resolve.rs) → `BackendHandle::call_tool` (backend.rs) → encode
+//! (mcp/error.rs for failures).
 
 #![allow(deprecated, reason = "logging/setLevel is deprecated by SEP-2577 but 2025-era agents send it")]
 
-pub mod agents;
 pub mod auth_status;
 pub mod error;
+pub mod link;
 pub mod meta;
 pub mod search;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, GetPromptRequestParams,
-    GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, Reference, ServerConfig,
+    CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequestParams, CompleteResult,
+    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, ServerConfig, ServerResult,
     SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler};
 
 use crate::backend::Caller;
@@ -34,26 +39,20 @@ use crate::routing::{self, RouterHandle, Snapshot};
 /// Failures are remembered (exchange and session backoff), so a dead cluster costs this once.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The gateway as one agent session sees it.
+/// The gateway as agents see it. One serves all of muster's own sessions (each request
+/// carries its `Caller`); rmcp makes one per request it serves, with that request's `agent_id`.
 #[derive(Clone)]
 pub struct GatewayServer {
     agent_id: u64,
     router: RouterHandle,
     exposure: ToolExposure,
-    agents: Arc<agents::Agents>,
     /// Inbound sign-in is on: `auth://status` is served.
     sign_in: bool,
 }
 
 impl GatewayServer {
-    pub fn new(
-        agent_id: u64,
-        router: RouterHandle,
-        exposure: ToolExposure,
-        agents: Arc<agents::Agents>,
-        sign_in: bool,
-    ) -> Self {
-        Self { agent_id, router, exposure, agents, sign_in }
+    pub fn new(agent_id: u64, router: RouterHandle, exposure: ToolExposure, sign_in: bool) -> Self {
+        Self { agent_id, router, exposure, sign_in }
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -148,31 +147,12 @@ impl ServerHandler for GatewayServer {
         server_config()
     }
 
-    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        let identity = identity_of(&context.extensions);
-        self.agents.register(self.agent_id, context.peer);
-        // Single sign-on: exchange (or forward) this user's token for every cluster now, so the
-        // first call does not wait and `auth://status` shows the outcome.
-        if let Some(identity) = identity {
-            let snapshot = self.snapshot();
-            for server in snapshot.servers.values().filter(|s| s.handle.auth().is_some()) {
-                let (handle, identity) = (server.handle.clone(), identity.clone());
-                tokio::spawn(async move { handle.warm_up(&identity).await });
-            }
-        }
-    }
-
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        self.discover_for(identity_of(&context.extensions).as_ref()).await;
-        let tools = match self.exposure {
-            ToolExposure::Direct => self.snapshot().catalog.tools.clone(),
-            ToolExposure::Meta => meta::tools(),
-        };
-        Ok(ListToolsResult::with_all_items(tools))
+        Ok(self.tools(&self.caller(&context)).await)
     }
 
     async fn call_tool(
@@ -180,6 +160,162 @@ impl ServerHandler for GatewayServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let headers = context.extensions.get::<http::request::Parts>().map(|p| &p.headers);
+        Ok(self.tool_call(request, &self.caller(&context), headers).await)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(self.resources())
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(self.resource_templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.resource_read(request, &self.caller(&context)).await.map(Into::into)
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.resource_subscribe(request, &self.caller(&context)).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.resource_unsubscribe(request, &self.caller(&context)).await
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(self.prompts())
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        self.prompt(request, &self.caller(&context)).await.map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        self.completion(request, &self.caller(&context)).await
+    }
+
+    async fn set_level(
+        &self,
+        _request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // Upstream log messages are relayed as they come; the level is accepted for the session.
+        Ok(())
+    }
+}
+
+/// The requests themselves, whoever decoded them: `handle` for muster's own sessions, the
+/// `ServerHandler` methods above for what rmcp serves.
+impl GatewayServer {
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
+        Caller::from_context(self.agent_id, context)
+    }
+
+    /// One request of an agent session (the 2025 revisions; `initialize` is the frontend's).
+    /// `headers` are the HTTP request's, for the W3C trace context.
+    pub async fn handle(
+        &self,
+        request: ClientRequest,
+        caller: &Caller,
+        headers: Option<&http::HeaderMap>,
+    ) -> Result<ServerResult, ErrorData> {
+        match request {
+            ClientRequest::PingRequest(_) | ClientRequest::SetLevelRequest(_) => Ok(ServerResult::empty(())),
+            ClientRequest::ListToolsRequest(_) => Ok(ServerResult::ListToolsResult(self.tools(caller).await)),
+            ClientRequest::CallToolRequest(request) => {
+                Ok(ServerResult::from(self.tool_call(request.params, caller, headers).await))
+            }
+            ClientRequest::ListResourcesRequest(_) => Ok(ServerResult::ListResourcesResult(self.resources())),
+            ClientRequest::ListResourceTemplatesRequest(_) => {
+                Ok(ServerResult::ListResourceTemplatesResult(self.resource_templates()))
+            }
+            ClientRequest::ReadResourceRequest(request) => {
+                self.resource_read(request.params, caller).await.map(ServerResult::ReadResourceResult)
+            }
+            ClientRequest::SubscribeRequest(request) => {
+                self.resource_subscribe(request.params, caller).await.map(ServerResult::empty)
+            }
+            ClientRequest::UnsubscribeRequest(request) => {
+                self.resource_unsubscribe(request.params, caller).await.map(ServerResult::empty)
+            }
+            ClientRequest::ListPromptsRequest(_) => Ok(ServerResult::ListPromptsResult(self.prompts())),
+            ClientRequest::GetPromptRequest(request) => {
+                self.prompt(request.params, caller).await.map(ServerResult::GetPromptResult)
+            }
+            ClientRequest::CompleteRequest(request) => {
+                self.completion(request.params, caller).await.map(ServerResult::CompleteResult)
+            }
+            ClientRequest::InitializeRequest(_) => {
+                Err(ErrorData::invalid_request("this session is already initialized", None))
+            }
+            other => Err(ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                format!("{} is not served on this protocol revision", other.method()),
+                None,
+            )),
+        }
+    }
+
+    /// Single sign-on at `notifications/initialized`: exchange (or forward) this user's token
+    /// for every cluster now, so the first call does not wait and `auth://status` shows it.
+    pub fn warm_up(&self, identity: &Arc<crate::auth::Identity>) {
+        let snapshot = self.snapshot();
+        for server in snapshot.servers.values().filter(|s| s.handle.auth().is_some()) {
+            let (handle, identity) = (server.handle.clone(), identity.clone());
+            tokio::spawn(async move { handle.warm_up(&identity).await });
+        }
+    }
+
+    async fn tools(&self, caller: &Caller) -> ListToolsResult {
+        self.discover_for(caller.identity.as_ref()).await;
+        let tools = match self.exposure {
+            ToolExposure::Direct => self.snapshot().catalog.tools.clone(),
+            ToolExposure::Meta => meta::tools(),
+        };
+        ListToolsResult::with_all_items(tools)
+    }
+
+    /// `tools/call` in its `mcp.tool_call` span, a child of the agent's trace if it sent one.
+    async fn tool_call(
+        &self,
+        request: CallToolRequestParams,
+        caller: &Caller,
+        headers: Option<&http::HeaderMap>,
+    ) -> CallToolResponse {
         let span = tracing::info_span!(
             "mcp.tool_call",
             "mcp.method.name" = "tools/call",
@@ -189,15 +325,33 @@ impl ServerHandler for GatewayServer {
             "enduser.hash" = tracing::field::Empty,
             "otel.kind" = "server",
         );
-        let parts = context.extensions.get::<http::request::Parts>();
-        crate::telemetry::propagation::adopt_remote_parent(&span, parts.map(|p| &p.headers), request.meta.as_ref());
-        tracing::Instrument::instrument(self.call_tool_in_span(request, context), span).await
+        crate::telemetry::propagation::adopt_remote_parent(&span, headers, request.meta.as_ref());
+        tracing::Instrument::instrument(self.tool_call_in_span(request, caller), span).await
     }
-    async fn list_resources(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListResourcesResult, ErrorData> {
+
+    async fn tool_call_in_span(&self, request: CallToolRequestParams, caller: &Caller) -> CallToolResponse {
+        if let Some(identity) = &caller.identity {
+            tracing::Span::current().record("enduser.hash", identity.subject_hash().as_str());
+        }
+        if self.exposure == ToolExposure::Meta && meta::is_meta_tool(&request.name) {
+            if request.name != "call_tool" {
+                self.discover_for(caller.identity.as_ref()).await;
+            }
+            return meta::call(self, &request.name, request.arguments.unwrap_or_default(), caller).await.into();
+        }
+        let mut result = self.dispatch(&request.name, request.arguments.clone(), caller).await;
+        // A tool of an auth server that has not listed for anyone yet: list it as this user, once.
+        if matches!(result, Err(routing::Error::ToolNotFound { .. })) && caller.identity.is_some() {
+            self.discover_for(caller.identity.as_ref()).await;
+            result = self.dispatch(&request.name, request.arguments, caller).await;
+        }
+        match result {
+            Ok(response) => response,
+            Err(e) => error::tool_error(&e).into(),
+        }
+    }
+
+    fn resources(&self) -> ListResourcesResult {
         let mut resources = self.snapshot().catalog.resources.clone();
         if self.sign_in {
             resources.push(
@@ -206,92 +360,61 @@ impl ServerHandler for GatewayServer {
                     .with_mime_type("application/json"),
             );
         }
-        Ok(ListResourcesResult::with_all_items(resources))
+        ListResourcesResult::with_all_items(resources)
     }
 
-    async fn list_resource_templates(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(self.snapshot().catalog.resource_templates.clone()))
+    fn resource_templates(&self) -> ListResourceTemplatesResult {
+        ListResourceTemplatesResult::with_all_items(self.snapshot().catalog.resource_templates.clone())
     }
 
-    async fn read_resource(
+    async fn resource_read(
         &self,
         request: ReadResourceRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ReadResourceResponse, ErrorData> {
-        let caller = Caller::from_context(self.agent_id, &context);
+        caller: &Caller,
+    ) -> Result<ReadResourceResult, ErrorData> {
         let snapshot = self.snapshot();
         if self.sign_in && request.uri == auth_status::URI {
             let status = auth_status::compute(&snapshot, caller.identity.as_deref()).await;
             let text = serde_json::to_string(&status).unwrap_or_default();
             let contents =
                 rmcp::model::ResourceContents::text(text, auth_status::URI).with_mime_type("application/json");
-            return Ok(rmcp::model::ReadResourceResult::new(vec![contents]).into());
+            return Ok(ReadResourceResult::new(vec![contents]));
         }
         let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
         let mut params = request;
         params.uri = uri;
-        let result = backend.read_resource(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))?;
-        Ok(result.into())
+        backend.read_resource(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
 
-    async fn subscribe(
-        &self,
-        request: SubscribeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        let caller = Caller::from_context(self.agent_id, &context);
+    async fn resource_subscribe(&self, request: SubscribeRequestParams, caller: &Caller) -> Result<(), ErrorData> {
         let snapshot = self.snapshot();
         let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
         let mut params = request;
         params.uri = uri;
-        backend.subscribe(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))
+        backend.subscribe(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
 
-    async fn unsubscribe(
-        &self,
-        request: UnsubscribeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        let caller = Caller::from_context(self.agent_id, &context);
+    async fn resource_unsubscribe(&self, request: UnsubscribeRequestParams, caller: &Caller) -> Result<(), ErrorData> {
         let snapshot = self.snapshot();
         let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
         let mut params = request;
         params.uri = uri;
-        backend.unsubscribe(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))
+        backend.unsubscribe(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
 
-    async fn list_prompts(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListPromptsResult, ErrorData> {
-        Ok(ListPromptsResult::with_all_items(self.snapshot().catalog.prompts.clone()))
+    fn prompts(&self) -> ListPromptsResult {
+        ListPromptsResult::with_all_items(self.snapshot().catalog.prompts.clone())
     }
 
-    async fn get_prompt(
-        &self,
-        request: GetPromptRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<GetPromptResponse, ErrorData> {
-        let caller = Caller::from_context(self.agent_id, &context);
+    async fn prompt(&self, request: GetPromptRequestParams, caller: &Caller) -> Result<GetPromptResult, ErrorData> {
         let snapshot = self.snapshot();
         let (backend, name) = prompt_backend(&snapshot, &request.name).map_err(|e| error::protocol_error(&e))?;
         let mut params = request;
         params.name = name;
-        let result = backend.get_prompt(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))?;
-        Ok(result.into())
+        backend.get_prompt(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
 
-    async fn complete(
-        &self,
-        request: CompleteRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CompleteResult, ErrorData> {
-        let caller = Caller::from_context(self.agent_id, &context);
+    async fn completion(&self, request: CompleteRequestParams, caller: &Caller) -> Result<CompleteResult, ErrorData> {
         let snapshot = self.snapshot();
         let mut params = request;
         let backend = match &mut params.r#ref {
@@ -308,45 +431,7 @@ impl ServerHandler for GatewayServer {
             }
             _ => return Err(ErrorData::invalid_params("unsupported completion reference", None)),
         };
-        backend.complete(params, &caller).await.map_err(|e| error::protocol_error(&e.into()))
-    }
-
-    async fn set_level(
-        &self,
-        _request: SetLevelRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        // Upstream log messages are relayed as they come; the level is accepted for the session.
-        Ok(())
-    }
-}
-
-impl GatewayServer {
-    async fn call_tool_in_span(
-        &self,
-        request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        let caller = Caller::from_context(self.agent_id, &context);
-        if let Some(identity) = &caller.identity {
-            tracing::Span::current().record("enduser.hash", identity.subject_hash().as_str());
-        }
-        if self.exposure == ToolExposure::Meta && meta::is_meta_tool(&request.name) {
-            if request.name != "call_tool" {
-                self.discover_for(caller.identity.as_ref()).await;
-            }
-            return Ok(meta::call(self, &request.name, request.arguments.unwrap_or_default(), &caller).await.into());
-        }
-        let mut result = self.dispatch(&request.name, request.arguments.clone(), &caller).await;
-        // A tool of an auth server that has not listed for anyone yet: list it as this user, once.
-        if matches!(result, Err(routing::Error::ToolNotFound { .. })) && caller.identity.is_some() {
-            self.discover_for(caller.identity.as_ref()).await;
-            result = self.dispatch(&request.name, request.arguments, &caller).await;
-        }
-        Ok(match result {
-            Ok(response) => response,
-            Err(e) => error::tool_error(&e).into(),
-        })
+        backend.complete(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
 }
 

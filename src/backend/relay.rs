@@ -17,14 +17,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequestParams, CreateMessageResult,
-    ElicitRequestParams, ElicitResult, Implementation, ListRootsResult, LoggingMessageNotificationParam,
-    ProgressNotificationParam, ProgressToken, Request, RequestNoParam, ResourceUpdatedNotificationParam, ServerRequest,
+    ElicitRequestParams, ElicitResult, Implementation, ListRootsResult, LoggingMessageNotification,
+    LoggingMessageNotificationParam, ProgressNotification, ProgressNotificationParam, ProgressToken, Request,
+    RequestNoParam, ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification, ServerRequest,
 };
-use rmcp::service::{NotificationContext, RequestContext, RoleClient, RoleServer};
-use rmcp::{ClientHandler, ErrorData, Peer};
+use rmcp::service::{NotificationContext, RequestContext, RoleClient};
+use rmcp::{ClientHandler, ErrorData};
 use std::sync::Arc;
 
 use super::{Caller, ListChanged};
+use crate::mcp::link::AgentLink;
 
 /// Per-backend routing state shared by its calls and its upstream handler.
 pub struct Relay {
@@ -35,12 +37,12 @@ pub struct Relay {
     subscriptions: Mutex<HashMap<String, Vec<Subscriber>>>,
 }
 
-type Subscriber = (u64, Peer<RoleServer>);
+type Subscriber = (u64, AgentLink);
 
 struct InFlight {
     upstream_token: ProgressToken,
     agent_id: u64,
-    peer: Peer<RoleServer>,
+    link: AgentLink,
     agent_token: Option<ProgressToken>,
 }
 
@@ -68,7 +70,7 @@ impl Relay {
         let entry = InFlight {
             upstream_token: upstream_token.clone(),
             agent_id: caller.agent_id,
-            peer: caller.peer.clone(),
+            link: caller.link.clone(),
             agent_token: caller.progress_token.clone(),
         };
         if let Ok(mut calls) = self.calls.lock() {
@@ -84,7 +86,7 @@ impl Relay {
         let list = subs.entry(uri.to_owned()).or_default();
         let first = list.is_empty();
         if !list.iter().any(|(id, _)| *id == caller.agent_id) {
-            list.push((caller.agent_id, caller.peer.clone()));
+            list.push((caller.agent_id, caller.link.session_only()));
         }
         first
     }
@@ -102,17 +104,17 @@ impl Relay {
     }
 
     /// The agent whose progress token rmcp replaced with `token`, and that agent's own token.
-    fn progress_target(&self, token: &ProgressToken) -> Option<(Peer<RoleServer>, ProgressToken)> {
+    fn progress_target(&self, token: &ProgressToken) -> Option<(AgentLink, ProgressToken)> {
         let calls = self.calls.lock().ok()?;
-        calls.values().find(|c| &c.upstream_token == token).and_then(|c| Some((c.peer.clone(), c.agent_token.clone()?)))
+        calls.values().find(|c| &c.upstream_token == token).and_then(|c| Some((c.link.clone(), c.agent_token.clone()?)))
     }
 
     /// The one agent session with calls in flight, if there is exactly one.
-    fn sole_caller(&self) -> Option<Peer<RoleServer>> {
+    fn sole_caller(&self) -> Option<AgentLink> {
         let calls = self.calls.lock().ok()?;
         let mut agents = calls.values();
         let first = agents.next()?;
-        agents.all(|c| c.agent_id == first.agent_id).then(|| first.peer.clone())
+        agents.all(|c| c.agent_id == first.agent_id).then(|| first.link.clone())
     }
 
     fn route_request_error(&self, what: &str) -> ErrorData {
@@ -156,13 +158,6 @@ fn client_config() -> ClientConfig {
     ClientConfig::new(capabilities, Implementation::new("muster", env!("CARGO_PKG_VERSION")))
 }
 
-fn forward_error(error: rmcp::ServiceError) -> ErrorData {
-    match error {
-        rmcp::ServiceError::McpError(e) => e,
-        other => ErrorData::internal_error(format!("the agent session did not answer: {other}"), None),
-    }
-}
-
 impl ClientHandler for UpstreamHandler {
     fn get_info(&self) -> ClientConfig {
         client_config()
@@ -173,12 +168,8 @@ impl ClientHandler for UpstreamHandler {
         params: CreateMessageRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        let peer = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("sampling"))?;
-        match peer
-            .send_request(ServerRequest::CreateMessageRequest(Request::new(params)))
-            .await
-            .map_err(forward_error)?
-        {
+        let agent = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("sampling"))?;
+        match agent.request(ServerRequest::CreateMessageRequest(Request::new(params))).await? {
             ClientResult::CreateMessageResult(result) => Ok(*result),
             _ => Err(ErrorData::internal_error("the agent answered sampling with another result type", None)),
         }
@@ -189,30 +180,26 @@ impl ClientHandler for UpstreamHandler {
         params: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        let peer = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("elicitation"))?;
-        match peer.send_request(ServerRequest::ElicitRequest(Request::new(params))).await.map_err(forward_error)? {
+        let agent = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("elicitation"))?;
+        match agent.request(ServerRequest::ElicitRequest(Request::new(params))).await? {
             ClientResult::ElicitResult(result) => Ok(result),
             _ => Err(ErrorData::internal_error("the agent answered elicitation with another result type", None)),
         }
     }
 
     async fn list_roots(&self, _context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {
-        let peer = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("roots"))?;
-        match peer
-            .send_request(ServerRequest::ListRootsRequest(RequestNoParam::default()))
-            .await
-            .map_err(forward_error)?
-        {
+        let agent = self.relay.sole_caller().ok_or_else(|| self.relay.route_request_error("roots"))?;
+        match agent.request(ServerRequest::ListRootsRequest(RequestNoParam::default())).await? {
             ClientResult::ListRootsResult(result) => Ok(result),
             _ => Err(ErrorData::internal_error("the agent answered roots/list with another result type", None)),
         }
     }
 
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
-        if let Some((peer, agent_token)) = self.relay.progress_target(&params.progress_token) {
+        if let Some((agent, agent_token)) = self.relay.progress_target(&params.progress_token) {
             let mut params = params;
             params.progress_token = agent_token;
-            let _ = peer.notify_progress(params).await;
+            agent.notify(ServerNotification::ProgressNotification(ProgressNotification::new(params))).await;
         }
     }
 
@@ -221,8 +208,8 @@ impl ClientHandler for UpstreamHandler {
         params: LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        if let Some(peer) = self.relay.sole_caller() {
-            let _ = peer.notify_logging_message(params).await;
+        if let Some(agent) = self.relay.sole_caller() {
+            agent.notify(ServerNotification::LoggingMessageNotification(LoggingMessageNotification::new(params))).await;
         }
     }
 
@@ -231,12 +218,13 @@ impl ClientHandler for UpstreamHandler {
         params: ResourceUpdatedNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let peers: Vec<Peer<RoleServer>> = match self.relay.subscriptions.lock() {
-            Ok(subs) => subs.get(&params.uri).map(|l| l.iter().map(|(_, p)| p.clone()).collect()).unwrap_or_default(),
+        let agents: Vec<AgentLink> = match self.relay.subscriptions.lock() {
+            Ok(subs) => subs.get(&params.uri).map(|l| l.iter().map(|(_, a)| a.clone()).collect()).unwrap_or_default(),
             Err(_) => Vec::new(),
         };
-        for peer in peers {
-            let _ = peer.notify_resource_updated(params.clone()).await;
+        for agent in agents {
+            let update = ResourceUpdatedNotification::new(params.clone());
+            agent.notify_session(ServerNotification::ResourceUpdatedNotification(update)).await;
         }
     }
 

@@ -75,7 +75,7 @@ pub fn token_cache_hit(cluster: &str) {
 }
 
 /// Sets the scrape-time gauges.
-pub fn set_gauges(snapshot: &crate::routing::Snapshot, agent_sessions: usize) {
+pub fn set_gauges(snapshot: &crate::routing::Snapshot, agent_sessions: u64) {
     metrics::gauge!(AGENT_SESSIONS).set(agent_sessions as f64);
     let connections = super::propagation::established_connections();
     for (name, server) in &snapshot.servers {

@@ -1,0 +1,96 @@
+//! `AgentLink`: the way back to the agent while one of its requests runs. What an upstream sends
+//! during a call (progress, logs, and sampling, elicitation and roots requests) goes on that
+//! request's own reply stream; resource updates go on the session's standalone stream.
+//!
+//! Two kinds of request exist: those on muster's own sessions (`mcp/sessions.rs`, the 2025
+//! revisions), and those rmcp serves without a session (2026-07-28), where rmcp's peer is the
+//! way back.
+
+#![allow(deprecated, reason = "sampling, roots and logging are deprecated by SEP-2577 but still in use")]
+
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use rmcp::model::{ClientResult, ServerJsonRpcMessage, ServerNotification, ServerRequest};
+use rmcp::service::RoleServer;
+use rmcp::{ErrorData, Peer};
+
+use super::sessions::AgentSession;
+
+#[derive(Clone)]
+pub enum AgentLink {
+    /// A request rmcp serves (2026-07-28): its peer.
+    Rmcp(Peer<RoleServer>),
+    /// A request on one of muster's sessions, with its reply stream (`None` once only the
+    /// session is wanted, e.g. for a subscription that outlives the request).
+    Session { session: Arc<AgentSession>, reply: Option<mpsc::UnboundedSender<ServerJsonRpcMessage>> },
+}
+
+impl AgentLink {
+    /// The same agent without this request's stream: for notifications after the request ended.
+    pub fn session_only(&self) -> Self {
+        match self {
+            Self::Rmcp(peer) => Self::Rmcp(peer.clone()),
+            Self::Session { session, .. } => Self::Session { session: session.clone(), reply: None },
+        }
+    }
+
+    /// A notification about the request in flight (progress, logs), on its reply stream.
+    pub async fn notify(&self, notification: ServerNotification) {
+        match self {
+            Self::Rmcp(peer) => {
+                let _ = peer.send_notification(notification).await;
+            }
+            Self::Session { reply: Some(reply), .. } => {
+                let _ = reply.unbounded_send(ServerJsonRpcMessage::notification(notification));
+            }
+            Self::Session { session, reply: None } => session.notify(notification),
+        }
+    }
+
+    /// A notification that belongs to the session (resource updates), on its standalone stream.
+    pub async fn notify_session(&self, notification: ServerNotification) {
+        match self {
+            Self::Rmcp(peer) => {
+                let _ = peer.send_notification(notification).await;
+            }
+            Self::Session { session, .. } => session.notify(notification),
+        }
+    }
+
+    /// Asks the agent (sampling, elicitation, roots) on the request's reply stream and waits for
+    /// its answer, which arrives as a POST to the session.
+    pub async fn request(&self, request: ServerRequest) -> Result<ClientResult, ErrorData> {
+        match self {
+            Self::Rmcp(peer) => peer.send_request(request).await.map_err(|e| match e {
+                rmcp::ServiceError::McpError(e) => e,
+                other => ErrorData::internal_error(format!("the agent session did not answer: {other}"), None),
+            }),
+            Self::Session { session, reply: Some(reply) } => {
+                let (id, answer) = session.expect_answer();
+                let _forget = ForgetOnDrop { session, id: id.clone() };
+                reply.unbounded_send(ServerJsonRpcMessage::request(request, id)).map_err(|_| {
+                    ErrorData::internal_error("the agent's request ended before muster could ask it", None)
+                })?;
+                answer
+                    .await
+                    .map_err(|_| ErrorData::internal_error("the agent session ended without answering", None))?
+            }
+            Self::Session { reply: None, .. } => {
+                Err(ErrorData::internal_error("no request of this agent is in flight to ask it", None))
+            }
+        }
+    }
+}
+
+/// Stops waiting for an answer however the wait ends.
+struct ForgetOnDrop<'a> {
+    session: &'a AgentSession,
+    id: rmcp::model::RequestId,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.session.forget_answer(&self.id);
+    }
+}
