@@ -20,8 +20,10 @@ use super::relay::UpstreamHandler;
 use crate::crd::{McpServer, ServerType};
 use crate::routing::catalog::ServerCapabilities;
 
-/// Connections an upstream session keeps in flight at most (and so, TCP connections per backend).
-pub(super) const MAX_CONCURRENT_REQUESTS: usize = 8;
+/// TCP connections per upstream session at most: its standalone GET stream, and POSTs.
+pub(super) const MAX_CONNECTIONS: usize = 8;
+/// Requests an upstream session keeps in flight at most: every connection but the GET stream's.
+pub(super) const MAX_CONCURRENT_REQUESTS: usize = MAX_CONNECTIONS - 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -66,7 +68,7 @@ pub(super) struct Connected {
 pub(super) fn http_client(definition: &McpServer) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
         .connect_timeout(definition.timeout())
-        .pool_max_idle_per_host(MAX_CONCURRENT_REQUESTS)
+        .pool_max_idle_per_host(MAX_CONNECTIONS)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .build()
@@ -94,7 +96,7 @@ pub(super) async fn connect(
             }
             config.max_concurrent_requests = MAX_CONCURRENT_REQUESTS;
             let transport =
-                StreamableHttpClientTransport::with_client(crate::telemetry::propagation::TracingClient(http), config);
+                StreamableHttpClientTransport::with_client(super::upstream_client::UpstreamClient(http), config);
             tokio::time::timeout(timeout, handler.serve(transport)).await
         }
         Some(ServerType::Sse) => {

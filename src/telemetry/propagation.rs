@@ -1,20 +1,14 @@
 //! W3C trace context across muster: read from the agent's request (HTTP `traceparent`, or
 //! `params._meta.traceparent` per the MCP conventions), written into each upstream request's
-//! `_meta` and, by `TracingClient`, into its HTTP `traceparent` header, so the upstream's spans
-//! join the same trace. Also counts this process's established TCP connections (for metrics).
+//! `_meta` and, by `backend::upstream_client::UpstreamClient`, into its HTTP `traceparent` header, so the
+//! upstream's spans join the same trace. Also counts this process's established TCP connections (for metrics).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 
-use futures::stream::BoxStream;
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use opentelemetry::propagation::{Extractor, Injector};
-use rmcp::model::{ClientJsonRpcMessage, GetMeta as _, RequestMetaObject};
-use rmcp::transport::streamable_http_client::{
-    StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse, StreamableHttpResponseLimits,
-};
-use sse_stream::{Error as SseError, Sse};
+use rmcp::model::RequestMetaObject;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 struct Map<'a>(&'a mut HashMap<String, String>);
@@ -60,95 +54,6 @@ pub fn inject(meta: &mut RequestMetaObject) {
         if let Some(tracestate) = fields.remove("tracestate").filter(|s| !s.is_empty()) {
             meta.set_tracestate(tracestate);
         }
-    }
-}
-
-/// reqwest for rmcp's streamable-HTTP transport, adding an HTTP `traceparent` header taken from
-/// each message's `_meta` (upstreams that only read headers still join the trace).
-#[derive(Clone)]
-pub struct TracingClient(pub reqwest::Client);
-
-fn with_traceparent(
-    message: &ClientJsonRpcMessage,
-    mut headers: HashMap<HeaderName, HeaderValue>,
-) -> HashMap<HeaderName, HeaderValue> {
-    if let ClientJsonRpcMessage::Request(request) = message
-        && let Some(value) = request.request.get_meta().get_traceparent()
-        && let Ok(value) = HeaderValue::from_str(value)
-    {
-        headers.insert(HeaderName::from_static("traceparent"), value);
-    }
-    headers
-}
-
-impl StreamableHttpClient for TracingClient {
-    type Error = reqwest::Error;
-
-    async fn post_message(
-        &self,
-        uri: Arc<str>,
-        message: ClientJsonRpcMessage,
-        session_id: Option<Arc<str>>,
-        auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
-    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        let headers = with_traceparent(&message, custom_headers);
-        self.0.post_message(uri, message, session_id, auth_header, headers).await
-    }
-
-    async fn post_message_with_response_limits(
-        &self,
-        uri: Arc<str>,
-        message: ClientJsonRpcMessage,
-        session_id: Option<Arc<str>>,
-        auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
-        limits: StreamableHttpResponseLimits,
-    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        let headers = with_traceparent(&message, custom_headers);
-        self.0.post_message_with_response_limits(uri, message, session_id, auth_header, headers, limits).await
-    }
-
-    async fn delete_session(
-        &self,
-        uri: Arc<str>,
-        session_id: Arc<str>,
-        auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
-    ) -> Result<(), StreamableHttpError<Self::Error>> {
-        self.0.delete_session(uri, session_id, auth_header, custom_headers).await
-    }
-
-    async fn get_stream(
-        &self,
-        uri: Arc<str>,
-        session_id: Option<Arc<str>>,
-        last_event_id: Option<String>,
-        auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
-    ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>> {
-        self.0.get_stream(uri, session_id, last_event_id, auth_header, custom_headers).await
-    }
-
-    async fn get_stream_with_max_sse_event_size(
-        &self,
-        uri: Arc<str>,
-        session_id: Option<Arc<str>>,
-        last_event_id: Option<String>,
-        auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
-        max_sse_event_size: usize,
-    ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>> {
-        self.0
-            .get_stream_with_max_sse_event_size(
-                uri,
-                session_id,
-                last_event_id,
-                auth_header,
-                custom_headers,
-                max_sse_event_size,
-            )
-            .await
     }
 }
 
