@@ -11,6 +11,7 @@
 //! multiplexes them by request id over the shared HTTP connection pool).
 
 mod connect;
+mod direct;
 mod relay;
 mod sse;
 mod upstream_client;
@@ -74,6 +75,7 @@ impl Error {
 #[derive(Clone)]
 pub struct Link {
     pub peer: Peer<RoleClient>,
+    wire: Option<Arc<direct::Wire>>,
     pub generation: u64,
 }
 
@@ -229,11 +231,11 @@ impl BackendHandle {
             return Ok(ServerResult::empty(()));
         }
         let link = self.current_link()?;
-        match self.send(&link.peer, &self.relay, request.clone(), caller).await {
+        match self.send(&link.peer, link.wire.as_deref(), &self.relay, request.clone(), caller).await {
             Err(e) if e.is_connection_loss() => {
                 self.addr.do_send(ConnectionLost { generation: link.generation, reason: e.to_string() });
                 let link = self.next_link(link.generation).await.ok_or(e)?;
-                self.send(&link.peer, &self.relay, request, caller).await
+                self.send(&link.peer, link.wire.as_deref(), &self.relay, request, caller).await
             }
             other => other,
         }
@@ -272,7 +274,7 @@ impl BackendHandle {
             if !hook.apply(&session.relay, caller) {
                 return Ok(ServerResult::empty(()));
             }
-            match self.send(&session.peer, &session.relay, request.clone(), caller).await {
+            match self.send(&session.peer, session.wire.as_deref(), &session.relay, request.clone(), caller).await {
                 Err(e) if (e.is_unauthorized() || e.is_connection_loss()) && attempt == 1 => {
                     if e.is_unauthorized() {
                         auth.invalidate(identity).await;
@@ -351,20 +353,24 @@ impl BackendHandle {
         }
     }
 
+    /// One request upstream: directly on a streamable-HTTP session (`direct.rs`), else through
+    /// rmcp's peer.
     async fn send(
         &self,
         peer: &Peer<RoleClient>,
+        wire: Option<&direct::Wire>,
         relay: &Relay,
         request: ClientRequest,
         caller: &Caller,
     ) -> Result<ServerResult, Error> {
         let span = tracing::info_span!("mcp.upstream_call", "mcp.server" = %self.name, "otel.kind" = "client");
-        self.send_in_span(peer, relay, request, caller).instrument(span).await
+        self.send_in_span(peer, wire, relay, request, caller).instrument(span).await
     }
 
     async fn send_in_span(
         &self,
         peer: &Peer<RoleClient>,
+        wire: Option<&direct::Wire>,
         relay: &Relay,
         mut request: ClientRequest,
         caller: &Caller,
@@ -383,6 +389,10 @@ impl BackendHandle {
             },
             None => None,
         };
+        tracing::debug!(server, direct = wire.is_some_and(direct::Wire::ready), "upstream request");
+        if let Some(wire) = wire.filter(|w| w.ready()) {
+            return wire.call(&server, request, caller).await;
+        }
         let options = PeerRequestOptions::no_options();
         let handle =
             peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;
@@ -686,7 +696,7 @@ impl Handler<Connect> for BackendActor {
                         addr.do_send(ConnectionLost { generation, reason });
                     });
                     actor.start_health_probe(ctx, peer.clone(), generation);
-                    let link = Link { peer, generation };
+                    let link = Link { peer, wire: connected.wire, generation };
                     let state = actor.connected_state();
                     actor.set_state(ctx, state, None, Some(link));
                     actor.router.do_send(ServerUpdated {

@@ -20,10 +20,12 @@ use super::relay::UpstreamHandler;
 use crate::crd::{McpServer, ServerType};
 use crate::routing::catalog::ServerCapabilities;
 
-/// TCP connections per upstream session at most: its standalone GET stream, and POSTs.
+/// TCP connections per upstream session, at most (in steady state): its standalone GET stream,
+/// one for the session's own traffic (handshake, pings, re-lists), and one per call on the wire.
 pub(super) const MAX_CONNECTIONS: usize = 8;
-/// Requests an upstream session keeps in flight at most: every connection but the GET stream's.
-pub(super) const MAX_CONCURRENT_REQUESTS: usize = MAX_CONNECTIONS - 1;
+/// Calls a backend has on the wire at most (`BackendHandle::send_in_span`), and so the idle
+/// connections each of its HTTP clients keeps.
+pub(super) const MAX_CONCURRENT_REQUESTS: usize = MAX_CONNECTIONS - 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,6 +60,8 @@ fn stderr_suffix(stderr: &str) -> String {
 /// A live session and what is needed to watch and end it.
 pub(super) struct Connected {
     pub(super) peer: Peer<RoleClient>,
+    /// Streamable HTTP: the direct call path on this session (`direct.rs`).
+    pub(super) wire: Option<Arc<super::direct::Wire>>,
     pub(super) cancel: CancellationToken,
     /// Resolves with a reason when the session ends on its own (child exit, transport death).
     pub(super) closed: Pin<Box<dyn Future<Output = String> + Send>>,
@@ -68,7 +72,7 @@ pub(super) struct Connected {
 pub(super) fn http_client(definition: &McpServer) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
         .connect_timeout(definition.timeout())
-        .pool_max_idle_per_host(MAX_CONNECTIONS)
+        .pool_max_idle_per_host(MAX_CONCURRENT_REQUESTS)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .build()
@@ -83,6 +87,7 @@ pub(super) async fn connect(
 ) -> Result<Connected, Error> {
     let timeout = definition.timeout();
     let stderr = Arc::new(Mutex::new(StderrTail::default()));
+    let mut wire = None;
     let serving = match definition.spec.server_type {
         Some(ServerType::Stdio) => {
             let transport = spawn_child(definition, &stderr)?;
@@ -90,13 +95,16 @@ pub(super) async fn connect(
         }
         Some(ServerType::StreamableHttp) => {
             let url = definition.spec.url.clone().unwrap_or_default();
+            // Its own pool: connections for calls are opened (and served) by the threads that
+            // make the calls, not by the one running rmcp's session.
+            wire = super::direct::Wire::new(http_client(definition)?, &url).map(Arc::new);
             let mut config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers(definition)?);
             if let Some(bearer) = bearer {
                 config = config.auth_header(bearer.expose());
             }
             config.max_concurrent_requests = MAX_CONCURRENT_REQUESTS;
-            let transport =
-                StreamableHttpClientTransport::with_client(super::upstream_client::UpstreamClient(http), config);
+            let client = super::upstream_client::UpstreamClient(http, wire.clone());
+            let transport = StreamableHttpClientTransport::with_client(client, config);
             tokio::time::timeout(timeout, handler.serve(transport)).await
         }
         Some(ServerType::Sse) => {
@@ -144,7 +152,7 @@ pub(super) async fn connect(
             () = stop.cancelled() => "closed by muster".to_owned(),
         }
     });
-    Ok(Connected { peer, cancel, closed, capabilities })
+    Ok(Connected { peer, wire, cancel, closed, capabilities })
 }
 
 fn spawn_child(definition: &McpServer, stderr: &Arc<Mutex<StderrTail>>) -> Result<TokioChildProcess, Error> {

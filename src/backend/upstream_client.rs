@@ -29,8 +29,17 @@ use sse_stream::{Error as SseError, Sse};
 /// How long a dropped SSE reply may take to end before its connection is given up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
+/// reqwest, and the `Wire` of the session, which learns the session id and headers rmcp uses.
 #[derive(Clone)]
-pub(super) struct UpstreamClient(pub(super) reqwest::Client);
+pub(super) struct UpstreamClient(pub(super) reqwest::Client, pub(super) Option<Arc<super::direct::Wire>>);
+
+impl UpstreamClient {
+    fn learn(&self, session_id: Option<&Arc<str>>, headers: &HashMap<HeaderName, HeaderValue>, auth: Option<&str>) {
+        if let (Some(wire), Some(session)) = (&self.1, session_id) {
+            wire.learn(session, headers, auth);
+        }
+    }
+}
 
 fn with_traceparent(
     message: &ClientJsonRpcMessage,
@@ -97,6 +106,7 @@ impl StreamableHttpClient for UpstreamClient {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        self.learn(session_id.as_ref(), &custom_headers, auth_header.as_deref());
         let headers = with_traceparent(&message, custom_headers);
         self.0.post_message(uri, message, session_id, auth_header, headers).await.map(reusable)
     }
@@ -110,6 +120,7 @@ impl StreamableHttpClient for UpstreamClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        self.learn(session_id.as_ref(), &custom_headers, auth_header.as_deref());
         let headers = with_traceparent(&message, custom_headers);
         self.0
             .post_message_with_response_limits(uri, message, session_id, auth_header, headers, limits)

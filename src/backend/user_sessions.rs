@@ -71,6 +71,7 @@ impl UpstreamAuth {
 /// One user's live session with one upstream.
 pub(super) struct UserSession {
     pub(super) peer: Peer<RoleClient>,
+    pub(super) wire: Option<Arc<super::direct::Wire>>,
     /// This session's own relay: what the upstream sends during calls goes to this user only.
     pub(super) relay: Arc<Relay>,
     pub(super) capabilities: ServerCapabilities,
@@ -128,6 +129,7 @@ impl UserSessions {
                 });
                 Ok(Arc::new(UserSession {
                     peer: connected.peer,
+                    wire: connected.wire,
                     relay,
                     capabilities: connected.capabilities,
                     cancel: connected.cancel,
