@@ -116,11 +116,10 @@ impl Wire {
         let learned = self.learned().ok_or_else(|| upstream("the session is not open yet".into()))?;
         let id = RequestId::String(format!("muster-{}", self.next_id.fetch_add(1, Ordering::Relaxed)).into());
         // Progress comes back on this call's own stream, so the call's id is a unique token.
-        let progress = caller.progress_token.clone().map(|agent_token| {
-            let token = ProgressToken(id.clone());
-            request.get_meta_mut().set_progress_token(token);
-            agent_token
-        });
+        let progress = caller.progress_token.clone();
+        if progress.is_some() {
+            request.get_meta_mut().set_progress_token(ProgressToken(id.clone()));
+        }
         let message = ClientJsonRpcMessage::request(request, id.clone());
         let sent = tokio::select! {
             sent = self.post(&learned, &message).send() => sent,
