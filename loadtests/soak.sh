@@ -18,7 +18,7 @@ ECHO_PORT=18250; MUSTER_PORT=18294
 mkdir -p "$WORK/mcpservers"
 printf 'aggregator:\n  port: %s\n  toolExposure: direct\n' "$MUSTER_PORT" >"$WORK/config.yaml"
 printf 'apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: echo}\nspec: {type: streamable-http, url: "http://127.0.0.1:%s/mcp", autoStart: true}\n' "$ECHO_PORT" >"$WORK/mcpservers/echo.yaml"
-RUST_LOG=warn "$CARGO_TARGET_DIR/release/muster" serve --config-path "$WORK" >"$WORK/muster.log" 2>&1 & MUSTER_PID=$!; pids+=("$MUSTER_PID")
+"$CARGO_TARGET_DIR/release/muster" serve --config-path "$WORK" >"$WORK/muster.log" 2>&1 & MUSTER_PID=$!; pids+=("$MUSTER_PID")
 until curl -sf "http://127.0.0.1:$MUSTER_PORT/readyz" >/dev/null; do sleep 0.1; done
 ( while kill -0 "$MUSTER_PID" 2>/dev/null; do echo "t=$(date +%T) muster RSS $(awk '/VmRSS/ {print $2}' /proc/$MUSTER_PID/status) kB"; sleep 30; done ) & pids+=("$!")
 "$K6" run --no-usage-report --quiet -e MCP_URL="http://127.0.0.1:$MUSTER_PORT/mcp" -e TOOL=x_echo_echo -e VUS="$VUS" -e DURATION="$SOAK" \

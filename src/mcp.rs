@@ -253,6 +253,25 @@ impl GatewayServer {
         caller: &Caller,
         headers: Option<&http::HeaderMap>,
     ) -> Result<ServerResult, ErrorData> {
+        let mut result = self.answer(request, caller, headers).await?;
+        // These sessions negotiated a 2025 revision: the legacy result shape, as rmcp gives it.
+        if matches!(result, ServerResult::InputRequiredResult(_)) {
+            return Err(ErrorData::invalid_request(
+                "the upstream asked for more input (InputRequiredResult), which needs protocol 2026-07-28",
+                None,
+            ));
+        }
+        result.strip_result_type_for_legacy_peer();
+        result.strip_non_object_output_for_legacy_peer();
+        Ok(result)
+    }
+
+    async fn answer(
+        &self,
+        request: ClientRequest,
+        caller: &Caller,
+        headers: Option<&http::HeaderMap>,
+    ) -> Result<ServerResult, ErrorData> {
         match request {
             ClientRequest::PingRequest(_) | ClientRequest::SetLevelRequest(_) => Ok(ServerResult::empty(())),
             ClientRequest::ListToolsRequest(_) => Ok(ServerResult::ListToolsResult(self.tools(caller).await)),

@@ -27,7 +27,9 @@ pub fn init(debug: bool) -> Guard {
     let default = if debug { "debug,rmcp=info" } else { "info,rmcp=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour codes only for a terminal: a log file or collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let provider = otlp_provider();
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("muster")));
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
