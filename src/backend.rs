@@ -382,17 +382,17 @@ impl BackendHandle {
         // free once the reply has been read to its end. So at most MAX_CONCURRENT_REQUESTS calls
         // per backend are on the wire, the rest wait here: the backend's TCP connections stay
         // bounded (plus one GET stream per upstream session) and are reused, not reopened.
-        let _slot = match &self.slots {
+        let slot = match &self.slots {
             Some(slots) => tokio::select! {
                 slot = slots.clone().acquire_owned() => slot.ok(),
                 () = caller.ct.cancelled() => return Err(Error::Cancelled { server }),
             },
             None => None,
         };
-        tracing::debug!(server, direct = wire.is_some_and(direct::Wire::ready), "upstream request");
         if let Some(wire) = wire.filter(|w| w.ready()) {
-            return wire.call(&server, request, caller).await;
+            return wire.call(&server, request, caller, slot).await;
         }
+        let _slot = slot;
         let options = PeerRequestOptions::no_options();
         let handle =
             peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;

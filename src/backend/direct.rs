@@ -29,6 +29,8 @@ use rmcp::model::{
 use super::{Caller, Error};
 
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+/// How long a reply may go on after its answer before its connection is given up.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One upstream session, as the direct path uses it.
 pub(super) struct Wire {
@@ -105,12 +107,15 @@ impl Wire {
         self.http.post(self.url.clone()).headers(headers).body(body)
     }
 
-    /// Sends `request` and waits for its answer, relaying to `caller` what comes before it.
+    /// Sends `request` and waits for its answer, relaying to `caller` what comes before it. `slot`
+    /// (the call's permit to be on the wire) is held until the reply has been read to its end, so
+    /// the next call finds the connection back in the pool.
     pub(super) async fn call(
         &self,
         server: &str,
         mut request: ClientRequest,
         caller: &Caller,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<ServerResult, Error> {
         let upstream = |message: String| Error::Upstream { server: server.to_owned(), message };
         let learned = self.learned().ok_or_else(|| upstream("the session is not open yet".into()))?;
@@ -162,7 +167,12 @@ impl Wire {
                 serde_json::from_str(&data).map_err(|e| upstream(format!("undecodable event: {e}")))?;
             if let Some(answer) = answer_of(server, message.clone(), &id) {
                 // Read the stream's end in the background, so the connection is reused.
-                tokio::spawn(async move { while events.next().await.is_some() {} });
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(DRAIN_LIMIT, async { while events.next().await.is_some() {} }).await;
+                    // Let hyper's connection task put the connection back before the next call.
+                    tokio::task::yield_now().await;
+                    drop(slot);
+                });
                 return answer;
             }
             match message {

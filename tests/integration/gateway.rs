@@ -137,6 +137,74 @@ async fn a_slow_call_never_holds_up_other_calls_to_the_same_backend() {
 }
 
 #[actix_web::test]
+async fn calls_to_one_backend_go_direct_on_at_most_six_connections() {
+    let (_fleet, upstreams, muster) = family_fleet("direct").await;
+    let client = std::sync::Arc::new(Client::connect(&muster.mcp_url()).await);
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            actix_web::rt::spawn(async move {
+                client.call("x_kubernetes_block", json!({"management_cluster": "cluster-a"})).await
+            })
+        })
+        .collect();
+    let a = &upstreams[0].shared;
+    eventually(WAIT, "six calls on the wire", async || (a.blocked.load(Ordering::SeqCst) == 6).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.blocked.load(Ordering::SeqCst), 6, "the other 14 wait in muster, not on new connections");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let waiting: Vec<_> = calls
+        .into_iter()
+        .map(|call| {
+            let done = done.clone();
+            actix_web::rt::spawn(async move {
+                let result = call.await.expect("join");
+                done.fetch_add(1, Ordering::SeqCst);
+                result
+            })
+        })
+        .collect();
+    eventually(WAIT, "all twenty calls released", async || {
+        a.release.notify_one();
+        (done.load(Ordering::SeqCst) == 20).then_some(())
+    })
+    .await;
+    for call in waiting {
+        assert_eq!(text(&call.await.expect("join")), "released");
+    }
+    let ids = a.call_ids_seen.lock().expect("lock").clone();
+    assert!(ids.iter().all(|id| id.starts_with("muster-")), "calls went through rmcp's client, not direct: {ids:?}");
+    let ports = a.call_ports_seen.lock().expect("lock").len();
+    assert!((1..=6).contains(&ports), "tools/call came over {ports} connections");
+}
+
+#[actix_web::test]
+async fn an_agent_session_ends_with_delete_and_a_gone_one_gets_404() {
+    let (_fleet, _upstreams, muster) = family_fleet("direct").await;
+    let http = reqwest::Client::new();
+    let url = muster.mcp_url();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    let opened = post_rpc(&http, &url, None, init).send().await.expect("initialize");
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers()["mcp-session-id"].to_str().expect("ascii").to_owned();
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let listed = post_rpc(&http, &url, None, list).header("mcp-session-id", &session).send().await.expect("list");
+    assert_eq!(listed.status(), 200);
+    assert!(listed.headers()["content-type"].to_str().is_ok_and(|t| t.starts_with("application/json")));
+    let body: Value = listed.json().await.expect("json");
+    assert_eq!(body["id"], 2, "{body}");
+    assert!(body["result"]["tools"].as_array().is_some_and(|t| !t.is_empty()), "{body}");
+    let deleted = http.delete(&url).header("mcp-session-id", &session).send().await.expect("delete");
+    assert_eq!(deleted.status(), 200);
+    let gone = post_rpc(&http, &url, None, list).header("mcp-session-id", &session).send().await.expect("list");
+    assert_eq!(gone.status(), 404);
+    let body: Value = gone.json().await.expect("a JSON-RPC error body");
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    let unknown = post_rpc(&http, &url, None, list).header("mcp-session-id", "no-such-session").send().await;
+    assert_eq!(unknown.expect("list").status(), 404);
+}
+
+#[actix_web::test]
 async fn a_cancelled_call_is_cancelled_upstream() {
     let (_fleet, upstreams, muster) = family_fleet("direct").await;
     let client = Client::connect(&muster.mcp_url()).await;

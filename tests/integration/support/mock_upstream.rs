@@ -26,6 +26,9 @@ pub struct Shared {
     pub cancelled: AtomicUsize,
     pub calls: AtomicUsize,
     pub headers_seen: Mutex<Vec<String>>,
+    /// JSON-RPC ids of the `tools/call` requests, and the client ports they came from.
+    pub call_ids_seen: Mutex<Vec<String>>,
+    pub call_ports_seen: Mutex<std::collections::HashSet<u16>>,
     /// Bearer tokens seen on any request, and those to answer with 401 (a revoked token).
     pub bearers_seen: Mutex<Vec<String>>,
     pub rejected_bearers: Mutex<Vec<String>>,
@@ -73,6 +76,10 @@ impl ServerHandler for Upstream {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         self.0.calls.fetch_add(1, Ordering::SeqCst);
+        self.0.call_ids_seen.lock().expect("lock").push(match &context.id {
+            rmcp::model::NumberOrString::String(s) => s.to_string(),
+            rmcp::model::NumberOrString::Number(n) => n.to_string(),
+        });
         if let Some(parts) = context.extensions.get::<http::request::Parts>() {
             let mut seen = self.0.headers_seen.lock().expect("lock");
             for name in parts.headers.keys() {
@@ -152,6 +159,8 @@ impl MockUpstream {
                 cancelled: AtomicUsize::new(0),
                 calls: AtomicUsize::new(0),
                 headers_seen: Mutex::default(),
+                call_ids_seen: Mutex::default(),
+                call_ports_seen: Mutex::default(),
                 bearers_seen: Mutex::default(),
                 rejected_bearers: Mutex::default(),
             }),
@@ -184,6 +193,11 @@ impl MockUpstream {
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.strip_prefix("Bearer "))
                             .map(str::to_owned);
+                        if body.windows(11).any(|w| w == b"\"tools/call")
+                            && let Some(peer) = req.peer_addr()
+                        {
+                            gate.call_ports_seen.lock().expect("lock").insert(peer.port());
+                        }
                         if let Some(bearer) = bearer {
                             if gate.rejected_bearers.lock().expect("lock").contains(&bearer) {
                                 return actix_web::HttpResponse::Unauthorized()
