@@ -101,8 +101,6 @@ pub struct BackendHandle {
     user_sessions: Arc<user_sessions::UserSessions>,
     definition: Arc<McpServer>,
     http: reqwest::Client,
-    /// HTTP backends: one permit per request on the wire (see `send_in_span`).
-    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The agent session a request came from: where progress, logging, sampling, elicitation and
@@ -378,21 +376,12 @@ impl BackendHandle {
         use rmcp::model::GetMeta as _;
         crate::telemetry::propagation::inject(request.get_meta_mut());
         let server = self.name.to_string();
-        // HTTP/1.1 carries one request per connection at a time, and a reply's connection is only
-        // free once the reply has been read to its end. So at most MAX_CONCURRENT_REQUESTS calls
-        // per backend are on the wire, the rest wait here: the backend's TCP connections stay
-        // bounded (plus one GET stream per upstream session) and are reused, not reopened.
-        let slot = match &self.slots {
-            Some(slots) => tokio::select! {
-                slot = slots.clone().acquire_owned() => slot.ok(),
-                () = caller.ct.cancelled() => return Err(Error::Cancelled { server }),
-            },
-            None => None,
-        };
         if let Some(wire) = wire.filter(|w| w.ready()) {
-            return wire.call(&server, request, caller, slot).await;
+            let id = wire.next_id();
+            // Progress the upstream sends on its GET stream instead of the reply finds the caller too.
+            let _route = relay.begin_call(&rmcp::model::ProgressToken(id.clone()), caller);
+            return wire.call(&server, id, request, caller).await;
         }
-        let _slot = slot;
         let options = PeerRequestOptions::no_options();
         let handle =
             peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;
@@ -526,7 +515,6 @@ pub struct BackendActor {
     user_sessions: Arc<user_sessions::UserSessions>,
     /// Capabilities came from a user session (auth servers): skip re-publishing the same ones.
     discovered: bool,
-    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl BackendActor {
@@ -544,8 +532,6 @@ impl BackendActor {
         let timeout = definition.timeout();
         let name: Arc<str> = definition.name().into();
         let user_sessions = Arc::new(user_sessions::UserSessions::new());
-        let slots = (definition.spec.server_type != Some(crate::crd::ServerType::Stdio))
-            .then(|| Arc::new(tokio::sync::Semaphore::new(connect::MAX_CONCURRENT_REQUESTS)));
         static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let instance = NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let actor = Self {
@@ -564,7 +550,6 @@ impl BackendActor {
             auth: auth.clone(),
             user_sessions: user_sessions.clone(),
             discovered: false,
-            slots: slots.clone(),
         };
         let addr = actor.start();
         Ok(BackendHandle {
@@ -578,7 +563,6 @@ impl BackendActor {
             user_sessions,
             definition,
             http,
-            slots,
         })
     }
 
@@ -594,7 +578,6 @@ impl BackendActor {
             user_sessions: self.user_sessions.clone(),
             definition: self.definition.clone(),
             http: self.http.clone(),
-            slots: self.slots.clone(),
         }
     }
 

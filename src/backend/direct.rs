@@ -39,6 +39,11 @@ pub(super) struct Wire {
     /// The session id and the headers rmcp sends with it; `None` until the handshake is done.
     learned: RwLock<Option<Arc<Learned>>>,
     next_id: AtomicU64,
+    /// HTTP/1.1 carries one request per connection at a time, and a reply's connection is free
+    /// only once the reply has been read to its end. So at most `MAX_CONCURRENT_REQUESTS` calls of
+    /// this session are on the wire; the rest wait here. Its connections stay bounded and are
+    /// reused, not reopened.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 struct Learned {
@@ -49,7 +54,8 @@ struct Learned {
 impl Wire {
     pub(super) fn new(http: reqwest::Client, url: &str) -> Option<Self> {
         let url = reqwest::Url::parse(url).ok()?;
-        Some(Self { http, url, learned: RwLock::default(), next_id: AtomicU64::new(1) })
+        let slots = Arc::new(tokio::sync::Semaphore::new(super::connect::MAX_CONCURRENT_REQUESTS));
+        Some(Self { http, url, learned: RwLock::default(), next_id: AtomicU64::new(1), slots })
     }
 
     /// What rmcp sends on this session (from `UpstreamClient`). Cheap when nothing changed.
@@ -107,19 +113,32 @@ impl Wire {
         self.http.post(self.url.clone()).headers(headers).body(body)
     }
 
-    /// Sends `request` and waits for its answer, relaying to `caller` what comes before it. `slot`
-    /// (the call's permit to be on the wire) is held until the reply has been read to its end, so
+    /// A request id of its own, so it never meets the ids rmcp uses on the same session.
+    pub(super) fn next_id(&self) -> RequestId {
+        RequestId::String(format!("muster-{}", self.next_id.fetch_add(1, Ordering::Relaxed)).into())
+    }
+
+    /// Sends `request` as `id` and waits for its answer, relaying to `caller` what comes before it.
+    /// The call's permit to be on the wire is held until the reply has been read to its end, so
     /// the next call finds the connection back in the pool.
+    ///
+    /// Only a lost session (404) or a failed send is `Error::Upstream`, after which the caller
+    /// reconnects and retries; an HTTP error status or a broken reply is a plain failure, since
+    /// the upstream may have run the call.
     pub(super) async fn call(
         &self,
         server: &str,
+        id: RequestId,
         mut request: ClientRequest,
         caller: &Caller,
-        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<ServerResult, Error> {
         let upstream = |message: String| Error::Upstream { server: server.to_owned(), message };
+        let failed = |message: String| Error::Protocol { server: server.to_owned(), code: -32603, message };
         let learned = self.learned().ok_or_else(|| upstream("the session is not open yet".into()))?;
-        let id = RequestId::String(format!("muster-{}", self.next_id.fetch_add(1, Ordering::Relaxed)).into());
+        let slot = tokio::select! {
+            slot = self.slots.clone().acquire_owned() => slot.ok(),
+            () = caller.ct.cancelled() => return Err(Error::Cancelled { server: server.to_owned() }),
+        };
         // Progress comes back on this call's own stream, so the call's id is a unique token.
         let progress = caller.progress_token.clone();
         if progress.is_some() {
@@ -137,19 +156,22 @@ impl Wire {
                 return Err(upstream("the upstream forgot the session (HTTP 404)".into()));
             }
             reqwest::StatusCode::UNAUTHORIZED => return Err(Error::Unauthorized { server: server.to_owned() }),
-            status => return Err(upstream(format!("HTTP {status}"))),
+            status => return Err(failed(format!("HTTP {status}"))),
         }
         let is_sse = response
             .headers()
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if !is_sse {
-            let body =
-                response.bytes().await.map_err(|e| upstream(format!("reading the reply: {}", without_url(e))))?;
+            let body = tokio::select! {
+                body = response.bytes() => body.map_err(|e| failed(format!("reading the reply: {}", without_url(e))))?,
+                () = caller.ct.cancelled() => return Err(self.cancelled(&learned, server, id)),
+            };
+            drop(slot);
             let message: ServerJsonRpcMessage =
-                serde_json::from_slice(&body).map_err(|e| upstream(format!("undecodable reply: {e}")))?;
+                serde_json::from_slice(&body).map_err(|e| failed(format!("undecodable reply: {e}")))?;
             return answer_of(server, message, &id)
-                .unwrap_or_else(|| Err(upstream("the reply answered another request".into())));
+                .unwrap_or_else(|| Err(failed("the reply answered another request".into())));
         }
         let mut events = sse_stream::SseStream::from_byte_stream(response.bytes_stream());
         loop {
@@ -159,12 +181,12 @@ impl Wire {
             };
             let event = match event {
                 Some(Ok(event)) => event,
-                Some(Err(e)) => return Err(upstream(format!("reading the reply stream: {e}"))),
-                None => return Err(upstream("the reply stream ended without an answer".into())),
+                Some(Err(e)) => return Err(failed(format!("reading the reply stream: {e}"))),
+                None => return Err(failed("the reply stream ended without an answer".into())),
             };
             let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
             let message: ServerJsonRpcMessage =
-                serde_json::from_str(&data).map_err(|e| upstream(format!("undecodable event: {e}")))?;
+                serde_json::from_str(&data).map_err(|e| failed(format!("undecodable event: {e}")))?;
             if let Some(answer) = answer_of(server, message.clone(), &id) {
                 // Read the stream's end in the background, so the connection is reused.
                 tokio::spawn(async move {

@@ -1,8 +1,11 @@
 //! The upstream side of a backend's session: an rmcp `ClientHandler` that relays what the
-//! upstream sends during calls back to the agent session that made the call.
+//! upstream sends during calls back to the agent session that made the call. On streamable-HTTP
+//! sessions, what comes on a call's own reply goes to its caller in `direct.rs`; this handler
+//! sees what comes on the session's GET stream (and everything, on stdio and `sse` sessions).
 //!
-//! - Progress notifications carry the token rmcp put on the upstream request; `Relay` maps it
-//!   back to the calling agent and the agent's own token.
+//! - Progress notifications carry the token muster or rmcp put on the upstream request (for a
+//!   direct call, its request id); `Relay` maps it back to the calling agent and the agent's own
+//!   token.
 //! - Sampling, elicitation and roots requests, and log messages, have no such token. They go to
 //!   the calling agent when every call in flight on this backend comes from one agent session;
 //!   otherwise they are refused (requests) or dropped (logs) rather than sent to the wrong user.

@@ -19,8 +19,8 @@ use futures::StreamExt as _;
 use futures::channel::mpsc;
 use rmcp::ServerHandler as _;
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, GetMeta as _, ProgressToken, ServerJsonRpcMessage,
-    ServerResult,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, GetMeta as _, ProgressToken, ProtocolVersion,
+    ServerJsonRpcMessage, ServerResult,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -51,7 +51,7 @@ pub(super) fn initialize(
 ) -> HttpResponse {
     let message = match endpoint.gateway.negotiate_initialize(params) {
         Ok(result) => {
-            let (session_id, _) = endpoint.sessions.open(result.protocol_version.clone(), owner);
+            let (session_id, _) = endpoint.sessions.open(owner);
             let mut response = reply(req, &ServerJsonRpcMessage::response(ServerResult::InitializeResult(result), id));
             if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&session_id) {
                 response.headers_mut().insert(actix_web::http::header::HeaderName::from_static(SESSION_HEADER), value);
@@ -81,8 +81,17 @@ pub(super) async fn on_session(
     if session.owner.is_some() && session.owner != identity.as_ref().map(|i| i.key()) {
         return error::forbidden_session();
     }
+    if let Some(version) = req.headers().get("mcp-protocol-version")
+        && !ProtocolVersion::KNOWN_VERSIONS.iter().any(|known| known.as_str().as_bytes() == version.as_bytes())
+    {
+        return error::jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            error::INVALID_REQUEST,
+            &format!("Bad Request: unsupported MCP-Protocol-Version {:?}", String::from_utf8_lossy(version.as_bytes())),
+        );
+    }
     match (req.method().as_str(), body) {
-        ("POST", Some(message)) => post(endpoint, req, session, message, identity).await,
+        ("POST", Some(message)) => post(endpoint, req, session_id, session, message, identity).await,
         ("GET", _) => standalone_stream(req, &endpoint.sessions, session_id, &session),
         ("DELETE", _) => {
             endpoint.sessions.close(session_id);
@@ -95,6 +104,7 @@ pub(super) async fn on_session(
 async fn post(
     endpoint: &Endpoint,
     req: &HttpRequest,
+    session_id: &str,
     session: Arc<AgentSession>,
     message: ClientJsonRpcMessage,
     identity: Option<Arc<Identity>>,
@@ -106,7 +116,7 @@ async fn post(
             let (reply_tx, replies) = mpsc::unbounded();
             let caller = Caller {
                 agent_id: session.agent_id,
-                link: AgentLink::Session { session: session.clone(), reply: Some(reply_tx.clone()) },
+                link: AgentLink::Session { session: session.clone(), reply: Some(reply_tx.clone()), ct: ct.clone() },
                 ct: ct.clone(),
                 progress_token,
                 identity,
@@ -115,9 +125,23 @@ async fn post(
             let gateway = endpoint.gateway.clone();
             let headers = trace_headers(req);
             let id = request.id;
+            let (sessions, session_id) = (endpoint.sessions.clone(), Arc::<str>::from(session_id));
             tokio::spawn(async move {
                 let _in_flight = in_flight;
-                let result = gateway.handle(request.request, &caller, Some(&headers)).await;
+                // The session must not idle out while one of its requests runs.
+                let result = {
+                    let handled = gateway.handle(request.request, &caller, Some(&headers));
+                    tokio::pin!(handled);
+                    loop {
+                        tokio::select! {
+                            result = &mut handled => break result,
+                            () = tokio::time::sleep(KEEP_ALIVE) => {
+                                sessions.get(&session_id);
+                            }
+                        }
+                    }
+                };
+                sessions.get(&session_id);
                 drop(caller);
                 let message = match result {
                     Ok(result) => ServerJsonRpcMessage::response(result, id),
@@ -156,32 +180,46 @@ async fn post(
     }
 }
 
-/// The request's reply: JSON when the answer comes first, else SSE until the answer. Dropping
-/// the reply (the agent hung up) cancels the request.
+/// The request's reply: JSON when the answer comes first (within `KEEP_ALIVE`), else SSE until
+/// the answer, with a keep-alive comment every `KEEP_ALIVE` of silence (so proxies keep a long
+/// call open, and a hung-up agent is noticed at the next write). Dropping the reply cancels the
+/// request.
 async fn respond(
     req: &HttpRequest,
     mut replies: mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
     ct: CancellationToken,
 ) -> HttpResponse {
     let cancel_on_drop = ct.drop_guard();
-    let Some(first) = replies.next().await else {
-        return error::jsonrpc_error(StatusCode::INTERNAL_SERVER_ERROR, -32603, "the request ended without an answer");
+    let first = tokio::select! {
+        first = replies.next() => match first {
+            Some(first) => Some(first),
+            None => {
+                let message = "the request ended without an answer";
+                return error::jsonrpc_error(StatusCode::INTERNAL_SERVER_ERROR, -32603, message);
+            }
+        },
+        () = tokio::time::sleep(KEEP_ALIVE) => None,
     };
-    if is_answer(&first) {
+    if let Some(first) = first.as_ref().filter(|m| is_answer(m)) {
         cancel_on_drop.disarm();
-        return reply(req, &first);
+        return reply(req, first);
     }
-    let state = (Some(first), replies, Some(cancel_on_drop));
+    let state = (first, replies, Some(cancel_on_drop));
     let stream = futures::stream::unfold(state, |(next, mut replies, mut guard)| async move {
         guard.as_ref()?;
-        let message = match next {
+        let event = match next {
             Some(message) => message,
-            None => replies.next().await?,
+            None => tokio::select! {
+                message = replies.next() => message?,
+                () = tokio::time::sleep(KEEP_ALIVE) => {
+                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (None, replies, guard)));
+                }
+            },
         };
-        if is_answer(&message) {
+        if is_answer(&event) {
             guard.take().map(tokio_util::sync::DropGuard::disarm);
         }
-        Some((Ok::<_, std::convert::Infallible>(sse_event(&message)), (None, replies, guard)))
+        Some((Ok::<_, std::convert::Infallible>(sse_event(&event)), (None, replies, guard)))
     });
     sse(stream)
 }

@@ -14,6 +14,7 @@ use futures::channel::mpsc;
 use rmcp::model::{ClientResult, ServerJsonRpcMessage, ServerNotification, ServerRequest};
 use rmcp::service::RoleServer;
 use rmcp::{ErrorData, Peer};
+use tokio_util::sync::CancellationToken;
 
 use super::sessions::AgentSession;
 
@@ -22,8 +23,13 @@ pub enum AgentLink {
     /// A request rmcp serves (2026-07-28): its peer.
     Rmcp(Peer<RoleServer>),
     /// A request on one of muster's sessions, with its reply stream (`None` once only the
-    /// session is wanted, e.g. for a subscription that outlives the request).
-    Session { session: Arc<AgentSession>, reply: Option<mpsc::UnboundedSender<ServerJsonRpcMessage>> },
+    /// session is wanted, e.g. for a subscription that outlives the request) and its
+    /// cancellation (the agent cancelled, hung up, or ended the session).
+    Session {
+        session: Arc<AgentSession>,
+        reply: Option<mpsc::UnboundedSender<ServerJsonRpcMessage>>,
+        ct: CancellationToken,
+    },
 }
 
 impl AgentLink {
@@ -31,7 +37,9 @@ impl AgentLink {
     pub fn session_only(&self) -> Self {
         match self {
             Self::Rmcp(peer) => Self::Rmcp(peer.clone()),
-            Self::Session { session, .. } => Self::Session { session: session.clone(), reply: None },
+            Self::Session { session, ct, .. } => {
+                Self::Session { session: session.clone(), reply: None, ct: ct.clone() }
+            }
         }
     }
 
@@ -44,7 +52,7 @@ impl AgentLink {
             Self::Session { reply: Some(reply), .. } => {
                 let _ = reply.unbounded_send(ServerJsonRpcMessage::notification(notification));
             }
-            Self::Session { session, reply: None } => session.notify(notification),
+            Self::Session { session, reply: None, .. } => session.notify(notification),
         }
     }
 
@@ -66,15 +74,17 @@ impl AgentLink {
                 rmcp::ServiceError::McpError(e) => e,
                 other => ErrorData::internal_error(format!("the agent session did not answer: {other}"), None),
             }),
-            Self::Session { session, reply: Some(reply) } => {
+            Self::Session { session, reply: Some(reply), ct } => {
                 let (id, answer) = session.expect_answer();
                 let _forget = ForgetOnDrop { session, id: id.clone() };
                 reply.unbounded_send(ServerJsonRpcMessage::request(request, id)).map_err(|_| {
                     ErrorData::internal_error("the agent's request ended before muster could ask it", None)
                 })?;
-                answer
-                    .await
-                    .map_err(|_| ErrorData::internal_error("the agent session ended without answering", None))?
+                let gone = || ErrorData::internal_error("the agent's request ended without an answer", None);
+                tokio::select! {
+                    answer = answer => answer.map_err(|_| gone())?,
+                    () = ct.cancelled() => Err(gone()),
+                }
             }
             Self::Session { reply: None, .. } => {
                 Err(ErrorData::internal_error("no request of this agent is in flight to ask it", None))
@@ -92,5 +102,27 @@ struct ForgetOnDrop<'a> {
 impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
         self.session.forget_answer(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::sessions::Sessions;
+    use futures::StreamExt as _;
+
+    #[tokio::test]
+    async fn a_question_to_the_agent_ends_when_its_request_does() {
+        let sessions = Sessions::default();
+        let (_, session) = sessions.open(None);
+        let (reply, mut replies) = mpsc::unbounded();
+        let ct = CancellationToken::new();
+        let link = AgentLink::Session { session, reply: Some(reply), ct: ct.clone() };
+        let asking = tokio::spawn(async move { link.request(ServerRequest::PingRequest(Default::default())).await });
+        let asked = replies.next().await.expect("the question went out on the reply stream");
+        assert!(matches!(asked, ServerJsonRpcMessage::Request(_)), "{asked:?}");
+        ct.cancel();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), asking).await.expect("in time");
+        assert!(answer.expect("join").is_err(), "no answer came, so the question failed");
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! rmcp's own session manager runs a worker task with its channels for every session, about
 //! 71 KiB each while idle (loadtests/README.md). Here a session is an `AgentSession` (its agent
-//! id, negotiated version, owner, and three empty maps) in a moka cache that forgets it after
+//! id, owner, and three empty maps) in a moka cache that forgets it after
 //! `IDLE_TIMEOUT` without a request. What a session needs while a request runs (the request's
 //! reply stream, its cancellation, the agent's answers to sampling and elicitation) lives only
 //! as long as that request; the standalone `GET` stream lives only while the agent holds it.
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use rmcp::ErrorData;
-use rmcp::model::{ClientResult, ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerNotification};
+use rmcp::model::{ClientResult, RequestId, ServerJsonRpcMessage, ServerNotification};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,6 @@ pub type Answer = Result<ClientResult, ErrorData>;
 pub struct AgentSession {
     /// Unique per session; the relay's "sole caller" rule compares these.
     pub agent_id: u64,
-    pub protocol_version: ProtocolVersion,
     /// With sign-in on, the user (issuer and subject) who opened the session. Nobody else may
     /// use it.
     pub owner: Option<String>,
@@ -52,9 +51,9 @@ impl AgentSession {
     /// Tracks a request until the returned guard drops; `cancel` finds it by the agent's id.
     pub fn begin(self: &Arc<Self>, id: RequestId, ct: CancellationToken) -> InFlight {
         if let Ok(mut in_flight) = self.in_flight.lock() {
-            in_flight.insert(id.clone(), ct);
+            in_flight.insert(id.clone(), ct.clone());
         }
-        InFlight { session: self.clone(), id }
+        InFlight { session: self.clone(), id, ct }
     }
 
     /// `notifications/cancelled` from the agent.
@@ -97,6 +96,22 @@ impl AgentSession {
         (id, rx)
     }
 
+    /// Ends what the session has going: requests in flight are cancelled, waits for answers end,
+    /// the standalone stream closes. On `DELETE` and when the session expires.
+    fn end(&self) {
+        let in_flight: Vec<CancellationToken> =
+            self.in_flight.lock().map(|mut m| m.drain().map(|(_, ct)| ct).collect()).unwrap_or_default();
+        for ct in in_flight {
+            ct.cancel();
+        }
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.clear();
+        }
+        if let Ok(mut standalone) = self.standalone.lock() {
+            standalone.take();
+        }
+    }
+
     /// Stops waiting for an answer (the request could not be sent, or its call ended).
     pub fn forget_answer(&self, id: &RequestId) {
         if let Ok(mut pending) = self.pending.lock() {
@@ -111,15 +126,19 @@ impl AgentSession {
     }
 }
 
-/// A request in flight on a session; removed from it on drop.
+/// A request in flight on a session; removed from it on drop (unless the agent has reused its
+/// id for a newer request meanwhile).
 pub struct InFlight {
     session: Arc<AgentSession>,
     id: RequestId,
+    ct: CancellationToken,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Ok(mut in_flight) = self.session.in_flight.lock() {
+        if let Ok(mut in_flight) = self.session.in_flight.lock()
+            && in_flight.get(&self.id).is_some_and(|ct| ct == &self.ct)
+        {
             in_flight.remove(&self.id);
         }
     }
@@ -139,7 +158,11 @@ impl Default for Sessions {
 
 impl Sessions {
     pub fn new(idle_timeout: Duration) -> Self {
-        Self { by_id: moka::sync::Cache::builder().time_to_idle(idle_timeout).build(), next_agent: AtomicU64::new(1) }
+        let by_id = moka::sync::Cache::builder()
+            .time_to_idle(idle_timeout)
+            .eviction_listener(|_, session: Arc<AgentSession>, _| session.end())
+            .build();
+        Self { by_id, next_agent: AtomicU64::new(1) }
     }
 
     /// A unique agent id, also for requests served without a session (2026-07-28).
@@ -148,11 +171,10 @@ impl Sessions {
     }
 
     /// Starts a session; returns its id (128 random bits, hex) and the session.
-    pub fn open(&self, protocol_version: ProtocolVersion, owner: Option<String>) -> (Arc<str>, Arc<AgentSession>) {
+    pub fn open(&self, owner: Option<String>) -> (Arc<str>, Arc<AgentSession>) {
         let id: Arc<str> = Arc::from(hex::encode(rand::random::<[u8; 16]>()));
         let session = Arc::new(AgentSession {
             agent_id: self.next_agent_id(),
-            protocol_version,
             owner,
             standalone: Mutex::default(),
             in_flight: Mutex::default(),
@@ -168,17 +190,10 @@ impl Sessions {
         self.by_id.get(id)
     }
 
-    /// Ends a session (`DELETE`); its requests in flight are cancelled.
+    /// Ends a session (`DELETE`): its requests in flight are cancelled.
     pub fn close(&self, id: &str) -> bool {
         let Some(session) = self.by_id.remove(id) else { return false };
-        let in_flight: Vec<CancellationToken> =
-            session.in_flight.lock().map(|mut m| m.drain().map(|(_, ct)| ct).collect()).unwrap_or_default();
-        for ct in in_flight {
-            ct.cancel();
-        }
-        if let Ok(mut standalone) = session.standalone.lock() {
-            standalone.take();
-        }
+        session.end();
         true
     }
 
@@ -247,7 +262,7 @@ mod tests {
     #[test]
     fn answers_reach_only_the_request_that_asked() {
         let sessions = Sessions::default();
-        let (_, session) = sessions.open(ProtocolVersion::V_2025_06_18, None);
+        let (_, session) = sessions.open(None);
         let (first, mut first_rx) = session.expect_answer();
         let (second, mut second_rx) = session.expect_answer();
         assert_ne!(first, second);
@@ -260,7 +275,7 @@ mod tests {
     #[test]
     fn cancel_and_close_cancel_requests_in_flight() {
         let sessions = Sessions::default();
-        let (id, session) = sessions.open(ProtocolVersion::V_2025_06_18, Some("user".into()));
+        let (id, session) = sessions.open(Some("user".into()));
         let (a, b) = (CancellationToken::new(), CancellationToken::new());
         let _a = session.begin(RequestId::Number(1), a.clone());
         let _b = session.begin(RequestId::Number(2), b.clone());
@@ -272,10 +287,39 @@ mod tests {
         assert!(!sessions.close(&id));
     }
 
+    #[tokio::test]
+    async fn an_ended_session_stops_every_wait_and_request() {
+        let sessions = Sessions::new(Duration::from_millis(50));
+        let (id, session) = sessions.open(None);
+        let (_, mut answer) = session.expect_answer();
+        sessions.close(&id);
+        assert!(answer.try_recv().is_err(), "nobody is left to answer");
+        assert!(session.pending.lock().is_ok_and(|p| p.is_empty()));
+
+        let (_, idle) = sessions.open(None);
+        let running = CancellationToken::new();
+        let _running = idle.begin(RequestId::Number(7), running.clone());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(sessions.len(), 0, "the idle session expired");
+        assert!(running.is_cancelled(), "its request was cancelled when it expired");
+    }
+
+    #[test]
+    fn a_reused_request_id_keeps_the_newer_request_cancellable() {
+        let sessions = Sessions::default();
+        let (_, session) = sessions.open(None);
+        let (old, new) = (CancellationToken::new(), CancellationToken::new());
+        let first = session.begin(RequestId::Number(1), old);
+        let _second = session.begin(RequestId::Number(1), new.clone());
+        drop(first);
+        session.cancel(&RequestId::Number(1));
+        assert!(new.is_cancelled());
+    }
+
     #[test]
     fn notifications_reach_only_an_open_standalone_stream() {
         let sessions = Sessions::default();
-        let (_, session) = sessions.open(ProtocolVersion::V_2025_06_18, None);
+        let (_, session) = sessions.open(None);
         session.notify(ServerNotification::ToolListChangedNotification(Default::default()));
         assert!(sessions.listening().is_empty());
         let mut rx = session.open_standalone();
