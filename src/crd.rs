@@ -332,6 +332,11 @@ impl McpServer {
         }
         if let Some(auth) = &spec.auth {
             validate_auth(auth, &mut problem);
+            // The user's own token goes in Authorization; a static one beside it would reach the
+            // upstream for every user.
+            if spec.headers.keys().any(|h| h.eq_ignore_ascii_case("authorization")) {
+                problem("spec.headers", "must not set Authorization when spec.auth is set".to_owned());
+            }
         }
         out
     }

@@ -124,3 +124,18 @@ fn token_endpoint_must_be_https_except_loopback() {
         ]
     );
 }
+
+#[test]
+fn a_static_authorization_header_beside_spec_auth_is_refused() {
+    let text = SEED_KUBERNETES
+        .replace("  autoStart: true\n", "  autoStart: true\n  headers:\n    authorization: Bearer shared\n");
+    assert_eq!(problems(&text), vec!["spec.headers: must not set Authorization when spec.auth is set"]);
+    let without_auth = SEED_KUBERNETES
+        .split("  auth:")
+        .next()
+        .map(|head| {
+            head.replace("  autoStart: true\n", "  autoStart: true\n  headers:\n    Authorization: Bearer shared\n")
+        })
+        .expect("seed");
+    assert_eq!(problems(&without_auth), Vec::<String>::new(), "a static token alone is the operator's choice");
+}
