@@ -125,23 +125,9 @@ async fn post(
             let gateway = endpoint.gateway.clone();
             let headers = trace_headers(req);
             let id = request.id;
-            let (sessions, session_id) = (endpoint.sessions.clone(), Arc::<str>::from(session_id));
             tokio::spawn(async move {
                 let _in_flight = in_flight;
-                // The session must not idle out while one of its requests runs.
-                let result = {
-                    let handled = gateway.handle(request.request, &caller, Some(&headers));
-                    tokio::pin!(handled);
-                    loop {
-                        tokio::select! {
-                            result = &mut handled => break result,
-                            () = tokio::time::sleep(KEEP_ALIVE) => {
-                                sessions.get(&session_id);
-                            }
-                        }
-                    }
-                };
-                sessions.get(&session_id);
+                let result = gateway.handle(request.request, &caller, Some(&headers)).await;
                 drop(caller);
                 let message = match result {
                     Ok(result) => ServerJsonRpcMessage::response(result, id),
@@ -149,7 +135,7 @@ async fn post(
                 };
                 let _ = reply_tx.unbounded_send(message);
             });
-            respond(req, replies, ct).await
+            respond(req, replies, ct, Touch(endpoint.sessions.clone(), Arc::from(session_id))).await
         }
         ClientJsonRpcMessage::Notification(notification) => {
             match notification.notification {
@@ -180,14 +166,26 @@ async fn post(
     }
 }
 
+/// Refreshes a session's idle clock; false once the session is gone.
+#[derive(Clone)]
+struct Touch(Arc<Sessions>, Arc<str>);
+
+impl Touch {
+    fn touch(&self) -> bool {
+        self.0.get(&self.1).is_some()
+    }
+}
+
 /// The request's reply: JSON when the answer comes first (within `KEEP_ALIVE`), else SSE until
 /// the answer, with a keep-alive comment every `KEEP_ALIVE` of silence (so proxies keep a long
 /// call open, and a hung-up agent is noticed at the next write). Dropping the reply cancels the
-/// request.
+/// request. Each event and the answer `session` touches, so a session never idles out while one
+/// of its requests runs.
 async fn respond(
     req: &HttpRequest,
     mut replies: mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
     ct: CancellationToken,
+    session: Touch,
 ) -> HttpResponse {
     let cancel_on_drop = ct.drop_guard();
     let first = tokio::select! {
@@ -200,26 +198,29 @@ async fn respond(
         },
         () = tokio::time::sleep(KEEP_ALIVE) => None,
     };
+    session.touch();
     if let Some(first) = first.as_ref().filter(|m| is_answer(m)) {
         cancel_on_drop.disarm();
         return reply(req, first);
     }
-    let state = (first, replies, Some(cancel_on_drop));
-    let stream = futures::stream::unfold(state, |(next, mut replies, mut guard)| async move {
+    let state = (first, replies, Some(cancel_on_drop), session);
+    let stream = futures::stream::unfold(state, |(next, mut replies, mut guard, session)| async move {
         guard.as_ref()?;
         let event = match next {
             Some(message) => message,
             None => tokio::select! {
                 message = replies.next() => message?,
                 () = tokio::time::sleep(KEEP_ALIVE) => {
-                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (None, replies, guard)));
+                    session.touch();
+                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (None, replies, guard, session)));
                 }
             },
         };
+        session.touch();
         if is_answer(&event) {
             guard.take().map(tokio_util::sync::DropGuard::disarm);
         }
-        Some((Ok::<_, std::convert::Infallible>(sse_event(&event)), (None, replies, guard)))
+        Some((Ok::<_, std::convert::Infallible>(sse_event(&event)), (None, replies, guard, session)))
     });
     sse(stream)
 }
@@ -235,16 +236,17 @@ fn standalone_stream(req: &HttpRequest, sessions: &Arc<Sessions>, id: &str, sess
         );
     }
     let messages = session.open_standalone();
-    let state = (messages, sessions.clone(), Arc::<str>::from(id));
-    let stream = futures::stream::unfold(state, |(mut messages, sessions, id)| async move {
+    let state = (messages, Touch(sessions.clone(), Arc::from(id)));
+    let stream = futures::stream::unfold(state, |(mut messages, session)| async move {
         let event = tokio::select! {
             message = messages.next() => sse_event(&message?),
             () = tokio::time::sleep(KEEP_ALIVE) => {
-                sessions.get(&id)?; // also keeps the session from idling out while it listens
+                // Also keeps the session from idling out while the agent listens.
+                session.touch().then_some(())?;
                 Bytes::from_static(b": keep-alive\n\n")
             }
         };
-        Some((Ok::<_, std::convert::Infallible>(event), (messages, sessions, id)))
+        Some((Ok::<_, std::convert::Infallible>(event), (messages, session)))
     });
     sse(stream)
 }
