@@ -29,8 +29,6 @@ use rmcp::model::{
 use super::{Caller, Error};
 
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
-/// How long a reply may go on after its answer before its connection is given up.
-const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One upstream session, as the direct path uses it.
 pub(super) struct Wire {
@@ -103,12 +101,7 @@ impl Wire {
 
     fn post(&self, learned: &Learned, message: &ClientJsonRpcMessage) -> reqwest::RequestBuilder {
         let mut headers = learned.headers.clone();
-        if let ClientJsonRpcMessage::Request(request) = message
-            && let Some(value) = request.request.get_meta().get_traceparent()
-            && let Ok(value) = HeaderValue::from_str(value)
-        {
-            headers.insert(HeaderName::from_static("traceparent"), value);
-        }
+        headers.extend(super::upstream_client::traceparent_header(message));
         let body = serde_json::to_vec(message).unwrap_or_default();
         self.http.post(self.url.clone()).headers(headers).body(body)
     }
@@ -190,7 +183,7 @@ impl Wire {
             if let Some(answer) = answer_of(server, message.clone(), &id) {
                 // Read the stream's end in the background, so the connection is reused.
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(DRAIN_LIMIT, async { while events.next().await.is_some() {} }).await;
+                    super::upstream_client::drain(events).await;
                     // Let hyper's connection task put the connection back before the next call.
                     tokio::task::yield_now().await;
                     drop(slot);

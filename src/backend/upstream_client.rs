@@ -26,32 +26,42 @@ use rmcp::transport::streamable_http_client::{
 };
 use sse_stream::{Error as SseError, Sse};
 
-/// How long a dropped SSE reply may take to end before its connection is given up.
+/// How long a reply may go on after it was dropped (or answered) before its connection is given up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Reads what is left of a reply to its end (at most `DRAIN_LIMIT`), so its HTTP/1.1 connection
+/// goes back to the pool instead of being closed.
+pub(super) async fn drain<S: Stream + Unpin>(mut rest: S) {
+    let _ = tokio::time::timeout(DRAIN_LIMIT, async { while rest.next().await.is_some() {} }).await;
+}
+
+/// The HTTP `traceparent` header for a request whose `_meta` carries one.
+pub(super) fn traceparent_header(message: &ClientJsonRpcMessage) -> Option<(HeaderName, HeaderValue)> {
+    let ClientJsonRpcMessage::Request(request) = message else { return None };
+    let value = HeaderValue::from_str(request.request.get_meta().get_traceparent()?).ok()?;
+    Some((HeaderName::from_static("traceparent"), value))
+}
 
 /// reqwest, and the `Wire` of the session, which learns the session id and headers rmcp uses.
 #[derive(Clone)]
 pub(super) struct UpstreamClient(pub(super) reqwest::Client, pub(super) Option<Arc<super::direct::Wire>>);
 
 impl UpstreamClient {
-    fn learn(&self, session_id: Option<&Arc<str>>, headers: &HashMap<HeaderName, HeaderValue>, auth: Option<&str>) {
+    /// What every POST rmcp makes goes through first: the `Wire` learns the session, and the
+    /// headers gain the message's `traceparent`.
+    fn outgoing(
+        &self,
+        message: &ClientJsonRpcMessage,
+        session_id: Option<&Arc<str>>,
+        auth: Option<&str>,
+        mut headers: HashMap<HeaderName, HeaderValue>,
+    ) -> HashMap<HeaderName, HeaderValue> {
         if let (Some(wire), Some(session)) = (&self.1, session_id) {
-            wire.learn(session, headers, auth);
+            wire.learn(session, &headers, auth);
         }
+        headers.extend(traceparent_header(message));
+        headers
     }
-}
-
-fn with_traceparent(
-    message: &ClientJsonRpcMessage,
-    mut headers: HashMap<HeaderName, HeaderValue>,
-) -> HashMap<HeaderName, HeaderValue> {
-    if let ClientJsonRpcMessage::Request(request) = message
-        && let Some(value) = request.request.get_meta().get_traceparent()
-        && let Ok(value) = HeaderValue::from_str(value)
-    {
-        headers.insert(HeaderName::from_static("traceparent"), value);
-    }
-    headers
 }
 
 type SseStream = BoxStream<'static, Result<Sse, SseError>>;
@@ -76,12 +86,10 @@ impl Stream for DrainOnDrop {
 
 impl Drop for DrainOnDrop {
     fn drop(&mut self) {
-        if let Some(mut rest) = self.inner.take()
+        if let Some(rest) = self.inner.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(async move {
-                let _ = tokio::time::timeout(DRAIN_LIMIT, async { while rest.next().await.is_some() {} }).await;
-            });
+            runtime.spawn(drain(rest));
         }
     }
 }
@@ -106,8 +114,7 @@ impl StreamableHttpClient for UpstreamClient {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        self.learn(session_id.as_ref(), &custom_headers, auth_header.as_deref());
-        let headers = with_traceparent(&message, custom_headers);
+        let headers = self.outgoing(&message, session_id.as_ref(), auth_header.as_deref(), custom_headers);
         self.0.post_message(uri, message, session_id, auth_header, headers).await.map(reusable)
     }
 
@@ -120,8 +127,7 @@ impl StreamableHttpClient for UpstreamClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        self.learn(session_id.as_ref(), &custom_headers, auth_header.as_deref());
-        let headers = with_traceparent(&message, custom_headers);
+        let headers = self.outgoing(&message, session_id.as_ref(), auth_header.as_deref(), custom_headers);
         self.0
             .post_message_with_response_limits(uri, message, session_id, auth_header, headers, limits)
             .await
