@@ -52,21 +52,14 @@ pub fn mcp_service(
     let exposure = config.tool_exposure;
     let sign_in = config.oauth.is_some();
     let factory = move || Ok(GatewayServer::new(sessions.next_agent_id(), router.clone(), exposure, sign_in));
-    let mut server_config = StreamableHttpServerConfig::default()
+    // `guard` has checked Host and Origin before any request gets here, with the same lists.
+    let server_config = StreamableHttpServerConfig::default()
         .with_cancellation_token(cancel)
         .with_legacy_session_mode(false)
         .with_json_response(true)
-        .with_max_request_body_bytes(config.max_body_bytes);
-    server_config = if config.allowed_hosts.is_empty() {
-        server_config.disable_allowed_hosts()
-    } else {
-        server_config.with_allowed_hosts(config.allowed_hosts.clone())
-    };
-    server_config = if config.allowed_origins.is_empty() {
-        server_config.disable_allowed_origins()
-    } else {
-        server_config.with_allowed_origins(config.allowed_origins.clone())
-    };
+        .with_max_request_body_bytes(config.max_body_bytes)
+        .disable_allowed_hosts()
+        .disable_allowed_origins();
     StreamableHttpService::new(factory, Arc::new(NeverSessionManager::default()), server_config)
 }
 
