@@ -1,5 +1,5 @@
 //! BackendActor: one upstream MCP server. It owns the upstream session (stdio child or
-//! streamable HTTP over the backend's own pooled `reqwest::Client`), watches it, probes it with
+//! streamable HTTP, opened by rmcp), watches it, probes it with
 //! MCP `ping`, and re-lists its capabilities when the upstream says they changed.
 //!
 //! Accepts `Connect` and `Shutdown` (from the supervisor), `ConnectionLost` (from its session
@@ -7,8 +7,9 @@
 //! Emits `BackendStateChanged` to the supervisor and `ServerUpdated` to the router.
 //!
 //! Calls never enter the mailbox: the actor publishes the live session in a `watch` channel and
-//! `BackendHandle::call_tool` reads it, so calls to one backend run concurrently (rmcp
-//! multiplexes them by request id over the shared HTTP connection pool).
+//! `BackendHandle::call_tool` reads it, so calls to one backend run concurrently: on streamable
+//! HTTP each is POSTed by the calling task on the session (`direct.rs`), elsewhere rmcp
+//! multiplexes them by request id.
 
 mod connect;
 mod direct;

@@ -23,8 +23,8 @@ use crate::routing::catalog::ServerCapabilities;
 /// TCP connections per upstream session, at most (in steady state): its standalone GET stream,
 /// one for the session's own traffic (handshake, pings, re-lists), and one per call on the wire.
 pub(super) const MAX_CONNECTIONS: usize = 8;
-/// Calls a backend has on the wire at most (`BackendHandle::send_in_span`), and so the idle
-/// connections each of its HTTP clients keeps.
+/// Calls an upstream session has on the wire at most (`direct::Wire`'s permits; rmcp's own
+/// limit for what it sends), and so the idle connections each HTTP client keeps.
 pub(super) const MAX_CONCURRENT_REQUESTS: usize = MAX_CONNECTIONS - 2;
 
 #[derive(Debug, thiserror::Error)]
