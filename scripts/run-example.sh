@@ -23,7 +23,7 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$FLEET"; }
 trap cleanup EXIT INT TERM
 for port in 18181 18182 18183; do
-  "$MUSTER_K8S_MCP" --port "$port" --bind-address 127.0.0.1 --read-only --kubeconfig "$MUSTER_FAKE_KUBECONFIG" >/dev/null 2>&1 &
+  "$MUSTER_K8S_MCP" --port "$port" --bind-address 127.0.0.1 --read-only --kubeconfig "$PWD/tests/peers/fake-kubeconfig.yaml" >/dev/null 2>&1 &
   pids+=("$!")
 done
 

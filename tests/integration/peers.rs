@@ -42,7 +42,7 @@ async fn real_kubernetes_family_and_python_server_through_the_python_client() {
             &http_server(&name, &format!("http://127.0.0.1:{p}/mcp"), &family("kubernetes", "management_cluster")),
         );
     }
-    let kubeconfig = peers.get("MUSTER_FAKE_KUBECONFIG").to_owned();
+    let kubeconfig = Peers::repo_file("tests/peers/fake-kubeconfig.yaml").display().to_string();
     fleet.write_server(
         "cluster-d-mcp-kubernetes.yaml",
         &stdio_server(

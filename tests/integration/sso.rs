@@ -20,7 +20,7 @@ const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 /// Starts `node idp.mjs ARGS` and waits for its `ready <issuer>` line.
 async fn start_idp(peers: &Peers, args: &[&str], env: &[(&str, &str)]) -> (Process, String) {
     let mut child = Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
-        .arg(peers.get("MUSTER_IDP"))
+        .arg(Peers::repo_file("tests/peers/idp.mjs"))
         .args(args)
         .envs(env.iter().copied())
         .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES"))

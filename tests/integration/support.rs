@@ -221,7 +221,7 @@ impl Peers {
         let mut command = Command::new(self.get("MUSTER_K8S_MCP"));
         command
             .args(["--port", &port.to_string(), "--bind-address", "127.0.0.1", "--read-only", "--kubeconfig"])
-            .arg(self.get("MUSTER_FAKE_KUBECONFIG"));
+            .arg(Self::repo_file("tests/peers/fake-kubeconfig.yaml"));
         command
     }
 
