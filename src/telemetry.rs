@@ -1,12 +1,16 @@
 //! Logs, traces and metrics. `init` sets up `tracing` (stderr, `RUST_LOG`) and, when the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, an OTLP http/protobuf span
 //! exporter with W3C trace-context propagation. The returned guard flushes spans on drop.
+//!
+//! Spans are for traces only: the log lines are events, each carrying its own fields, so the log
+//! layer ignores spans. Without an exporter no layer wants a span, and a span costs nothing.
 //! Every metric name lives in `telemetry/metrics.rs`.
 
 pub mod metrics;
 pub mod propagation;
 
 use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -29,7 +33,10 @@ pub fn init(debug: bool) -> Guard {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour codes only for a terminal: a log file or collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event()));
     let provider = otlp_provider();
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("muster")));
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
