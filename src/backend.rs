@@ -11,6 +11,7 @@
 //! HTTP each is POSTed by the calling task on the session (`direct.rs`), elsewhere rmcp
 //! multiplexes them by request id.
 
+mod answer;
 mod connect;
 mod direct;
 mod relay;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use rmcp::Peer;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequestParams, CompleteResult,
+    CallToolRequest, CallToolRequestParams, ClientRequest, CompleteRequestParams, CompleteResult,
     GetPromptRequestParams, GetPromptResult, ReadResourceRequestParams, ReadResourceResult, ServerResult,
     SubscribeRequestParams, UnsubscribeRequestParams,
 };
@@ -35,6 +36,7 @@ use tracing::Instrument as _;
 use crate::crd::McpServer;
 use crate::crd::status::State;
 use crate::routing::catalog::ServerCapabilities;
+pub use answer::{Answer, RawToolResult};
 pub use relay::Relay;
 pub use user_sessions::UpstreamAuth;
 
@@ -146,17 +148,21 @@ impl BackendHandle {
 
     /// Calls one upstream tool. On a lost connection the session is rebuilt and the call is
     /// retried once (Muster #999: a dead session must not need an operator).
-    pub async fn call_tool(&self, params: CallToolRequestParams, caller: &Caller) -> Result<CallToolResponse, Error> {
-        let request = || ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
-        let result = self.request(request(), caller).await?;
-        match result {
-            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
-            ServerResult::InputRequiredResult(result) => Ok(CallToolResponse::InputRequired(result)),
-            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
-            ServerResult::EmptyResult(_) => {
-                Ok(CallToolResponse::Complete(rmcp::model::CallToolResult::success(Vec::new())))
+    /// The answer is a tool result, an input request or a task; a plain tool result stays the
+    /// upstream's own JSON (`answer.rs`).
+    pub async fn call_tool(&self, params: CallToolRequestParams, caller: &Caller) -> Result<Answer, Error> {
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        match self.request_with(request, caller, &Hook::None).await? {
+            answer @ Answer::ToolResult(_) => Ok(answer),
+            Answer::Result(
+                result @ (ServerResult::CallToolResult(_)
+                | ServerResult::InputRequiredResult(_)
+                | ServerResult::CreateTaskResult(_)),
+            ) => Ok(Answer::Result(result)),
+            Answer::Result(ServerResult::EmptyResult(_)) => {
+                Ok(Answer::from(rmcp::model::CallToolResult::success(Vec::new())))
             }
-            _ => Err(self.unexpected()),
+            Answer::Result(_) => Err(self.unexpected()),
         }
     }
 
@@ -207,27 +213,27 @@ impl BackendHandle {
     }
 
     async fn request(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
-        self.request_with(request, caller, &Hook::None).await
+        self.request_with(request, caller, &Hook::None)
+            .await?
+            .into_result()
+            .map_err(|e| Error::Upstream { server: self.name.to_string(), message: format!("undecodable result: {e}") })
     }
 
-    async fn request_with(&self, request: ClientRequest, caller: &Caller, hook: &Hook) -> Result<ServerResult, Error> {
-        let mut result = match &self.auth {
+    async fn request_with(&self, request: ClientRequest, caller: &Caller, hook: &Hook) -> Result<Answer, Error> {
+        let mut answer = match &self.auth {
             Some(auth) => self.request_as_user(auth, request, caller, hook).await?,
             None => self.request_shared(request, caller, hook).await?,
         };
-        mark_complete(&mut result);
-        Ok(result)
+        if let Answer::Result(result) = &mut answer {
+            mark_complete(result);
+        }
+        Ok(answer)
     }
 
     /// Over the backend's shared session (servers without `spec.auth`).
-    async fn request_shared(
-        &self,
-        request: ClientRequest,
-        caller: &Caller,
-        hook: &Hook,
-    ) -> Result<ServerResult, Error> {
+    async fn request_shared(&self, request: ClientRequest, caller: &Caller, hook: &Hook) -> Result<Answer, Error> {
         if !hook.apply(&self.relay, caller) {
-            return Ok(ServerResult::empty(()));
+            return Ok(Answer::Result(ServerResult::empty(())));
         }
         let link = self.current_link()?;
         match self.send(&link.peer, link.wire.as_deref(), &self.relay, request.clone(), caller).await {
@@ -248,7 +254,7 @@ impl BackendHandle {
         request: ClientRequest,
         caller: &Caller,
         hook: &Hook,
-    ) -> Result<ServerResult, Error> {
+    ) -> Result<Answer, Error> {
         let server = self.name.to_string();
         let identity = caller.identity.as_deref().ok_or_else(|| Error::Unauthenticated { server: server.clone() })?;
         let mut attempt = 0;
@@ -271,7 +277,7 @@ impl BackendHandle {
             // Each user session has its own relay: progress, logs and requests from the upstream
             // go back only to this user's agents.
             if !hook.apply(&session.relay, caller) {
-                return Ok(ServerResult::empty(()));
+                return Ok(Answer::Result(ServerResult::empty(())));
             }
             match self.send(&session.peer, session.wire.as_deref(), &session.relay, request.clone(), caller).await {
                 Err(e) if (e.is_unauthorized() || e.is_connection_loss()) && attempt == 1 => {
@@ -361,7 +367,7 @@ impl BackendHandle {
         relay: &Relay,
         request: ClientRequest,
         caller: &Caller,
-    ) -> Result<ServerResult, Error> {
+    ) -> Result<Answer, Error> {
         let span = tracing::info_span!("mcp.upstream_call", "mcp.server" = %self.name, "otel.kind" = "client");
         self.send_in_span(peer, wire, relay, request, caller).instrument(span).await
     }
@@ -373,7 +379,7 @@ impl BackendHandle {
         relay: &Relay,
         mut request: ClientRequest,
         caller: &Caller,
-    ) -> Result<ServerResult, Error> {
+    ) -> Result<Answer, Error> {
         use rmcp::model::GetMeta as _;
         crate::telemetry::propagation::inject(request.get_meta_mut());
         let server = self.name.to_string();
@@ -392,7 +398,7 @@ impl BackendHandle {
         let id = handle.id.clone();
         let peer = peer.clone();
         tokio::select! {
-            result = handle.await_response() => result.map_err(|e| map_service_error(&server, e)),
+            result = handle.await_response() => result.map(Answer::Result).map_err(|e| map_service_error(&server, e)),
             () = ct.cancelled() => {
                 let _ = peer.send_notification(rmcp::model::CancelledNotification::new(
                     rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()))

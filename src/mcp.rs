@@ -30,7 +30,7 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler};
 
-use crate::backend::Caller;
+use crate::backend::{Answer, Caller};
 use crate::config::ToolExposure;
 use crate::routing::resolve::resolve_tool;
 use crate::routing::{self, RouterHandle, Snapshot};
@@ -90,7 +90,7 @@ impl GatewayServer {
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
         caller: &Caller,
-    ) -> Result<CallToolResponse, routing::Error> {
+    ) -> Result<Answer, routing::Error> {
         let started = std::time::Instant::now();
         let snapshot = self.snapshot();
         let resolved = resolve_tool(&snapshot.catalog, name, arguments)?;
@@ -104,7 +104,7 @@ impl GatewayServer {
         params.arguments = resolved.arguments;
         let result = backend.call_tool(params, caller).await;
         let outcome = match &result {
-            Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => "error",
+            Ok(answer) if answer.is_tool_error() => "error",
             Ok(_) => "ok",
             Err(_) => "failed",
         };
@@ -161,7 +161,10 @@ impl ServerHandler for GatewayServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let headers = context.extensions.get::<http::request::Parts>().map(|p| &p.headers);
-        Ok(self.tool_call(request, &self.caller(&context), headers).await)
+        self.tool_call(request, &self.caller(&context), headers)
+            .await
+            .into_call_tool_response()
+            .ok_or_else(|| ErrorData::internal_error("the upstream's tool result could not be read", None))
     }
 
     async fn list_resources(
@@ -252,8 +255,12 @@ impl GatewayServer {
         request: ClientRequest,
         caller: &Caller,
         headers: Option<&http::HeaderMap>,
-    ) -> Result<ServerResult, ErrorData> {
-        let mut result = self.answer(request, caller, headers).await?;
+    ) -> Result<Answer, ErrorData> {
+        let mut result = match self.answer(request, caller, headers).await? {
+            // Only plain tool results stay raw, and they have the legacy shape already.
+            raw @ Answer::ToolResult(_) => return Ok(raw),
+            Answer::Result(result) => result,
+        };
         // These sessions negotiated a 2025 revision: the legacy result shape, as rmcp gives it.
         if matches!(result, ServerResult::InputRequiredResult(_)) {
             return Err(ErrorData::invalid_request(
@@ -263,7 +270,7 @@ impl GatewayServer {
         }
         result.strip_result_type_for_legacy_peer();
         result.strip_non_object_output_for_legacy_peer();
-        Ok(result)
+        Ok(Answer::Result(result))
     }
 
     async fn answer(
@@ -271,13 +278,17 @@ impl GatewayServer {
         request: ClientRequest,
         caller: &Caller,
         headers: Option<&http::HeaderMap>,
-    ) -> Result<ServerResult, ErrorData> {
+    ) -> Result<Answer, ErrorData> {
+        if let ClientRequest::CallToolRequest(request) = request {
+            return Ok(self.tool_call(request.params, caller, headers).await);
+        }
+        self.answer_decoded(request, caller).await.map(Answer::Result)
+    }
+
+    async fn answer_decoded(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, ErrorData> {
         match request {
             ClientRequest::PingRequest(_) | ClientRequest::SetLevelRequest(_) => Ok(ServerResult::empty(())),
             ClientRequest::ListToolsRequest(_) => Ok(ServerResult::ListToolsResult(self.tools(caller).await)),
-            ClientRequest::CallToolRequest(request) => {
-                Ok(ServerResult::from(self.tool_call(request.params, caller, headers).await))
-            }
             ClientRequest::ListResourcesRequest(_) => Ok(ServerResult::ListResourcesResult(self.resources())),
             ClientRequest::ListResourceTemplatesRequest(_) => {
                 Ok(ServerResult::ListResourceTemplatesResult(self.resource_templates()))
@@ -334,7 +345,7 @@ impl GatewayServer {
         request: CallToolRequestParams,
         caller: &Caller,
         headers: Option<&http::HeaderMap>,
-    ) -> CallToolResponse {
+    ) -> Answer {
         let span = tracing::info_span!(
             "mcp.tool_call",
             "mcp.method.name" = "tools/call",
@@ -348,7 +359,7 @@ impl GatewayServer {
         tracing::Instrument::instrument(self.tool_call_in_span(request, caller), span).await
     }
 
-    async fn tool_call_in_span(&self, request: CallToolRequestParams, caller: &Caller) -> CallToolResponse {
+    async fn tool_call_in_span(&self, request: CallToolRequestParams, caller: &Caller) -> Answer {
         if let Some(identity) = &caller.identity {
             tracing::Span::current().record("enduser.hash", identity.subject_hash().as_str());
         }

@@ -95,9 +95,9 @@ pub(super) async fn connect(
         }
         Some(ServerType::StreamableHttp) => {
             let url = definition.spec.url.clone().unwrap_or_default();
-            // Its own pool: connections for calls are opened (and served) by the threads that
+            // Pools of its own: connections for calls are opened (and served) by the threads that
             // make the calls, not by the one running rmcp's session.
-            wire = super::direct::Wire::new(http_client(definition)?, &url).map(Arc::new);
+            wire = super::direct::Wire::new(&url, || http_client(definition))?.map(Arc::new);
             let mut config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers(definition)?);
             if let Some(bearer) = bearer {
                 config = config.auth_header(bearer.expose());

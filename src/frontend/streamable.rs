@@ -19,16 +19,15 @@ use futures::StreamExt as _;
 use futures::channel::mpsc;
 use rmcp::ServerHandler as _;
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, GetMeta as _, ProgressToken, ProtocolVersion,
-    ServerJsonRpcMessage, ServerResult,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, GetMeta as _, ProgressToken, ProtocolVersion, ServerResult,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::auth::Identity;
-use crate::backend::Caller;
+use crate::backend::{Answer, Caller};
 use crate::mcp::GatewayServer;
-use crate::mcp::link::AgentLink;
+use crate::mcp::link::{AgentLink, Outgoing};
 use crate::mcp::sessions::{AgentSession, Sessions};
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -49,18 +48,19 @@ pub(super) fn initialize(
     params: &rmcp::model::InitializeRequestParams,
     owner: Option<String>,
 ) -> HttpResponse {
-    let message = match endpoint.gateway.negotiate_initialize(params) {
+    let answer = match endpoint.gateway.negotiate_initialize(params) {
         Ok(result) => {
             let (session_id, _) = endpoint.sessions.open(owner);
-            let mut response = reply(req, &ServerJsonRpcMessage::response(ServerResult::InitializeResult(result), id));
+            let mut response =
+                reply(req, Outgoing::answer(id, Ok(Answer::Result(ServerResult::InitializeResult(result)))));
             if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&session_id) {
                 response.headers_mut().insert(actix_web::http::header::HeaderName::from_static(SESSION_HEADER), value);
             }
             return response;
         }
-        Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
+        Err(e) => Err(e),
     };
-    reply(req, &message)
+    reply(req, Outgoing::answer(id, answer))
 }
 
 /// Any method on an existing session.
@@ -127,13 +127,9 @@ async fn post(
             let id = request.id;
             tokio::spawn(async move {
                 let _in_flight = in_flight;
-                let result = gateway.handle(request.request, &caller, Some(&headers)).await;
+                let answer = gateway.handle(request.request, &caller, Some(&headers)).await;
                 drop(caller);
-                let message = match result {
-                    Ok(result) => ServerJsonRpcMessage::response(result, id),
-                    Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
-                };
-                let _ = reply_tx.unbounded_send(message);
+                let _ = reply_tx.unbounded_send(Outgoing::answer(id, answer));
             });
             respond(req, replies, ct, Touch(endpoint.sessions.clone(), Arc::from(session_id))).await
         }
@@ -183,7 +179,7 @@ impl Touch {
 /// of its requests runs.
 async fn respond(
     req: &HttpRequest,
-    mut replies: mpsc::UnboundedReceiver<ServerJsonRpcMessage>,
+    mut replies: mpsc::UnboundedReceiver<Outgoing>,
     ct: CancellationToken,
     session: Touch,
 ) -> HttpResponse {
@@ -199,10 +195,13 @@ async fn respond(
         () = tokio::time::sleep(KEEP_ALIVE) => None,
     };
     session.touch();
-    if let Some(first) = first.as_ref().filter(|m| is_answer(m)) {
-        cancel_on_drop.disarm();
-        return reply(req, first);
-    }
+    let first = match first {
+        Some(answer) if answer.is_answer => {
+            cancel_on_drop.disarm();
+            return reply(req, answer);
+        }
+        other => other,
+    };
     let state = (first, replies, Some(cancel_on_drop), session);
     let stream = futures::stream::unfold(state, |(next, mut replies, mut guard, session)| async move {
         guard.as_ref()?;
@@ -217,7 +216,7 @@ async fn respond(
             },
         };
         session.touch();
-        if is_answer(&event) {
+        if event.is_answer {
             guard.take().map(tokio_util::sync::DropGuard::disarm);
         }
         Some((Ok::<_, std::convert::Infallible>(sse_event(&event)), (None, replies, guard, session)))
@@ -239,7 +238,10 @@ fn standalone_stream(req: &HttpRequest, sessions: &Arc<Sessions>, id: &str, sess
     let state = (messages, Touch(sessions.clone(), Arc::from(id)));
     let stream = futures::stream::unfold(state, |(mut messages, session)| async move {
         let event = tokio::select! {
-            message = messages.next() => sse_event(&message?),
+            message = messages.next() => match Outgoing::message(&message?) {
+                Some(message) => sse_event(&message),
+                None => Bytes::from_static(b": unencodable message dropped\n\n"),
+            },
             () = tokio::time::sleep(KEEP_ALIVE) => {
                 // Also keeps the session from idling out while the agent listens.
                 session.touch().then_some(())?;
@@ -251,20 +253,15 @@ fn standalone_stream(req: &HttpRequest, sessions: &Arc<Sessions>, id: &str, sess
     sse(stream)
 }
 
-fn is_answer(message: &ServerJsonRpcMessage) -> bool {
-    matches!(message, ServerJsonRpcMessage::Response(_) | ServerJsonRpcMessage::Error(_))
-}
-
 /// One message as the whole reply: JSON if the agent accepts it, else a one-event SSE stream.
-fn reply(req: &HttpRequest, message: &ServerJsonRpcMessage) -> HttpResponse {
+fn reply(req: &HttpRequest, message: Outgoing) -> HttpResponse {
     if accepts(req, "application/json") || !accepts(req, "text/event-stream") {
-        let body = serde_json::to_vec(message).unwrap_or_default();
-        return HttpResponse::Ok().content_type("application/json").body(body);
+        return HttpResponse::Ok().content_type("application/json").body(message.json);
     }
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
-        .body(sse_event(message))
+        .body(sse_event(&message))
 }
 
 fn sse<S>(stream: S) -> HttpResponse
@@ -278,12 +275,18 @@ where
         .streaming(stream)
 }
 
-fn sse_event(message: &ServerJsonRpcMessage) -> Bytes {
-    let mut event = b"event: message\ndata: ".to_vec();
-    if serde_json::to_writer(&mut event, message).is_err() {
-        return Bytes::from_static(b": unserializable message dropped\n\n");
+/// One SSE event. A raw tool result may be pretty-printed; its line breaks (whitespace, since
+/// JSON strings cannot hold them unescaped) become `data:` lines, which the agent joins again.
+fn sse_event(message: &Outgoing) -> Bytes {
+    const DATA: &[u8] = b"data: ";
+    let mut event = Vec::with_capacity(DATA.len() + message.json.len() + 18);
+    event.extend_from_slice(b"event: message\n");
+    for line in message.json.split(|&b| b == b'\n') {
+        event.extend_from_slice(DATA);
+        event.extend(line.iter().filter(|&&b| b != b'\r'));
+        event.push(b'\n');
     }
-    event.extend_from_slice(b"\n\n");
+    event.push(b'\n');
     Bytes::from(event)
 }
 
@@ -330,5 +333,66 @@ pub(super) fn decode(req: &HttpRequest, body: &web::Bytes) -> Result<ClientJsonR
             "Unsupported Media Type: POST bodies must be application/json",
         )));
     }
-    serde_json::from_slice(body).map_err(|e| Box::new(error::undecodable_body(body, &e.to_string())))
+    decode_message(body).map_err(|e| Box::new(error::undecodable_body(body, &e.to_string())))
+}
+
+/// `tools/call`, most of what agents send, is decoded as what it is. rmcp's
+/// `ClientJsonRpcMessage` is an untagged enum that buffers the message and tries each message
+/// and request shape in turn; anything else (and a `tools/call` that does not decode this way,
+/// for its precise error) still goes through it.
+fn decode_message(body: &[u8]) -> Result<ClientJsonRpcMessage, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Method<'a> {
+        #[serde(borrow)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    let is_tool_call =
+        serde_json::from_slice::<Method<'_>>(body).is_ok_and(|m| m.method.as_deref() == Some("tools/call"));
+    if is_tool_call
+        && let Ok(call) = serde_json::from_slice::<rmcp::model::JsonRpcRequest<rmcp::model::CallToolRequest>>(body)
+    {
+        let rmcp::model::JsonRpcRequest { jsonrpc, id, request } = call;
+        let request = ClientRequest::CallToolRequest(request);
+        return Ok(ClientJsonRpcMessage::Request(rmcp::model::JsonRpcRequest { jsonrpc, id, request }));
+    }
+    serde_json::from_slice(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_call_decodes_as_rmcp_would_decode_it() {
+        let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call",
+            "params":{"name":"x_k8s_pods_list","arguments":{"management_cluster":"a","n":[1]},"_meta":{"progressToken":"p"}}}"#;
+        let narrow = decode_message(body).expect("decodes");
+        let full: ClientJsonRpcMessage = serde_json::from_slice(body).expect("rmcp decodes it");
+        assert_eq!(serde_json::to_value(&narrow).expect("encodes"), serde_json::to_value(&full).expect("encodes"));
+        let ClientJsonRpcMessage::Request(request) = narrow else { panic!("a request") };
+        assert!(progress_token(&request.request).is_some(), "the progress token survives");
+        // A tool call without a name gets what rmcp makes of it.
+        let bad = br#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{}}"#;
+        let full: ClientJsonRpcMessage = serde_json::from_slice(bad).expect("rmcp decodes it");
+        let narrow = decode_message(bad).expect("decodes as rmcp does");
+        assert_eq!(serde_json::to_value(&narrow).expect("encodes"), serde_json::to_value(&full).expect("encodes"));
+        // Everything else takes rmcp's path.
+        let list = br#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#;
+        assert!(matches!(
+            decode_message(list),
+            Ok(ClientJsonRpcMessage::Request(r)) if matches!(r.request, ClientRequest::ListToolsRequest(_))
+        ));
+    }
+
+    #[test]
+    fn a_pretty_printed_result_stays_one_sse_event() {
+        let json = "{\r\n  \"content\": [],\n  \"isError\": false\n}";
+        let event = sse_event(&Outgoing { json: Bytes::from(json), is_answer: true });
+        let text = std::str::from_utf8(&event).expect("utf-8");
+        assert!(text.starts_with("event: message\ndata: {\n") && text.ends_with("\n\n"), "{text:?}");
+        let data: String = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect::<Vec<_>>().join("\n");
+        let value: serde_json::Value = serde_json::from_str(&data).expect("the agent reads the JSON back");
+        assert_eq!(value["isError"], false);
+        assert_eq!(text.matches("\n\n").count(), 1, "one event: {text:?}");
+    }
 }

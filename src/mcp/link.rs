@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::channel::mpsc;
-use rmcp::model::{ClientResult, ServerJsonRpcMessage, ServerNotification, ServerRequest};
+use rmcp::model::{ClientResult, RequestId, ServerJsonRpcMessage, ServerNotification, ServerRequest};
 use rmcp::service::RoleServer;
 use rmcp::{ErrorData, Peer};
 use tokio_util::sync::CancellationToken;
@@ -25,11 +26,7 @@ pub enum AgentLink {
     /// A request on one of muster's sessions, with its reply stream (`None` once only the
     /// session is wanted, e.g. for a subscription that outlives the request) and its
     /// cancellation (the agent cancelled, hung up, or ended the session).
-    Session {
-        session: Arc<AgentSession>,
-        reply: Option<mpsc::UnboundedSender<ServerJsonRpcMessage>>,
-        ct: CancellationToken,
-    },
+    Session { session: Arc<AgentSession>, reply: Option<mpsc::UnboundedSender<Outgoing>>, ct: CancellationToken },
 }
 
 impl AgentLink {
@@ -50,7 +47,9 @@ impl AgentLink {
                 let _ = peer.send_notification(notification).await;
             }
             Self::Session { reply: Some(reply), .. } => {
-                let _ = reply.unbounded_send(ServerJsonRpcMessage::notification(notification));
+                if let Some(message) = Outgoing::message(&ServerJsonRpcMessage::notification(notification)) {
+                    let _ = reply.unbounded_send(message);
+                }
             }
             Self::Session { session, reply: None, .. } => session.notify(notification),
         }
@@ -77,7 +76,10 @@ impl AgentLink {
             Self::Session { session, reply: Some(reply), ct } => {
                 let (id, answer) = session.expect_answer();
                 let _forget = ForgetOnDrop { session, id: id.clone() };
-                reply.unbounded_send(ServerJsonRpcMessage::request(request, id)).map_err(|_| {
+                let asking = Outgoing::message(&ServerJsonRpcMessage::request(request, id)).ok_or_else(|| {
+                    ErrorData::internal_error("muster could not encode its request to the agent", None)
+                })?;
+                reply.unbounded_send(asking).map_err(|_| {
                     ErrorData::internal_error("the agent's request ended before muster could ask it", None)
                 })?;
                 let gone = || ErrorData::internal_error("the agent's request ended without an answer", None);
@@ -90,6 +92,55 @@ impl AgentLink {
                 Err(ErrorData::internal_error("no request of this agent is in flight to ask it", None))
             }
         }
+    }
+}
+
+/// One message on a request's reply stream, encoded as JSON. The answer is the last one.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub json: Bytes,
+    pub is_answer: bool,
+}
+
+impl Outgoing {
+    /// `None` only if rmcp's type does not encode (which its types do not do).
+    pub fn message(message: &ServerJsonRpcMessage) -> Option<Self> {
+        let is_answer = matches!(message, ServerJsonRpcMessage::Response(_) | ServerJsonRpcMessage::Error(_));
+        match serde_json::to_vec(message) {
+            Ok(json) => Some(Self { json: Bytes::from(json), is_answer }),
+            Err(e) => {
+                tracing::error!(error = %e, "a message to an agent could not be encoded; dropped");
+                None
+            }
+        }
+    }
+
+    /// The answer to request `id`. A raw tool result goes out as the upstream encoded it.
+    pub fn answer(id: RequestId, answer: Result<crate::backend::Answer, ErrorData>) -> Self {
+        #[derive(serde::Serialize)]
+        struct RawResponse<'a> {
+            jsonrpc: &'static str,
+            id: &'a RequestId,
+            result: &'a serde_json::value::RawValue,
+        }
+        let message = match answer {
+            Ok(crate::backend::Answer::ToolResult(raw)) => {
+                let response = RawResponse { jsonrpc: "2.0", id: &id, result: raw.json() };
+                if let Ok(json) = serde_json::to_vec(&response) {
+                    return Self { json: Bytes::from(json), is_answer: true };
+                }
+                let e = ErrorData::internal_error("the tool result could not be encoded", None);
+                ServerJsonRpcMessage::error(e, Some(id))
+            }
+            Ok(crate::backend::Answer::Result(result)) => ServerJsonRpcMessage::response(result, id),
+            Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
+        };
+        Self::message(&message).unwrap_or_else(|| Self {
+            json: Bytes::from_static(
+                br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"muster could not encode the answer"}}"#,
+            ),
+            is_answer: true,
+        })
     }
 }
 
@@ -120,6 +171,7 @@ mod tests {
         let link = AgentLink::Session { session, reply: Some(reply), ct: ct.clone() };
         let asking = tokio::spawn(async move { link.request(ServerRequest::PingRequest(Default::default())).await });
         let asked = replies.next().await.expect("the question went out on the reply stream");
+        let asked: ServerJsonRpcMessage = serde_json::from_slice(&asked.json).expect("a JSON-RPC message");
         assert!(matches!(asked, ServerJsonRpcMessage::Request(_)), "{asked:?}");
         ct.cancel();
         let answer = tokio::time::timeout(std::time::Duration::from_secs(5), asking).await.expect("in time");

@@ -319,8 +319,8 @@ async fn call_tool(gateway: &GatewayServer, args: JsonObject, caller: &Caller) -
         gateway.discover_for(caller.identity.as_ref()).await;
         dispatched = gateway.dispatch(name, arguments, caller).await;
     }
-    let inner = match dispatched {
-        Ok(CallToolResponse::Complete(result)) => result,
+    let inner = match dispatched.map(crate::backend::Answer::into_call_tool_response) {
+        Ok(Some(CallToolResponse::Complete(result))) => result,
         Ok(_) => invalid(format!(
             "tool {name} answered with a task or input request, which call_tool cannot relay; call it directly"
         )),
