@@ -1,4 +1,4 @@
-//! Logs, traces and metrics. `init` sets up `tracing` (stderr, `RUST_LOG`) and, when the standard
+//! Logs, traces and metrics. `init` sets up `tracing` (stderr from a writer thread, `RUST_LOG`) and, when the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, an OTLP http/protobuf span
 //! exporter with W3C trace-context propagation. The returned guard flushes spans on drop.
 //!
@@ -14,9 +14,10 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// Flushes and shuts the span exporter down when dropped.
+/// Flushes the log and shuts the span exporter down when dropped.
 pub struct Guard {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    _log: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl Drop for Guard {
@@ -33,15 +34,21 @@ pub fn init(debug: bool) -> Guard {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour codes only for a terminal: a log file or collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Lines are written by a thread of their own, in batches: a call never waits for stderr, and
+    // a slow log reader does not stall the workers (until 128,000 lines are waiting; none is dropped).
+    let (writer, log) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("muster-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi)
         .with_filter(tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event()));
     let provider = otlp_provider();
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("muster")));
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    Guard { provider }
+    Guard { provider, _log: log }
 }
 
 fn otlp_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
