@@ -175,6 +175,9 @@ async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> Htt
         let owner = identity.as_ref().map(|i| i.key());
         return streamable::initialize(&state.endpoint, &req, request.id.clone(), &init.params, owner);
     }
+    if let Some(refused) = streamable::needs_session(&req) {
+        return refused;
+    }
     let mut extensions = http::Extensions::new();
     if let Some(identity) = identity {
         extensions.insert(identity);

@@ -63,6 +63,23 @@ pub(super) fn initialize(
     reply(req, Outgoing::answer(id, answer))
 }
 
+/// A request without a session that names a revision with sessions (MCP-Protocol-Version
+/// 2025-06-18 or 2025-11-25): 400, as the 2025 revisions ask, instead of serving it without one.
+/// Sessionless requests (2026-07-28, or no version header at all) are rmcp's.
+pub(super) fn needs_session(req: &HttpRequest) -> Option<HttpResponse> {
+    let version = req.headers().get("mcp-protocol-version")?.to_str().ok()?;
+    let version = ProtocolVersion::KNOWN_VERSIONS.iter().find(|known| known.as_str() == version)?;
+    version.has_initialize().then(|| {
+        error::jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            error::INVALID_REQUEST,
+            &format!(
+                "Bad Request: protocol {version} needs an Mcp-Session-Id header; send initialize to start a session"
+            ),
+        )
+    })
+}
+
 /// Any method on an existing session.
 pub(super) async fn on_session(
     endpoint: &Endpoint,
@@ -114,9 +131,12 @@ async fn post(
             let progress_token = progress_token(&request.request);
             let ct = CancellationToken::new();
             let (reply_tx, replies) = mpsc::unbounded();
+            // An agent that takes no SSE gets one JSON answer: what would go before it on the reply
+            // (progress, logs) goes to its standalone stream, and questions to it fail at once.
+            let reply = accepts(req, "text/event-stream").then(|| reply_tx.clone());
             let caller = Caller {
                 agent_id: session.agent_id,
-                link: AgentLink::Session { session: session.clone(), reply: Some(reply_tx.clone()), ct: ct.clone() },
+                link: AgentLink::Session { session: session.clone(), reply, ct: ct.clone() },
                 ct: ct.clone(),
                 progress_token,
                 identity,
@@ -290,13 +310,14 @@ fn sse_event(message: &Outgoing) -> Bytes {
     Bytes::from(event)
 }
 
-/// Whether the `Accept` header admits `media` (a missing header or `*/*` admits everything).
+/// Whether the `Accept` headers admit `media` (none, or `*/*`, admits everything).
 pub(super) fn accepts(req: &HttpRequest, media: &str) -> bool {
-    let Some(accept) = req.headers().get(actix_web::http::header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    let mut accept = req.headers().get_all(actix_web::http::header::ACCEPT).filter_map(|v| v.to_str().ok()).peekable();
+    if accept.peek().is_none() {
         return true;
-    };
+    }
     let (kind, _) = media.split_once('/').unwrap_or((media, ""));
-    accept.split(',').any(|range| {
+    accept.flat_map(|header| header.split(',')).any(|range| {
         let mut parts = range.split(';');
         let range = parts.next().unwrap_or_default().trim();
         let refused = parts.any(|p| p.trim().strip_prefix("q=").is_some_and(|q| q.trim().parse() == Ok(0.0)));

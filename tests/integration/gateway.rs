@@ -205,6 +205,44 @@ async fn an_agent_session_ends_with_delete_and_a_gone_one_gets_404() {
 }
 
 #[actix_web::test]
+async fn a_2025_request_needs_its_session_and_a_json_only_agent_gets_json() {
+    let (_fleet, _upstreams, muster) = family_fleet("direct").await;
+    let http = reqwest::Client::new();
+    let url = muster.mcp_url();
+    // MCP-Protocol-Version 2025-06-18 without Mcp-Session-Id: 400, not a sessionless answer.
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let refused = post_rpc(&http, &url, None, list).send().await.expect("list");
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.expect("a JSON-RPC error body");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("Mcp-Session-Id")), "{body}");
+
+    // An agent that accepts only JSON gets the answer as JSON, even when the upstream sends
+    // progress first (which SSE would have carried).
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    let opened = post_rpc(&http, &url, None, init).send().await.expect("initialize");
+    let session = opened.headers()["mcp-session-id"].to_str().expect("ascii").to_owned();
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "x_kubernetes_progress", "arguments": {"management_cluster": "cluster-c"},
+        "_meta": {"progressToken": "p1"}}});
+    let answered = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("mcp-session-id", &session)
+        .body(call.to_string())
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(answered.status(), 200);
+    let content_type = answered.headers()["content-type"].to_str().expect("ascii").to_owned();
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let body: Value = answered.json().await.expect("one JSON answer");
+    assert_eq!(body["id"], 3, "{body}");
+    assert_eq!(body["result"]["content"][0]["text"], "done", "{body}");
+}
+
+#[actix_web::test]
 async fn a_cancelled_call_is_cancelled_upstream() {
     let (_fleet, upstreams, muster) = family_fleet("direct").await;
     let client = Client::connect(&muster.mcp_url()).await;
