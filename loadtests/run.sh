@@ -77,5 +77,5 @@ echo "== loadgen, through muster ($SESSIONS sessions, think $THINK_MS ms, ${SECO
 before=$(cpu_ticks)
 "$CARGO_TARGET_DIR/release/examples/loadgen" "http://127.0.0.1:$MUSTER_PORT/mcp" x_echo_echo "$SESSIONS" "$THINK_MS" "$SECONDS_LOADGEN" | tee "$WORK/loadgen.txt"
 calls=$(sed -E 's/^calls=([0-9]+).*/\1/' "$WORK/loadgen.txt")
-echo "muster CPU: $(( ($(cpu_ticks) - before) * 1000000 / $(getconf CLK_TCK) / calls )) µs per call ($calls calls)"
+echo "muster CPU: $(( ($(cpu_ticks) - before) * 1000000 / $(getconf CLK_TCK) / calls )) µs per call ($calls calls; the CPU includes opening the sessions)"
 echo "muster RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$MUSTER_PID/status); upstream TCP connections: $(curl -s "http://127.0.0.1:$MUSTER_PORT/metrics" | awk '/^muster_upstream_connections/ {print $2}'); agent sessions: $(curl -s "http://127.0.0.1:$MUSTER_PORT/metrics" | awk '/^muster_agent_sessions/ {print $2}')"

@@ -115,12 +115,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve { config_path, debug, kubernetes } => {
             let _telemetry = crate::telemetry::init(debug);
-            let mut config = Config::load(&config_path).context("loading config.yaml")?;
-            if kubernetes && config.kubernetes.is_none() {
-                config.kubernetes = Some(crate::config::Kubernetes { namespaces: vec!["default".to_owned()] });
+            let served = async {
+                let mut config = Config::load(&config_path).context("loading config.yaml")?;
+                if kubernetes && config.kubernetes.is_none() {
+                    config.kubernetes = Some(crate::config::Kubernetes { namespaces: vec!["default".to_owned()] });
+                }
+                crate::app::run(config).await
             }
-            crate::app::run(config).await?;
-            Ok(0)
+            .await;
+            // Logged while the log writer still runs (main prints it to stderr too).
+            if let Err(e) = &served {
+                tracing::error!("{e:#}");
+            }
+            served.map(|()| 0)
         }
         Command::CheckConfig { paths } => {
             let mut code = 0;

@@ -9,7 +9,6 @@ async fn main() {
     let code = match muster::cli::run(muster::cli::Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
             #[allow(clippy::print_stderr, reason = "the last word before exiting")]
             {
                 eprintln!("error: {e:#}");

@@ -3,9 +3,9 @@
 //!
 //! A tool result is most of what flows through the gateway, and muster has no business with its
 //! content. Decoding it into rmcp's types means trying `ServerResult`'s untagged variants one by
-//! one, and the agent's reply then encodes it again. So a result of the 2025 shape (`content`,
-//! `structuredContent` an object, `isError`; no `resultType`) is read only as far as `isError`
-//! and passed on as it came. Anything else (tasks, input requests, 2026-07-28 shapes) is decoded,
+//! one, and the agent's reply then encodes it again. So a result of the 2025 shape (a `content`
+//! array, `structuredContent` absent or an object, `isError` absent or a boolean, no `resultType`
+//! key at all) is read only as far as `isError` and passed on as it came. Anything else (tasks, input requests, 2026-07-28 shapes) is decoded,
 //! so rmcp's adaptations for older agents still apply to it.
 
 use rmcp::model::{CallToolResponse, CallToolResult, ResultType, ServerResult};
@@ -34,9 +34,9 @@ impl RawToolResult {
     /// `Some` when `json` is a plain tool result, which every agent revision reads as it is.
     pub fn from_upstream(json: &RawValue) -> Option<Self> {
         let shape: Shape = serde_json::from_str(json.get()).ok()?;
-        let plain = shape.result_type.is_none()
-            && shape.structured_content != Structured::Other
-            && (shape.content.is_some() || shape.structured_content == Structured::Object || shape.is_error.is_some());
+        let plain = shape.result_type == Kind::Absent
+            && shape.content == Kind::Array
+            && matches!(shape.structured_content, Kind::Absent | Kind::Object);
         plain.then(|| Self { json: json.to_owned(), is_error: shape.is_error == Some(true) })
     }
 
@@ -102,60 +102,62 @@ impl From<CallToolResponse> for Answer {
 /// The fields of a result that say whether it can be passed on as it is; the rest is skipped.
 #[derive(serde::Deserialize)]
 struct Shape {
-    #[serde(rename = "resultType")]
-    result_type: Option<IgnoredAny>,
-    content: Option<IgnoredAny>,
+    #[serde(rename = "resultType", default)]
+    result_type: Kind,
+    #[serde(default)]
+    content: Kind,
     #[serde(rename = "structuredContent", default)]
-    structured_content: Structured,
+    structured_content: Kind,
     #[serde(rename = "isError")]
     is_error: Option<bool>,
 }
 
-/// What `structuredContent` is (an explicit `null` counts as `Other`).
+/// What kind of JSON value a field holds (`Absent` when the key is missing; `null` is `Other`).
 #[derive(Default, PartialEq, Eq)]
-enum Structured {
+enum Kind {
     #[default]
     Absent,
     Object,
+    Array,
     Other,
 }
 
-impl<'de> serde::Deserialize<'de> for Structured {
+impl<'de> serde::Deserialize<'de> for Kind {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Kind;
-        impl<'de> Visitor<'de> for Kind {
-            type Value = Structured;
+        struct Of;
+        impl<'de> Visitor<'de> for Of {
+            type Value = Kind;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Structured, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Structured::Object)
+                Ok(Kind::Object)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Structured, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Structured::Other)
+                Ok(Kind::Array)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Structured, E> {
-                Ok(Structured::Other)
+            fn visit_bool<E>(self, _: bool) -> Result<Kind, E> {
+                Ok(Kind::Other)
             }
-            fn visit_i64<E>(self, _: i64) -> Result<Structured, E> {
-                Ok(Structured::Other)
+            fn visit_i64<E>(self, _: i64) -> Result<Kind, E> {
+                Ok(Kind::Other)
             }
-            fn visit_u64<E>(self, _: u64) -> Result<Structured, E> {
-                Ok(Structured::Other)
+            fn visit_u64<E>(self, _: u64) -> Result<Kind, E> {
+                Ok(Kind::Other)
             }
-            fn visit_f64<E>(self, _: f64) -> Result<Structured, E> {
-                Ok(Structured::Other)
+            fn visit_f64<E>(self, _: f64) -> Result<Kind, E> {
+                Ok(Kind::Other)
             }
-            fn visit_str<E>(self, _: &str) -> Result<Structured, E> {
-                Ok(Structured::Other)
+            fn visit_str<E>(self, _: &str) -> Result<Kind, E> {
+                Ok(Kind::Other)
             }
-            fn visit_unit<E>(self) -> Result<Structured, E> {
-                Ok(Structured::Other)
+            fn visit_unit<E>(self) -> Result<Kind, E> {
+                Ok(Kind::Other)
             }
         }
-        deserializer.deserialize_any(Kind)
+        deserializer.deserialize_any(Of)
     }
 }
 
@@ -176,7 +178,6 @@ mod tests {
         assert!(Answer::ToolResult(passed).is_tool_error());
         let structured = raw(r#"{"content":[],"structuredContent":{"pods":[1,2]}}"#).expect("object structuredContent");
         assert!(!structured.is_error());
-        assert!(raw(r#"{"structuredContent":{"a":1}}"#).is_some(), "structuredContent alone");
     }
 
     #[test]
@@ -190,6 +191,11 @@ mod tests {
             r#"{"task":{"taskId":"t1"}}"#,
             r#"{}"#,
             r#"{"content":[],"isError":"yes"}"#,
+            // 2025 agents need `content` (rmcp fills in `[]`), and no `resultType` key at all.
+            r#"{"structuredContent":{"a":1}}"#,
+            r#"{"isError":true}"#,
+            r#"{"content":null}"#,
+            r#"{"content":[],"resultType":null}"#,
         ] {
             assert!(raw(json).is_none(), "{json} must not pass raw");
         }

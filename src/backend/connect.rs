@@ -69,9 +69,9 @@ pub(super) struct Connected {
 }
 
 /// The backend's one HTTP client: keep-alive pool bounded per host, connect timeout.
-pub(super) fn http_client(definition: &McpServer) -> Result<reqwest::Client, Error> {
+pub(super) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
-        .connect_timeout(definition.timeout())
+        .connect_timeout(connect_timeout)
         .pool_max_idle_per_host(MAX_CONCURRENT_REQUESTS)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
@@ -97,7 +97,7 @@ pub(super) async fn connect(
             let url = definition.spec.url.clone().unwrap_or_default();
             // Pools of its own: connections for calls are opened (and served) by the threads that
             // make the calls, not by the one running rmcp's session.
-            wire = super::direct::Wire::new(&url, || http_client(definition))?.map(Arc::new);
+            wire = super::direct::Wire::new(&url, definition.timeout())?.map(Arc::new);
             let mut config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers(definition)?);
             if let Some(bearer) = bearer {
                 config = config.auth_header(bearer.expose());

@@ -9,9 +9,12 @@
 //! calls then go straight out.
 //!
 //! Calls go out on lanes, one per worker thread (`Lane`): each lane has its own connection pool,
-//! so a call's connection is served by the thread that makes the call. With one shared pool, half
-//! the calls found a connection whose task lived on the other thread, and every send and every
-//! reply chunk crossed threads (an eventfd write and a wake-up each, ~15 % of muster's CPU).
+//! so a call's connection is normally served by the thread that makes the call. With one shared
+//! pool, half the calls found a connection whose task lived on the other thread, and every send
+//! and every reply chunk crossed threads (an eventfd write and a wake-up each, ~15 % of muster's
+//! CPU). The session's 6 permits are shared out among the lanes, and a call whose own lane has
+//! none free borrows one from another lane (and uses that lane's pool): no call waits while a
+//! permit is free, and no lane ever has more connections busy than it holds permits.
 //!
 //! What the upstream sends on a call's reply stream belongs to that call, so it goes to its
 //! caller with no guessing: progress (under the agent's own token), log messages, and sampling,
@@ -39,6 +42,10 @@ const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 /// One upstream session, as the direct path uses it.
 pub(super) struct Wire {
     lanes: Box<[Lane]>,
+    /// Lane 0's client, built at once (so a bad configuration fails the connect); the other
+    /// lanes build theirs when first used.
+    first: reqwest::Client,
+    timeout: std::time::Duration,
     url: reqwest::Url,
     /// The session id and the headers rmcp sends with it; `None` until the handshake is done.
     learned: RwLock<Option<Arc<Learned>>>,
@@ -48,7 +55,8 @@ pub(super) struct Wire {
 /// The calls one worker thread makes on a session: their connection pool, and their share of
 /// the session's calls on the wire.
 struct Lane {
-    http: reqwest::Client,
+    /// Built on first use: a client loads the TLS roots, and a session used by one thread needs one.
+    http: std::sync::OnceLock<reqwest::Client>,
     /// HTTP/1.1 carries one request per connection at a time, and a reply's connection is free
     /// only once the reply has been read to its end. So the lanes together have at most
     /// `MAX_CONCURRENT_REQUESTS` calls of this session on the wire; the rest wait here. The
@@ -57,7 +65,7 @@ struct Lane {
 }
 
 /// Lanes per session: one per worker thread (actix starts one per core), and no more than there
-/// are calls on the wire, so each lane has at least one.
+/// are calls on the wire, so each lane has at least one permit. Threads beyond that share lanes.
 static LANES: LazyLock<usize> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     cores.clamp(1, super::connect::MAX_CONCURRENT_REQUESTS)
@@ -79,25 +87,47 @@ struct Learned {
 }
 
 impl Wire {
-    /// `http` makes each lane's client (its own pool).
-    pub(super) fn new(
-        url: &str,
-        http: impl Fn() -> Result<reqwest::Client, super::connect::Error>,
-    ) -> Result<Option<Self>, super::connect::Error> {
+    /// Its lanes' clients come from `connect::http_client` with the server's `timeout`.
+    pub(super) fn new(url: &str, timeout: std::time::Duration) -> Result<Option<Self>, super::connect::Error> {
         let Ok(url) = reqwest::Url::parse(url) else { return Ok(None) };
+        let first = super::connect::http_client(timeout)?;
         let (total, lanes) = (super::connect::MAX_CONCURRENT_REQUESTS, *LANES);
         let lanes = (0..lanes)
             .map(|i| {
                 // The calls on the wire, shared out: the first `total % lanes` lanes get one more.
                 let slots = total / lanes + usize::from(i < total % lanes);
-                Ok(Lane { http: http()?, slots: Arc::new(tokio::sync::Semaphore::new(slots)) })
+                Lane { http: std::sync::OnceLock::new(), slots: Arc::new(tokio::sync::Semaphore::new(slots)) }
             })
-            .collect::<Result<_, super::connect::Error>>()?;
-        Ok(Some(Self { lanes, url, learned: RwLock::default(), next_id: AtomicU64::new(1) }))
+            .collect();
+        Ok(Some(Self { lanes, first, timeout, url, learned: RwLock::default(), next_id: AtomicU64::new(1) }))
     }
 
-    fn lane(&self) -> &Lane {
-        &self.lanes[this_thread_lane() % self.lanes.len()]
+    /// A permit to put a call on the wire, and the lane it belongs to: this thread's lane if it
+    /// has one free, else any lane with one free, else whichever frees one first. `None` only if
+    /// a semaphore were closed (none is).
+    async fn acquire(&self) -> (&Lane, Option<tokio::sync::OwnedSemaphorePermit>) {
+        let count = self.lanes.len();
+        let home = this_thread_lane() % count;
+        let order = (0..count).map(|i| (home + i) % count);
+        for i in order.clone() {
+            if let Ok(permit) = self.lanes[i].slots.clone().try_acquire_owned() {
+                return (&self.lanes[i], Some(permit));
+            }
+        }
+        let waits = order.map(|i| Box::pin(async move { (i, self.lanes[i].slots.clone().acquire_owned().await.ok()) }));
+        let ((i, permit), _, _) = futures::future::select_all(waits).await;
+        (&self.lanes[i], permit)
+    }
+
+    fn client(&self, lane: &Lane) -> reqwest::Client {
+        let first = std::ptr::eq(lane, &self.lanes[0]);
+        let built = lane.http.get_or_init(|| {
+            if first {
+                return self.first.clone();
+            }
+            super::connect::http_client(self.timeout).unwrap_or_else(|_| self.first.clone())
+        });
+        built.clone()
     }
 
     /// What rmcp sends on this session (from `UpstreamClient`). Cheap when nothing changed.
@@ -147,7 +177,7 @@ impl Wire {
         let mut headers = learned.headers.clone();
         headers.extend(super::upstream_client::traceparent_header(message));
         let body = serde_json::to_vec(message).unwrap_or_default();
-        lane.http.post(self.url.clone()).headers(headers).body(body)
+        self.client(lane).post(self.url.clone()).headers(headers).body(body)
     }
 
     /// A request id of its own, so it never meets the ids rmcp uses on the same session.
@@ -172,9 +202,8 @@ impl Wire {
         let upstream = |message: String| Error::Upstream { server: server.to_owned(), message };
         let failed = |message: String| Error::Protocol { server: server.to_owned(), code: -32603, message };
         let learned = self.learned().ok_or_else(|| upstream("the session is not open yet".into()))?;
-        let lane = self.lane();
-        let slot = tokio::select! {
-            slot = lane.slots.clone().acquire_owned() => slot.ok(),
+        let (lane, slot) = tokio::select! {
+            acquired = self.acquire() => acquired,
             () = caller.ct.cancelled() => return Err(Error::Cancelled { server: server.to_owned() }),
         };
         // Progress comes back on this call's own stream, so the call's id is a unique token.
@@ -324,11 +353,12 @@ fn plain_answer(text: &str, id: &RequestId, tool_call: bool) -> Option<Answer> {
     struct Envelope<'a> {
         id: Option<RequestId>,
         method: Option<serde::de::IgnoredAny>,
+        error: Option<serde::de::IgnoredAny>,
         #[serde(borrow)]
         result: Option<&'a serde_json::value::RawValue>,
     }
     let envelope: Envelope<'_> = serde_json::from_str(text).ok()?;
-    if envelope.method.is_some() || envelope.id.as_ref() != Some(id) {
+    if envelope.method.is_some() || envelope.error.is_some() || envelope.id.as_ref() != Some(id) {
         return None;
     }
     let result = envelope.result?;
@@ -362,4 +392,28 @@ async fn answer_request(request: ServerRequest, caller: &Caller) -> Result<Clien
 /// reqwest's error text without the URL (which could carry a credential in its query).
 fn without_url(error: reqwest::Error) -> String {
     error.without_url().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_borrows_a_free_permit_from_another_lane_and_the_session_keeps_six() {
+        let wire = Wire::new("http://127.0.0.1:9/mcp", std::time::Duration::from_secs(1))
+            .expect("a client")
+            .expect("a valid URL");
+        // One thread makes every call: its own lane's permits, then the other lanes'.
+        let mut held = Vec::new();
+        for _ in 0..super::super::connect::MAX_CONCURRENT_REQUESTS {
+            let acquired = tokio::time::timeout(std::time::Duration::from_secs(5), wire.acquire()).await;
+            let (_, permit) = acquired.expect("a free permit is never waited for");
+            held.push(permit.expect("open semaphore"));
+        }
+        let seventh = tokio::time::timeout(std::time::Duration::from_millis(100), wire.acquire()).await;
+        assert!(seventh.is_err(), "a seventh call on the wire would exceed the session's bound");
+        held.pop();
+        let freed = tokio::time::timeout(std::time::Duration::from_secs(5), wire.acquire()).await;
+        assert!(freed.is_ok_and(|(_, permit)| permit.is_some()), "the freed permit goes to the waiting call");
+    }
 }

@@ -63,8 +63,8 @@ pub(super) fn initialize(
     reply(req, Outgoing::answer(id, answer))
 }
 
-/// A request without a session that names a revision with sessions (MCP-Protocol-Version
-/// 2025-06-18 or 2025-11-25): 400, as the 2025 revisions ask, instead of serving it without one.
+/// A request without a session that names a revision with sessions (an MCP-Protocol-Version from
+/// 2024-11-05 to 2025-11-25): 400, as the 2025 revisions ask, instead of serving it without one.
 /// Sessionless requests (2026-07-28, or no version header at all) are rmcp's.
 pub(super) fn needs_session(req: &HttpRequest) -> Option<HttpResponse> {
     let version = req.headers().get("mcp-protocol-version")?.to_str().ok()?;
@@ -192,9 +192,10 @@ impl Touch {
     }
 }
 
-/// The request's reply: JSON when the answer comes first (within `KEEP_ALIVE`), else SSE until
-/// the answer, with a keep-alive comment every `KEEP_ALIVE` of silence (so proxies keep a long
-/// call open, and a hung-up agent is noticed at the next write). Dropping the reply cancels the
+/// The request's reply: JSON when the answer comes first (within `KEEP_ALIVE`, or whenever it
+/// comes for an agent that does not accept SSE), else SSE until the answer, with a keep-alive
+/// comment every `KEEP_ALIVE` of silence (so proxies keep a long call open, and a hung-up agent is
+/// noticed at the next write). Dropping the reply cancels the
 /// request. Each event and the answer `session` touches, so a session never idles out while one
 /// of its requests runs.
 async fn respond(
@@ -204,15 +205,25 @@ async fn respond(
     session: Touch,
 ) -> HttpResponse {
     let cancel_on_drop = ct.drop_guard();
-    let first = tokio::select! {
-        first = replies.next() => match first {
-            Some(first) => Some(first),
-            None => {
-                let message = "the request ended without an answer";
-                return error::jsonrpc_error(StatusCode::INTERNAL_SERVER_ERROR, -32603, message);
+    // An agent that takes no SSE gets nothing but its answer on the reply (`post` gave its link
+    // no reply stream), so it waits for that however long the call runs.
+    let json_only = !accepts(req, "text/event-stream");
+    let first = loop {
+        tokio::select! {
+            first = replies.next() => match first {
+                Some(first) => break Some(first),
+                None => {
+                    let message = "the request ended without an answer";
+                    return error::jsonrpc_error(StatusCode::INTERNAL_SERVER_ERROR, -32603, message);
+                }
+            },
+            () = tokio::time::sleep(KEEP_ALIVE) => {
+                if !json_only {
+                    break None;
+                }
+                session.touch();
             }
-        },
-        () = tokio::time::sleep(KEEP_ALIVE) => None,
+        }
     };
     session.touch();
     let first = match first {
@@ -366,9 +377,12 @@ fn decode_message(body: &[u8]) -> Result<ClientJsonRpcMessage, serde_json::Error
     struct Method<'a> {
         #[serde(borrow)]
         method: Option<std::borrow::Cow<'a, str>>,
+        // A request carries neither; rmcp refuses a message that mixes them.
+        result: Option<serde::de::IgnoredAny>,
+        error: Option<serde::de::IgnoredAny>,
     }
-    let is_tool_call =
-        serde_json::from_slice::<Method<'_>>(body).is_ok_and(|m| m.method.as_deref() == Some("tools/call"));
+    let is_tool_call = serde_json::from_slice::<Method<'_>>(body)
+        .is_ok_and(|m| m.method.as_deref() == Some("tools/call") && m.result.is_none() && m.error.is_none());
     if is_tool_call
         && let Ok(call) = serde_json::from_slice::<rmcp::model::JsonRpcRequest<rmcp::model::CallToolRequest>>(body)
     {

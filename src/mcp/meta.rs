@@ -322,7 +322,7 @@ async fn call_tool(gateway: &GatewayServer, args: JsonObject, caller: &Caller) -
     let inner = match dispatched.map(crate::backend::Answer::into_call_tool_response) {
         Ok(Some(CallToolResponse::Complete(result))) => result,
         Ok(_) => invalid(format!(
-            "tool {name} answered with a task or input request, which call_tool cannot relay; call it directly"
+            "tool {name} answered with a task, an input request or a result muster could not read, which call_tool cannot relay; call it directly"
         )),
         Err(e) => error::tool_error(&e),
     };

@@ -206,7 +206,7 @@ async fn an_agent_session_ends_with_delete_and_a_gone_one_gets_404() {
 
 #[actix_web::test]
 async fn a_2025_request_needs_its_session_and_a_json_only_agent_gets_json() {
-    let (_fleet, _upstreams, muster) = family_fleet("direct").await;
+    let (_fleet, upstreams, muster) = family_fleet("direct").await;
     let http = reqwest::Client::new();
     let url = muster.mcp_url();
     // MCP-Protocol-Version 2025-06-18 without Mcp-Session-Id: 400, not a sessionless answer.
@@ -240,6 +240,33 @@ async fn a_2025_request_needs_its_session_and_a_json_only_agent_gets_json() {
     let body: Value = answered.json().await.expect("one JSON answer");
     assert_eq!(body["id"], 3, "{body}");
     assert_eq!(body["result"]["content"][0]["text"], "done", "{body}");
+
+    // Also when the call outlasts the 15 s after which an SSE reply would start.
+    let call = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+        "name": "x_kubernetes_block", "arguments": {"management_cluster": "cluster-c"}}});
+    let slow = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("mcp-session-id", &session)
+        .body(call.to_string())
+        .send();
+    let c = upstreams[2].shared.clone();
+    let release = async move {
+        eventually(WAIT, "the call to reach the upstream", async || {
+            (c.blocked.load(Ordering::SeqCst) == 1).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        c.release.notify_waiters();
+    };
+    let (answered, ()) = tokio::join!(slow, release);
+    let answered = answered.expect("call");
+    let content_type = answered.headers()["content-type"].to_str().expect("ascii").to_owned();
+    assert!(content_type.starts_with("application/json"), "{content_type}");
+    let body: Value = answered.json().await.expect("one JSON answer");
+    assert_eq!(body["result"]["content"][0]["text"], "released", "{body}");
 }
 
 #[actix_web::test]

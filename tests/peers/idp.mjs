@@ -67,7 +67,7 @@
 //        --data-urlencode 'scope=openid profile email groups audience:server:client_id:cluster-a-k8s' | jq -r .access_token)
 //     -> iss http://127.0.0.1:9502, sub alice, aud ["cluster-a-k8s","muster-exchange"], azp muster-exchange
 //   sed -e s/@ISSUER@/http:\\/\\/127.0.0.1:9502/ -e s/@AUDIENCE@/cluster-a-k8s/ $P/k8s-mcp-oauth.toml.tmpl > /tmp/k.toml
-//   $MUSTER_K8S_MCP --config /tmp/k.toml --port 9510 --bind-address 127.0.0.1 --kubeconfig $MUSTER_FAKE_KUBECONFIG --read-only &
+//   $MUSTER_K8S_MCP --config /tmp/k.toml --port 9510 --bind-address 127.0.0.1 --kubeconfig tests/peers/fake-kubeconfig.yaml --read-only &
 //   ../shared/peers/scripts/mcp-tools-list.sh http://127.0.0.1:9510/mcp -H "Authorization: Bearer $X"
 //     -> 200, "14 tools: configuration_view events_list ..." (read-only). Alice's central ID token, a token exchanged
 //        at 9503 (iss 9503, aud cluster-b-k8s) and no token -> 401 (WWW-Authenticate: Bearer realm="Kubernetes MCP
