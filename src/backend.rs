@@ -533,7 +533,7 @@ impl BackendActor {
         router: Recipient<ServerUpdated>,
         auth: Option<Arc<UpstreamAuth>>,
     ) -> Result<BackendHandle, connect::Error> {
-        let http = connect::http_client(definition.timeout())?;
+        let http = connect::http_client(definition.timeout(), connect::MAX_CONCURRENT_REQUESTS)?;
         let (tx, rx) = watch::channel(Connection { link: None, state: State::Stopped, last_error: None });
         let relay = Arc::new(Relay::new(definition.name().to_owned()));
         let timeout = definition.timeout();

@@ -68,11 +68,11 @@ pub(super) struct Connected {
     pub(super) capabilities: ServerCapabilities,
 }
 
-/// The backend's one HTTP client: keep-alive pool bounded per host, connect timeout.
-pub(super) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, Error> {
+/// An HTTP client of a backend: connect timeout, and at most `max_idle` idle connections kept per host.
+pub(super) fn http_client(connect_timeout: Duration, max_idle: usize) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
-        .pool_max_idle_per_host(MAX_CONCURRENT_REQUESTS)
+        .pool_max_idle_per_host(max_idle)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .build()

@@ -12,9 +12,12 @@
 //! so a call's connection is normally served by the thread that makes the call. With one shared
 //! pool, half the calls found a connection whose task lived on the other thread, and every send
 //! and every reply chunk crossed threads (an eventfd write and a wake-up each, ~15 % of muster's
-//! CPU). The session's 6 permits are shared out among the lanes, and a call whose own lane has
-//! none free borrows one from another lane (and uses that lane's pool): no call waits while a
-//! permit is free, and no lane ever has more connections busy than it holds permits.
+//! CPU). The session's 6 permits are shared out among the lanes. A call whose own lane has none
+//! free waits `BORROW_AFTER` for one (calls are usually quick, and a permit freed on this thread
+//! finds its connection back in the pool); then it takes whichever lane's permit frees first (and
+//! uses that lane's pool), so slow calls on one thread do not hold up its other calls while
+//! permits are free elsewhere. No lane has more connections busy than it holds permits, nor keeps
+//! more idle.
 //!
 //! What the upstream sends on a call's reply stream belongs to that call, so it goes to its
 //! caller with no guessing: progress (under the agent's own token), log messages, and sampling,
@@ -64,12 +67,20 @@ struct Lane {
     slots: Arc<tokio::sync::Semaphore>,
 }
 
+/// How long a call waits for a permit of its own thread's lane before it takes another lane's.
+const BORROW_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Lanes per session: one per worker thread (actix starts one per core), and no more than there
 /// are calls on the wire, so each lane has at least one permit. Threads beyond that share lanes.
 static LANES: LazyLock<usize> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     cores.clamp(1, super::connect::MAX_CONCURRENT_REQUESTS)
 });
+
+/// Lane `i`'s permits: `total` shared out among `lanes`, the first `total % lanes` getting one more.
+fn lane_slots(i: usize, total: usize, lanes: usize) -> usize {
+    total / lanes + usize::from(i < total % lanes)
+}
 
 /// This thread's lane number: threads are numbered as they first call, so the worker threads
 /// (the only ones that make calls) get lanes of their own.
@@ -90,24 +101,30 @@ impl Wire {
     /// Its lanes' clients come from `connect::http_client` with the server's `timeout`.
     pub(super) fn new(url: &str, timeout: std::time::Duration) -> Result<Option<Self>, super::connect::Error> {
         let Ok(url) = reqwest::Url::parse(url) else { return Ok(None) };
-        let first = super::connect::http_client(timeout)?;
         let (total, lanes) = (super::connect::MAX_CONCURRENT_REQUESTS, *LANES);
+        let first = super::connect::http_client(timeout, lane_slots(0, total, lanes))?;
         let lanes = (0..lanes)
             .map(|i| {
-                // The calls on the wire, shared out: the first `total % lanes` lanes get one more.
-                let slots = total / lanes + usize::from(i < total % lanes);
-                Lane { http: std::sync::OnceLock::new(), slots: Arc::new(tokio::sync::Semaphore::new(slots)) }
+                let slots = tokio::sync::Semaphore::new(lane_slots(i, total, lanes));
+                Lane { http: std::sync::OnceLock::new(), slots: Arc::new(slots) }
             })
             .collect();
         Ok(Some(Self { lanes, first, timeout, url, learned: RwLock::default(), next_id: AtomicU64::new(1) }))
     }
 
     /// A permit to put a call on the wire, and the lane it belongs to: this thread's lane if it
-    /// has one free, else any lane with one free, else whichever frees one first. `None` only if
-    /// a semaphore were closed (none is).
+    /// has one free within `BORROW_AFTER`, else any lane with one free, else whichever frees one
+    /// first. `None` only if a semaphore were closed (none is).
     async fn acquire(&self) -> (&Lane, Option<tokio::sync::OwnedSemaphorePermit>) {
         let count = self.lanes.len();
         let home = this_thread_lane() % count;
+        let own = &self.lanes[home];
+        if let Ok(permit) = own.slots.clone().try_acquire_owned() {
+            return (own, Some(permit));
+        }
+        if let Ok(permit) = tokio::time::timeout(BORROW_AFTER, own.slots.clone().acquire_owned()).await {
+            return (own, permit.ok());
+        }
         let order = (0..count).map(|i| (home + i) % count);
         for i in order.clone() {
             if let Ok(permit) = self.lanes[i].slots.clone().try_acquire_owned() {
@@ -120,12 +137,13 @@ impl Wire {
     }
 
     fn client(&self, lane: &Lane) -> reqwest::Client {
-        let first = std::ptr::eq(lane, &self.lanes[0]);
+        let index = self.lanes.iter().position(|l| std::ptr::eq(l, lane)).unwrap_or(0);
         let built = lane.http.get_or_init(|| {
-            if first {
+            if index == 0 {
                 return self.first.clone();
             }
-            super::connect::http_client(self.timeout).unwrap_or_else(|_| self.first.clone())
+            let slots = lane_slots(index, super::connect::MAX_CONCURRENT_REQUESTS, self.lanes.len());
+            super::connect::http_client(self.timeout, slots).unwrap_or_else(|_| self.first.clone())
         });
         built.clone()
     }
