@@ -224,16 +224,17 @@ async fn a_2025_request_needs_its_session_and_a_json_only_agent_gets_json() {
     let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
         "name": "x_kubernetes_progress", "arguments": {"management_cluster": "cluster-c"},
         "_meta": {"progressToken": "p1"}}});
-    let answered = http
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .header("mcp-protocol-version", "2025-06-18")
-        .header("mcp-session-id", &session)
-        .body(call.to_string())
-        .send()
-        .await
-        .expect("call");
+    // Accept: application/json alone (post_rpc accepts both).
+    let json_only = |call: Value| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("mcp-session-id", &session)
+            .body(call.to_string())
+            .send()
+    };
+    let answered = json_only(call).await.expect("call");
     assert_eq!(answered.status(), 200);
     let content_type = answered.headers()["content-type"].to_str().expect("ascii").to_owned();
     assert!(content_type.starts_with("application/json"), "{content_type}");
@@ -244,14 +245,7 @@ async fn a_2025_request_needs_its_session_and_a_json_only_agent_gets_json() {
     // Also when the call outlasts the 15 s after which an SSE reply would start.
     let call = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
         "name": "x_kubernetes_block", "arguments": {"management_cluster": "cluster-c"}}});
-    let slow = http
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .header("mcp-protocol-version", "2025-06-18")
-        .header("mcp-session-id", &session)
-        .body(call.to_string())
-        .send();
+    let slow = json_only(call);
     let c = upstreams[2].shared.clone();
     let release = async move {
         eventually(WAIT, "the call to reach the upstream", async || {
