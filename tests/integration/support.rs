@@ -10,8 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released; the small race is acceptable in tests).
+/// A port for a server a test starts. Picked below Linux's ephemeral range (32768–60999): a port
+/// the kernel handed out for `bind(0)` and that the test let go of could be taken, before the
+/// server binds it, as the source port of any outgoing connection of the parallel tests.
 pub fn free_port() -> u16 {
+    for _ in 0..200 {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
