@@ -48,19 +48,16 @@ pub(super) fn initialize(
     params: &rmcp::model::InitializeRequestParams,
     owner: Option<String>,
 ) -> HttpResponse {
-    let answer = match endpoint.gateway.negotiate_initialize(params) {
-        Ok(result) => {
-            let (session_id, _) = endpoint.sessions.open(owner);
-            let mut response =
-                reply(req, Outgoing::answer(id, Ok(Answer::Result(ServerResult::InitializeResult(result)))));
-            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&session_id) {
-                response.headers_mut().insert(actix_web::http::header::HeaderName::from_static(SESSION_HEADER), value);
-            }
-            return response;
-        }
-        Err(e) => Err(e),
+    let result = match endpoint.gateway.negotiate_initialize(params) {
+        Ok(result) => result,
+        Err(e) => return reply(req, Outgoing::answer(id, Err(e))),
     };
-    reply(req, Outgoing::answer(id, answer))
+    let (session_id, _) = endpoint.sessions.open(owner);
+    let mut response = reply(req, Outgoing::answer(id, Ok(Answer::Result(ServerResult::InitializeResult(result)))));
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&session_id) {
+        response.headers_mut().insert(actix_web::http::header::HeaderName::from_static(SESSION_HEADER), value);
+    }
+    response
 }
 
 /// A request without a session that names a revision with sessions (an MCP-Protocol-Version from
