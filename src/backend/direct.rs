@@ -45,8 +45,7 @@ const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 /// One upstream session, as the direct path uses it.
 pub(super) struct Wire {
     lanes: Box<[Lane]>,
-    /// Lane 0's client, built at once (so a bad configuration fails the connect); the other
-    /// lanes build theirs when first used.
+    /// Lane 0's client, built at once so that a bad configuration fails the connect.
     first: reqwest::Client,
     timeout: std::time::Duration,
     url: reqwest::Url,
@@ -58,8 +57,11 @@ pub(super) struct Wire {
 /// The calls one worker thread makes on a session: their connection pool, and their share of
 /// the session's calls on the wire.
 struct Lane {
-    /// Built on first use: a client loads the TLS roots, and a session used by one thread needs one.
+    /// Built on first use (a client loads the TLS roots, and a session used by one thread needs
+    /// one), except lane 0's (`Wire::first`).
     http: std::sync::OnceLock<reqwest::Client>,
+    /// Its share of the session's permits, and so the idle connections its pool keeps.
+    permits: usize,
     /// HTTP/1.1 carries one request per connection at a time, and a reply's connection is free
     /// only once the reply has been read to its end. So the lanes together have at most
     /// `MAX_CONCURRENT_REQUESTS` calls of this session on the wire; the rest wait here. The
@@ -76,11 +78,6 @@ static LANES: LazyLock<usize> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     cores.clamp(1, super::connect::MAX_CONCURRENT_REQUESTS)
 });
-
-/// Lane `i`'s permits: `total` shared out among `lanes`, the first `total % lanes` getting one more.
-fn lane_slots(i: usize, total: usize, lanes: usize) -> usize {
-    total / lanes + usize::from(i < total % lanes)
-}
 
 /// This thread's lane number: threads are numbered as they first call, so the worker threads
 /// (the only ones that make calls) get lanes of their own.
@@ -101,14 +98,17 @@ impl Wire {
     /// Its lanes' clients come from `connect::http_client` with the server's `timeout`.
     pub(super) fn new(url: &str, timeout: std::time::Duration) -> Result<Option<Self>, super::connect::Error> {
         let Ok(url) = reqwest::Url::parse(url) else { return Ok(None) };
-        let (total, lanes) = (super::connect::MAX_CONCURRENT_REQUESTS, *LANES);
-        let first = super::connect::http_client(timeout, lane_slots(0, total, lanes))?;
-        let lanes = (0..lanes)
+        let (total, count) = (super::connect::MAX_CONCURRENT_REQUESTS, *LANES);
+        let lanes: Box<[Lane]> = (0..count)
             .map(|i| {
-                let slots = tokio::sync::Semaphore::new(lane_slots(i, total, lanes));
-                Lane { http: std::sync::OnceLock::new(), slots: Arc::new(slots) }
+                // The permits shared out: the first `total % count` lanes get one more.
+                let permits = total / count + usize::from(i < total % count);
+                let slots = Arc::new(tokio::sync::Semaphore::new(permits));
+                Lane { http: std::sync::OnceLock::new(), permits, slots }
             })
             .collect();
+        let first = super::connect::http_client(timeout, lanes[0].permits)?;
+        let _ = lanes[0].http.set(first.clone());
         Ok(Some(Self { lanes, first, timeout, url, learned: RwLock::default(), next_id: AtomicU64::new(1) }))
     }
 
@@ -137,13 +137,10 @@ impl Wire {
     }
 
     fn client(&self, lane: &Lane) -> reqwest::Client {
-        let index = self.lanes.iter().position(|l| std::ptr::eq(l, lane)).unwrap_or(0);
+        // The same configuration built lane 0's client, so this does not fail; if it did, lane 0's
+        // pool would serve.
         let built = lane.http.get_or_init(|| {
-            if index == 0 {
-                return self.first.clone();
-            }
-            let slots = lane_slots(index, super::connect::MAX_CONCURRENT_REQUESTS, self.lanes.len());
-            super::connect::http_client(self.timeout, slots).unwrap_or_else(|_| self.first.clone())
+            super::connect::http_client(self.timeout, lane.permits).unwrap_or_else(|_| self.first.clone())
         });
         built.clone()
     }
@@ -255,12 +252,7 @@ impl Wire {
             };
             drop(slot);
             let text = std::str::from_utf8(&body).map_err(|e| failed(format!("undecodable reply: {e}")))?;
-            if let Some(answer) = plain_answer(text, &id, tool_call) {
-                return Ok(answer);
-            }
-            let message: ServerJsonRpcMessage =
-                serde_json::from_str(text).map_err(|e| failed(format!("undecodable reply: {e}")))?;
-            return match answer_of(server, message, &id) {
+            return match read(server, text, &id, tool_call).map_err(|e| failed(format!("undecodable reply: {e}")))? {
                 Sorted::Answer(answer) => answer,
                 Sorted::Other(_) => Err(failed("the reply answered another request".into())),
             };
@@ -277,29 +269,18 @@ impl Wire {
                 None => return Err(failed("the reply stream ended without an answer".into())),
             };
             let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
-            let answer = match plain_answer(&data, &id, tool_call) {
-                Some(answer) => Some(Ok(answer)),
-                None => {
-                    let message: ServerJsonRpcMessage =
-                        serde_json::from_str(&data).map_err(|e| failed(format!("undecodable event: {e}")))?;
-                    match answer_of(server, message, &id) {
-                        Sorted::Answer(answer) => Some(answer),
-                        Sorted::Other(message) => {
-                            self.relay(lane, &learned, message, progress.as_ref(), caller).await;
-                            None
-                        }
-                    }
+            match read(server, &data, &id, tool_call).map_err(|e| failed(format!("undecodable event: {e}")))? {
+                Sorted::Answer(answer) => {
+                    // Read the stream's end in the background, so the connection is reused.
+                    tokio::spawn(async move {
+                        super::upstream_client::drain(events).await;
+                        // Let hyper's connection task put the connection back before the next call.
+                        tokio::task::yield_now().await;
+                        drop(slot);
+                    });
+                    return answer;
                 }
-            };
-            if let Some(answer) = answer {
-                // Read the stream's end in the background, so the connection is reused.
-                tokio::spawn(async move {
-                    super::upstream_client::drain(events).await;
-                    // Let hyper's connection task put the connection back before the next call.
-                    tokio::task::yield_now().await;
-                    drop(slot);
-                });
-                return answer;
+                Sorted::Other(message) => self.relay(lane, &learned, message, progress.as_ref(), caller).await,
             }
         }
     }
@@ -339,6 +320,15 @@ impl Wire {
         });
         Error::Cancelled { server: server.to_owned() }
     }
+}
+
+/// One message of a call's reply: the common answer read by `plain_answer`, anything else
+/// decoded whole and sorted.
+fn read(server: &str, text: &str, id: &RequestId, tool_call: bool) -> Result<Sorted, serde_json::Error> {
+    if let Some(answer) = plain_answer(text, id, tool_call) {
+        return Ok(Sorted::Answer(Ok(answer)));
+    }
+    serde_json::from_str(text).map(|message| answer_of(server, message, id))
 }
 
 /// A message on a call's reply: the call's answer, or something else.
