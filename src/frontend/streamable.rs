@@ -130,7 +130,8 @@ async fn post(
             let (reply_tx, replies) = mpsc::unbounded();
             // An agent that takes no SSE gets one JSON answer: what would go before it on the reply
             // (progress, logs) goes to its standalone stream, and questions to it fail at once.
-            let reply = accepts(req, "text/event-stream").then(|| reply_tx.clone());
+            let takes_sse = accepts(req, "text/event-stream");
+            let reply = takes_sse.then(|| reply_tx.clone());
             let caller = Caller {
                 agent_id: session.agent_id,
                 link: AgentLink::Session { session: session.clone(), reply, ct: ct.clone() },
@@ -148,7 +149,7 @@ async fn post(
                 drop(caller);
                 let _ = reply_tx.unbounded_send(Outgoing::answer(id, answer));
             });
-            respond(req, replies, ct, Touch(endpoint.sessions.clone(), Arc::from(session_id))).await
+            respond(req, takes_sse, replies, ct, Touch(endpoint.sessions.clone(), Arc::from(session_id))).await
         }
         ClientJsonRpcMessage::Notification(notification) => {
             match notification.notification {
@@ -197,6 +198,7 @@ impl Touch {
 /// of its requests runs.
 async fn respond(
     req: &HttpRequest,
+    takes_sse: bool,
     mut replies: mpsc::UnboundedReceiver<Outgoing>,
     ct: CancellationToken,
     session: Touch,
@@ -204,7 +206,6 @@ async fn respond(
     let cancel_on_drop = ct.drop_guard();
     // An agent that takes no SSE gets nothing but its answer on the reply (`post` gave its link
     // no reply stream), so it waits for that however long the call runs.
-    let json_only = !accepts(req, "text/event-stream");
     let first = loop {
         tokio::select! {
             first = replies.next() => match first {
@@ -215,7 +216,7 @@ async fn respond(
                 }
             },
             () = tokio::time::sleep(KEEP_ALIVE) => {
-                if !json_only {
+                if takes_sse {
                     break None;
                 }
                 session.touch();
