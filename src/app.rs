@@ -52,7 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let supervisor = SupervisorActor::new(config.supervision, router.clone(), exchanger, sink).start();
+    let supervisor = SupervisorActor::new(config.supervision, config.calls, router.clone(), exchanger, sink).start();
 
     // 3. Desired state, then every change, through one path (`DesiredState`).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -14,13 +14,15 @@
 mod answer;
 mod connect;
 mod direct;
+mod failure;
 mod relay;
 mod sse;
 mod upstream_client;
 mod user_sessions;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rmcp::Peer;
@@ -40,16 +42,27 @@ pub use answer::{Answer, RawToolResult};
 pub use relay::Relay;
 pub use user_sessions::UpstreamAuth;
 
-/// Why a backend call or connection failed. Messages name the server, never a credential.
+/// How long a call waits for a connection attempt in progress (or one it started itself) before
+/// it fails. Not `spec.timeout`: an agent learns within seconds that a member is down.
+const CALL_CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// A call to a failed backend starts a connection attempt itself, unless one started this
+/// recently: a member that comes back serves the first call after its return, and a flood of
+/// calls to a dead member makes at most one attempt a second.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a backend call or connection failed. Messages name the server and say what failed in
+/// words (`failure.rs`), never a credential, a Rust type or an upstream's body.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    #[error("server {server} is not connected (state {state}{})", last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
-    NotConnected { server: String, state: State, last_error: Option<String> },
-    #[error("server {server} did not answer within {}s", timeout.as_secs())]
+    #[error("{server} {}: {reason}{}", unavailable(*state), retry_note(*retry_after))]
+    NotConnected { server: String, state: State, reason: String, retry_after: Option<Duration> },
+    #[error("{server} did not answer within {} s; muster cancelled the call", timeout.as_secs())]
     Timeout { server: String, timeout: Duration },
-    #[error("server {server} failed: {message}")]
+    #[error("{server} failed: {message}")]
     Upstream { server: String, message: String },
-    #[error("server {server} returned an error: {message}")]
+    #[error("{server} answered with a result larger than {limit} bytes (aggregator.calls.maxResultBytes)")]
+    TooLarge { server: String, limit: usize },
+    #[error("{server} returned an error: {message}")]
     Protocol { server: String, code: i32, message: String },
     #[error("call to {server} was cancelled by the client")]
     Cancelled { server: String },
@@ -61,6 +74,20 @@ pub enum Error {
     Exchange { server: String, error: crate::auth::exchange::Error },
     #[error("server {server} refused the credentials muster sent for you (HTTP 401)")]
     Unauthorized { server: String },
+}
+
+/// How a server that cannot take calls is, in words.
+fn unavailable(state: State) -> &'static str {
+    match state {
+        State::Connecting | State::Starting => "is still connecting",
+        State::Stopped => "is stopped",
+        State::AuthRequired => "needs a signed-in user",
+        _ => "is unreachable",
+    }
+}
+
+fn retry_note(retry_after: Option<Duration>) -> String {
+    retry_after.map(|after| format!("; retrying in {} s", after.as_secs_f64().ceil().max(1.0))).unwrap_or_default()
 }
 
 impl Error {
@@ -87,7 +114,20 @@ pub struct Link {
 pub struct Connection {
     pub link: Option<Link>,
     pub state: State,
+    /// Why the last attempt or session failed, in words.
     pub last_error: Option<String>,
+    /// Connection attempts so far: each `Connect` starts the next (the `Link`'s generation).
+    pub attempt: u64,
+    /// When the latest attempt started.
+    pub attempted_at: Option<Instant>,
+    /// When the supervisor tries again on its own, after a failure.
+    pub retry_at: Option<Instant>,
+}
+
+impl Connection {
+    fn initial() -> Self {
+        Self { link: None, state: State::Stopped, last_error: None, attempt: 0, attempted_at: None, retry_at: None }
+    }
 }
 
 /// How other modules reach a backend.
@@ -99,7 +139,10 @@ pub struct BackendHandle {
     addr: Addr<BackendActor>,
     connection: watch::Receiver<Connection>,
     relay: Arc<Relay>,
-    timeout: Duration,
+    /// Every upstream call's deadline.
+    call_timeout: Duration,
+    /// Set by a call that timed out, cleared by one that did not (`Degraded`).
+    degraded: Arc<AtomicBool>,
     auth: Option<Arc<UpstreamAuth>>,
     user_sessions: Arc<user_sessions::UserSessions>,
     definition: Arc<McpServer>,
@@ -235,11 +278,12 @@ impl BackendHandle {
         if !hook.apply(&self.relay, caller) {
             return Ok(Answer::Result(ServerResult::empty(())));
         }
-        let link = self.current_link()?;
+        let link = self.ready_link(None).await?;
         match self.send(&link.peer, link.wire.as_deref(), &self.relay, request.clone(), caller).await {
-            Err(e) if e.is_connection_loss() => {
-                self.addr.do_send(ConnectionLost { generation: link.generation, reason: e.to_string() });
-                let link = self.next_link(link.generation).await.ok_or(e)?;
+            Err(Error::Upstream { message, .. }) => {
+                // The session is gone: reconnect now (single flight) and retry once on the new one.
+                self.addr.do_send(ConnectionLost { generation: link.generation, reason: message });
+                let link = self.ready_link(Some(link.generation)).await?;
                 self.send(&link.peer, link.wire.as_deref(), &self.relay, request, caller).await
             }
             other => other,
@@ -269,7 +313,14 @@ impl BackendHandle {
                     continue;
                 }
                 Err(e) if matches!(*e, connect::Error::AuthRequired) => return Err(Error::Unauthorized { server }),
-                Err(e) => return Err(Error::Upstream { server, message: e.to_string() }),
+                Err(e) => {
+                    return Err(Error::NotConnected {
+                        server,
+                        state: State::Failed,
+                        reason: e.to_string(),
+                        retry_after: Some(user_sessions::FAILURE_BACKOFF),
+                    });
+                }
             };
             if fresh {
                 self.addr.do_send(CapabilitiesDiscovered { capabilities: session.capabilities.clone() });
@@ -339,23 +390,79 @@ impl BackendHandle {
         self.user_sessions.count()
     }
 
-    fn current_link(&self) -> Result<Link, Error> {
-        let connection = self.connection.borrow();
-        connection.link.clone().ok_or_else(|| Error::NotConnected {
-            server: self.name.to_string(),
-            state: connection.state,
-            last_error: connection.last_error.clone(),
-        })
+    /// The live session for a call. Without one, the call waits only while a connection attempt
+    /// is in progress (at most `CALL_CONNECT_WAIT`); a failed backend whose last attempt is older
+    /// than `PROBE_INTERVAL` gets a new attempt now (single flight: the actor starts it only if
+    /// no other did), and the call waits for its outcome. Otherwise it fails at once, naming the
+    /// server, what failed and when muster retries. `after` is a session the call lost: only a
+    /// newer one will do.
+    async fn ready_link(&self, after: Option<u64>) -> Result<Link, Error> {
+        let usable = |c: &Connection| c.link.clone().filter(|l| after.is_none_or(|lost| l.generation > lost));
+        if let Some(link) = usable(&self.connection.borrow()) {
+            return Ok(link);
+        }
+        let deadline = tokio::time::Instant::now() + CALL_CONNECT_WAIT;
+        let mut rx = self.connection.clone();
+        let mut asked = None;
+        loop {
+            {
+                let connection = rx.borrow_and_update();
+                if let Some(link) = usable(&connection) {
+                    return Ok(link);
+                }
+                // A session this call lost is replaced at once; otherwise at most one attempt a
+                // `PROBE_INTERVAL`.
+                let probe_due = after == Some(connection.attempt)
+                    || connection.attempted_at.is_none_or(|at| at.elapsed() >= PROBE_INTERVAL);
+                match connection.state {
+                    // An attempt is in progress, or the lost session is not yet noticed: wait.
+                    State::Connecting | State::Starting => {}
+                    State::Connected | State::Running if connection.link.is_some() => {}
+                    State::Failed | State::Disconnected if asked.is_none() && probe_due => {
+                        self.addr.do_send(ConnectNow { attempt: connection.attempt });
+                        asked = Some(connection.attempt);
+                    }
+                    // Our request for an attempt is still in the mailbox.
+                    State::Failed | State::Disconnected if asked == Some(connection.attempt) => {}
+                    _ => break,
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        Err(self.unavailable(&mut rx).await)
     }
 
-    /// Waits (bounded by the server's timeout) for a session newer than `generation`.
-    async fn next_link(&self, generation: u64) -> Option<Link> {
-        let mut rx = self.connection.clone();
-        let wait = rx.wait_for(|c| c.link.as_ref().is_some_and(|l| l.generation > generation));
-        match tokio::time::timeout(self.timeout, wait).await {
-            Ok(Ok(connection)) => connection.link.clone(),
-            _ => None,
+    /// Why the backend cannot take a call now. After a failure, the supervisor's retry time
+    /// follows the state by a message; wait for it briefly, so the agent learns when to retry.
+    async fn unavailable(&self, rx: &mut watch::Receiver<Connection>) -> Error {
+        let stale = |c: &Connection| {
+            c.state == State::Failed && c.retry_at.is_none_or(|at| at <= Instant::now()) && c.link.is_none()
+        };
+        if stale(&rx.borrow_and_update()) {
+            let _ = tokio::time::timeout(Duration::from_millis(200), rx.wait_for(|c| !stale(c))).await;
         }
+        let connection = rx.borrow();
+        let reason = connection.last_error.clone().unwrap_or_else(|| match connection.state {
+            State::Connecting | State::Starting => {
+                format!("the connection attempt takes longer than {} s", CALL_CONNECT_WAIT.as_secs())
+            }
+            State::Stopped => "it is not started (autoStart is false, or it was removed)".to_owned(),
+            _ => "no session".to_owned(),
+        });
+        let retry_after = match connection.state {
+            State::Failed | State::Disconnected => Some(
+                connection
+                    .retry_at
+                    .map_or(PROBE_INTERVAL, |at| at.saturating_duration_since(Instant::now()))
+                    .max(PROBE_INTERVAL),
+            ),
+            State::Connecting | State::Starting => Some(PROBE_INTERVAL),
+            _ => None,
+        };
+        Error::NotConnected { server: self.name.to_string(), state: connection.state, reason, retry_after }
     }
 
     /// One request upstream: directly on a streamable-HTTP session (`direct.rs`), else through
@@ -369,7 +476,35 @@ impl BackendHandle {
         caller: &Caller,
     ) -> Result<Answer, Error> {
         let span = tracing::info_span!("mcp.upstream_call", "mcp.server" = %self.name, "otel.kind" = "client");
-        self.send_in_span(peer, wire, relay, request, caller).instrument(span).await
+        // The deadline cancels the call as the agent's own cancellation does: the upstream hears
+        // `notifications/cancelled` and the call's place on the wire is freed.
+        let ct = caller.ct.child_token();
+        let scoped = Caller { ct: ct.clone(), ..caller.clone() };
+        let timeout = self.call_timeout;
+        let deadline = async {
+            tokio::time::sleep(timeout).await;
+            ct.cancel();
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        let result = tokio::select! {
+            result = self.send_in_span(peer, wire, relay, request, &scoped).instrument(span) => result,
+            never = deadline => match never {},
+        };
+        match result {
+            Err(Error::Cancelled { server }) if !caller.ct.is_cancelled() => {
+                if !self.degraded.swap(true, Ordering::Relaxed) {
+                    self.addr.do_send(CallHealth { degraded: true });
+                }
+                Err(Error::Timeout { server, timeout })
+            }
+            Ok(answer) => {
+                if self.degraded.load(Ordering::Relaxed) && self.degraded.swap(false, Ordering::Relaxed) {
+                    self.addr.do_send(CallHealth { degraded: false });
+                }
+                Ok(answer)
+            }
+            other => other,
+        }
     }
 
     async fn send_in_span(
@@ -479,6 +614,29 @@ pub struct ListChanged {
     pub generation: u64,
 }
 
+/// A call found the backend failed and no attempt started within `PROBE_INTERVAL`: connect now,
+/// unless attempt `attempt` is no longer the latest (another call or the supervisor started one).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectNow {
+    pub attempt: u64,
+}
+
+/// Supervisor -> backend: after the failure it was told of, it connects again at `at`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RetryScheduled {
+    pub at: Instant,
+}
+
+/// From the call path: calls time out (`degraded`) while the session is up, or one answered in
+/// time again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CallHealth {
+    pub degraded: bool,
+}
+
 /// A user session listed the upstream's capabilities (servers with `spec.auth` have no shared
 /// session to list them with).
 #[derive(Message)]
@@ -495,6 +653,8 @@ pub struct BackendStateChanged {
     pub instance: u64,
     pub state: State,
     pub error: Option<String>,
+    /// Connected, but calls time out.
+    pub degraded: bool,
 }
 
 /// Backend -> router: a server's capabilities or state changed.
@@ -515,6 +675,9 @@ pub struct BackendActor {
     connection: watch::Sender<Connection>,
     relay: Arc<Relay>,
     generation: u64,
+    call_timeout: Duration,
+    max_result_bytes: usize,
+    degraded: Arc<AtomicBool>,
     session_cancel: Option<tokio_util::sync::CancellationToken>,
     health: Option<SpawnHandle>,
     stopping: bool,
@@ -529,16 +692,18 @@ impl BackendActor {
     pub fn start(
         definition: Arc<McpServer>,
         health_interval: Duration,
+        calls: crate::config::Calls,
         supervisor: Recipient<BackendStateChanged>,
         router: Recipient<ServerUpdated>,
         auth: Option<Arc<UpstreamAuth>>,
     ) -> Result<BackendHandle, connect::Error> {
         let http = connect::http_client(definition.timeout(), connect::MAX_CONCURRENT_REQUESTS)?;
-        let (tx, rx) = watch::channel(Connection { link: None, state: State::Stopped, last_error: None });
+        let (tx, rx) = watch::channel(Connection::initial());
         let relay = Arc::new(Relay::new(definition.name().to_owned()));
-        let timeout = definition.timeout();
+        let call_timeout = calls.timeout.unwrap_or_else(|| definition.timeout());
+        let degraded = Arc::new(AtomicBool::new(false));
         let name: Arc<str> = definition.name().into();
-        let user_sessions = Arc::new(user_sessions::UserSessions::new());
+        let user_sessions = Arc::new(user_sessions::UserSessions::new(calls.max_result_bytes));
         static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let instance = NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let actor = Self {
@@ -551,6 +716,9 @@ impl BackendActor {
             connection: tx,
             relay: relay.clone(),
             generation: 0,
+            call_timeout,
+            max_result_bytes: calls.max_result_bytes,
+            degraded: degraded.clone(),
             session_cancel: None,
             health: None,
             stopping: false,
@@ -565,7 +733,8 @@ impl BackendActor {
             addr,
             connection: rx,
             relay,
-            timeout,
+            call_timeout,
+            degraded,
             auth,
             user_sessions,
             definition,
@@ -580,7 +749,8 @@ impl BackendActor {
             addr: ctx.address(),
             connection: self.connection.subscribe(),
             relay: self.relay.clone(),
-            timeout: self.definition.timeout(),
+            call_timeout: self.call_timeout,
+            degraded: self.degraded.clone(),
             auth: self.auth.clone(),
             user_sessions: self.user_sessions.clone(),
             definition: self.definition.clone(),
@@ -589,14 +759,23 @@ impl BackendActor {
     }
 
     fn set_state(&mut self, ctx: &Context<Self>, state: State, error: Option<String>, link: Option<Link>) {
-        self.connection.send_replace(Connection { link, state, last_error: error.clone() });
+        self.connection.send_modify(|c| {
+            c.link = link;
+            c.state = state;
+            c.last_error.clone_from(&error);
+        });
+        self.report(state, error);
+        self.router.do_send(ServerUpdated { capabilities: None, handle: self.backend_handle(ctx) });
+    }
+
+    fn report(&self, state: State, error: Option<String>) {
         self.supervisor.do_send(BackendStateChanged {
             name: self.definition.name().to_owned(),
             instance: self.instance,
             state,
             error,
+            degraded: self.degraded.load(Ordering::Relaxed),
         });
-        self.router.do_send(ServerUpdated { capabilities: None, handle: self.backend_handle(ctx) });
     }
 
     fn drop_session(&mut self, ctx: &mut Context<Self>) {
@@ -665,12 +844,26 @@ impl Handler<Connect> for BackendActor {
             State::Running => State::Starting,
             _ => State::Connecting,
         };
-        self.set_state(ctx, state, None, None);
+        self.degraded.store(false, Ordering::Relaxed);
+        // One change: a waiting call never sees the new attempt with the old state.
+        self.connection.send_modify(|c| {
+            *c = Connection {
+                link: None,
+                state,
+                last_error: None,
+                attempt: generation,
+                attempted_at: Some(Instant::now()),
+                retry_at: None,
+            };
+        });
+        self.report(state, None);
+        self.router.do_send(ServerUpdated { capabilities: None, handle: self.backend_handle(ctx) });
         let definition = self.definition.clone();
         let http = self.http.clone();
+        let max_result_bytes = self.max_result_bytes;
         let relay = self.relay.clone();
         let handler = relay::UpstreamHandler::new(relay, Some(ctx.address().downgrade().recipient()), generation);
-        let connecting = async move { connect::connect(&definition, http, handler, None).await };
+        let connecting = async move { connect::connect(&definition, http, handler, None, max_result_bytes).await };
         ctx.spawn(connecting.into_actor(self).map(move |result, actor, ctx| {
             if actor.generation != generation || actor.stopping {
                 return; // superseded; the session (if any) is dropped here
@@ -701,7 +894,7 @@ impl Handler<Connect> for BackendActor {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(server = actor.definition.name(), error = %e, "connect failed");
+                    tracing::warn!(server = actor.definition.name(), reason = %e, "connect failed");
                     actor.set_state(ctx, State::Failed, Some(e.to_string()), None);
                 }
             }
@@ -761,13 +954,45 @@ impl Handler<CapabilitiesDiscovered> for BackendActor {
         }
         self.discovered = true;
         self.connection.send_modify(|c| c.state = State::Connected);
-        self.supervisor.do_send(BackendStateChanged {
-            name: self.definition.name().to_owned(),
-            instance: self.instance,
-            state: State::Connected,
-            error: None,
-        });
+        self.report(State::Connected, None);
         self.router.do_send(ServerUpdated { capabilities: Some(msg.capabilities), handle: self.backend_handle(ctx) });
+    }
+}
+
+impl Handler<ConnectNow> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectNow, ctx: &mut Self::Context) {
+        let failed = matches!(self.connection.borrow().state, State::Failed | State::Disconnected);
+        if msg.attempt == self.generation && failed && !self.stopping {
+            tracing::info!(server = self.definition.name(), "a call is waiting: connecting now");
+            <Self as Handler<Connect>>::handle(self, Connect, ctx);
+        }
+    }
+}
+
+impl Handler<RetryScheduled> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RetryScheduled, _: &mut Self::Context) {
+        self.connection.send_modify(|c| c.retry_at = Some(msg.at));
+    }
+}
+
+impl Handler<CallHealth> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CallHealth, _: &mut Self::Context) {
+        if msg.degraded {
+            tracing::warn!(server = self.definition.name(), "calls time out while the session is up: degraded");
+        } else {
+            tracing::info!(server = self.definition.name(), "calls answer in time again");
+        }
+        let (state, error) = {
+            let connection = self.connection.borrow();
+            (connection.state, connection.last_error.clone())
+        };
+        self.report(state, error);
     }
 }
 
@@ -777,7 +1002,11 @@ impl Handler<Shutdown> for BackendActor {
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         self.stopping = true;
         self.drop_session(ctx);
-        self.connection.send_replace(Connection { link: None, state: State::Stopped, last_error: None });
+        self.connection.send_modify(|c| {
+            c.link = None;
+            c.state = State::Stopped;
+            c.last_error = None;
+        });
         ctx.stop();
     }
 }

@@ -34,6 +34,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub supervision: Supervision,
+    /// Limits of every upstream call.
+    pub calls: Calls,
     /// Inbound sign-in (`aggregator.oauth.server`); `None` when disabled.
     pub oauth: Option<OAuthServer>,
     /// Token endpoints on private networks are refused unless this is set.
@@ -80,11 +82,26 @@ pub struct Supervision {
     pub resync_interval: Duration,
 }
 
+/// `aggregator.calls`: what every upstream call may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Calls {
+    /// The deadline of a call; `None` is each server's `spec.timeout`.
+    pub timeout: Option<Duration>,
+    /// The largest reply to a call muster reads; a larger one fails the call.
+    pub max_result_bytes: usize,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Self { timeout: None, max_result_bytes: 16 << 20 }
+    }
+}
+
 impl Default for Supervision {
     fn default() -> Self {
         Self {
             initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
             health_interval: Duration::from_secs(15),
             resync_interval: Duration::from_secs(30),
@@ -119,6 +136,8 @@ struct AggregatorFile {
     max_body_bytes: Option<usize>,
     #[serde(default)]
     supervision: SupervisionFile,
+    #[serde(default)]
+    calls: CallsFile,
     #[serde(default)]
     oauth: OAuthFile,
     /// Muster's read-only admin UI: accepted for compatibility, not served.
@@ -172,6 +191,13 @@ struct SupervisionFile {
     stable_after_ms: Option<u64>,
     health_interval_ms: Option<u64>,
     resync_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CallsFile {
+    timeout_ms: Option<u64>,
+    max_result_bytes: Option<usize>,
 }
 
 /// Every problem found in `config.yaml`.
@@ -255,6 +281,25 @@ impl Config {
         if supervision.health_interval.is_zero() || supervision.resync_interval.is_zero() {
             problems.push("aggregator.supervision: healthIntervalMs and resyncIntervalMs must be positive".to_owned());
         }
+        if supervision.max_backoff > Duration::from_secs(30) {
+            problems.push(
+                "aggregator.supervision.maxBackoffMs: at most 30000 (a failed server is re-probed at least every 30 s)"
+                    .to_owned(),
+            );
+        }
+        let calls = Calls {
+            timeout: a.calls.timeout_ms.map(Duration::from_millis),
+            max_result_bytes: a.calls.max_result_bytes.unwrap_or(Calls::default().max_result_bytes),
+        };
+        if calls.timeout.is_some_and(|t| t.is_zero()) {
+            problems.push("aggregator.calls.timeoutMs: must be positive".to_owned());
+        }
+        if calls.max_result_bytes < 1024 {
+            problems.push(format!(
+                "aggregator.calls.maxResultBytes: {} is below the 1024-byte minimum",
+                calls.max_result_bytes
+            ));
+        }
         let oauth = parse_oauth(&a.oauth, &mut problems);
         let _ = a.admin;
         let allowed_hosts = a.allowed_hosts.unwrap_or_else(|| default_allowed_hosts(&host));
@@ -274,6 +319,7 @@ impl Config {
             allowed_origins,
             max_body_bytes,
             supervision,
+            calls,
             oauth,
             allow_private_networks: a.oauth.allow_private_networks,
             kubernetes,

@@ -7,8 +7,11 @@
 //! `ServerAdded`, `ServerRemoved` and `InitialSetKnown`, and writes each server's status and
 //! events through `status::Sink` (into the file, or the status subresource and Kubernetes Events).
 //!
-//! Backoff: `initial × 2^(failures−1)`, capped at `max`. The failure count resets only when the
-//! backend had stayed connected for `stable_after` (crash-loop protection).
+//! Backoff: `initial × 2^(failures−1)`, capped at `max` (at most 30 s, so an idle failed member
+//! is re-probed at least that often; a call to it starts an attempt at once, see
+//! `BackendHandle::ready_link`). The failure count resets only when the backend had stayed
+//! connected for `stable_after` (crash-loop protection). The backend learns when its retry is
+//! (`RetryScheduled`), so an agent's error says when to call again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,11 +20,13 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::auth::exchange::{Exchanger, Target};
-use crate::backend::{BackendActor, BackendHandle, BackendStateChanged, Connect, Shutdown, UpstreamAuth};
-use crate::config::Supervision;
+use crate::backend::{
+    BackendActor, BackendHandle, BackendStateChanged, Connect, RetryScheduled, Shutdown, UpstreamAuth,
+};
+use crate::config::{Calls, Supervision};
 use crate::crd::McpServer;
 use crate::crd::files::{Snapshot as DesiredSnapshot, Source};
-use crate::crd::status::{Reason, Sink, State, Status};
+use crate::crd::status::{Condition, Reason, Sink, State, Status};
 use crate::routing::{InitialSetKnown, RouterHandle, ServerAdded, ServerRemoved};
 
 /// The desired set: the folder's content, or the MCPServer resources in the watched namespaces.
@@ -42,12 +47,17 @@ struct Managed {
     restart_count: u32,
     consecutive_failures: u32,
     next_retry: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bumped by every failure, so only the latest failure's retry timer connects.
+    failure_seq: u64,
+    /// Since when calls time out while the session is up (`Degraded` condition).
+    degraded_since: Option<chrono::DateTime<chrono::Utc>>,
     /// A newer version of the definition was rejected; we keep running this one.
     rejected_update: Option<String>,
 }
 
 pub struct SupervisorActor {
     policy: Supervision,
+    calls: Calls,
     exchanger: Option<Arc<Exchanger>>,
     router: RouterHandle,
     sink: Sink,
@@ -57,8 +67,14 @@ pub struct SupervisorActor {
 }
 
 impl SupervisorActor {
-    pub fn new(policy: Supervision, router: RouterHandle, exchanger: Option<Arc<Exchanger>>, sink: Sink) -> Self {
-        Self { policy, exchanger, router, sink, servers: BTreeMap::new(), initial_done: false, next_epoch: 0 }
+    pub fn new(
+        policy: Supervision,
+        calls: Calls,
+        router: RouterHandle,
+        exchanger: Option<Arc<Exchanger>>,
+        sink: Sink,
+    ) -> Self {
+        Self { policy, calls, exchanger, router, sink, servers: BTreeMap::new(), initial_done: false, next_epoch: 0 }
     }
 
     /// Starts a backend for `definition`; `Err` (with the reason) leaves nothing running.
@@ -74,6 +90,7 @@ impl SupervisorActor {
         let started = BackendActor::start(
             definition.clone(),
             self.policy.health_interval,
+            self.calls,
             ctx.address().recipient(),
             self.router.addr.clone().recipient(),
             auth,
@@ -103,6 +120,8 @@ impl SupervisorActor {
                 restart_count: 0,
                 consecutive_failures: 0,
                 next_retry: None,
+                failure_seq: 0,
+                degraded_since: None,
                 rejected_update: None,
             },
         );
@@ -158,7 +177,7 @@ impl SupervisorActor {
                 restart_count: m.restart_count,
                 consecutive_failures: m.consecutive_failures,
                 next_retry_after: m.next_retry.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                conditions: Vec::new(),
+                conditions: m.degraded_since.iter().map(degraded_condition).collect(),
             },
         );
     }
@@ -295,6 +314,10 @@ impl Handler<BackendStateChanged> for SupervisorActor {
         }
         let previous = managed.state;
         managed.state = msg.state;
+        let degraded = msg.degraded && matches!(msg.state, State::Connected | State::Running);
+        if degraded != managed.degraded_since.is_some() {
+            managed.degraded_since = degraded.then(chrono::Utc::now);
+        }
         let source = managed.source.clone();
         match msg.state {
             State::Connected | State::Running => {
@@ -315,7 +338,9 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                 let delay = backoff(&policy, managed.consecutive_failures);
                 managed.last_error.clone_from(&msg.error);
                 managed.next_retry = chrono::Duration::from_std(delay).ok().map(|d| chrono::Utc::now() + d);
-                let (name, epoch) = (msg.name.clone(), managed.epoch);
+                managed.failure_seq += 1;
+                let (name, epoch, seq) = (msg.name.clone(), managed.epoch, managed.failure_seq);
+                managed.handle.tell(RetryScheduled { at: Instant::now() + delay });
                 tracing::info!(
                     server = name,
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -327,7 +352,7 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                 let sink = self.sink.clone();
                 ctx.run_later(delay, move |actor, _| {
                     let Some(managed) = actor.servers.get_mut(&name) else { return };
-                    if managed.epoch != epoch || managed.state != State::Failed {
+                    if managed.epoch != epoch || managed.failure_seq != seq || managed.state != State::Failed {
                         return;
                     }
                     managed.restart_count += 1;
@@ -357,10 +382,24 @@ fn failures_after(previous: u32, uptime: Option<Duration>, stable_after: Duratio
     if uptime.is_some_and(|up| up >= stable_after) { 1 } else { previous.saturating_add(1) }
 }
 
-/// `initial × 2^(failures−1)`, capped at `max`.
+/// `initial × 2^(failures−1)`, capped at `max` and at `MAX_IDLE_PROBE`.
 fn backoff(policy: &Supervision, failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(20);
-    policy.initial_backoff.saturating_mul(1 << exp).min(policy.max_backoff)
+    policy.initial_backoff.saturating_mul(1 << exp).min(policy.max_backoff).min(MAX_IDLE_PROBE)
+}
+
+/// The longest a failed member goes without a connection attempt, calls or not.
+const MAX_IDLE_PROBE: Duration = Duration::from_secs(30);
+
+/// The `Degraded` condition: the session is up (pings pass), but calls time out.
+fn degraded_condition(since: &chrono::DateTime<chrono::Utc>) -> Condition {
+    Condition {
+        condition_type: "Degraded".to_owned(),
+        status: "True".to_owned(),
+        reason: "CallsTimingOut".to_owned(),
+        message: "calls time out while the session answers pings".to_owned(),
+        last_transition_time: since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }
 }
 
 #[cfg(test)]

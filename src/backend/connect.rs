@@ -2,10 +2,10 @@
 //! handshake, and the capability listing. Every HTTP client of a backend comes from
 //! `http_client`, so timeouts and pool limits are set in one place.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::ServerCapabilities as Advertised;
@@ -13,7 +13,7 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{Peer, ServiceExt as _};
-use tokio::io::AsyncBufReadExt as _;
+use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::relay::UpstreamHandler;
@@ -27,23 +27,21 @@ pub(super) const MAX_CONNECTIONS: usize = 8;
 /// limit for what it sends), and so the idle connections each HTTP client keeps.
 pub(super) const MAX_CONCURRENT_REQUESTS: usize = MAX_CONNECTIONS - 2;
 
+/// Why a session could not be opened, in words (`failure.rs`): these become `lastError` and the
+/// agent's error, so they never carry an upstream's body or a child's stderr.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("exec {command:?}: {source}")]
-    Spawn {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("initialize failed: {reason}{}", stderr_suffix(stderr))]
-    Initialize { reason: String, stderr: String },
-    #[error("initialize timed out after {}s", .0.as_secs())]
+    #[error("could not start {command:?}: {reason}")]
+    Spawn { command: String, reason: String },
+    #[error("{reason}")]
+    Initialize { reason: String },
+    #[error("did not complete the MCP handshake within {} s", .0.as_secs())]
     Timeout(Duration),
-    #[error("listing capabilities failed: {0}")]
+    #[error("failed to list its capabilities: {0}")]
     List(String),
     #[error("header {name:?} is not a valid HTTP header")]
     Header { name: String },
-    #[error("the server requires authentication (HTTP 401)")]
+    #[error("requires authentication (HTTP 401)")]
     AuthRequired,
     #[error("type is required")]
     NoType,
@@ -53,8 +51,17 @@ pub enum Error {
     Client(String),
 }
 
-fn stderr_suffix(stderr: &str) -> String {
-    if stderr.is_empty() { String::new() } else { format!("; stderr: {stderr}") }
+/// The longest error detail written to the debug log (an upstream's body can be in it).
+const DETAIL_LIMIT: usize = 300;
+
+/// An error's full text for the debug log: bounded, on one line.
+pub(super) fn detail(error: &dyn std::fmt::Display) -> String {
+    let text = error.to_string().replace(['\n', '\r'], " ");
+    let mut cut: String = text.chars().take(DETAIL_LIMIT).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    cut
 }
 
 /// A live session and what is needed to watch and end it.
@@ -68,10 +75,15 @@ pub(super) struct Connected {
     pub(super) capabilities: ServerCapabilities,
 }
 
-/// An HTTP client of a backend: connect timeout, and at most `max_idle` idle connections kept per host.
+/// The longest a TCP (and TLS) connect may take, whatever `spec.timeout` says: a black-holed
+/// address fails an attempt within seconds, and a call waiting for that attempt with it.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An HTTP client of a backend: connect timeout (at most `CONNECT_TIMEOUT`), and at most
+/// `max_idle` idle connections kept per host.
 pub(super) fn http_client(connect_timeout: Duration, max_idle: usize) -> Result<reqwest::Client, Error> {
     reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
+        .connect_timeout(connect_timeout.min(CONNECT_TIMEOUT))
         .pool_max_idle_per_host(max_idle)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
@@ -84,25 +96,27 @@ pub(super) async fn connect(
     http: reqwest::Client,
     handler: UpstreamHandler,
     bearer: Option<&crate::auth::Secret>,
+    max_result_bytes: usize,
 ) -> Result<Connected, Error> {
     let timeout = definition.timeout();
-    let stderr = Arc::new(Mutex::new(StderrTail::default()));
     let mut wire = None;
     let serving = match definition.spec.server_type {
         Some(ServerType::Stdio) => {
-            let transport = spawn_child(definition, &stderr)?;
+            let transport = spawn_child(definition)?;
             tokio::time::timeout(timeout, handler.serve(transport)).await
         }
         Some(ServerType::StreamableHttp) => {
             let url = definition.spec.url.clone().unwrap_or_default();
             // Pools of its own: connections for calls are opened (and served) by the threads that
             // make the calls, not by the one running rmcp's session.
-            wire = super::direct::Wire::new(&url, definition.timeout())?.map(Arc::new);
+            wire = super::direct::Wire::new(&url, definition.timeout(), max_result_bytes)?.map(Arc::new);
             let mut config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers(definition)?);
             if let Some(bearer) = bearer {
                 config = config.auth_header(bearer.expose());
             }
             config.max_concurrent_requests = MAX_CONCURRENT_REQUESTS;
+            config.max_json_response_size = max_result_bytes;
+            config.max_sse_event_size = max_result_bytes;
             let client = super::upstream_client::UpstreamClient(http, wire.clone());
             let transport = StreamableHttpClientTransport::with_client(client, config);
             tokio::time::timeout(timeout, handler.serve(transport)).await
@@ -126,10 +140,15 @@ pub(super) async fn connect(
         Err(_) => return Err(Error::Timeout(timeout)),
         Ok(Err(e)) if e.is_authorization_required() => return Err(Error::AuthRequired),
         Ok(Err(e)) => {
-            // Give the child a moment to print why it died.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let stderr = stderr.lock().map(|t| t.text()).unwrap_or_default();
-            return Err(Error::Initialize { reason: e.to_string(), stderr });
+            tracing::debug!(server = definition.name(), error = detail(&e), "handshake failed");
+            let reason = match definition.spec.server_type {
+                // Its stderr (logged at debug level) says why; it may hold secrets, so it stays there.
+                Some(ServerType::Stdio) => {
+                    "the process exited or closed its output during the MCP handshake".to_owned()
+                }
+                _ => super::failure::describe(&e),
+            };
+            return Err(Error::Initialize { reason });
         }
         Ok(Ok(running)) => running,
     };
@@ -141,12 +160,8 @@ pub(super) async fn connect(
     let closed = Box::pin(async move {
         tokio::select! {
             reason = running.waiting() => {
-                let tail = stderr.lock().map(|t| t.text()).unwrap_or_default();
-                let what = if is_stdio { "stdio process exited" } else { "session closed" };
-                match reason {
-                    Ok(reason) => format!("{what} ({reason:?}){}", stderr_suffix(&tail)),
-                    Err(e) => format!("{what}: {e}"),
-                }
+                tracing::debug!(?reason, "upstream session ended");
+                if is_stdio { "the process exited".to_owned() } else { "the session was closed".to_owned() }
             }
             // Dropping `running` here closes the session (and kills a child).
             () = stop.cancelled() => "closed by muster".to_owned(),
@@ -155,28 +170,47 @@ pub(super) async fn connect(
     Ok(Connected { peer, wire, cancel, closed, capabilities })
 }
 
-fn spawn_child(definition: &McpServer, stderr: &Arc<Mutex<StderrTail>>) -> Result<TokioChildProcess, Error> {
+fn spawn_child(definition: &McpServer) -> Result<TokioChildProcess, Error> {
     let command = definition.spec.command.clone().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&command);
     cmd.args(&definition.spec.args).envs(&definition.spec.env).kill_on_drop(true);
     let (transport, child_stderr) = TokioChildProcess::builder(cmd)
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|source| Error::Spawn { command: command.clone(), source })?;
+        .map_err(|source| Error::Spawn { command: command.clone(), reason: super::failure::describe(&source) })?;
     if let Some(child_stderr) = child_stderr {
-        let tail = stderr.clone();
         let server = definition.name().to_owned();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(child_stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(server, line, "stdio server stderr");
-                if let Ok(mut tail) = tail.lock() {
-                    tail.push(line);
-                }
-            }
-        });
+        tokio::spawn(log_stderr(server, child_stderr));
     }
     Ok(transport)
+}
+
+/// The longest stderr line of a child that is logged (the rest of the line is dropped).
+const STDERR_LINE_LIMIT: usize = 1000;
+
+/// Logs a child's stderr at debug level, line by line, each cut to `STDERR_LINE_LIMIT`: a child
+/// that prints without newlines costs no memory. Its stderr never reaches status or an agent.
+async fn log_stderr(server: String, mut stderr: tokio::process::ChildStderr) {
+    let mut chunk = [0u8; 4096];
+    let mut line = Vec::new();
+    let mut dropped = false;
+    while let Ok(read) = stderr.read(&mut chunk).await {
+        if read == 0 {
+            break;
+        }
+        for &byte in &chunk[..read] {
+            if byte == b'\n' {
+                let text = String::from_utf8_lossy(&line);
+                tracing::debug!(server, line = %text, cut = dropped, "stdio server stderr");
+                line.clear();
+                dropped = false;
+            } else if line.len() < STDERR_LINE_LIMIT {
+                line.push(byte);
+            } else {
+                dropped = true;
+            }
+        }
+    }
 }
 
 fn headers(definition: &McpServer) -> Result<HashMap<http::HeaderName, http::HeaderValue>, Error> {
@@ -200,7 +234,7 @@ pub(super) async fn list_capabilities(
     peer: &Peer<RoleClient>,
 ) -> Result<ServerCapabilities, Error> {
     let advertised: Advertised = peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
-    let list = |e: rmcp::ServiceError| Error::List(e.to_string());
+    let list = |e: rmcp::ServiceError| Error::List(super::failure::describe(&e));
     let tools = if advertised.tools.is_some() { peer.list_all_tools().await.map_err(list)? } else { Vec::new() };
     let (resources, resource_templates) = if advertised.resources.is_some() {
         (peer.list_all_resources().await.map_err(list)?, peer.list_all_resource_templates().await.unwrap_or_default())
@@ -217,26 +251,4 @@ pub(super) async fn list_capabilities(
         resource_templates: Arc::new(resource_templates),
         prompts: Arc::new(prompts),
     })
-}
-
-/// The last few lines a stdio child wrote to stderr, for error messages.
-#[derive(Default)]
-struct StderrTail {
-    lines: VecDeque<String>,
-}
-
-impl StderrTail {
-    const MAX_LINES: usize = 5;
-
-    fn push(&mut self, line: String) {
-        if self.lines.len() == Self::MAX_LINES {
-            self.lines.pop_front();
-        }
-        let line: String = line.chars().take(300).collect();
-        self.lines.push_back(line);
-    }
-
-    fn text(&self) -> String {
-        self.lines.iter().map(String::as_str).collect::<Vec<_>>().join(" | ")
-    }
 }

@@ -48,6 +48,8 @@ pub(super) struct Wire {
     /// Lane 0's client, built at once so that a bad configuration fails the connect.
     first: reqwest::Client,
     timeout: std::time::Duration,
+    /// The largest answer (or other message) a call's reply may carry.
+    max_result_bytes: usize,
     url: reqwest::Url,
     /// The session id and the headers rmcp sends with it; `None` until the handshake is done.
     learned: RwLock<Option<Arc<Learned>>>,
@@ -96,7 +98,11 @@ struct Learned {
 
 impl Wire {
     /// Its lanes' clients come from `connect::http_client` with the server's `timeout`.
-    pub(super) fn new(url: &str, timeout: std::time::Duration) -> Result<Option<Self>, super::connect::Error> {
+    pub(super) fn new(
+        url: &str,
+        timeout: std::time::Duration,
+        max_result_bytes: usize,
+    ) -> Result<Option<Self>, super::connect::Error> {
         let Ok(url) = reqwest::Url::parse(url) else { return Ok(None) };
         let (total, count) = (super::connect::MAX_CONCURRENT_REQUESTS, *LANES);
         let lanes: Box<[Lane]> = (0..count)
@@ -109,7 +115,15 @@ impl Wire {
             .collect();
         let first = super::connect::http_client(timeout, lanes[0].permits)?;
         let _ = lanes[0].http.set(first.clone());
-        Ok(Some(Self { lanes, first, timeout, url, learned: RwLock::default(), next_id: AtomicU64::new(1) }))
+        Ok(Some(Self {
+            lanes,
+            first,
+            timeout,
+            max_result_bytes,
+            url,
+            learned: RwLock::default(),
+            next_id: AtomicU64::new(1),
+        }))
     }
 
     /// A permit to put a call on the wire, and the lane it belongs to: this thread's lane if it
@@ -232,14 +246,18 @@ impl Wire {
             sent = self.post(lane, &learned, &message).send() => sent,
             () = caller.ct.cancelled() => return Err(self.cancelled(lane, &learned, server, id)),
         };
-        let response = sent.map_err(|e| upstream(format!("POST failed: {}", without_url(e))))?;
+        let response = sent.map_err(|e| upstream(super::failure::describe(&e)))?;
         match response.status() {
             status if status.is_success() => {}
             reqwest::StatusCode::NOT_FOUND => {
                 return Err(upstream("the upstream forgot the session (HTTP 404)".into()));
             }
             reqwest::StatusCode::UNAUTHORIZED => return Err(Error::Unauthorized { server: server.to_owned() }),
-            status => return Err(failed(format!("HTTP {status}"))),
+            status => return Err(failed(format!("answered HTTP {}", status.as_u16()))),
+        }
+        let too_large = || Error::TooLarge { server: server.to_owned(), limit: self.max_result_bytes };
+        if response.content_length().is_some_and(|length| length > self.max_result_bytes as u64) {
+            return Err(too_large());
         }
         let is_sse = response
             .headers()
@@ -247,7 +265,11 @@ impl Wire {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if !is_sse {
             let body = tokio::select! {
-                body = response.bytes() => body.map_err(|e| failed(format!("reading the reply: {}", without_url(e))))?,
+                body = read_capped(response, self.max_result_bytes) => match body {
+                    Ok(Some(body)) => body,
+                    Ok(None) => return Err(too_large()),
+                    Err(e) => return Err(failed(super::failure::describe(&e))),
+                },
                 () = caller.ct.cancelled() => return Err(self.cancelled(lane, &learned, server, id)),
             };
             drop(slot);
@@ -257,15 +279,35 @@ impl Wire {
                 Sorted::Other(_) => Err(failed("the reply answered another request".into())),
             };
         }
-        let mut events = sse_stream::SseStream::from_byte_stream(response.bytes_stream());
+        // The bytes since the last whole event: one event (the answer, a log line) may not grow
+        // past the limit while the parser holds it.
+        let pending = Arc::new(AtomicUsize::new(0));
+        let limit = self.max_result_bytes;
+        let counted = {
+            let pending = pending.clone();
+            response.bytes_stream().map(move |chunk| {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                if pending.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > limit {
+                    return Err(std::io::Error::other(TooLargeMarker));
+                }
+                Ok(chunk)
+            })
+        };
+        let mut events = sse_stream::SseStream::from_byte_stream(counted);
         loop {
             let event = tokio::select! {
                 event = events.next() => event,
                 () = caller.ct.cancelled() => return Err(self.cancelled(lane, &learned, server, id)),
             };
+            pending.store(0, Ordering::Relaxed);
             let event = match event {
                 Some(Ok(event)) => event,
-                Some(Err(e)) => return Err(failed(format!("reading the reply stream: {e}"))),
+                Some(Err(e)) if pending.load(Ordering::Relaxed) > limit || is_too_large(&e) => {
+                    return Err(too_large());
+                }
+                Some(Err(e)) => {
+                    return Err(failed(format!("broke off its reply stream ({})", super::failure::describe(&e))));
+                }
                 None => return Err(failed("the reply stream ended without an answer".into())),
             };
             let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
@@ -397,9 +439,32 @@ async fn answer_request(request: ServerRequest, caller: &Caller) -> Result<Clien
     }
 }
 
-/// reqwest's error text without the URL (which could carry a credential in its query).
-fn without_url(error: reqwest::Error) -> String {
-    error.without_url().to_string()
+/// Reads a JSON reply's body, or `None` once it grows past `limit`.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::with_capacity(response.content_length().map_or(0, |l| l as usize).min(limit));
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// What the counting stream of an SSE reply fails with past the limit.
+#[derive(Debug)]
+struct TooLargeMarker;
+
+impl std::fmt::Display for TooLargeMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the reply grew past the result size limit")
+    }
+}
+
+impl std::error::Error for TooLargeMarker {}
+
+fn is_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<TooLargeMarker>())
 }
 
 #[cfg(test)]
@@ -408,7 +473,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_borrows_a_free_permit_from_another_lane_and_the_session_keeps_six() {
-        let wire = Wire::new("http://127.0.0.1:9/mcp", std::time::Duration::from_secs(1))
+        let wire = Wire::new("http://127.0.0.1:9/mcp", std::time::Duration::from_secs(1), 1 << 20)
             .expect("a client")
             .expect("a valid URL");
         // One thread makes every call: its own lane's permits, then the other lanes'.

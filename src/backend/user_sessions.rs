@@ -89,13 +89,16 @@ pub(super) struct UserSessions {
     /// Recent failures to open a session, so a dead upstream costs one attempt per user per
     /// `FAILURE_BACKOFF`, not one handshake (and timeout) per call.
     failures: moka::sync::Cache<(String, String), Arc<connect::Error>>,
+    /// The largest reply a call on these sessions may have (`aggregator.calls.maxResultBytes`).
+    max_result_bytes: usize,
 }
 
-const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
+pub(super) const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
 impl UserSessions {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(max_result_bytes: usize) -> Self {
         Self {
+            max_result_bytes,
             sessions: moka::future::Cache::builder().time_to_idle(IDLE_TIMEOUT).max_capacity(100_000).build(),
             failures: moka::sync::Cache::builder().time_to_live(FAILURE_BACKOFF).build(),
         }
@@ -115,6 +118,7 @@ impl UserSessions {
             return Err(error);
         }
         let (definition, http, token) = (definition.clone(), http.clone(), token.clone());
+        let max_result_bytes = self.max_result_bytes;
         let entry = self
             .sessions
             .entry(key.clone())
@@ -122,7 +126,7 @@ impl UserSessions {
                 let relay = Arc::new(Relay::new(definition.name().to_owned()));
                 // User sessions do not report list_changed to the actor (it owns the shared one).
                 let handler = UpstreamHandler::new(relay.clone(), None, 0);
-                let connected = connect::connect(&definition, http, handler, Some(&token)).await?;
+                let connected = connect::connect(&definition, http, handler, Some(&token), max_result_bytes).await?;
                 let closed = connected.closed;
                 tokio::spawn(async move {
                     let _ = closed.await;

@@ -150,7 +150,7 @@ impl StatusWriter {
 
     pub fn write(&self, namespace: &str, name: &str, status: &Status) {
         let mut status = status.clone();
-        status.conditions = vec![ready_condition(&status)];
+        status.conditions.insert(0, ready_condition(&status));
         let _ = self.tx.send((namespace.to_owned(), name.to_owned(), status));
     }
 }

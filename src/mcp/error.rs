@@ -24,6 +24,7 @@ pub fn code(error: &Error) -> &'static str {
             backend::Error::NotConnected { .. } => "server_unavailable",
             backend::Error::Timeout { .. } => "upstream_timeout",
             backend::Error::Upstream { .. } => "upstream_failed",
+            backend::Error::TooLarge { .. } => "result_too_large",
             backend::Error::Protocol { .. } => "upstream_error",
             backend::Error::Cancelled { .. } => "cancelled",
             backend::Error::Unauthenticated { .. } => "authentication_required",
@@ -55,8 +56,18 @@ pub fn tool_error(error: &Error) -> CallToolResult {
         }
         Error::Backend(e) => {
             structured["server"] = Value::String(server_of(e).to_owned());
-            if let backend::Error::NotConnected { state, .. } = e {
-                structured["state"] = json!(state.as_str());
+            match e {
+                backend::Error::NotConnected { state, reason, retry_after, .. } => {
+                    structured["state"] = json!(state.as_str());
+                    structured["reason"] = json!(reason);
+                    if let Some(after) = retry_after {
+                        structured["retryAfterMs"] = json!(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+                    }
+                }
+                backend::Error::Timeout { timeout, .. } => {
+                    structured["timeoutMs"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+                }
+                _ => {}
             }
         }
         _ => {}
@@ -71,6 +82,7 @@ fn server_of(error: &backend::Error) -> &str {
         backend::Error::NotConnected { server, .. }
         | backend::Error::Timeout { server, .. }
         | backend::Error::Upstream { server, .. }
+        | backend::Error::TooLarge { server, .. }
         | backend::Error::Protocol { server, .. }
         | backend::Error::Cancelled { server }
         | backend::Error::Unauthenticated { server }
