@@ -58,6 +58,9 @@ pub enum Error {
     NotConnected { server: String, state: State, reason: String, retry_after: Option<Duration> },
     #[error("{server} did not answer within {} s; muster cancelled the call", timeout.as_secs())]
     Timeout { server: String, timeout: Duration },
+    /// The call's deadline passed while every place on the wire was taken by other calls.
+    #[error("{server} had no free connection within {} s: its other calls are still running", timeout.as_secs())]
+    Busy { server: String, timeout: Duration },
     #[error("{server} failed: {message}")]
     Upstream { server: String, message: String },
     #[error("{server} answered with a result larger than {limit} bytes (aggregator.calls.maxResultBytes)")]
@@ -403,8 +406,9 @@ impl BackendHandle {
         }
         let deadline = tokio::time::Instant::now() + CALL_CONNECT_WAIT;
         let mut rx = self.connection.clone();
-        let mut asked = None;
+        let (mut asked, mut waited_for_probe) = (None, false);
         loop {
+            let mut wake = deadline;
             {
                 let connection = rx.borrow_and_update();
                 if let Some(link) = usable(&connection) {
@@ -412,23 +416,30 @@ impl BackendHandle {
                 }
                 // A session this call lost is replaced at once; otherwise at most one attempt a
                 // `PROBE_INTERVAL`.
-                let probe_due = after == Some(connection.attempt)
-                    || connection.attempted_at.is_none_or(|at| at.elapsed() >= PROBE_INTERVAL);
-                match connection.state {
+                let probe_at = connection.attempted_at.map(|at| at + PROBE_INTERVAL);
+                let probe_due = after == Some(connection.attempt) || probe_at.is_none_or(|at| at <= Instant::now());
+                match (connection.state, probe_at) {
                     // An attempt is in progress, or the lost session is not yet noticed: wait.
-                    State::Connecting | State::Starting => {}
-                    State::Connected | State::Running if connection.link.is_some() => {}
-                    State::Failed | State::Disconnected if asked.is_none() && probe_due => {
+                    (State::Connecting | State::Starting, _) => {}
+                    (State::Connected | State::Running, _) if connection.link.is_some() => {}
+                    (State::Failed | State::Disconnected, _) if asked.is_none() && probe_due => {
                         self.addr.do_send(ConnectNow { attempt: connection.attempt });
                         asked = Some(connection.attempt);
                     }
+                    // The last attempt failed just now: the next is due within `PROBE_INTERVAL`.
+                    // Wait for it once, so a member that has just come back serves this call.
+                    (State::Failed | State::Disconnected, Some(at)) if asked.is_none() && !waited_for_probe => {
+                        waited_for_probe = true;
+                        wake = deadline.min(tokio::time::Instant::from_std(at));
+                    }
                     // Our request for an attempt is still in the mailbox.
-                    State::Failed | State::Disconnected if asked == Some(connection.attempt) => {}
+                    (State::Failed | State::Disconnected, _) if asked == Some(connection.attempt) => {}
                     _ => break,
                 }
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
+            match tokio::time::timeout_at(wake, rx.changed()).await {
                 Ok(Ok(())) => {}
+                Err(_) if wake < deadline => {}
                 Ok(Err(_)) | Err(_) => break,
             }
         }
@@ -491,12 +502,16 @@ impl BackendHandle {
             never = deadline => match never {},
         };
         match result {
-            Err(Error::Cancelled { server }) if !caller.ct.is_cancelled() => {
+            Err(Error::Cancelled { server } | Error::Busy { server, .. }) if caller.ct.is_cancelled() => {
+                Err(Error::Cancelled { server })
+            }
+            Err(Error::Cancelled { server }) => {
                 if !self.degraded.swap(true, Ordering::Relaxed) {
                     self.addr.do_send(CallHealth { degraded: true });
                 }
                 Err(Error::Timeout { server, timeout })
             }
+            Err(Error::Busy { server, .. }) => Err(Error::Busy { server, timeout }),
             Ok(answer) => {
                 if self.degraded.load(Ordering::Relaxed) && self.degraded.swap(false, Ordering::Relaxed) {
                     self.addr.do_send(CallHealth { degraded: false });

@@ -29,7 +29,9 @@ impl Drop for Guard {
 }
 
 pub fn init(debug: bool) -> Guard {
-    let default = if debug { "debug,rmcp=info" } else { "info,rmcp=warn" };
+    // rmcp logs transport failures with what the upstream sent (a whole body, when it was not
+    // JSON-RPC); muster logs each failure itself, in words. So rmcp speaks only with --debug.
+    let default = if debug { "debug,rmcp=info" } else { "info,rmcp=off" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour codes only for a terminal: a log file or collector gets plain text.

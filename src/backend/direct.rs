@@ -233,7 +233,8 @@ impl Wire {
         let learned = self.learned().ok_or_else(|| upstream("the session is not open yet".into()))?;
         let (lane, slot) = tokio::select! {
             acquired = self.acquire() => acquired,
-            () = caller.ct.cancelled() => return Err(Error::Cancelled { server: server.to_owned() }),
+            // The deadline (or the agent) ended the call before it reached the upstream.
+            () = caller.ct.cancelled() => return Err(Error::Busy { server: server.to_owned(), timeout: self.timeout }),
         };
         // Progress comes back on this call's own stream, so the call's id is a unique token.
         let progress = caller.progress_token.clone();
@@ -299,9 +300,11 @@ impl Wire {
                 event = events.next() => event,
                 () = caller.ct.cancelled() => return Err(self.cancelled(lane, &learned, server, id)),
             };
-            pending.store(0, Ordering::Relaxed);
             let event = match event {
-                Some(Ok(event)) => event,
+                Some(Ok(event)) => {
+                    pending.store(0, Ordering::Relaxed);
+                    event
+                }
                 Some(Err(e)) if pending.load(Ordering::Relaxed) > limit || is_too_large(&e) => {
                     return Err(too_large());
                 }

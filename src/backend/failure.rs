@@ -90,7 +90,7 @@ fn streamable(error: &StreamableHttpError<reqwest::Error>) -> Option<String> {
             format!("answered with content type {}, not JSON or an event stream", quote(content_type))
         }
         E::UnexpectedContentType(None) => "answered without a content type".to_owned(),
-        E::UnexpectedServerResponse(_) => "answered with an unexpected response (not MCP)".to_owned(),
+        E::UnexpectedServerResponse(_) => "answered with a body that is not JSON-RPC".to_owned(),
         E::Deserialize(_) => "answered with a body that is not JSON-RPC".to_owned(),
         E::ResponseBodyTooLarge { max_size } => format!("answered with a body larger than {max_size} bytes"),
         E::UnexpectedEndOfStream => "ended its reply before answering".to_owned(),
@@ -171,7 +171,7 @@ mod tests {
             StreamableHttpError::UnexpectedServerResponse(format!("{{\"SecretAccessKey\": \"x\"}} {body}").into());
         let text = describe(&error);
         assert!(!text.contains("Secret"), "{text}");
-        assert_eq!(text, "answered with an unexpected response (not MCP)");
+        assert_eq!(text, "answered with a body that is not JSON-RPC");
     }
 
     #[test]

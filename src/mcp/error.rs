@@ -23,6 +23,7 @@ pub fn code(error: &Error) -> &'static str {
         Error::Backend(e) => match e {
             backend::Error::NotConnected { .. } => "server_unavailable",
             backend::Error::Timeout { .. } => "upstream_timeout",
+            backend::Error::Busy { .. } => "server_busy",
             backend::Error::Upstream { .. } => "upstream_failed",
             backend::Error::TooLarge { .. } => "result_too_large",
             backend::Error::Protocol { .. } => "upstream_error",
@@ -64,7 +65,7 @@ pub fn tool_error(error: &Error) -> CallToolResult {
                         structured["retryAfterMs"] = json!(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
                     }
                 }
-                backend::Error::Timeout { timeout, .. } => {
+                backend::Error::Timeout { timeout, .. } | backend::Error::Busy { timeout, .. } => {
                     structured["timeoutMs"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
                 }
                 _ => {}
@@ -81,6 +82,7 @@ fn server_of(error: &backend::Error) -> &str {
     match error {
         backend::Error::NotConnected { server, .. }
         | backend::Error::Timeout { server, .. }
+        | backend::Error::Busy { server, .. }
         | backend::Error::Upstream { server, .. }
         | backend::Error::TooLarge { server, .. }
         | backend::Error::Protocol { server, .. }

@@ -108,15 +108,19 @@ impl Muster {
         Self::start_with_env(fleet, port, &[]).await
     }
 
-    /// Spawns `muster serve` without waiting for it (for tests that expect it to fail).
+    /// Spawns `muster serve` without waiting for it (for tests that expect it to fail). Logs
+    /// at `info,muster=debug` unless `env` sets `RUST_LOG`; an empty one leaves muster's default.
     pub fn spawn(fleet: &Fleet, env: &[(&str, &std::ffi::OsStr)]) -> (Child, PathBuf) {
         let log = fleet.dir.path().join("muster.log");
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_muster"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_muster"));
+        command.env("RUST_LOG", "info,muster=debug").envs(env.iter().map(|(k, v)| (*k, *v)));
+        if env.iter().any(|(k, v)| *k == "RUST_LOG" && v.is_empty()) {
+            command.env_remove("RUST_LOG");
+        }
+        let child = command
             .args(["serve", "--config-path"])
             .arg(fleet.dir.path())
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
-            .env("RUST_LOG", "info,muster=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(file)

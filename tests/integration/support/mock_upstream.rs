@@ -1,6 +1,7 @@
 //! An in-process rmcp upstream served over streamable HTTP (through muster's own actix bridge),
 //! with tools that let tests steer it: `whoami`, `echo`, `block` (waits for the test to release
-//! it), `grow` (adds a tool and announces list_changed) and `progress`.
+//! it), `grow` (adds a tool and announces list_changed), `progress` and `big` (a text of `bytes`
+//! bytes).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,7 @@ impl ServerHandler for Upstream {
             tool("grow", "Adds a tool", json!({})),
             tool("progress", "Sends progress", json!({})),
             tool("bearer", "Says whose token (sub, iss) this call carried", json!({})),
+            tool("big", "Answers with a text of `bytes` bytes", json!({"bytes": {"type": "integer"}})),
         ];
         for name in self.0.extra_tools.lock().expect("lock").iter() {
             tools.push(tool(name, "grown", json!({})));
@@ -89,6 +91,10 @@ impl ServerHandler for Upstream {
         let args = request.arguments.clone().unwrap_or_default();
         match request.name.as_ref() {
             "whoami" => Ok(text(self.0.label.clone())),
+            "big" => {
+                let bytes = args.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+                Ok(text("x".repeat(usize::try_from(bytes).unwrap_or(0))))
+            }
             "bearer" => {
                 let claims = context
                     .extensions
