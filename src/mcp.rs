@@ -102,7 +102,12 @@ impl GatewayServer {
             .ok_or_else(|| routing::Error::ToolNotFound { name: name.to_owned(), suggestions: Vec::new() })?;
         let mut params = CallToolRequestParams::new(resolved.tool.clone());
         params.arguments = resolved.arguments;
-        let result = backend.call_tool(params, caller).await;
+        let result = backend.call_tool(params, caller).await.map_err(|error| {
+            match snapshot.catalog.cluster_of(&resolved.server) {
+                Some(cluster) => routing::Error::OnCluster { cluster, error: Box::new(error) },
+                None => routing::Error::Backend(error),
+            }
+        });
         let outcome = match &result {
             Ok(answer) if answer.is_tool_error() => "error",
             Ok(_) => "ok",
@@ -119,7 +124,7 @@ impl GatewayServer {
             agent = caller.agent_id,
             "tool call"
         );
-        Ok(result?)
+        result
     }
 }
 

@@ -33,6 +33,20 @@ pub enum Error {
     PromptNotFound { name: String, suggestions: Vec<String> },
     #[error(transparent)]
     Backend(#[from] crate::backend::Error),
+    /// A family member's failure, with the cluster the member serves.
+    #[error("{error}")]
+    OnCluster { cluster: String, error: Box<crate::backend::Error> },
+}
+
+impl Error {
+    /// The backend's failure and the cluster it serves (for family members), if this is one.
+    pub fn backend(&self) -> Option<(&crate::backend::Error, Option<&str>)> {
+        match self {
+            Self::Backend(error) => Some((error, None)),
+            Self::OnCluster { cluster, error } => Some((error, Some(cluster))),
+            _ => None,
+        }
+    }
 }
 
 fn did_you_mean(suggestions: &[String]) -> String {

@@ -20,19 +20,24 @@ pub fn code(error: &Error) -> &'static str {
         Error::InstanceUnknown { .. } => "instance_unknown",
         Error::ResourceNotFound { .. } => "resource_not_found",
         Error::PromptNotFound { .. } => "prompt_not_found",
-        Error::Backend(e) => match e {
-            backend::Error::NotConnected { .. } => "server_unavailable",
-            backend::Error::Timeout { .. } => "upstream_timeout",
-            backend::Error::Busy { .. } => "server_busy",
-            backend::Error::Upstream { .. } => "upstream_failed",
-            backend::Error::TooLarge { .. } => "result_too_large",
-            backend::Error::Protocol { .. } => "upstream_error",
-            backend::Error::Cancelled { .. } => "cancelled",
-            backend::Error::Unauthenticated { .. } => "authentication_required",
-            backend::Error::Exchange { error, .. } if error.is_auth_failure() => "token_exchange_failed",
-            backend::Error::Exchange { .. } => "identity_provider_unreachable",
-            backend::Error::Unauthorized { .. } => "upstream_unauthorized",
-        },
+        Error::Backend(e) => backend_code(e),
+        Error::OnCluster { error, .. } => backend_code(error),
+    }
+}
+
+fn backend_code(error: &backend::Error) -> &'static str {
+    match error {
+        backend::Error::NotConnected { .. } => "server_unavailable",
+        backend::Error::Timeout { .. } => "upstream_timeout",
+        backend::Error::Busy { .. } => "server_busy",
+        backend::Error::Upstream { .. } => "upstream_failed",
+        backend::Error::TooLarge { .. } => "result_too_large",
+        backend::Error::Protocol { .. } => "upstream_error",
+        backend::Error::Cancelled { .. } => "cancelled",
+        backend::Error::Unauthenticated { .. } => "authentication_required",
+        backend::Error::Exchange { error, .. } if error.is_auth_failure() => "token_exchange_failed",
+        backend::Error::Exchange { .. } => "identity_provider_unreachable",
+        backend::Error::Unauthorized { .. } => "upstream_unauthorized",
     }
 }
 
@@ -55,23 +60,26 @@ pub fn tool_error(error: &Error) -> CallToolResult {
         {
             structured["suggestions"] = json!(suggestions);
         }
-        Error::Backend(e) => {
-            structured["server"] = Value::String(server_of(e).to_owned());
-            match e {
-                backend::Error::NotConnected { state, reason, retry_after, .. } => {
-                    structured["state"] = json!(state.as_str());
-                    structured["reason"] = json!(reason);
-                    if let Some(after) = retry_after {
-                        structured["retryAfterMs"] = json!(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
-                    }
-                }
-                backend::Error::Timeout { timeout, .. } | backend::Error::Busy { timeout, .. } => {
-                    structured["timeoutMs"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-                }
-                _ => {}
-            }
-        }
         _ => {}
+    }
+    if let Some((e, cluster)) = error.backend() {
+        structured["server"] = Value::String(server_of(e).to_owned());
+        if let Some(cluster) = cluster {
+            structured["cluster"] = json!(cluster);
+        }
+        match e {
+            backend::Error::NotConnected { state, reason, retry_after, .. } => {
+                structured["state"] = json!(state.as_str());
+                structured["reason"] = json!(reason);
+                if let Some(after) = retry_after {
+                    structured["retryAfterMs"] = json!(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+                }
+            }
+            backend::Error::Timeout { timeout, .. } | backend::Error::Busy { timeout, .. } => {
+                structured["timeoutMs"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+            }
+            _ => {}
+        }
     }
     let mut result = CallToolResult::error(vec![ContentBlock::text(message)]);
     result.structured_content = Some(structured);
@@ -99,7 +107,7 @@ pub fn protocol_error(error: &Error) -> ErrorData {
     match error {
         Error::ResourceNotFound { .. } => ErrorData::resource_not_found(error.to_string(), data),
         Error::PromptNotFound { .. } | Error::ToolNotFound { .. } => ErrorData::invalid_params(error.to_string(), data),
-        Error::Backend(backend::Error::Protocol { code, message, .. }) => {
+        _ if let Some((backend::Error::Protocol { code, message, .. }, _)) = error.backend() => {
             ErrorData::new(rmcp::model::ErrorCode(*code), message.clone(), data)
         }
         _ => ErrorData::internal_error(error.to_string(), data),

@@ -304,6 +304,26 @@ fn add_resources_and_prompts(muster_prefix: &str, server: &ServerCapabilities, c
 
 impl Catalog {
     /// The server and upstream URI for a `resources/read` of `uri`.
+    /// The cluster a family member serves: its name without the suffix all members of its
+    /// family share (`cluster-b` for `cluster-b-mcp-kubernetes` beside `cluster-a-mcp-kubernetes`),
+    /// or, for a family of one, without `-mcp-{family}`.
+    pub fn cluster_of(&self, server: &str) -> Option<String> {
+        let (family, members) = self.family_members.iter().find(|(_, members)| members.contains(server))?;
+        let suffix = if members.len() > 1 {
+            let mut suffix = server;
+            for member in members {
+                let common = suffix.chars().rev().zip(member.chars().rev()).take_while(|(a, b)| a == b).count();
+                suffix = &suffix[suffix.len() - suffix.chars().rev().take(common).map(char::len_utf8).sum::<usize>()..];
+            }
+            // Cut at a '-', so `cluster-a`/`cluster-b` do not share the `a`-less tail of a name.
+            let dash = suffix.find('-')?;
+            suffix[dash..].to_owned()
+        } else {
+            format!("-mcp-{family}")
+        };
+        server.strip_suffix(suffix.as_str()).filter(|cluster| !cluster.is_empty()).map(str::to_owned)
+    }
+
     pub fn resource_target(&self, uri: &str) -> Option<Target> {
         if let Some(target) = self.resource_routes.get(uri) {
             return Some(target.clone());

@@ -60,6 +60,7 @@ async fn a_killed_member_fails_fast_and_serves_the_first_call_after_its_return()
     let structured = down.structured_content.clone().expect("structured");
     assert_eq!(structured["code"], "server_unavailable", "{structured}");
     assert_eq!(structured["server"], "cluster-b-mcp-prometheus", "{structured}");
+    assert_eq!(structured["cluster"], "cluster-b", "{structured}");
     assert_eq!(structured["reason"], "connection refused", "{structured}");
     assert!(structured["retryAfterMs"].as_u64().is_some_and(|ms| (1000..=30_000).contains(&ms)), "{structured}");
     let message = text(&down);

@@ -217,3 +217,17 @@ fn an_unlisted_family_member_is_still_a_valid_instance() {
     let args = serde_json::from_value(json!({"management_cluster": "cluster-z"})).ok();
     assert!(matches!(resolve_tool(&catalog, "x_kubernetes_pods_list", args), Err(Error::InstanceUnknown { .. })));
 }
+
+#[test]
+fn a_members_cluster_is_its_name_without_the_familys_shared_suffix() {
+    let fleet = build("x", &[k8s("cluster-a", &["pods"]), k8s("cluster-b", &["pods"]), k8s("prod-eu-1", &["pods"])]);
+    assert_eq!(fleet.cluster_of("cluster-b-mcp-kubernetes").as_deref(), Some("cluster-b"));
+    assert_eq!(fleet.cluster_of("prod-eu-1-mcp-kubernetes").as_deref(), Some("prod-eu-1"));
+    // Members sharing more than the suffix keep their own part.
+    let two = build("x", &[k8s("cluster-a", &["pods"]), k8s("cluster-b", &["pods"])]);
+    assert_eq!(two.cluster_of("cluster-a-mcp-kubernetes").as_deref(), Some("cluster-a"));
+    let alone = build("x", &[k8s("only", &["pods"])]);
+    assert_eq!(alone.cluster_of("only-mcp-kubernetes").as_deref(), Some("only"));
+    let plain = build("x", &[server("github", None, vec![tool("issues", "issues", json!({}))])]);
+    assert_eq!(plain.cluster_of("github"), None);
+}
