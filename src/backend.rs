@@ -818,7 +818,7 @@ impl BackendActor {
                 let ping = peer.send_request(ClientRequest::PingRequest(rmcp::model::PingRequest::default()));
                 let reason = match tokio::time::timeout(timeout, ping).await {
                     Ok(Ok(_)) => return,
-                    Ok(Err(e)) => format!("health probe failed: {e}"),
+                    Ok(Err(e)) => format!("health probe failed: {}", failure::describe(&e)),
                     Err(_) => format!("health probe timed out after {}s", timeout.as_secs()),
                 };
                 addr.do_send(ConnectionLost { generation, reason });

@@ -18,7 +18,7 @@ pub(super) enum Error {
     Open(String),
     #[error("the SSE stream ended before announcing its message endpoint")]
     NoEndpoint,
-    #[error("the SSE endpoint {0:?} is not a valid URL on the server's own origin")]
+    #[error("the SSE endpoint {0} is not a valid URL on the server's own origin")]
     BadEndpoint(String),
     #[error("posting a message failed: {0}")]
     Post(String),
@@ -54,7 +54,7 @@ impl SseTransport {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| Error::Open(e.to_string()))?;
+            .map_err(|e| Error::Open(super::failure::describe(&e)))?;
         let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
         let endpoint = tokio::time::timeout(timeout, async {
             while let Some(Ok(event)) = events.next().await {
@@ -67,10 +67,11 @@ impl SseTransport {
         .await
         .map_err(|_| Error::NoEndpoint)?
         .ok_or(Error::NoEndpoint)?;
-        let post_url = base.join(endpoint.trim()).map_err(|_| Error::BadEndpoint(endpoint.clone()))?;
+        let bad_endpoint = || Error::BadEndpoint(super::failure::quote(&endpoint));
+        let post_url = base.join(endpoint.trim()).map_err(|_| bad_endpoint())?;
         // Messages carry the upstream's credentials: never post them to another origin.
         if post_url.origin() != base.origin() {
-            return Err(Error::BadEndpoint(endpoint));
+            return Err(bad_endpoint());
         }
         let (tx, incoming) = mpsc::channel(64);
         let reader = tokio::spawn(async move {
@@ -99,8 +100,8 @@ impl Transport<RoleClient> for SseTransport {
     fn send(&mut self, item: TxJsonRpcMessage<RoleClient>) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let request = self.http.post(self.post_url.clone()).headers(self.headers.clone()).json(&item);
         async move {
-            let response = request.send().await.map_err(|e| Error::Post(e.to_string()))?;
-            response.error_for_status().map(drop).map_err(|e| Error::Post(e.to_string()))
+            let response = request.send().await.map_err(|e| Error::Post(super::failure::describe(&e)))?;
+            response.error_for_status().map(drop).map_err(|e| Error::Post(super::failure::describe(&e)))
         }
     }
 
