@@ -320,16 +320,16 @@ impl Handler<BackendStateChanged> for SupervisorActor {
         }
         let source = managed.source.clone();
         match msg.state {
+            // Still up (a change of call health): the uptime counts on.
+            State::Connected | State::Running if previous == msg.state => {}
             State::Connected | State::Running => {
                 let recovered = managed.consecutive_failures > 0;
                 managed.connected_at = Some(Instant::now());
                 managed.last_connected = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
                 managed.last_error = None;
                 managed.next_retry = None;
-                if previous != msg.state {
-                    let reason = if recovered { Reason::RecoverySucceeded } else { Reason::Started };
-                    self.sink.event(&source, reason, format!("{} is {}", msg.name, msg.state), false);
-                }
+                let reason = if recovered { Reason::RecoverySucceeded } else { Reason::Started };
+                self.sink.event(&source, reason, format!("{} is {}", msg.name, msg.state), false);
             }
             State::Failed => {
                 let uptime = managed.connected_at.take().map(|t| t.elapsed());
