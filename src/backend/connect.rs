@@ -51,6 +51,9 @@ pub enum Error {
     Sse(String),
     #[error("building the HTTP client failed: {0}")]
     Client(String),
+    /// The URL names an address `egress` refuses (a host name is checked when it is resolved).
+    #[error("{url} is refused: {refused}")]
+    Refused { url: String, refused: crate::egress::Refused },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -68,9 +71,13 @@ pub(super) struct Connected {
     pub(super) capabilities: ServerCapabilities,
 }
 
-/// An HTTP client of a backend: connect timeout, and at most `max_idle` idle connections kept per host.
+/// An HTTP client of a backend: connect timeout, at most `max_idle` idle connections kept per
+/// host, and only addresses `egress` allows (host names as resolved, redirect targets).
 pub(super) fn http_client(connect_timeout: Duration, max_idle: usize) -> Result<reqwest::Client, Error> {
+    let policy = crate::egress::upstream_policy();
     reqwest::Client::builder()
+        .dns_resolver(crate::egress::Resolver { policy })
+        .redirect(crate::egress::redirect_policy(policy))
         .connect_timeout(connect_timeout)
         .pool_max_idle_per_host(max_idle)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -88,6 +95,11 @@ pub(super) async fn connect(
     let timeout = definition.timeout();
     let stderr = Arc::new(Mutex::new(StderrTail::default()));
     let mut wire = None;
+    if let Some(url) = definition.spec.url.as_deref() {
+        crate::egress::upstream_policy()
+            .check_url(url)
+            .map_err(|refused| Error::Refused { url: url.to_owned(), refused })?;
+    }
     let serving = match definition.spec.server_type {
         Some(ServerType::Stdio) => {
             let transport = spawn_child(definition, &stderr)?;
