@@ -187,7 +187,10 @@ impl reqwest::dns::Resolve for Resolver {
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed = resolver.filter(&host, addrs)?;
+            let allowed = resolver.filter(&host, addrs).inspect_err(|refused| {
+                // Said here, where it is decided: the transport's error may not carry the reason.
+                tracing::warn!(host, "refusing to connect: {refused}");
+            })?;
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
     }
