@@ -52,8 +52,15 @@ pub enum Error {
     #[error("building the HTTP client failed: {0}")]
     Client(String),
     /// The URL names an address `egress` refuses (a host name is checked when it is resolved).
-    #[error("{url} is refused: {refused}")]
+    #[error("{url} is refused: {refused}{}", private_hint(refused))]
     Refused { url: String, refused: crate::egress::Refused },
+}
+
+fn private_hint(refused: &crate::egress::Refused) -> &'static str {
+    match refused {
+        crate::egress::Refused::Private(_) => "; set aggregator.upstreams.allowPrivateNetworks: true to allow it",
+        crate::egress::Refused::Metadata(_) | crate::egress::Refused::NotUnicast(_) => "",
+    }
 }
 
 fn stderr_suffix(stderr: &str) -> String {

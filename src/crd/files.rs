@@ -137,7 +137,8 @@ pub struct Loader {
 
 #[derive(Debug, Clone)]
 enum Known {
-    Valid(Definition),
+    /// A valid server, by name.
+    Valid(String),
     Invalid(Rejected),
 }
 
@@ -159,7 +160,7 @@ impl Loader {
         for rejected in snapshot.rejected.iter_mut().filter(|r| r.name.is_none()) {
             if let Source::File(path) = &rejected.source {
                 rejected.name = match self.known.get(path) {
-                    Some(Known::Valid(before)) => Some(before.server.name().to_owned()),
+                    Some(Known::Valid(name)) => Some(name.clone()),
                     Some(Known::Invalid(before)) => before.name.clone(),
                     None => None,
                 };
@@ -173,7 +174,7 @@ impl Loader {
         }
         for definition in &snapshot.definitions {
             if let Source::File(path) = &definition.source {
-                self.known.insert(path.clone(), Known::Valid(definition.clone()));
+                self.known.insert(path.clone(), Known::Valid(definition.server.name().to_owned()));
             }
         }
         for rejected in &snapshot.rejected {
@@ -196,9 +197,9 @@ fn keep_known(snapshot: &mut Snapshot, known: &BTreeMap<PathBuf, Known>) {
         for (path, outcome) in known.iter().filter(|(path, _)| path.starts_with(&unreadable.path)) {
             let rejected = match outcome {
                 Known::Invalid(rejected) => rejected.clone(),
-                Known::Valid(definition) => Rejected {
+                Known::Valid(name) => Rejected {
                     source: Source::File(path.clone()),
-                    name: Some(definition.server.name().to_owned()),
+                    name: Some(name.clone()),
                     problems: vec![Problem {
                         field: "file".into(),
                         message: format!("{}; keeping the definition read before", unreadable.reason),
