@@ -208,6 +208,14 @@ pub fn quoted(value: &str) -> String {
     }
 }
 
+/// `value` cut as `quoted` cuts it, without the quotes.
+pub fn shortened(value: &str) -> String {
+    match value.char_indices().nth(MAX_SHOWN_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_owned(),
+    }
+}
+
 /// One validation problem: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

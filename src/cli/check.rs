@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::EXIT_INVALID;
 use crate::config::Config;
-use crate::crd::{McpServer, Problem, ServerType, files, quoted};
+use crate::crd::{McpServer, Problem, ServerType, files, quoted, shortened};
 use crate::egress;
 
 /// A config folder: `config.yaml` and `mcpservers/`.
@@ -75,7 +75,7 @@ pub(super) fn manifests(path: &Path) -> i32 {
         match files::parse(&yaml) {
             Ok(server) => println!("ok  {} ({} document {})", server.name(), path.display(), i + 1),
             Err((name, problems)) => {
-                let name = name.as_deref().map_or_else(|| "?".to_owned(), quoted);
+                let name = name.as_deref().map_or_else(|| "?".to_owned(), shortened);
                 for problem in &problems {
                     eprintln!("{} document {} ({name}): {problem}", path.display(), i + 1);
                 }
