@@ -204,7 +204,10 @@ pub fn redirect_policy(policy: Policy) -> reqwest::redirect::Policy {
             return attempt.error("too many redirects");
         }
         match literal(attempt.url()).map(|ip| policy.check(ip)) {
-            Some(Err(refused)) => attempt.error(refused),
+            Some(Err(refused)) => {
+                tracing::warn!("refusing to follow a redirect: {refused}");
+                attempt.error(refused)
+            }
             _ => attempt.follow(),
         }
     })
