@@ -202,7 +202,15 @@ fn keep_known(snapshot: &mut Snapshot, known: &BTreeMap<PathBuf, Known>) {
                     name: Some(name.clone()),
                     problems: vec![Problem {
                         field: "file".into(),
-                        message: format!("{}; keeping the definition read before", unreadable.reason),
+                        message: if *path == unreadable.path {
+                            format!("{}; keeping the definition read before", unreadable.reason)
+                        } else {
+                            format!(
+                                "the folder {} {}; keeping the definition read before",
+                                unreadable.path.display(),
+                                unreadable.reason
+                            )
+                        },
                     }],
                 },
             };

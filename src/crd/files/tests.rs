@@ -39,7 +39,9 @@ fn a_folder_that_cannot_be_read_keeps_every_server_and_a_successful_read_removes
     assert_eq!(snapshot.unreadable.len(), 1, "{snapshot:?}");
     assert!(snapshot.unreadable[0].reason.contains("cannot be listed"), "{snapshot:?}");
     assert_eq!(kept(&snapshot), ["a", "b"], "{snapshot:?}");
-    assert!(snapshot.rejected[0].problems[0].message.contains("keeping the definition read before"));
+    let message = &snapshot.rejected[0].problems[0].message;
+    assert!(message.starts_with(&format!("the folder {} cannot be listed: ", servers.display())), "{message}");
+    assert!(message.ends_with("; keeping the definition read before"), "{message}");
     // Still so at the next read (what is kept is remembered, not just the last snapshot).
     assert_eq!(kept(&loader.read()), ["a", "b"]);
 
