@@ -111,7 +111,8 @@ async fn an_idle_folder_is_not_read_again() {
     let before = bytes_read(muster.child.id());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let read = bytes_read(muster.child.id()) - before;
-    assert!(read < 256 << 10, "an idle muster read {read} bytes in 3 s: it re-reads its own folder");
+    // One read is tolerated (a late status write wakes the watcher once); the bug was ~6 a second.
+    assert!(read < 2 * (256 << 10), "an idle muster read {read} bytes in 3 s: it re-reads its own folder");
 }
 
 #[actix_web::test]
