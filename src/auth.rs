@@ -15,9 +15,12 @@ pub use token::{Identity, Secret};
 use std::time::Duration;
 
 /// The HTTP client for identity providers (discovery, JWKS, token endpoints): short timeouts,
-/// no redirects (a token request must not be replayed elsewhere).
+/// no redirects (a token request must not be replayed elsewhere), and never a link-local or
+/// metadata address, whatever a name resolves to (`egress`; private networks are judged per
+/// token endpoint by `exchange`).
 pub fn idp_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .dns_resolver(crate::egress::Resolver { policy: crate::egress::Policy { allow_private_networks: true } })
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none())
