@@ -21,6 +21,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // 0. Metrics first, so every component records from the start.
     let metrics = crate::telemetry::metrics::install();
     actix::spawn(crate::telemetry::metrics::upkeep(metrics.clone()));
+    // Where MCPServer URLs may point, for every backend HTTP client from now on.
+    crate::egress::set_upstream_policy(config.upstream_egress);
     // 1. Where desired state, status, events and secrets live: the folder, or the Kubernetes API.
     //    Kubernetes mode never falls back to the folder (Muster #1143).
     let kube_client = match &config.kubernetes {
@@ -69,17 +71,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
         _ => {
-            let initial = files::load(&config.dir);
+            let mut loader = files::Loader::new(&config.dir);
+            let initial = loader.read();
             tracing::info!(
                 servers = initial.definitions.len(),
                 rejected = initial.rejected.len(),
                 dir = %files::servers_dir(&config.dir).display(),
                 "loaded MCPServer definitions"
             );
-            supervisor.do_send(DesiredState(initial));
+            for unreadable in &initial.unreadable {
+                tracing::warn!(path = %unreadable.path.display(), "{unreadable}");
+            }
+            supervisor.do_send(DesiredState(initial.clone()));
             drop(fatal_tx);
             Some(
-                files::watch(config.dir.clone(), config.supervision.resync_interval, tx)
+                files::watch(loader, initial, config.supervision.resync_interval, tx)
                     .context("watching the mcpservers folder")?,
             )
         }

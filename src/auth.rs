@@ -14,20 +14,13 @@ pub use token::{Identity, Secret};
 
 use std::time::Duration;
 
-/// The rule for identity-provider and token-endpoint URLs: https, or http on a loopback host.
-pub fn is_https_or_loopback(url: &str) -> bool {
-    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
-    match parsed.scheme() {
-        "https" => true,
-        "http" => matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
-        _ => false,
-    }
-}
-
 /// The HTTP client for identity providers (discovery, JWKS, token endpoints): short timeouts,
-/// no redirects (a token request must not be replayed elsewhere).
+/// no redirects (a token request must not be replayed elsewhere), and never a link-local or
+/// metadata address, whatever a name resolves to (`egress`; private networks are judged per
+/// token endpoint by `exchange`).
 pub fn idp_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .dns_resolver(crate::egress::Resolver { policy: crate::egress::Policy { allow_private_networks: true } })
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none())

@@ -2,6 +2,7 @@
 //! (`auth login|status|logout`, `list tools`, `call`), which talk MCP to a running muster.
 
 mod auth;
+mod check;
 mod client;
 mod tokens;
 
@@ -11,7 +12,6 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::crd::files;
 
 #[derive(Debug, Parser)]
 #[command(name = "muster", version, about = "An MCP gateway for Kubernetes fleets")]
@@ -132,7 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::CheckConfig { paths } => {
             let mut code = 0;
             for path in paths {
-                let result = if path.is_dir() { check_config(&path) } else { check_manifests(&path) };
+                let result = if path.is_dir() { check::config(&path) } else { check::manifests(&path) };
                 code = code.max(result);
             }
             Ok(code)
@@ -161,68 +161,5 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Call { tool, args, client } => {
             client::call_tool(&client.endpoint, &client.config_path, &tool, &args).await
         }
-    }
-}
-
-/// MCPServer documents in a (multi-document) manifest file, as `kubectl apply -f` would see them.
-#[allow(clippy::print_stdout, clippy::print_stderr, reason = "check-config reports to the terminal")]
-fn check_manifests(path: &std::path::Path) -> i32 {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("{}: cannot be read: {e}", path.display());
-            return EXIT_INVALID;
-        }
-    };
-    let documents: Vec<serde_json::Value> = match serde_saphyr::from_multiple(&text) {
-        Ok(documents) => documents,
-        Err(e) => {
-            eprintln!("{}: yaml: {e}", path.display());
-            return EXIT_INVALID;
-        }
-    };
-    let mut bad = 0;
-    for (i, document) in documents.iter().enumerate().filter(|(_, d)| d["kind"] == crate::crd::KIND) {
-        let yaml = serde_saphyr::to_string(document).unwrap_or_default();
-        match files::parse(&yaml) {
-            Ok(server) => println!("ok  {} ({} document {})", server.name(), path.display(), i + 1),
-            Err((name, problems)) => {
-                for problem in &problems {
-                    eprintln!("{} document {} ({}): {problem}", path.display(), i + 1, name.as_deref().unwrap_or("?"));
-                }
-                bad += problems.len();
-            }
-        }
-    }
-    if bad > 0 {
-        eprintln!("{bad} problem(s) found");
-        EXIT_INVALID
-    } else {
-        0
-    }
-}
-
-#[allow(clippy::print_stdout, clippy::print_stderr, reason = "check-config reports to the terminal")]
-fn check_config(dir: &std::path::Path) -> i32 {
-    let mut bad = 0;
-    if let Err(e) = Config::load(dir) {
-        for problem in &e.problems {
-            eprintln!("{problem}");
-        }
-        bad += e.problems.len();
-    }
-    let snapshot = files::load(dir);
-    for rejected in &snapshot.rejected {
-        eprintln!("{rejected}");
-        bad += rejected.problems.len();
-    }
-    for definition in &snapshot.definitions {
-        println!("ok  {} ({})", definition.server.name(), definition.source);
-    }
-    if bad > 0 {
-        eprintln!("{bad} problem(s) found");
-        EXIT_INVALID
-    } else {
-        0
     }
 }

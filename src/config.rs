@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::is_https_or_loopback;
+use crate::egress::is_https_or_loopback;
 
 /// How real tools reach `tools/list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -40,6 +40,9 @@ pub struct Config {
     pub oauth: Option<OAuthServer>,
     /// Token endpoints on private networks are refused unless this is set.
     pub allow_private_networks: bool,
+    /// Where MCPServer URLs may point (`aggregator.upstreams.allowPrivateNetworks`, default
+    /// true); link-local and metadata addresses are refused whatever it says.
+    pub upstream_egress: crate::egress::Policy,
     /// Kubernetes mode: MCPServer resources in these namespaces are the desired state (instead of
     /// `DIR/mcpservers`). `None` is filesystem mode.
     pub kubernetes: Option<Kubernetes>,
@@ -140,6 +143,8 @@ struct AggregatorFile {
     calls: CallsFile,
     #[serde(default)]
     oauth: OAuthFile,
+    #[serde(default)]
+    upstreams: UpstreamsFile,
     /// Muster's read-only admin UI: accepted for compatibility, not served.
     #[serde(default)]
     admin: Option<serde_json::Value>,
@@ -181,6 +186,13 @@ struct DexFile {
     client_id: Option<String>,
     #[serde(flatten)]
     ignored: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// `aggregator.upstreams`: what MCPServer URLs may reach (muster extension).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpstreamsFile {
+    allow_private_networks: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -322,6 +334,12 @@ impl Config {
             calls,
             oauth,
             allow_private_networks: a.oauth.allow_private_networks,
+            upstream_egress: crate::egress::Policy {
+                allow_private_networks: a
+                    .upstreams
+                    .allow_private_networks
+                    .unwrap_or(crate::egress::Policy::UPSTREAM_DEFAULT.allow_private_networks),
+            },
             kubernetes,
         })
     }
@@ -391,6 +409,15 @@ mod tests {
         assert_eq!(config.muster_prefix, "x");
         assert_eq!(config.tool_exposure, ToolExposure::Meta);
         assert!(config.allowed_hosts.contains(&"localhost".to_owned()));
+        assert!(config.upstream_egress.allow_private_networks, "in-cluster upstreams are on private networks");
+        assert!(!config.allow_private_networks, "token endpoints are not");
+    }
+
+    #[test]
+    fn upstreams_can_be_kept_off_private_networks() {
+        let config = Config::parse(Path::new("/x"), "aggregator:\n  upstreams:\n    allowPrivateNetworks: false\n")
+            .expect("valid");
+        assert!(!config.upstream_egress.allow_private_networks);
     }
 
     #[test]

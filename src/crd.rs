@@ -19,7 +19,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::is_https_or_loopback;
+use crate::egress::{self, is_https_or_loopback};
 
 pub const API_VERSION: &str = "muster.giantswarm.io/v1alpha1";
 pub const KIND: &str = "MCPServer";
@@ -196,6 +196,26 @@ pub struct AuthorizationServer {
     pub scopes: Option<String>,
 }
 
+/// Longest user-given value (name, URL, ...) that a problem message repeats.
+pub const MAX_SHOWN_CHARS: usize = 64;
+
+/// `value` quoted for a problem message, cut after `MAX_SHOWN_CHARS` characters (a 1 MB
+/// `metadata.name` must not come back whole in every error).
+pub fn quoted(value: &str) -> String {
+    match value.char_indices().nth(MAX_SHOWN_CHARS) {
+        Some((end, _)) => format!("{:?}…", &value[..end]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// `value` cut as `quoted` cuts it, without the quotes.
+pub fn shortened(value: &str) -> String {
+    match value.char_indices().nth(MAX_SHOWN_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_owned(),
+    }
+}
+
 /// One validation problem: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -248,17 +268,17 @@ impl McpServer {
             out.push(Problem { field: field.to_owned(), message });
         };
         if self.api_version != API_VERSION {
-            problem("apiVersion", format!("must be {API_VERSION}, got {:?}", self.api_version));
+            problem("apiVersion", format!("must be {API_VERSION}, got {}", quoted(&self.api_version)));
         }
         if self.kind != KIND {
-            problem("kind", format!("must be {KIND}, got {:?}", self.kind));
+            problem("kind", format!("must be {KIND}, got {}", quoted(&self.kind)));
         }
         if !is_dns_label(&self.metadata.name) {
             problem(
                 "metadata.name",
                 format!(
-                    "{:?} is not a valid name (lowercase letters, digits and '-', at most 63, starting and ending alphanumeric)",
-                    self.metadata.name
+                    "{} is not a valid name (lowercase letters, digits and '-', at most 63, starting and ending alphanumeric)",
+                    quoted(&self.metadata.name)
                 ),
             );
         }
@@ -273,17 +293,17 @@ impl McpServer {
         {
             problem(
                 "spec.toolPrefix",
-                format!("{prefix:?} must match ^[a-zA-Z][a-zA-Z0-9_-]*$ (or be empty for no prefix)"),
+                format!("{} must match ^[a-zA-Z][a-zA-Z0-9_-]*$ (or be empty for no prefix)", quoted(prefix)),
             );
         }
         if let Some(family) = &spec.family {
             if !is_identifier(&family.name, true) {
-                problem("spec.family.name", format!("{:?} must match ^[a-zA-Z][a-zA-Z0-9_-]*$", family.name));
+                problem("spec.family.name", format!("{} must match ^[a-zA-Z][a-zA-Z0-9_-]*$", quoted(&family.name)));
             }
             if !is_identifier(&family.instance_arg, false) {
                 problem(
                     "spec.family.instanceArg",
-                    format!("{:?} must match ^[a-zA-Z][a-zA-Z0-9_]*$", family.instance_arg),
+                    format!("{} must match ^[a-zA-Z][a-zA-Z0-9_]*$", quoted(&family.instance_arg)),
                 );
             }
         }
@@ -315,12 +335,18 @@ impl McpServer {
                         problem("spec.url", format!("is required when type is {}", server_type.as_str()))
                     }
                     Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
-                        problem("spec.url", format!("{url:?} must start with http:// or https://"));
+                        problem("spec.url", format!("{} must start with http:// or https://", quoted(url)));
                     }
                     Some(url) if reqwest::Url::parse(url).is_err() => {
-                        problem("spec.url", format!("{url:?} is not a valid URL"));
+                        problem("spec.url", format!("{} is not a valid URL", quoted(url)));
                     }
-                    Some(_) => {}
+                    // Link-local and metadata addresses, whatever `allowPrivateNetworks` says;
+                    // private ranges depend on config.yaml and are checked where it is known.
+                    Some(url) => {
+                        if let Err(refused) = (egress::Policy { allow_private_networks: true }).check_url(url) {
+                            problem("spec.url", format!("{} is refused: {refused}", quoted(url)));
+                        }
+                    }
                 }
                 if !spec.args.is_empty() {
                     problem("spec.args", "is only allowed for stdio servers".to_owned());
@@ -365,7 +391,7 @@ fn validate_auth(auth: &Auth, problem: &mut impl FnMut(&str, String)) {
     {
         problem(
             "spec.auth.authorizationServer.issuer",
-            format!("{:?} must be an https URL without trailing slash, query or fragment", server.issuer),
+            format!("{} must be an https URL without trailing slash, query or fragment", quoted(&server.issuer)),
         );
     }
     let Some(exchange) = &auth.token_exchange else { return };
@@ -378,7 +404,7 @@ fn validate_auth(auth: &Auth, problem: &mut impl FnMut(&str, String)) {
         }
         Some(url) if !is_https_or_loopback(url) => problem(
             "spec.auth.tokenExchange.dexTokenEndpoint",
-            format!("{url:?} must be an https URL (http is allowed only for loopback hosts)"),
+            format!("{} must be an https URL (http is allowed only for loopback hosts)", quoted(url)),
         ),
         Some(_) => {}
     }
@@ -387,7 +413,7 @@ fn validate_auth(auth: &Auth, problem: &mut impl FnMut(&str, String)) {
     {
         problem(
             "spec.auth.tokenExchange.expectedIssuer",
-            format!("{issuer:?} must be an https URL (http is allowed only for loopback hosts)"),
+            format!("{} must be an https URL (http is allowed only for loopback hosts)", quoted(issuer)),
         );
     }
     match exchange.connector_id.as_deref() {
@@ -395,7 +421,10 @@ fn validate_auth(auth: &Auth, problem: &mut impl FnMut(&str, String)) {
             problem("spec.auth.tokenExchange.connectorId", "is required when token exchange is enabled".to_owned())
         }
         Some(id) if !is_identifier(id, true) => {
-            problem("spec.auth.tokenExchange.connectorId", format!("{id:?} must match ^[a-zA-Z][a-zA-Z0-9_-]*$"));
+            problem(
+                "spec.auth.tokenExchange.connectorId",
+                format!("{} must match ^[a-zA-Z][a-zA-Z0-9_-]*$", quoted(id)),
+            );
         }
         Some(_) => {}
     }

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod crd;
+pub mod egress;
 pub mod frontend;
 pub mod mcp;
 pub mod routing;

@@ -19,6 +19,7 @@ use sha2::Digest as _;
 
 use super::secrets::{ClientCredentials, SecretStore};
 use super::token::{Identity, Secret, unverified_claims};
+use crate::egress;
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
@@ -372,7 +373,7 @@ impl Exchanger {
         Ok(Arc::new(Exchanged { token: Secret::new(parsed.access_token), ttl, obtained: Instant::now() }))
     }
 
-    /// https, or http on loopback; private-network addresses only with explicit opt-in.
+    /// https, or http on loopback; where `egress` allows (private networks only with opt-in).
     async fn check_endpoint(&self, target: &Target) -> Result<(), Error> {
         let url = &target.endpoint;
         let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
@@ -389,35 +390,25 @@ impl Exchanger {
                 .map(|a| a.ip())
                 .collect(),
         };
-        let loopback = !addrs.is_empty() && addrs.iter().all(|ip| ip.to_canonical().is_loopback());
+        let loopback = !addrs.is_empty() && addrs.iter().all(|ip| egress::classify(*ip) == egress::Class::Loopback);
         if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
             return Err(Error::config(
                 &target.cluster,
                 format!("token endpoint {url} must use https (http only on loopback)"),
             ));
         }
-        if !self.allow_private_networks && addrs.iter().any(|ip| !ip.to_canonical().is_loopback() && is_private(ip)) {
+        let policy = egress::Policy { allow_private_networks: self.allow_private_networks };
+        if let Some(refused) = addrs.iter().find_map(|ip| policy.check(*ip).err()) {
+            let hint = match refused {
+                egress::Refused::Private(_) => "; set aggregator.oauth.allowPrivateNetworks to allow it",
+                egress::Refused::Metadata(_) | egress::Refused::NotUnicast(_) => "",
+            };
             return Err(Error::config(
                 &target.cluster,
-                format!(
-                    "token endpoint {url} resolves to a private network address; set aggregator.oauth.allowPrivateNetworks to allow it"
-                ),
+                format!("token endpoint {url} resolves to a refused address: {refused}{hint}"),
             ));
         }
         Ok(())
-    }
-}
-
-fn is_private(ip: &IpAddr) -> bool {
-    // `::ffff:10.0.0.1` is 10.0.0.1.
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let shared = v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64; // 100.64.0.0/10
-            v4.is_private() || v4.is_link_local() || v4.is_unspecified() || shared
-        }
-        IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.is_unspecified()
-        }
     }
 }
 

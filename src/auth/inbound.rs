@@ -185,7 +185,7 @@ impl Validator {
             }
         };
         // Keys must come over https: a plain-text JWKS lets anyone on the path mint accepted tokens.
-        if !super::is_https_or_loopback(&jwks_url) {
+        if !crate::egress::is_https_or_loopback(&jwks_url) {
             return Err(unavailable(format!("its key set {jwks_url} is not served over https")));
         }
         let set: JwkSet = self.get_json(&jwks_url).await.map_err(unavailable)?;

@@ -49,6 +49,16 @@ pub enum Error {
     Sse(String),
     #[error("building the HTTP client failed: {0}")]
     Client(String),
+    /// The URL names an address `egress` refuses (a host name is checked when it is resolved).
+    #[error("{url} is refused: {refused}{}", private_hint(refused))]
+    Refused { url: String, refused: crate::egress::Refused },
+}
+
+fn private_hint(refused: &crate::egress::Refused) -> &'static str {
+    match refused {
+        crate::egress::Refused::Private(_) => "; set aggregator.upstreams.allowPrivateNetworks: true to allow it",
+        crate::egress::Refused::Metadata(_) | crate::egress::Refused::NotUnicast(_) => "",
+    }
 }
 
 /// The longest error detail written to the debug log (an upstream's body can be in it).
@@ -79,10 +89,14 @@ pub(super) struct Connected {
 /// address fails an attempt within seconds, and a call waiting for that attempt with it.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An HTTP client of a backend: connect timeout (at most `CONNECT_TIMEOUT`), and at most
-/// `max_idle` idle connections kept per host.
+/// An HTTP client of a backend: connect timeout (at most `CONNECT_TIMEOUT`), at most `max_idle`
+/// idle connections kept per host, and only addresses `egress` allows (host names as resolved,
+/// redirect targets).
 pub(super) fn http_client(connect_timeout: Duration, max_idle: usize) -> Result<reqwest::Client, Error> {
+    let policy = crate::egress::upstream_policy();
     reqwest::Client::builder()
+        .dns_resolver(crate::egress::Resolver { policy })
+        .redirect(crate::egress::redirect_policy(policy))
         .connect_timeout(connect_timeout.min(CONNECT_TIMEOUT))
         .pool_max_idle_per_host(max_idle)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -100,6 +114,11 @@ pub(super) async fn connect(
 ) -> Result<Connected, Error> {
     let timeout = definition.timeout();
     let mut wire = None;
+    if let Some(url) = definition.spec.url.as_deref() {
+        crate::egress::upstream_policy()
+            .check_url(url)
+            .map_err(|refused| Error::Refused { url: url.to_owned(), refused })?;
+    }
     let serving = match definition.spec.server_type {
         Some(ServerType::Stdio) => {
             let transport = spawn_child(definition)?;

@@ -64,6 +64,10 @@ fn service_error(error: &ServiceError) -> String {
 
 /// One level of the chain, if it says something an agent can act on.
 fn level(error: &(dyn StdError + 'static)) -> Option<String> {
+    // muster's own refusal (a host name that resolves to a metadata address) says why itself.
+    if let Some(refused) = chain(error).find_map(|e| e.downcast_ref::<crate::egress::RefusedName>()) {
+        return Some(format!("refused by muster: {refused}"));
+    }
     if let Some(http) = error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
         return streamable(http);
     }

@@ -167,16 +167,24 @@ impl Sink {
 
 /// Replaces (or appends) the `status:` block of the YAML file at `path`.
 /// Returns `false` when the file already held exactly this status.
+///
+/// A symlinked file stays a link: the status goes into the file it points to (wherever that is).
+/// A FIFO, device or oversized file is refused without blocking, as `files::read_file` refuses it.
 pub fn write_to_file(path: &Path, status: &Status) -> std::io::Result<bool> {
-    let text = std::fs::read_to_string(path)?;
+    let target = std::fs::canonicalize(path)?;
+    let text = super::files::read_file(&target)
+        .map_err(|reason| std::io::Error::other(format!("{}: {reason}", target.display())))?;
     let updated = replace_status_block(&text, status);
     if updated == text {
         return Ok(false);
     }
-    // Write to a temporary file and rename, so readers never see half a file.
-    let tmp = path.with_extension("yaml.muster-tmp");
+    // Write to a temporary file beside the target and rename, so readers never see half a file.
+    let tmp = target.with_extension("yaml.muster-tmp");
     std::fs::write(&tmp, &updated)?;
-    std::fs::rename(&tmp, path)?;
+    if let Ok(metadata) = std::fs::metadata(&target) {
+        let _ = std::fs::set_permissions(&tmp, metadata.permissions());
+    }
+    std::fs::rename(&tmp, &target)?;
     Ok(true)
 }
 
@@ -242,6 +250,28 @@ mod tests {
         assert!(!out.contains("old: 1"));
         // Idempotent: a second write of the same status changes nothing.
         assert_eq!(replace_status_block(&out, &status()), out);
+    }
+
+    #[test]
+    fn a_symlinked_file_stays_a_link_and_its_target_gets_the_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("elsewhere.yaml");
+        std::fs::write(&target, "apiVersion: v\nspec:\n  type: stdio\n").expect("write");
+        let link = dir.path().join("link.yaml");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        assert!(write_to_file(&link, &status()).expect("written"));
+        assert!(std::fs::symlink_metadata(&link).expect("link").is_symlink(), "the link was replaced");
+        assert!(std::fs::read_to_string(&target).expect("target").contains("state: \"Failed\""));
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(made.success());
+        let err = write_to_file(&fifo, &status()).expect_err("refused");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -139,3 +139,18 @@ fn a_static_authorization_header_beside_spec_auth_is_refused() {
         .expect("seed");
     assert_eq!(problems(&without_auth), Vec::<String>::new(), "a static token alone is the operator's choice");
 }
+
+#[test]
+fn metadata_and_link_local_urls_are_refused_and_private_ones_are_left_to_config() {
+    let with_url = |url: &str| SEED_KUBERNETES.replace("https://mcp-kubernetes.cluster-a.example.com/mcp", url);
+    assert_eq!(
+        problems(&with_url("http://169.254.169.254/latest/meta-data/")),
+        [
+            "spec.url: \"http://169.254.169.254/latest/meta-data/\" is refused: 169.254.169.254 is a link-local or cloud metadata address, which muster never connects to"
+        ]
+    );
+    assert_eq!(problems(&with_url("http://[fd00:ec2::254]/")).len(), 1);
+    assert_eq!(problems(&with_url("http://100.100.100.200/")).len(), 1);
+    assert_eq!(problems(&with_url("http://10.96.0.12:8080/mcp")), Vec::<String>::new());
+    assert_eq!(problems(&with_url("http://127.0.0.1:8080/mcp")), Vec::<String>::new());
+}

@@ -15,6 +15,7 @@ mod support;
 
 mod conformance;
 mod deploy;
+mod desired_state;
 mod faults;
 mod gateway;
 mod kubernetes;

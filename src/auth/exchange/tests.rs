@@ -65,25 +65,6 @@ fn transport_failures_are_not_auth_failures() {
 }
 
 #[test]
-fn private_networks_are_detected() {
-    for private in [
-        "10.1.2.3",
-        "192.168.0.1",
-        "172.16.5.4",
-        "fd00::1",
-        "169.254.1.1",
-        "::ffff:10.0.0.1",
-        "::ffff:169.254.169.254",
-        "100.64.0.1",
-    ] {
-        assert!(is_private(&private.parse().expect("ip")), "{private}");
-    }
-    for public in ["8.8.8.8", "2001:db8::1"] {
-        assert!(!is_private(&public.parse().expect("ip")), "{public}");
-    }
-}
-
-#[test]
 fn near_expiry_entries_refresh_in_the_background() {
     let ttl = Duration::from_secs(270); // a 300 s Dex token minus the skew
     assert!(!needs_refresh(Duration::from_secs(10), ttl));
@@ -110,4 +91,18 @@ fn a_refreshed_entry_gets_a_fresh_lifetime() {
     // Replaced with 10 s left of the old entry: the new one lives its whole ttl.
     let after_update = PerEntryTtl.expire_after_update(&"k".to_owned(), &entry, now, Some(Duration::from_secs(10)));
     assert_eq!(after_update, Some(Duration::from_secs(270)));
+}
+
+#[tokio::test]
+async fn token_endpoints_follow_the_egress_rule() {
+    let secrets = SecretStore::new(std::path::Path::new("/nonexistent"));
+    let endpoint = |url: &str| Target::from_spec("a", "muster", &spec(url)).expect("valid");
+    let open = Exchanger::new(crate::auth::idp_client().expect("client"), secrets.clone(), true);
+    let metadata = open.check_endpoint(&endpoint("https://169.254.169.254/token")).await.expect_err("never");
+    assert!(metadata.to_string().contains("link-local or cloud metadata"), "{metadata}");
+    assert!(open.check_endpoint(&endpoint("https://10.0.0.1/token")).await.is_ok());
+    let closed = Exchanger::new(crate::auth::idp_client().expect("client"), secrets, false);
+    let private = closed.check_endpoint(&endpoint("https://10.0.0.1/token")).await.expect_err("opt-in");
+    assert!(private.to_string().contains("set aggregator.oauth.allowPrivateNetworks"), "{private}");
+    assert!(closed.check_endpoint(&endpoint("http://127.0.0.1:5556/token")).await.is_ok());
 }
