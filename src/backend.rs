@@ -13,6 +13,7 @@
 mod actor;
 mod answer;
 mod call;
+mod capabilities;
 mod connect;
 mod direct;
 mod failure;
@@ -32,8 +33,8 @@ use tokio::sync::watch;
 
 use crate::crd::McpServer;
 use crate::crd::status::State;
-use crate::routing::catalog::ServerCapabilities;
 pub use answer::{Answer, RawToolResult};
+pub use capabilities::ServerCapabilities;
 pub use relay::Relay;
 pub use user_sessions::UpstreamAuth;
 

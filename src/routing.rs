@@ -14,9 +14,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::watch;
 
+use crate::backend::ServerCapabilities;
 use crate::backend::{BackendHandle, ServerUpdated};
 use crate::crd::status::State;
-use catalog::{Catalog, ServerCapabilities};
+use catalog::Catalog;
 
 /// Why a request could not be routed. The wire mapping lives in `mcp/error.rs`.
 #[derive(Debug, Clone, thiserror::Error)]

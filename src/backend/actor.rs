@@ -18,10 +18,10 @@ use rmcp::model::ClientRequest;
 use rmcp::service::RoleClient;
 use tokio::sync::watch;
 
+use super::ServerCapabilities;
 use super::{BackendHandle, Connection, Link, Relay, UpstreamAuth, connect, failure, relay, user_sessions};
 use crate::crd::McpServer;
 use crate::crd::status::State;
-use crate::routing::catalog::ServerCapabilities;
 
 /// Backend -> supervisor: the backend's state changed.
 #[derive(Message, Clone, Debug)]

@@ -16,9 +16,9 @@ use rmcp::{Peer, ServiceExt as _};
 use tokio::io::AsyncReadExt as _;
 use tokio_util::sync::CancellationToken;
 
+use super::ServerCapabilities;
 use super::relay::UpstreamHandler;
 use crate::crd::{McpServer, ServerType};
-use crate::routing::catalog::ServerCapabilities;
 
 /// TCP connections per upstream session, at most (in steady state): its standalone GET stream,
 /// one for the session's own traffic (handshake, pings, re-lists), and one per call on the wire.

@@ -10,12 +10,12 @@ use std::time::Duration;
 use rmcp::Peer;
 use rmcp::service::RoleClient;
 
+use super::ServerCapabilities;
 use super::connect;
 use super::relay::{Relay, UpstreamHandler};
 use crate::auth::exchange::{self, Exchanger, Target};
 use crate::auth::{Identity, Secret};
 use crate::crd::McpServer;
-use crate::routing::catalog::ServerCapabilities;
 
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 

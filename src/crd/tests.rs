@@ -1,3 +1,5 @@
+//! Unit tests of the MCPServer resource: the seed's YAML loads unchanged, validation reports every problem.
+
 use super::files::parse;
 
 const SEED_KUBERNETES: &str = r#"

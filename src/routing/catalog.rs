@@ -12,20 +12,7 @@ use std::sync::Arc;
 use rmcp::model::{JsonObject, Prompt, Resource, ResourceTemplate, Tool};
 use serde_json::{Value, json};
 
-use crate::crd::Family;
-
-/// What the router knows about one server, as input to `build`.
-#[derive(Debug, Clone, Default)]
-pub struct ServerCapabilities {
-    pub name: String,
-    /// `None` uses the server name; `Some("")` exposes names unprefixed.
-    pub tool_prefix: Option<String>,
-    pub family: Option<Family>,
-    pub tools: Arc<Vec<Tool>>,
-    pub resources: Arc<Vec<Resource>>,
-    pub resource_templates: Arc<Vec<ResourceTemplate>>,
-    pub prompts: Arc<Vec<Prompt>>,
-}
+use crate::backend::ServerCapabilities;
 
 /// Where an exposed tool name goes.
 #[derive(Debug, Clone, PartialEq)]

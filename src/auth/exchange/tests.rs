@@ -1,3 +1,5 @@
+//! Unit tests of the token exchange: cache keys, expiry, the egress rule for token endpoints.
+
 use super::*;
 use crate::crd::{SecretRef as CrdSecretRef, TokenExchange};
 

@@ -1,3 +1,5 @@
+//! Unit tests of the catalog: naming, families and their fallbacks, conflicts, resolution.
+
 use std::sync::Arc;
 
 use rmcp::model::Tool;

@@ -1,0 +1,151 @@
+//! The shape of `src/`, checked as a test (rust-analyzer's habit): layers point only down, every
+//! file says what it owns in a `//!` header, and files stay short unless a reason is recorded.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The top-level modules, highest first. A module may use only the modules after it (and itself);
+/// `telemetry` is a leaf that everyone may use. ARCHITECTURE.md states the same order.
+const LAYERS: &[&str] = &[
+    "cli",
+    "app",
+    "frontend",
+    "mcp",
+    "supervisor",
+    "routing",
+    "backend",
+    "auth",
+    "crd",
+    "config",
+    "egress",
+    "telemetry",
+];
+
+/// Files over `MAX_LINES`, each with the reason it stays long.
+const LONG_FILES: &[(&str, &str)] = &[];
+
+const MAX_LINES: usize = 600;
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn sources() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let relative = path.strip_prefix(&src).expect("under src").to_string_lossy().replace('\\', "/");
+            (relative, std::fs::read_to_string(&path).expect("read source"))
+        })
+        .collect()
+}
+
+/// The top-level module a file belongs to (`backend` for `backend/call.rs`); `None` for the
+/// crate roots.
+fn layer_of(relative: &str) -> Option<&str> {
+    let first = relative.split('/').next()?.trim_end_matches(".rs");
+    (first != "lib" && first != "main").then_some(first)
+}
+
+/// The top-level modules a file names as `crate::module`, also in `use crate::{a, b::c}`.
+fn uses(text: &str) -> BTreeSet<&str> {
+    let mut names = BTreeSet::new();
+    for (at, _) in text.match_indices("crate::") {
+        let rest = &text[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0usize;
+            let end = group
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth = match c {
+                        '{' => depth + 1,
+                        '}' if depth == 0 => return true,
+                        '}' => depth - 1,
+                        _ => depth,
+                    };
+                    false
+                })
+                .map_or(group.len(), |(i, _)| i);
+            let mut depth = 0usize;
+            let mut start = 0;
+            for (i, c) in group[..end].char_indices().chain(std::iter::once((end, ','))) {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        names.insert(first_segment(&group[start..i]));
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            names.insert(first_segment(rest));
+        }
+    }
+    names.remove("");
+    names
+}
+
+fn first_segment(path: &str) -> &str {
+    let path = path.trim_start();
+    let end = path.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(path.len());
+    &path[..end]
+}
+
+#[test]
+fn the_import_reader_sees_grouped_paths() {
+    let text = "use crate::{backend::{self, Caller}, routing};\nfn f() { crate::mcp::x(); }";
+    assert_eq!(uses(text).into_iter().collect::<Vec<_>>(), ["backend", "mcp", "routing"]);
+}
+
+#[test]
+fn layers_point_only_down() {
+    let rank = |name: &str| LAYERS.iter().position(|l| *l == name);
+    let mut wrong = Vec::new();
+    for (relative, text) in sources() {
+        let Some(layer) = layer_of(&relative) else { continue };
+        let Some(own) = rank(layer) else {
+            wrong.push(format!("{relative}: top-level module {layer} is not in LAYERS (tests/integration/tidy.rs)"));
+            continue;
+        };
+        for used in uses(&text) {
+            match rank(used) {
+                Some(other) if other < own => wrong.push(format!("{relative}: {layer} uses {used}, a higher layer")),
+                Some(_) => {}
+                None => wrong.push(format!("{relative}: uses crate::{used}, which is not a layer")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "imports against the layer order:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_file_says_what_it_owns() {
+    let missing: Vec<String> =
+        sources().into_iter().filter(|(_, text)| !text.starts_with("//!")).map(|(relative, _)| relative).collect();
+    assert!(missing.is_empty(), "files without a `//!` header:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn files_stay_short_or_say_why() {
+    let long: Vec<String> = sources()
+        .into_iter()
+        .filter(|(relative, text)| {
+            text.lines().count() > MAX_LINES && !LONG_FILES.iter().any(|(file, _)| file == relative)
+        })
+        .map(|(relative, text)| format!("{relative}: {} lines", text.lines().count()))
+        .collect();
+    assert!(long.is_empty(), "files over {MAX_LINES} lines without a reason in LONG_FILES:\n{}", long.join("\n"));
+}
