@@ -3,7 +3,7 @@
 //!
 //! - `actor.rs`: the `BackendActor`, which owns the upstream session's lifecycle (connect, watch,
 //!   ping, re-list, reconnect on request) and its messages.
-//! - `call.rs`: the call path: `ready_link` (fail fast, heal fast), the call's deadline, the
+//! - `call.rs`: the call path: `ready_session` (fail fast, heal fast), the call's deadline, the
 //!   shared session or the caller's own (`user_sessions.rs`), and the transport (`direct.rs` for
 //!   streamable HTTP, rmcp's peer otherwise).
 //!
@@ -97,22 +97,34 @@ impl Error {
     }
 }
 
-/// The live upstream session, as published to callers.
+/// A live upstream session, as published to callers.
 #[derive(Clone)]
-pub struct Link {
+pub struct UpstreamSession {
+    /// rmcp's side of the session: the handshake, pings, re-lists, and the calls of
+    /// `Transport::Peer`.
     pub peer: Peer<RoleClient>,
-    wire: Option<Arc<direct::Wire>>,
+    transport: Transport,
+    /// The connection attempt that opened it (0 for a user's session).
     pub generation: u64,
+}
+
+/// How a session's calls reach the upstream, decided when the session opens.
+#[derive(Clone)]
+enum Transport {
+    /// Streamable HTTP with a session id: the calling task POSTs each call itself (`direct.rs`).
+    Direct(Arc<direct::Wire>),
+    /// stdio, legacy SSE, or a streamable-HTTP server without sessions: rmcp's peer carries it.
+    Peer,
 }
 
 /// What callers can see of a backend without asking its mailbox.
 #[derive(Clone)]
 pub struct Connection {
-    pub link: Option<Link>,
+    pub session: Option<UpstreamSession>,
     pub state: State,
     /// Why the last attempt or session failed, in words.
     pub last_error: Option<String>,
-    /// Connection attempts so far: each `Connect` starts the next (the `Link`'s generation).
+    /// Connection attempts so far: each `Connect` starts the next (the session's generation).
     pub attempt: u64,
     /// When the latest attempt started.
     pub attempted_at: Option<Instant>,
@@ -122,7 +134,7 @@ pub struct Connection {
 
 impl Connection {
     fn initial() -> Self {
-        Self { link: None, state: State::Stopped, last_error: None, attempt: 0, attempted_at: None, retry_at: None }
+        Self { session: None, state: State::Stopped, last_error: None, attempt: 0, attempted_at: None, retry_at: None }
     }
 }
 

@@ -9,7 +9,7 @@
 //!
 //! Backoff: `initial × 2^(failures−1)`, capped at `max` (at most 30 s, so an idle failed member
 //! is re-probed at least that often; a call to it starts an attempt at once, see
-//! `BackendHandle::ready_link`). The failure count resets only when the backend had stayed
+//! `BackendHandle::ready_session`). The failure count resets only when the backend had stayed
 //! connected for `stable_after` (crash-loop protection). The backend learns when its retry is
 //! (`RetryScheduled`), so an agent's error says when to call again.
 

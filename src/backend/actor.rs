@@ -19,7 +19,7 @@ use rmcp::service::RoleClient;
 use tokio::sync::watch;
 
 use super::ServerCapabilities;
-use super::{BackendHandle, Connection, Link, Relay, UpstreamAuth, connect, failure, relay, user_sessions};
+use super::{BackendHandle, Connection, Relay, UpstreamAuth, UpstreamSession, connect, failure, relay, user_sessions};
 use crate::crd::McpServer;
 use crate::crd::status::State;
 
@@ -136,9 +136,15 @@ impl BackendActor {
         }
     }
 
-    fn set_state(&mut self, ctx: &Context<Self>, state: State, error: Option<String>, link: Option<Link>) {
+    fn set_state(
+        &mut self,
+        ctx: &Context<Self>,
+        state: State,
+        error: Option<String>,
+        session: Option<UpstreamSession>,
+    ) {
         self.connection.send_modify(|c| {
-            c.link = link;
+            c.session = session;
             c.state = state;
             c.last_error.clone_from(&error);
         });
@@ -231,7 +237,7 @@ impl Handler<Connect> for BackendActor {
         // One change: a waiting call never sees the new attempt with the old state.
         self.connection.send_modify(|c| {
             *c = Connection {
-                link: None,
+                session: None,
                 state,
                 last_error: None,
                 attempt: generation,
@@ -262,9 +268,9 @@ impl Handler<Connect> for BackendActor {
                         addr.do_send(ConnectionLost { generation, reason });
                     });
                     actor.start_health_probe(ctx, peer.clone(), generation);
-                    let link = Link { peer, wire: connected.wire, generation };
+                    let session = UpstreamSession { peer, transport: connected.transport, generation };
                     let state = actor.connected_state();
-                    actor.set_state(ctx, state, None, Some(link));
+                    actor.set_state(ctx, state, None, Some(session));
                     actor.router.do_send(ServerUpdated {
                         capabilities: Some(connected.capabilities),
                         handle: actor.backend_handle(ctx),
@@ -332,7 +338,7 @@ impl Handler<ConnectionLost> for BackendActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionLost, ctx: &mut Self::Context) {
-        if msg.generation != self.generation || self.stopping || self.connection.borrow().link.is_none() {
+        if msg.generation != self.generation || self.stopping || self.connection.borrow().session.is_none() {
             return;
         }
         tracing::warn!(server = self.definition.name(), reason = %msg.reason, "upstream connection lost");
@@ -352,12 +358,12 @@ impl Handler<ListChanged> for BackendActor {
     type Result = ();
 
     fn handle(&mut self, msg: ListChanged, ctx: &mut Self::Context) {
-        let Some(link) = self.connection.borrow().link.clone() else { return };
-        if msg.generation != link.generation {
+        let Some(session) = self.connection.borrow().session.clone() else { return };
+        if msg.generation != session.generation {
             return;
         }
         let definition = self.definition.clone();
-        let relisting = async move { connect::list_capabilities(&definition, &link.peer).await };
+        let relisting = async move { connect::list_capabilities(&definition, &session.peer).await };
         ctx.spawn(relisting.into_actor(self).map(move |result, actor, ctx| match result {
             Ok(capabilities) if actor.generation == msg.generation => {
                 actor
@@ -437,7 +443,7 @@ impl Handler<Shutdown> for BackendActor {
         self.stopping = true;
         self.drop_session(ctx);
         self.connection.send_modify(|c| {
-            c.link = None;
+            c.session = None;
             c.state = State::Stopped;
             c.last_error = None;
         });

@@ -3,10 +3,11 @@
 //!
 //! 1. `request_with`: the shared session (`request_shared`) or, for servers with `spec.auth`, the
 //!    caller's own session with the caller's token for this cluster (`request_as_user`).
-//! 2. `ready_link`: the live session, or the outcome of a connection attempt in progress or one
+//! 2. `ready_session`: the live session, or the outcome of a connection attempt in progress or one
 //!    this call starts (at most one a `PROBE_INTERVAL`); otherwise `Error::NotConnected` at once.
-//! 3. `send`: under the call's deadline, directly on a streamable-HTTP session (`direct.rs`) or
-//!    through rmcp's peer. A lost session is reconnected at once and the call retried once.
+//! 3. `call_upstream`: under the call's deadline, by the session's `Transport`: `post_direct`
+//!    (`direct.rs`) or `request_through_peer`. A lost session is reconnected at once and the call
+//!    retried once.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use tracing::Instrument as _;
 
 use super::{
     Answer, BackendHandle, CallHealth, Caller, CapabilitiesDiscovered, ConnectNow, Connection, ConnectionLost, Error,
-    Link, Relay, UpstreamAuth, connect, direct, user_sessions,
+    Relay, Transport, UpstreamAuth, UpstreamSession, connect, direct, user_sessions,
 };
 use crate::crd::status::State;
 
@@ -125,13 +126,13 @@ impl BackendHandle {
         if !hook.apply(&self.relay, caller) {
             return Ok(Answer::Result(ServerResult::empty(())));
         }
-        let link = self.ready_link(None).await?;
-        match self.send(&link.peer, link.wire.as_deref(), &self.relay, request.clone(), caller).await {
+        let upstream = self.ready_session(None).await?;
+        match self.call_upstream(&upstream, &self.relay, request.clone(), caller).await {
             Err(Error::Upstream { message, .. }) => {
                 // The session is gone: reconnect now (single flight) and retry once on the new one.
-                self.addr.do_send(ConnectionLost { generation: link.generation, reason: message });
-                let link = self.ready_link(Some(link.generation)).await?;
-                self.send(&link.peer, link.wire.as_deref(), &self.relay, request, caller).await
+                self.addr.do_send(ConnectionLost { generation: upstream.generation, reason: message });
+                let upstream = self.ready_session(Some(upstream.generation)).await?;
+                self.call_upstream(&upstream, &self.relay, request, caller).await
             }
             other => other,
         }
@@ -177,7 +178,7 @@ impl BackendHandle {
             if !hook.apply(&session.relay, caller) {
                 return Ok(Answer::Result(ServerResult::empty(())));
             }
-            match self.send(&session.peer, session.wire.as_deref(), &session.relay, request.clone(), caller).await {
+            match self.call_upstream(&session.upstream, &session.relay, request.clone(), caller).await {
                 Err(e) if (e.is_unauthorized() || e.is_connection_loss()) && attempt == 1 => {
                     if e.is_unauthorized() {
                         auth.invalidate(identity).await;
@@ -195,10 +196,10 @@ impl BackendHandle {
     /// no other did), and the call waits for its outcome. Otherwise it fails at once, naming the
     /// server, what failed and when muster retries. `after` is a session the call lost: only a
     /// newer one will do.
-    async fn ready_link(&self, after: Option<u64>) -> Result<Link, Error> {
-        let usable = |c: &Connection| c.link.clone().filter(|l| after.is_none_or(|lost| l.generation > lost));
-        if let Some(link) = usable(&self.connection.borrow()) {
-            return Ok(link);
+    async fn ready_session(&self, after: Option<u64>) -> Result<UpstreamSession, Error> {
+        let usable = |c: &Connection| c.session.clone().filter(|s| after.is_none_or(|lost| s.generation > lost));
+        if let Some(session) = usable(&self.connection.borrow()) {
+            return Ok(session);
         }
         let deadline = tokio::time::Instant::now() + CALL_CONNECT_WAIT;
         let mut rx = self.connection.clone();
@@ -207,8 +208,8 @@ impl BackendHandle {
             let mut wake = deadline;
             {
                 let connection = rx.borrow_and_update();
-                if let Some(link) = usable(&connection) {
-                    return Ok(link);
+                if let Some(session) = usable(&connection) {
+                    return Ok(session);
                 }
                 // A session this call lost is replaced at once; otherwise at most one attempt a
                 // `PROBE_INTERVAL`.
@@ -217,7 +218,7 @@ impl BackendHandle {
                 match (connection.state, probe_at) {
                     // An attempt is in progress, or the lost session is not yet noticed: wait.
                     (State::Connecting | State::Starting, _) => {}
-                    (State::Connected | State::Running, _) if connection.link.is_some() => {}
+                    (State::Connected | State::Running, _) if connection.session.is_some() => {}
                     (State::Failed | State::Disconnected, _) if asked.is_none() && probe_due => {
                         self.addr.do_send(ConnectNow { attempt: connection.attempt });
                         asked = Some(connection.attempt);
@@ -246,7 +247,7 @@ impl BackendHandle {
     /// follows the state by a message; wait for it briefly, so the agent learns when to retry.
     async fn unavailable(&self, rx: &mut watch::Receiver<Connection>) -> Error {
         let stale = |c: &Connection| {
-            c.state == State::Failed && c.retry_at.is_none_or(|at| at <= Instant::now()) && c.link.is_none()
+            c.state == State::Failed && c.retry_at.is_none_or(|at| at <= Instant::now()) && c.session.is_none()
         };
         if stale(&rx.borrow_and_update()) {
             let _ = tokio::time::timeout(Duration::from_millis(200), rx.wait_for(|c| !stale(c))).await;
@@ -272,19 +273,18 @@ impl BackendHandle {
         Error::NotConnected { server: self.name.to_string(), state: connection.state, reason, retry_after }
     }
 
-    /// One request upstream: directly on a streamable-HTTP session (`direct.rs`), else through
-    /// rmcp's peer.
-    async fn send(
+    /// The `call_upstream` phase: one request on `upstream`, under the call's deadline, which
+    /// cancels the call as the agent's own cancellation does (the upstream hears
+    /// `notifications/cancelled` and the call's place on the wire is freed).
+    async fn call_upstream(
         &self,
-        peer: &Peer<RoleClient>,
-        wire: Option<&direct::Wire>,
+        upstream: &UpstreamSession,
         relay: &Relay,
-        request: ClientRequest,
+        mut request: ClientRequest,
         caller: &Caller,
     ) -> Result<Answer, Error> {
+        use rmcp::model::GetMeta as _;
         let span = tracing::info_span!("mcp.upstream_call", "mcp.server" = %self.name, "otel.kind" = "client");
-        // The deadline cancels the call as the agent's own cancellation does: the upstream hears
-        // `notifications/cancelled` and the call's place on the wire is freed.
         let ct = caller.ct.child_token();
         let scoped = Caller { ct: ct.clone(), ..caller.clone() };
         let timeout = self.call_timeout;
@@ -293,10 +293,27 @@ impl BackendHandle {
             ct.cancel();
             std::future::pending::<std::convert::Infallible>().await
         };
+        let sending = async {
+            crate::telemetry::propagation::inject(request.get_meta_mut());
+            match &upstream.transport {
+                Transport::Direct(wire) => self.post_direct(wire, relay, request, &scoped).await,
+                Transport::Peer => self.request_through_peer(&upstream.peer, relay, request, &scoped).await,
+            }
+        };
         let result = tokio::select! {
-            result = self.send_in_span(peer, wire, relay, request, &scoped).instrument(span) => result,
+            result = sending.instrument(span) => result,
             never = deadline => match never {},
         };
+        self.record_health(result, caller, timeout)
+    }
+
+    /// Tells a deadline from the agent's cancellation, and keeps `Degraded` in step with calls.
+    fn record_health(
+        &self,
+        result: Result<Answer, Error>,
+        caller: &Caller,
+        timeout: Duration,
+    ) -> Result<Answer, Error> {
         match result {
             Err(Error::Cancelled { server } | Error::Busy { server, .. }) if caller.ct.is_cancelled() => {
                 Err(Error::Cancelled { server })
@@ -318,37 +335,43 @@ impl BackendHandle {
         }
     }
 
-    async fn send_in_span(
+    /// A streamable-HTTP session: the calling task POSTs the request and reads its reply.
+    async fn post_direct(
         &self,
-        peer: &Peer<RoleClient>,
-        wire: Option<&direct::Wire>,
+        wire: &direct::Wire,
         relay: &Relay,
-        mut request: ClientRequest,
+        request: ClientRequest,
         caller: &Caller,
     ) -> Result<Answer, Error> {
-        use rmcp::model::GetMeta as _;
-        crate::telemetry::propagation::inject(request.get_meta_mut());
+        let id = wire.next_id();
+        // Progress the upstream sends on its GET stream instead of the reply finds the caller too.
+        let _route = relay.begin_call(&rmcp::model::ProgressToken(id.clone()), caller);
+        wire.call(&self.name, id, request, caller).await
+    }
+
+    /// Any other session: rmcp's peer sends the request and routes the answer back by id.
+    async fn request_through_peer(
+        &self,
+        peer: &Peer<RoleClient>,
+        relay: &Relay,
+        request: ClientRequest,
+        caller: &Caller,
+    ) -> Result<Answer, Error> {
         let server = self.name.to_string();
-        if let Some(wire) = wire.filter(|w| w.ready()) {
-            let id = wire.next_id();
-            // Progress the upstream sends on its GET stream instead of the reply finds the caller too.
-            let _route = relay.begin_call(&rmcp::model::ProgressToken(id.clone()), caller);
-            return wire.call(&server, id, request, caller).await;
-        }
         let options = PeerRequestOptions::no_options();
         let handle =
             peer.send_cancellable_request(request, options).await.map_err(|e| map_service_error(&server, e))?;
         // Progress notifications for this call carry rmcp's token; route them back to the caller.
         let _route = relay.begin_call(&handle.progress_token, caller);
-        let ct = caller.ct.clone();
         let id = handle.id.clone();
-        let peer = peer.clone();
         tokio::select! {
             result = handle.await_response() => result.map(Answer::Result).map_err(|e| map_service_error(&server, e)),
-            () = ct.cancelled() => {
-                let _ = peer.send_notification(rmcp::model::CancelledNotification::new(
-                    rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()))
-                ).into()).await;
+            () = caller.ct.cancelled() => {
+                let cancelled = rmcp::model::CancelledNotificationParam::new(
+                    Some(id),
+                    Some("cancelled by the client".into()),
+                );
+                let _ = peer.send_notification(rmcp::model::CancelledNotification::new(cancelled).into()).await;
                 Err(Error::Cancelled { server })
             }
         }

@@ -77,8 +77,8 @@ pub(super) fn detail(error: &dyn std::fmt::Display) -> String {
 /// A live session and what is needed to watch and end it.
 pub(super) struct Connected {
     pub(super) peer: Peer<RoleClient>,
-    /// Streamable HTTP: the direct call path on this session (`direct.rs`).
-    pub(super) wire: Option<Arc<super::direct::Wire>>,
+    /// How its calls go: directly (`direct.rs`) on a streamable-HTTP session, else rmcp's peer.
+    pub(super) transport: super::Transport,
     pub(super) cancel: CancellationToken,
     /// Resolves with a reason when the session ends on its own (child exit, transport death).
     pub(super) closed: Pin<Box<dyn Future<Output = String> + Send>>,
@@ -186,7 +186,13 @@ pub(super) async fn connect(
             () = stop.cancelled() => "closed by muster".to_owned(),
         }
     });
-    Ok(Connected { peer, wire, cancel, closed, capabilities })
+    // The handshake and the listing carried the session id, so the `Wire` knows it by now; a
+    // server without sessions keeps rmcp's transport.
+    let transport = match wire {
+        Some(wire) if wire.ready() => super::Transport::Direct(wire),
+        _ => super::Transport::Peer,
+    };
+    Ok(Connected { peer, transport, cancel, closed, capabilities })
 }
 
 fn spawn_child(definition: &McpServer) -> Result<TokioChildProcess, Error> {

@@ -7,9 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::Peer;
-use rmcp::service::RoleClient;
-
 use super::ServerCapabilities;
 use super::connect;
 use super::relay::{Relay, UpstreamHandler};
@@ -70,8 +67,7 @@ impl UpstreamAuth {
 
 /// One user's live session with one upstream.
 pub(super) struct UserSession {
-    pub(super) peer: Peer<RoleClient>,
-    pub(super) wire: Option<Arc<super::direct::Wire>>,
+    pub(super) upstream: super::UpstreamSession,
     /// This session's own relay: what the upstream sends during calls goes to this user only.
     pub(super) relay: Arc<Relay>,
     pub(super) capabilities: ServerCapabilities,
@@ -132,8 +128,11 @@ impl UserSessions {
                     let _ = closed.await;
                 });
                 Ok(Arc::new(UserSession {
-                    peer: connected.peer,
-                    wire: connected.wire,
+                    upstream: super::UpstreamSession {
+                        peer: connected.peer,
+                        transport: connected.transport,
+                        generation: 0,
+                    },
                     relay,
                     capabilities: connected.capabilities,
                     cancel: connected.cancel,

@@ -182,7 +182,7 @@ fn list_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
         .filter_map(|(name, server)| {
             let connection = server.handle.connection();
             connection
-                .link
+                .session
                 .is_none()
                 .then(|| json!({"name": name, "state": connection.state.as_str(), "error": connection.last_error}))
         })

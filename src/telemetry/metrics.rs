@@ -87,7 +87,7 @@ pub fn set_gauges(snapshot: &crate::routing::Snapshot, agent_sessions: u64) {
             let value = if state == connection.state { 1.0 } else { 0.0 };
             metrics::gauge!(BACKEND_STATE, "server" => name.clone(), "state" => state.as_str()).set(value);
         }
-        let sessions = u64::from(connection.link.is_some()) + server.handle.user_session_count();
+        let sessions = u64::from(connection.session.is_some()) + server.handle.user_session_count();
         metrics::gauge!(UPSTREAM_SESSIONS, "server" => name.clone()).set(sessions as f64);
         if let Some(addr) = server.handle.upstream_addr() {
             let count = connections.iter().filter(|remote| **remote == addr).count();
