@@ -171,7 +171,7 @@ async fn health() -> HttpResponse {
 /// Prometheus exposition (`telemetry/metrics.rs` lists every name), behind the Host check.
 async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     if let Err(refused) = scrape_guard(&req, &state) {
-        return refused;
+        return *refused;
     }
     let agent_sessions = state.endpoint.sessions.len();
     crate::telemetry::metrics::set_gauges(&state.router.current(), agent_sessions);
@@ -181,7 +181,7 @@ async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
 
 async fn readyz(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     if let Err(refused) = scrape_guard(&req, &state) {
-        return refused;
+        return *refused;
     }
     let snapshot = state.router.current();
     let body = serde_json::json!({
@@ -194,10 +194,14 @@ async fn readyz(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
 
 /// The Host/Origin guard of `/mcp` for `/metrics` and `/readyz`, which also accepts the IP
 /// address the connection arrived on (kubelet probes, Prometheus scraping a pod).
-fn scrape_guard(req: &HttpRequest, state: &State) -> Result<(), HttpResponse> {
+fn scrape_guard(req: &HttpRequest, state: &State) -> Result<(), Box<HttpResponse>> {
     let local = req.conn_data::<connections::Slot>().and_then(|slot| slot.local).map(|addr| addr.ip());
     state.guard.check_scrape(req, local).map_err(|refused| {
-        error::jsonrpc_error(actix_web::http::StatusCode::FORBIDDEN, error::INVALID_REQUEST, &refused.to_string())
+        Box::new(error::jsonrpc_error(
+            actix_web::http::StatusCode::FORBIDDEN,
+            error::INVALID_REQUEST,
+            &refused.to_string(),
+        ))
     })
 }
 
