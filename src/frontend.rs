@@ -59,6 +59,7 @@ struct State {
     max_body: usize,
     body_timeout: Duration,
     connections: connections::Connections,
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds rmcp's service for sessionless requests: one `GatewayServer` per request, each with a
@@ -112,7 +113,8 @@ pub async fn serve(
         metrics,
         max_body: config.max_body_bytes,
         body_timeout: config.limits.body_timeout,
-        connections: connections::Connections::new(connections::clamp_to_open_files(config.limits.max_connections)),
+        connections: connections::Connections::within_open_files(config.limits.max_connections),
+        body_budget: body::budget(),
     };
     let connections = state.connections.clone();
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -231,7 +233,7 @@ async fn mcp(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -
             Err(e) => return error::unauthorized(&auth.resource_metadata_url, &e),
         }
     }
-    let body = match body::read(&req, payload, state.max_body, state.body_timeout).await {
+    let body = match body::read(&req, payload, state.max_body, state.body_timeout, &state.body_budget).await {
         Ok(body) => body,
         Err(e) => return error::body_refused(&e),
     };

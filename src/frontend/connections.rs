@@ -5,9 +5,10 @@
 //! in the listen backlog with no answer. So `on_connect` puts a `Slot` in each connection's
 //! extensions, which counts the connection while it lives (its `Drop` counts it out), and a
 //! connection that arrived past the limit gets 503 for its request and is closed. actix's limit
-//! sits above ours (`hard_limit`), as the backstop that keeps file descriptors for the rest of
+//! sits a quarter above ours (`hard`), as the backstop that keeps file descriptors for the rest of
 //! muster (upstream connections, files) when clients open connections faster than 503s close
-//! them. The limit is clamped to what `RLIMIT_NOFILE` allows (`clamp_to_open_files`).
+//! them; past it, clients wait in the backlog until silent connections time out (5 s). Both are
+//! kept within what `RLIMIT_NOFILE` allows (`Connections::new`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ const RESERVED_FILES: usize = 1024;
 pub(super) struct Connections {
     open: Arc<AtomicUsize>,
     limit: usize,
+    /// actix's accept limit, over all workers.
+    hard: usize,
 }
 
 /// One accepted connection, counted while it lives.
@@ -42,18 +45,38 @@ impl Drop for Slot {
 }
 
 impl Connections {
-    pub(super) fn new(limit: usize) -> Self {
-        Self { open: Arc::default(), limit }
+    /// `limit` (`maxConnections`), and a quarter more (at least 64) as actix's limit; both lowered
+    /// when `open_files` (`RLIMIT_NOFILE`) minus `RESERVED_FILES` cannot hold them.
+    pub(super) fn new(limit: usize, open_files: Option<usize>) -> Self {
+        let mut connections = Self { open: Arc::default(), limit, hard: limit + (limit / 4).max(64) };
+        if let Some(files) = open_files {
+            let usable = files.saturating_sub(RESERVED_FILES).max(128);
+            if connections.hard > usable {
+                connections.hard = usable;
+                connections.limit = limit.min(usable * 4 / 5);
+                tracing::warn!(
+                    max_connections = limit,
+                    open_files = files,
+                    serving = connections.limit,
+                    "aggregator.maxConnections is above what the open-files limit (ulimit -n) allows; serving fewer"
+                );
+            }
+        }
+        connections
+    }
+
+    /// `new`, with the open-files limit of this process.
+    pub(super) fn within_open_files(limit: usize) -> Self {
+        Self::new(limit, open_files_limit())
     }
 
     pub(super) fn limit(&self) -> usize {
         self.limit
     }
 
-    /// actix's accept limit for each of `workers`: ours plus a tenth (at least 64), shared out.
+    /// actix's accept limit for each of `workers`.
     pub(super) fn hard_limit_per_worker(&self, workers: usize) -> usize {
-        let hard = self.limit + (self.limit / 10).max(64);
-        hard.div_ceil(workers.max(1))
+        self.hard.div_ceil(workers.max(1))
     }
 
     /// `on_connect`: counts the connection in and remembers whether it was let in.
@@ -70,23 +93,6 @@ impl Connections {
 /// Whether the request's connection arrived past the limit.
 pub(super) fn refused(req: &HttpRequest) -> bool {
     req.conn_data::<Slot>().is_some_and(|slot| !slot.admitted)
-}
-
-/// `limit`, or fewer when the process may not open that many files (`RLIMIT_NOFILE`, read from
-/// `/proc/self/limits`; unknown elsewhere), keeping `RESERVED_FILES` for the rest of muster.
-pub(super) fn clamp_to_open_files(limit: usize) -> usize {
-    let Some(files) = open_files_limit() else { return limit };
-    let usable = files.saturating_sub(RESERVED_FILES).max(64);
-    if usable < limit {
-        tracing::warn!(
-            max_connections = limit,
-            open_files = files,
-            serving = usable,
-            "aggregator.maxConnections is above what the open-files limit (ulimit -n) allows; serving fewer"
-        );
-        return usable;
-    }
-    limit
 }
 
 fn open_files_limit() -> Option<usize> {
@@ -115,7 +121,7 @@ mod tests {
 
     #[test]
     fn connections_past_the_limit_are_marked_and_counted_out_on_drop() {
-        let connections = Connections::new(2);
+        let connections = Connections::new(2, None);
         let mut slots: Vec<Extensions> = (0..3).map(|_| Extensions::new()).collect();
         for extensions in &mut slots {
             connections.accept(None, extensions);
@@ -126,5 +132,13 @@ mod tests {
         slots.clear();
         assert_eq!(connections.open(), 0);
         assert_eq!(connections.hard_limit_per_worker(2), 33);
+    }
+
+    #[test]
+    fn the_limits_stay_within_the_open_files_limit() {
+        let roomy = Connections::new(20_000, Some(1 << 20));
+        assert_eq!((roomy.limit, roomy.hard), (20_000, 25_000));
+        let tight = Connections::new(20_000, Some(20_000));
+        assert_eq!((tight.limit, tight.hard), (15_180, 18_976), "a band of 503s stays below actix's limit");
     }
 }

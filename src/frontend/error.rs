@@ -79,6 +79,7 @@ pub(super) fn body_refused(error: &super::body::Error) -> HttpResponse {
         Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
         Error::Incomplete => StatusCode::BAD_REQUEST,
+        Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
     };
     let mut response = jsonrpc_error(status, INVALID_REQUEST, &error.to_string());
     response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
