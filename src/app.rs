@@ -98,7 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     // 4. Agent sessions hear about catalog changes.
-    let sessions = Arc::new(Sessions::default());
+    let sessions = Arc::new(Sessions::new(sessions::IDLE_TIMEOUT, config.limits.into()));
     actix::spawn(sessions::watch_catalog(sessions.clone(), router.snapshot.clone()));
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.

@@ -33,6 +33,8 @@ pub struct Config {
     /// Browser `Origin`s accepted on `/mcp`. A request with any other Origin gets 403.
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
+    /// What one agent, one user and all agents together may hold of the frontend.
+    pub limits: Limits,
     pub supervision: Supervision,
     /// Limits of every upstream call.
     pub calls: Calls,
@@ -72,6 +74,34 @@ pub struct TrustedIssuer {
     pub jwks_url: Option<String>,
     #[serde(default)]
     pub allowed_audiences: Vec<String>,
+}
+
+/// The frontend's limits (issue 11: refuse before reading, bounded connections and sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A request body must arrive within this (408 after it).
+    pub body_timeout: Duration,
+    /// Open HTTP connections served; more get 503 and are closed.
+    pub max_connections: usize,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive: Duration,
+    /// Agent sessions (2025 revisions) of all users together.
+    pub max_sessions: usize,
+    /// Agent sessions of one signed-in user.
+    pub max_sessions_per_user: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_timeout: Duration::from_secs(10),
+            // 10,000 agent sessions, each with its standalone stream and a request in flight.
+            max_connections: 20_000,
+            keep_alive: Duration::from_secs(30),
+            max_sessions: 20_000,
+            max_sessions_per_user: 1_000,
+        }
+    }
 }
 
 /// Restart and health-probe policy of the supervisor.
@@ -137,6 +167,11 @@ struct AggregatorFile {
     allowed_hosts: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
     max_body_bytes: Option<usize>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    keep_alive_ms: Option<u64>,
+    max_sessions: Option<usize>,
+    max_sessions_per_user: Option<usize>,
     #[serde(default)]
     supervision: SupervisionFile,
     #[serde(default)]
@@ -244,6 +279,7 @@ impl Config {
         };
         let mut problems = Vec::new();
         let a = file.aggregator;
+        let limits = parse_limits(&a, &mut problems);
         if let Some(transport) = a.transport.as_deref()
             && transport != "streamable-http"
         {
@@ -277,8 +313,8 @@ impl Config {
         if max_body_bytes < 1024 {
             problems.push(format!("aggregator.maxBodyBytes: {max_body_bytes} is below the 1024-byte minimum"));
         }
-        let defaults = Supervision::default();
         let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        let defaults = Supervision::default();
         let s = a.supervision;
         let supervision = Supervision {
             initial_backoff: ms(s.initial_backoff_ms, defaults.initial_backoff),
@@ -330,6 +366,7 @@ impl Config {
             allowed_hosts,
             allowed_origins,
             max_body_bytes,
+            limits,
             supervision,
             calls,
             oauth,
@@ -343,6 +380,31 @@ impl Config {
             kubernetes,
         })
     }
+}
+
+fn parse_limits(a: &AggregatorFile, problems: &mut Vec<String>) -> Limits {
+    let d = Limits::default();
+    let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+    let limits = Limits {
+        body_timeout: ms(a.body_timeout_ms, d.body_timeout),
+        max_connections: a.max_connections.unwrap_or(d.max_connections),
+        keep_alive: ms(a.keep_alive_ms, d.keep_alive),
+        max_sessions: a.max_sessions.unwrap_or(d.max_sessions),
+        max_sessions_per_user: a.max_sessions_per_user.unwrap_or(d.max_sessions_per_user),
+    };
+    if limits.body_timeout.is_zero() {
+        problems.push("aggregator.bodyTimeoutMs: must be positive".to_owned());
+    }
+    for (key, value) in [
+        ("maxConnections", limits.max_connections),
+        ("maxSessions", limits.max_sessions),
+        ("maxSessionsPerUser", limits.max_sessions_per_user),
+    ] {
+        if value == 0 {
+            problems.push(format!("aggregator.{key}: must be at least 1"));
+        }
+    }
+    limits
 }
 
 fn parse_oauth(file: &OAuthFile, problems: &mut Vec<String>) -> Option<OAuthServer> {
@@ -411,6 +473,7 @@ mod tests {
         assert!(config.allowed_hosts.contains(&"localhost".to_owned()));
         assert!(config.upstream_egress.allow_private_networks, "in-cluster upstreams are on private networks");
         assert!(!config.allow_private_networks, "token endpoints are not");
+        assert_eq!(config.limits, Limits::default());
     }
 
     #[test]
@@ -456,10 +519,10 @@ mod tests {
     fn reports_every_problem() {
         let err = Config::parse(
             Path::new("/x"),
-            "aggregator:\n  transport: sse\n  musterPrefix: \"a b\"\n  maxBodyBytes: 10\n",
+            "aggregator:\n  transport: sse\n  musterPrefix: \"a b\"\n  maxBodyBytes: 10\n  maxConnections: 0\n  bodyTimeoutMs: 0\n",
         )
         .expect_err("invalid");
-        assert_eq!(err.problems.len(), 3, "{:?}", err.problems);
+        assert_eq!(err.problems.len(), 5, "{:?}", err.problems);
         let err = Config::parse(Path::new("/x"), "aggregator:\n  prot: 1\n").expect_err("typo");
         assert!(err.problems[0].contains("prot"), "{:?}", err.problems);
     }

@@ -2,19 +2,30 @@
 //! `/metrics` and the RFC 9728 metadata. `routes` is the one route table.
 //!
 //! Every `/mcp` request passes the Host/Origin guard against DNS rebinding (`guard.rs`) and, with
-//! sign-in on, `authenticate`. Then sessions of the 2025 revisions (`initialize`, and anything
-//! carrying `Mcp-Session-Id`) are muster's own (`streamable.rs`, ADR 0004); a request without a
-//! session (the 2026-07-28 protocol) goes to rmcp's `StreamableHttpService` through `bridge`
-//! (ADR 0001). actix enforces the body limit (413) before anyone decodes a byte.
+//! sign-in on, `authenticate`, both from the headers alone; only then is its body read
+//! (`body.rs`: `maxBodyBytes`, `bodyTimeoutMs`). Then sessions of the 2025 revisions
+//! (`initialize`, and anything carrying `Mcp-Session-Id`) are muster's own (`streamable.rs`,
+//! ADR 0004); a request without a session that carries the 2026-07-28 revision goes to rmcp's
+//! `StreamableHttpService` through `bridge` (ADR 0001), anything else gets 400.
+//!
+//! Connections are counted (`connections.rs`): past `maxConnections` a request gets 503 and its
+//! connection is closed. An idle connection closes after `keepAliveMs`, one that sends no request
+//! head after `HEADER_TIMEOUT`, and one whose agent hangs up (EOF) at once, which drops and so
+//! cancels the request it was waiting for, whatever the reply format.
 
+mod body;
+mod connections;
 mod error;
 mod guard;
 mod streamable;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_web::dev::{Service as _, ServiceResponse};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures::StreamExt as _;
+use futures::future::Either;
 use http_body_util::BodyExt as _;
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -28,6 +39,12 @@ use crate::mcp::GatewayServer;
 use crate::mcp::sessions::Sessions;
 use crate::routing::RouterHandle;
 
+/// A connection must send its request head within this (actix's default, stated).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a response that closes the connection, how long muster reads (and drops) what the client
+/// still sends, so the client reads the response rather than a reset (actix's default, stated).
+const LINGER: Duration = Duration::from_secs(1);
+
 /// rmcp's service, for requests without a session (the 2026-07-28 protocol).
 pub type McpService = StreamableHttpService<GatewayServer, NeverSessionManager>;
 
@@ -39,6 +56,10 @@ struct State {
     router: RouterHandle,
     auth: Option<Arc<InboundAuth>>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    max_body: usize,
+    body_timeout: Duration,
+    connections: connections::Connections,
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds rmcp's service for sessionless requests: one `GatewayServer` per request, each with a
@@ -90,19 +111,52 @@ pub async fn serve(
         router,
         auth,
         metrics,
+        max_body: config.max_body_bytes,
+        body_timeout: config.limits.body_timeout,
+        connections: connections::Connections::within_open_files(config.limits.max_connections),
+        body_budget: body::budget(),
     };
-    let max_body = config.max_body_bytes;
+    let connections = state.connections.clone();
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let counted = connections.clone();
+    let limit = connections.limit();
     let server = HttpServer::new(move || {
-        App::new().app_data(web::Data::new(state.clone())).app_data(web::PayloadConfig::new(max_body)).configure(routes)
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .wrap_fn(move |req, service| {
+                if connections::refused(req.request()) {
+                    let refused = req.into_response(error::overloaded(limit)).map_into_right_body();
+                    return Either::Left(futures::future::ready(Ok(refused)));
+                }
+                let response = service.call(req);
+                Either::Right(async move { response.await.map(ServiceResponse::map_into_left_body) })
+            })
+            .configure(routes)
     })
     // Without TCP_NODELAY, a streamed (SSE) reply waits for the client's delayed ACK: ~40 ms a call.
-    .on_connect(set_nodelay)
+    .on_connect(move |connection, extensions| {
+        let local = set_nodelay_and_get_local(connection);
+        counted.accept(local, extensions);
+    })
+    .workers(workers)
+    .max_connections(connections.hard_limit_per_worker(workers))
+    .keep_alive(config.limits.keep_alive)
+    .client_request_timeout(HEADER_TIMEOUT)
+    .client_disconnect_timeout(LINGER)
+    // An agent that hangs up (EOF) ends its requests, also one waiting for a JSON answer.
+    .h1_allow_half_closed(false)
     .shutdown_timeout(5)
     .bind((config.host.as_str(), config.port))?;
     for addr in server.addrs() {
-        tracing::info!(%addr, "muster is serving MCP at /mcp");
+        tracing::info!(%addr, max_connections = limit, "muster is serving MCP at /mcp");
     }
     server.run().await
+}
+
+fn set_nodelay_and_get_local(connection: &dyn std::any::Any) -> Option<std::net::SocketAddr> {
+    let stream = connection.downcast_ref::<actix_web::rt::net::TcpStream>()?;
+    let _ = stream.set_nodelay(true);
+    stream.local_addr().ok()
 }
 
 /// Disables Nagle on each accepted connection (see `serve`). Public for the load-test fixtures.
@@ -116,14 +170,21 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Prometheus exposition (`telemetry/metrics.rs` lists every name).
-async fn metrics(state: web::Data<State>) -> HttpResponse {
+/// Prometheus exposition (`telemetry/metrics.rs` lists every name), behind the Host check.
+async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if let Err(refused) = scrape_guard(&req, &state) {
+        return *refused;
+    }
     let agent_sessions = state.endpoint.sessions.len();
     crate::telemetry::metrics::set_gauges(&state.router.current(), agent_sessions);
+    metrics::gauge!(crate::telemetry::metrics::AGENT_CONNECTIONS).set(state.connections.open() as f64);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 
-async fn readyz(state: web::Data<State>) -> HttpResponse {
+async fn readyz(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    if let Err(refused) = scrape_guard(&req, &state) {
+        return *refused;
+    }
     let snapshot = state.router.current();
     let body = serde_json::json!({
         "ready": snapshot.ready,
@@ -131,6 +192,19 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
         "tools": snapshot.catalog.tools.len(),
     });
     if snapshot.ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}
+
+/// The Host/Origin guard of `/mcp` for `/metrics` and `/readyz`, which also accepts the IP
+/// address the connection arrived on (kubelet probes, Prometheus scraping a pod).
+fn scrape_guard(req: &HttpRequest, state: &State) -> Result<(), Box<HttpResponse>> {
+    let local = req.conn_data::<connections::Slot>().and_then(|slot| slot.local).map(|addr| addr.ip());
+    state.guard.check_scrape(req, local).map_err(|refused| {
+        Box::new(error::jsonrpc_error(
+            actix_web::http::StatusCode::FORBIDDEN,
+            error::INVALID_REQUEST,
+            &refused.to_string(),
+        ))
+    })
 }
 
 /// RFC 9728 protected-resource metadata; 404 when inbound sign-in is off.
@@ -141,9 +215,10 @@ async fn protected_resource(state: web::Data<State>) -> HttpResponse {
     }
 }
 
-/// `/mcp`: the Host/Origin guard, `authenticate` (when sign-in is on), then a session's own
-/// route (`streamable.rs`), `initialize`, or rmcp for a request without a session (2026-07-28).
-async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+/// `/mcp`: the Host/Origin guard, `authenticate` (when sign-in is on), reading the body, then a
+/// session's own route (`streamable.rs`), `initialize`, or rmcp for a request without a session
+/// (2026-07-28).
+async fn mcp(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
     if let Err(refused) = state.guard.check(&req) {
         return error::jsonrpc_error(
             actix_web::http::StatusCode::FORBIDDEN,
@@ -158,6 +233,10 @@ async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> Htt
             Err(e) => return error::unauthorized(&auth.resource_metadata_url, &e),
         }
     }
+    let body = match body::read(&req, payload, state.max_body, state.body_timeout, &state.body_budget).await {
+        Ok(body) => body,
+        Err(e) => return error::body_refused(&e),
+    };
     let message = if req.method() == actix_web::http::Method::POST {
         match streamable::decode(&req, &body) {
             Ok(message) => Some(message),
@@ -175,7 +254,7 @@ async fn mcp(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> Htt
         let owner = identity.as_ref().map(|i| i.key());
         return streamable::initialize(&state.endpoint, &req, request.id.clone(), &init.params, owner);
     }
-    if let Some(refused) = streamable::needs_session(&req) {
+    if let Some(refused) = streamable::needs_session(&req, message.as_ref()) {
         return refused;
     }
     let mut extensions = http::Extensions::new();

@@ -3,6 +3,13 @@
 //! same rules as rmcp's service, which applies them to what it serves: an allowed host without a
 //! port allows every port; an allowed origin ending in `:*` allows every port, and one without a
 //! port allows the scheme's default port only. An empty list allows everything.
+//!
+//! `/metrics` and `/readyz` pass the same check (`check_scrape`), and also accept a `Host` that is
+//! the IP address the connection arrived on: what kubelet probes and Prometheus send when they
+//! reach a pod by its IP. DNS rebinding needs a name the attacker controls in `Host`, never a
+//! bare address, so this opens nothing to it.
+
+use std::net::IpAddr;
 
 use actix_web::HttpRequest;
 use http::uri::Authority;
@@ -78,6 +85,15 @@ impl Guard {
     }
 
     pub(super) fn check(&self, req: &HttpRequest) -> Result<(), Refused> {
+        self.check_from(req, None)
+    }
+
+    /// `check`, also accepting a `Host` that is `local`, the address the connection arrived on.
+    pub(super) fn check_scrape(&self, req: &HttpRequest, local: Option<IpAddr>) -> Result<(), Refused> {
+        self.check_from(req, local)
+    }
+
+    fn check_from(&self, req: &HttpRequest, local: Option<IpAddr>) -> Result<(), Refused> {
         let header = |name| req.headers().get(name).map(|v| v.to_str().map_err(|_| ()));
         if !self.hosts.is_empty() {
             let host = match header(actix_web::http::header::HOST) {
@@ -85,7 +101,7 @@ impl Guard {
                 Some(Err(())) => return Err(Refused::Host),
                 None => req.connection_info().host().to_owned(),
             };
-            if !self.host_allowed(&host) {
+            if !self.host_allowed(&host) && !is_address(&host, local) {
                 tracing::warn!(host, "refused a request with a foreign Host header (possible DNS rebinding)");
                 return Err(Refused::Host);
             }
@@ -114,6 +130,13 @@ impl Guard {
     }
 }
 
+/// Whether `host` (`Host` header) names the IP address `local`.
+fn is_address(host: &str, local: Option<IpAddr>) -> bool {
+    let Some(local) = local else { return false };
+    let Ok(authority) = Authority::try_from(host) else { return false };
+    authority.host().trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip == local)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +158,17 @@ mod tests {
         assert!(!g.host_allowed("muster.example.com:8444"));
         assert!(!g.host_allowed("evil.example.com"));
         assert!(!g.host_allowed("localhost.evil.example.com"));
+    }
+
+    #[test]
+    fn a_scrape_may_name_the_address_it_reached() {
+        let local: IpAddr = "10.1.2.3".parse().expect("ip");
+        assert!(is_address("10.1.2.3:8090", Some(local)));
+        assert!(is_address("10.1.2.3", Some(local)));
+        assert!(!is_address("10.1.2.4:8090", Some(local)));
+        assert!(!is_address("evil.example.com", Some(local)));
+        assert!(!is_address("10.1.2.3:8090", None));
+        assert!(is_address("[::1]:8090", Some("::1".parse().expect("ip"))));
     }
 
     #[test]

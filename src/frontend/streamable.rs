@@ -15,19 +15,18 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use futures::StreamExt as _;
-use futures::channel::mpsc;
 use rmcp::ServerHandler as _;
 use rmcp::model::{
     ClientJsonRpcMessage, ClientNotification, ClientRequest, GetMeta as _, ProgressToken, ProtocolVersion, ServerResult,
 };
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::auth::Identity;
 use crate::backend::{Answer, Caller};
 use crate::mcp::GatewayServer;
-use crate::mcp::link::{AgentLink, Outgoing};
+use crate::mcp::link::{self, AgentLink, Outgoing};
 use crate::mcp::sessions::{AgentSession, Sessions};
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -52,7 +51,10 @@ pub(super) fn initialize(
         Ok(result) => result,
         Err(e) => return reply(req, Outgoing::answer(id, Err(e))),
     };
-    let (session_id, _) = endpoint.sessions.open(owner);
+    let (session_id, _) = match endpoint.sessions.open(owner) {
+        Ok(opened) => opened,
+        Err(refused) => return error::sessions_refused(&refused),
+    };
     let mut response = reply(req, Outgoing::answer(id, Ok(Answer::Result(ServerResult::InitializeResult(result)))));
     if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&session_id) {
         response.headers_mut().insert(actix_web::http::header::HeaderName::from_static(SESSION_HEADER), value);
@@ -60,19 +62,27 @@ pub(super) fn initialize(
     response
 }
 
-/// A request without a session that names a revision with sessions (an MCP-Protocol-Version from
-/// 2024-11-05 to 2025-11-25): 400, as the 2025 revisions ask, instead of serving it without one.
-/// Sessionless requests (2026-07-28, or no version header at all) are rmcp's.
-pub(super) fn needs_session(req: &HttpRequest) -> Option<HttpResponse> {
-    let version = req.headers().get("mcp-protocol-version")?.to_str().ok()?;
-    let version = ProtocolVersion::KNOWN_VERSIONS.iter().find(|known| known.as_str() == version)?;
-    version.has_initialize().then(|| {
+/// A request without a session that does not carry the 2026-07-28 revision (the
+/// `MCP-Protocol-Version` header, or `_meta` for a request): 400, the rule of the revisions with
+/// sessions, instead of serving it without one. `initialize` never gets here.
+pub(super) fn needs_session(req: &HttpRequest, message: Option<&ClientJsonRpcMessage>) -> Option<HttpResponse> {
+    let stateless = ProtocolVersion::V_2026_07_28.as_str();
+    let in_header = req
+        .headers()
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|version| version >= stateless);
+    let in_meta = match message {
+        Some(ClientJsonRpcMessage::Request(request)) => {
+            request.request.get_meta().protocol_version().is_some_and(|version| version.as_str() >= stateless)
+        }
+        _ => false,
+    };
+    (!in_header && !in_meta).then(|| {
         error::jsonrpc_error(
             StatusCode::BAD_REQUEST,
             error::INVALID_REQUEST,
-            &format!(
-                "Bad Request: protocol {version} needs an Mcp-Session-Id header; send initialize to start a session"
-            ),
+            "Bad Request: Mcp-Session-Id header is required; send initialize to start a session (or use protocol 2026-07-28, which has none)",
         )
     })
 }
@@ -127,7 +137,7 @@ async fn post(
         ClientJsonRpcMessage::Request(request) => {
             let progress_token = progress_token(&request.request);
             let ct = CancellationToken::new();
-            let (reply_tx, replies) = mpsc::unbounded();
+            let (reply_tx, replies) = mpsc::channel(link::REPLY_QUEUE);
             // An agent that takes no SSE gets one JSON answer: what would go before it on the reply
             // (progress, logs) goes to its standalone stream, and questions to it fail at once.
             let takes_sse = accepts(req, "text/event-stream");
@@ -143,11 +153,12 @@ async fn post(
             let gateway = endpoint.gateway.clone();
             let headers = trace_headers(req);
             let id = request.id;
+            let answered = ct.clone();
             tokio::spawn(async move {
                 let _in_flight = in_flight;
                 let answer = gateway.handle(request.request, &caller, Some(&headers)).await;
                 drop(caller);
-                let _ = reply_tx.unbounded_send(Outgoing::answer(id, answer));
+                let _ = link::push(&reply_tx, &answered, Outgoing::answer(id, answer));
             });
             respond(req, takes_sse, replies, ct, Touch(endpoint.sessions.clone(), Arc::from(session_id))).await
         }
@@ -199,7 +210,7 @@ impl Touch {
 async fn respond(
     req: &HttpRequest,
     takes_sse: bool,
-    mut replies: mpsc::UnboundedReceiver<Outgoing>,
+    mut replies: mpsc::Receiver<Outgoing>,
     ct: CancellationToken,
     session: Touch,
 ) -> HttpResponse {
@@ -208,7 +219,7 @@ async fn respond(
     // no reply stream), so it waits for that however long the call runs.
     let first = loop {
         tokio::select! {
-            first = replies.next() => match first {
+            first = replies.recv() => match first {
                 Some(first) => break Some(first),
                 None => {
                     let message = "the request ended without an answer";
@@ -237,7 +248,7 @@ async fn respond(
         let event = match next {
             Some(message) => message,
             None => tokio::select! {
-                message = replies.next() => message?,
+                message = replies.recv() => message?,
                 () = tokio::time::sleep(KEEP_ALIVE) => {
                     session.touch();
                     return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (None, replies, guard, session)));
@@ -267,7 +278,7 @@ fn standalone_stream(req: &HttpRequest, sessions: &Arc<Sessions>, id: &str, sess
     let state = (messages, Touch(sessions.clone(), Arc::from(id)));
     let stream = futures::stream::unfold(state, |(mut messages, session)| async move {
         let event = tokio::select! {
-            message = messages.next() => match Outgoing::message(&message?) {
+            message = messages.recv() => match Outgoing::message(&message?) {
                 Some(message) => sse_event(&message),
                 None => Bytes::from_static(b": unencodable message dropped\n\n"),
             },

@@ -2,6 +2,10 @@
 //! during a call (progress, logs, and sampling, elicitation and roots requests) goes on that
 //! request's own reply stream; resource updates go on the session's standalone stream.
 //!
+//! A reply stream holds at most `REPLY_QUEUE` messages the agent has not read yet. An agent that
+//! falls behind further loses the request: it is cancelled (upstream too) and its stream ends,
+//! rather than muster's memory growing with what the upstream keeps sending.
+//!
 //! Two kinds of request exist: those on muster's own sessions (`mcp/sessions.rs`, the 2025
 //! revisions), and those rmcp serves without a session (2026-07-28), where rmcp's peer is the
 //! way back.
@@ -11,13 +15,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::channel::mpsc;
 use rmcp::model::{ClientResult, RequestId, ServerJsonRpcMessage, ServerNotification, ServerRequest};
 use rmcp::service::RoleServer;
 use rmcp::{ErrorData, Peer};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::sessions::AgentSession;
+
+/// Messages a reply stream holds for the agent to read; past this, the request is cancelled.
+pub const REPLY_QUEUE: usize = 64;
 
 #[derive(Clone)]
 pub enum AgentLink {
@@ -26,7 +33,7 @@ pub enum AgentLink {
     /// A request on one of muster's sessions, with its reply stream (`None` once only the
     /// session is wanted, e.g. for a subscription that outlives the request) and its
     /// cancellation (the agent cancelled, hung up, or ended the session).
-    Session { session: Arc<AgentSession>, reply: Option<mpsc::UnboundedSender<Outgoing>>, ct: CancellationToken },
+    Session { session: Arc<AgentSession>, reply: Option<mpsc::Sender<Outgoing>>, ct: CancellationToken },
 }
 
 impl AgentLink {
@@ -46,9 +53,9 @@ impl AgentLink {
             Self::Rmcp(peer) => {
                 let _ = peer.send_notification(notification).await;
             }
-            Self::Session { reply: Some(reply), .. } => {
+            Self::Session { reply: Some(reply), ct, .. } => {
                 if let Some(message) = Outgoing::message(&ServerJsonRpcMessage::notification(notification)) {
-                    let _ = reply.unbounded_send(message);
+                    let _ = push(reply, ct, message);
                 }
             }
             Self::Session { session, reply: None, .. } => session.notify(notification),
@@ -79,9 +86,12 @@ impl AgentLink {
                 let asking = Outgoing::message(&ServerJsonRpcMessage::request(request, id)).ok_or_else(|| {
                     ErrorData::internal_error("muster could not encode its request to the agent", None)
                 })?;
-                reply.unbounded_send(asking).map_err(|_| {
-                    ErrorData::internal_error("the agent's request ended before muster could ask it", None)
-                })?;
+                if !push(reply, ct, asking) {
+                    return Err(ErrorData::internal_error(
+                        "the agent's request ended before muster could ask it",
+                        None,
+                    ));
+                }
                 let gone = || ErrorData::internal_error("the agent's request ended without an answer", None);
                 tokio::select! {
                     answer = answer => answer.map_err(|_| gone())?,
@@ -92,6 +102,20 @@ impl AgentLink {
                 Err(ErrorData::internal_error("no request of this agent is in flight to ask it", None))
             }
         }
+    }
+}
+
+/// Queues `message` on a request's reply stream; false when the stream is gone. An agent that has
+/// left `REPLY_QUEUE` messages unread loses the request (`ct`), which ends its stream.
+pub fn push(reply: &mpsc::Sender<Outgoing>, ct: &CancellationToken, message: Outgoing) -> bool {
+    match reply.try_send(message) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::debug!("the agent does not read its reply stream; cancelling the request");
+            ct.cancel();
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -160,21 +184,35 @@ impl Drop for ForgetOnDrop<'_> {
 mod tests {
     use super::*;
     use crate::mcp::sessions::Sessions;
-    use futures::StreamExt as _;
 
     #[tokio::test]
     async fn a_question_to_the_agent_ends_when_its_request_does() {
         let sessions = Sessions::default();
-        let (_, session) = sessions.open(None);
-        let (reply, mut replies) = mpsc::unbounded();
+        let (_, session) = sessions.open(None).expect("open");
+        let (reply, mut replies) = mpsc::channel(REPLY_QUEUE);
         let ct = CancellationToken::new();
         let link = AgentLink::Session { session, reply: Some(reply), ct: ct.clone() };
         let asking = tokio::spawn(async move { link.request(ServerRequest::PingRequest(Default::default())).await });
-        let asked = replies.next().await.expect("the question went out on the reply stream");
+        let asked = replies.recv().await.expect("the question went out on the reply stream");
         let asked: ServerJsonRpcMessage = serde_json::from_slice(&asked.json).expect("a JSON-RPC message");
         assert!(matches!(asked, ServerJsonRpcMessage::Request(_)), "{asked:?}");
         ct.cancel();
         let answer = tokio::time::timeout(std::time::Duration::from_secs(5), asking).await.expect("in time");
         assert!(answer.expect("join").is_err(), "no answer came, so the question failed");
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_does_not_read_loses_its_request() {
+        let sessions = Sessions::default();
+        let (_, session) = sessions.open(None).expect("open");
+        let (reply, _unread) = mpsc::channel(REPLY_QUEUE);
+        let ct = CancellationToken::new();
+        let link = AgentLink::Session { session, reply: Some(reply), ct: ct.clone() };
+        for _ in 0..REPLY_QUEUE {
+            link.notify(ServerNotification::ToolListChangedNotification(Default::default())).await;
+        }
+        assert!(!ct.is_cancelled(), "a full queue is still fine");
+        link.notify(ServerNotification::ToolListChangedNotification(Default::default())).await;
+        assert!(ct.is_cancelled(), "one more than the queue holds cancels the request");
     }
 }

@@ -8,6 +8,11 @@
 //! reply stream, its cancellation, the agent's answers to sampling and elicitation) lives only
 //! as long as that request; the standalone `GET` stream lives only while the agent holds it.
 //!
+//! A user holds at most `Limits::max_sessions_per_user` sessions and all users together
+//! `Limits::max_sessions`: `open` refuses past either, so one token cannot fill the memory with
+//! sessions it never ends. The standalone stream's queue is bounded too (`STANDALONE_QUEUE`): an
+//! agent that does not read it loses it, and muster's memory does not grow.
+//!
 //! `watch_catalog` follows the router's snapshots and sends `notifications/*/list_changed` to
 //! every session with an open standalone stream whose view changed.
 
@@ -16,10 +21,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::channel::mpsc;
 use rmcp::ErrorData;
 use rmcp::model::{ClientResult, RequestId, ServerJsonRpcMessage, ServerNotification};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::routing::Snapshot;
@@ -27,6 +31,40 @@ use crate::routing::Snapshot;
 /// A session without a request for this long is forgotten; its next request gets 404 and the
 /// agent starts a new one (as the MCP spec asks). rmcp's default, kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Messages waiting on a standalone stream for the agent to read them; past this the stream is
+/// closed (the agent opens a new one).
+pub const STANDALONE_QUEUE: usize = 64;
+
+/// How many sessions may be open.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_sessions: usize,
+    pub max_sessions_per_user: usize,
+}
+
+impl From<crate::config::Limits> for Limits {
+    fn from(limits: crate::config::Limits) -> Self {
+        Self { max_sessions: limits.max_sessions, max_sessions_per_user: limits.max_sessions_per_user }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        crate::config::Limits::default().into()
+    }
+}
+
+/// Why `open` refused a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "this user already holds {limit} open MCP sessions, the most muster allows; end unused ones (HTTP DELETE) or let them expire after 5 minutes idle"
+    )]
+    UserLimit { limit: usize },
+    #[error("muster holds {limit} open MCP sessions, the most it allows; try again later")]
+    TotalLimit { limit: usize },
+}
 
 /// The answer an agent gave to a server-to-client request (sampling, elicitation, roots).
 pub type Answer = Result<ClientResult, ErrorData>;
@@ -39,7 +77,7 @@ pub struct AgentSession {
     /// use it.
     pub owner: Option<String>,
     /// The open standalone (`GET`) stream, if any.
-    standalone: Mutex<Option<mpsc::UnboundedSender<ServerJsonRpcMessage>>>,
+    standalone: Mutex<Option<mpsc::Sender<ServerJsonRpcMessage>>>,
     /// Requests in flight, by the agent's request id, for `notifications/cancelled`.
     in_flight: Mutex<HashMap<RequestId, CancellationToken>>,
     /// Server-to-client requests waiting for the agent's answer, by the id muster gave them.
@@ -65,8 +103,8 @@ impl AgentSession {
     }
 
     /// Opens the standalone stream, replacing an older one (the agent reconnected).
-    pub fn open_standalone(&self) -> mpsc::UnboundedReceiver<ServerJsonRpcMessage> {
-        let (tx, rx) = mpsc::unbounded();
+    pub fn open_standalone(&self) -> mpsc::Receiver<ServerJsonRpcMessage> {
+        let (tx, rx) = mpsc::channel(STANDALONE_QUEUE);
         if let Ok(mut standalone) = self.standalone.lock() {
             *standalone = Some(tx);
         }
@@ -78,11 +116,16 @@ impl AgentSession {
     }
 
     /// Sends a notification on the standalone stream; dropped when the agent holds none open.
+    /// An agent that leaves `STANDALONE_QUEUE` messages unread loses the stream: it ends once
+    /// the agent reads what is queued.
     pub fn notify(&self, notification: ServerNotification) {
-        if let Ok(standalone) = self.standalone.lock()
+        if let Ok(mut standalone) = self.standalone.lock()
             && let Some(tx) = standalone.as_ref()
+            && let Err(mpsc::error::TrySendError::Full(_)) =
+                tx.try_send(ServerJsonRpcMessage::notification(notification))
         {
-            let _ = tx.unbounded_send(ServerJsonRpcMessage::notification(notification));
+            tracing::debug!(agent = self.agent_id, "the agent does not read its standalone stream; closing it");
+            standalone.take();
         }
     }
 
@@ -148,21 +191,66 @@ impl Drop for InFlight {
 pub struct Sessions {
     by_id: moka::sync::Cache<Arc<str>, Arc<AgentSession>>,
     next_agent: AtomicU64,
+    limits: Limits,
+    /// Open sessions, in all and per owner; the eviction listener counts them down.
+    counts: Arc<Mutex<Counts>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_owner: HashMap<String, usize>,
+}
+
+impl Counts {
+    fn admit(&mut self, owner: Option<&String>, limits: Limits) -> Result<(), Refused> {
+        let of_owner = owner.map_or(0, |o| self.by_owner.get(o).copied().unwrap_or(0));
+        if owner.is_some() && of_owner >= limits.max_sessions_per_user {
+            return Err(Refused::UserLimit { limit: limits.max_sessions_per_user });
+        }
+        if self.total >= limits.max_sessions {
+            return Err(Refused::TotalLimit { limit: limits.max_sessions });
+        }
+        self.total += 1;
+        if let Some(owner) = owner {
+            self.by_owner.insert(owner.clone(), of_owner + 1);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, owner: Option<&String>) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(owner) = owner
+            && let Some(n) = self.by_owner.get_mut(owner)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.by_owner.remove(owner);
+            }
+        }
+    }
 }
 
 impl Default for Sessions {
     fn default() -> Self {
-        Self::new(IDLE_TIMEOUT)
+        Self::new(IDLE_TIMEOUT, Limits::default())
     }
 }
 
 impl Sessions {
-    pub fn new(idle_timeout: Duration) -> Self {
+    pub fn new(idle_timeout: Duration, limits: Limits) -> Self {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let released = counts.clone();
         let by_id = moka::sync::Cache::builder()
             .time_to_idle(idle_timeout)
-            .eviction_listener(|_, session: Arc<AgentSession>, _| session.end())
+            .eviction_listener(move |_, session: Arc<AgentSession>, _| {
+                if let Ok(mut counts) = released.lock() {
+                    counts.release(session.owner.as_ref());
+                }
+                session.end();
+            })
             .build();
-        Self { by_id, next_agent: AtomicU64::new(1) }
+        Self { by_id, next_agent: AtomicU64::new(1), limits, counts }
     }
 
     /// A unique agent id, also for requests served without a session (2026-07-28).
@@ -170,8 +258,14 @@ impl Sessions {
         self.next_agent.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Starts a session; returns its id (128 random bits, hex) and the session.
-    pub fn open(&self, owner: Option<String>) -> (Arc<str>, Arc<AgentSession>) {
+    /// Starts a session; returns its id (128 random bits, hex) and the session, or why not.
+    pub fn open(&self, owner: Option<String>) -> Result<(Arc<str>, Arc<AgentSession>), Refused> {
+        let admitted = self.admit(owner.as_ref());
+        if admitted.is_err() {
+            // Expired sessions still count until moka's housekeeping evicts them: evict, retry.
+            self.by_id.run_pending_tasks();
+            self.admit(owner.as_ref())?;
+        }
         let id: Arc<str> = Arc::from(hex::encode(rand::random::<[u8; 16]>()));
         let session = Arc::new(AgentSession {
             agent_id: self.next_agent_id(),
@@ -182,7 +276,12 @@ impl Sessions {
             next_request: AtomicI64::new(0),
         });
         self.by_id.insert(id.clone(), session.clone());
-        (id, session)
+        Ok((id, session))
+    }
+
+    fn admit(&self, owner: Option<&String>) -> Result<(), Refused> {
+        let mut counts = self.counts.lock().map_err(|_| Refused::TotalLimit { limit: self.limits.max_sessions })?;
+        counts.admit(owner, self.limits)
     }
 
     /// The session, refreshing its idle timer.
@@ -261,7 +360,7 @@ mod tests {
     #[test]
     fn answers_reach_only_the_request_that_asked() {
         let sessions = Sessions::default();
-        let (_, session) = sessions.open(None);
+        let (_, session) = sessions.open(None).expect("open");
         let (first, mut first_rx) = session.expect_answer();
         let (second, mut second_rx) = session.expect_answer();
         assert_ne!(first, second);
@@ -274,7 +373,7 @@ mod tests {
     #[test]
     fn cancel_and_close_cancel_requests_in_flight() {
         let sessions = Sessions::default();
-        let (id, session) = sessions.open(Some("user".into()));
+        let (id, session) = sessions.open(Some("user".into())).expect("open");
         let (a, b) = (CancellationToken::new(), CancellationToken::new());
         let _a = session.begin(RequestId::Number(1), a.clone());
         let _b = session.begin(RequestId::Number(2), b.clone());
@@ -288,14 +387,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_ended_session_stops_every_wait_and_request() {
-        let sessions = Sessions::new(Duration::from_millis(50));
-        let (id, session) = sessions.open(None);
+        let sessions = Sessions::new(Duration::from_millis(50), Limits::default());
+        let (id, session) = sessions.open(None).expect("open");
         let (_, mut answer) = session.expect_answer();
         sessions.close(&id);
         assert!(answer.try_recv().is_err(), "nobody is left to answer");
         assert!(session.pending.lock().is_ok_and(|p| p.is_empty()));
 
-        let (_, idle) = sessions.open(None);
+        let (_, idle) = sessions.open(None).expect("open");
         let running = CancellationToken::new();
         let _running = idle.begin(RequestId::Number(7), running.clone());
         tokio::time::sleep(Duration::from_millis(120)).await;
@@ -306,7 +405,7 @@ mod tests {
     #[test]
     fn a_reused_request_id_keeps_the_newer_request_cancellable() {
         let sessions = Sessions::default();
-        let (_, session) = sessions.open(None);
+        let (_, session) = sessions.open(None).expect("open");
         let (old, new) = (CancellationToken::new(), CancellationToken::new());
         let first = session.begin(RequestId::Number(1), old);
         let _second = session.begin(RequestId::Number(1), new.clone());
@@ -316,9 +415,38 @@ mod tests {
     }
 
     #[test]
+    fn one_user_cannot_hold_more_sessions_than_allowed() {
+        let sessions = Sessions::new(IDLE_TIMEOUT, Limits { max_sessions: 3, max_sessions_per_user: 2 });
+        let alice = || Some("alice".to_owned());
+        let (first, _) = sessions.open(alice()).expect("first");
+        sessions.open(alice()).expect("second");
+        assert_eq!(sessions.open(alice()).err(), Some(Refused::UserLimit { limit: 2 }));
+        sessions.open(Some("bob".into())).expect("another user still gets one");
+        assert_eq!(sessions.open(None).err(), Some(Refused::TotalLimit { limit: 3 }));
+        assert!(sessions.close(&first));
+        sessions.open(alice()).expect("a closed session frees its place");
+    }
+
+    #[test]
+    fn an_agent_that_does_not_read_loses_its_standalone_stream() {
+        let sessions = Sessions::default();
+        let (_, session) = sessions.open(None).expect("open");
+        let mut rx = session.open_standalone();
+        for _ in 0..=STANDALONE_QUEUE {
+            session.notify(ServerNotification::ToolListChangedNotification(Default::default()));
+        }
+        assert!(!session.has_standalone(), "the stream was closed, not grown");
+        let mut queued = 0;
+        while rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, STANDALONE_QUEUE, "what was queued is still delivered, then the stream ends");
+    }
+
+    #[test]
     fn notifications_reach_only_an_open_standalone_stream() {
         let sessions = Sessions::default();
-        let (_, session) = sessions.open(None);
+        let (_, session) = sessions.open(None).expect("open");
         session.notify(ServerNotification::ToolListChangedNotification(Default::default()));
         assert!(sessions.listening().is_empty());
         let mut rx = session.open_standalone();

@@ -21,6 +21,8 @@ pub const TOKEN_CACHE_HITS: &str = "muster_token_exchange_cache_hits_total";
 pub const BACKEND_STATE: &str = "muster_backend_state";
 /// Agent sessions open at muster's `/mcp`.
 pub const AGENT_SESSIONS: &str = "muster_agent_sessions";
+/// HTTP connections open at muster's listener (agents, probes, scrapers).
+pub const AGENT_CONNECTIONS: &str = "muster_agent_connections";
 /// Upstream MCP sessions (shared plus per-user). Labels: `server`.
 pub const UPSTREAM_SESSIONS: &str = "muster_upstream_sessions";
 /// Established TCP connections to each HTTP upstream. Labels: `server`.

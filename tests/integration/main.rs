@@ -13,6 +13,7 @@
 
 mod support;
 
+mod abuse;
 mod conformance;
 mod deploy;
 mod desired_state;

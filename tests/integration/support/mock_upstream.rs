@@ -1,7 +1,7 @@
 //! An in-process rmcp upstream served over streamable HTTP (through muster's own actix bridge),
 //! with tools that let tests steer it: `whoami`, `echo`, `block` (waits for the test to release
-//! it), `grow` (adds a tool and announces list_changed), `progress` and `big` (a text of `bytes`
-//! bytes).
+//! it), `grow` (adds a tool and announces list_changed), `progress`, `big` (a text of `bytes`
+//! bytes) and `flood` (progress notifications of 4 KiB each, without end until cancelled).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +63,7 @@ impl ServerHandler for Upstream {
             tool("block", "Waits until the test releases it", json!({})),
             tool("grow", "Adds a tool", json!({})),
             tool("progress", "Sends progress", json!({})),
+            tool("flood", "Sends progress until cancelled", json!({})),
             tool("bearer", "Says whose token (sub, iss) this call carried", json!({})),
             tool("big", "Answers with a text of `bytes` bytes", json!({"bytes": {"type": "integer"}})),
         ];
@@ -141,6 +142,33 @@ impl ServerHandler for Upstream {
                     }
                 }
                 Ok(text("done"))
+            }
+            "flood" => {
+                let token = context
+                    .meta
+                    .get_progress_token()
+                    .unwrap_or(rmcp::model::ProgressToken(rmcp::model::NumberOrString::String("flood".into())));
+                let message = "x".repeat(4096);
+                let peer = context.peer.clone();
+                // Bounded: 100,000 × 4 KiB is far more than any queue of muster's may hold. Then
+                // (or once muster stops reading) it waits a while for the cancellation.
+                let flood = async move {
+                    for i in 0..100_000u32 {
+                        let progress =
+                            ProgressNotificationParam::new(token.clone(), f64::from(i)).with_message(&message);
+                        if peer.notify_progress(progress).await.is_err() {
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                };
+                tokio::select! {
+                    () = context.ct.cancelled() => {
+                        self.0.cancelled.fetch_add(1, Ordering::SeqCst);
+                        Ok(text("cancelled"))
+                    }
+                    () = flood => Ok(text("flooded")),
+                }
             }
             other => Ok(CallToolResult::error(vec![ContentBlock::text(format!("no tool {other}"))]).into()),
         }
