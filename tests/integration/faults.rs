@@ -98,21 +98,7 @@ async fn a_killed_member_fails_fast_and_serves_the_first_call_after_its_return()
 
 /// Two members, with `calls` as `aggregator.calls`.
 async fn hanging_fleet(calls: &str) -> (Fleet, Vec<MockUpstream>, Muster) {
-    let port = free_port();
-    let fleet = Fleet::new(&production_like(port, &format!("  calls:\n{calls}")));
-    let mut upstreams = Vec::new();
-    for cluster in ["a", "b"] {
-        let upstream = MockUpstream::start(cluster, free_port()).await;
-        let name = format!("cluster-{cluster}-mcp-kubernetes");
-        fleet.write_server(
-            &format!("{name}.yaml"),
-            &http_server(&name, &upstream.url(), &family("kubernetes", "management_cluster")),
-        );
-        upstreams.push(upstream);
-    }
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
-    (fleet, upstreams, muster)
+    crate::support::mock_family(|port| production_like(port, &format!("  calls:\n{calls}")), &["a", "b"]).await
 }
 
 #[actix_web::test]

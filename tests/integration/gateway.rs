@@ -8,27 +8,14 @@ use serde_json::{Value, json};
 
 use crate::support::client::{Client, text};
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Muster, config, eventually, family, free_port, http_server, post_rpc, stdio_server};
+use crate::support::{Fleet, Muster, config, eventually, free_port, http_server, post_rpc, stdio_server};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn family_fleet(exposure: &str) -> (Fleet, Vec<MockUpstream>, Muster) {
-    let port = free_port();
     // Calls that the tests hold open (`block`) outlast the servers' 5 s timeout.
-    let fleet = Fleet::new(&config(port, &format!("  toolExposure: {exposure}\n  calls:\n    timeoutMs: 60000\n")));
-    let mut upstreams = Vec::new();
-    for cluster in ["a", "b", "c"] {
-        let upstream = MockUpstream::start(cluster, free_port()).await;
-        let name = format!("cluster-{cluster}-mcp-kubernetes");
-        fleet.write_server(
-            &format!("{name}.yaml"),
-            &http_server(&name, &upstream.url(), &family("kubernetes", "management_cluster")),
-        );
-        upstreams.push(upstream);
-    }
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
-    (fleet, upstreams, muster)
+    let extra = format!("  toolExposure: {exposure}\n  calls:\n    timeoutMs: 60000\n");
+    crate::support::mock_family(|port| config(port, &extra), &["a", "b", "c"]).await
 }
 
 #[actix_web::test]

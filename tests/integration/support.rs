@@ -89,6 +89,28 @@ pub fn family(name: &str, arg: &str) -> String {
     format!("  family:\n    name: {name}\n    instanceArg: {arg}\n")
 }
 
+/// A `kubernetes` family of mock upstreams, one per cluster, behind muster with `config(port)`.
+pub async fn mock_family(
+    config: impl Fn(u16) -> String,
+    clusters: &[&str],
+) -> (Fleet, Vec<mock_upstream::MockUpstream>, Muster) {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port));
+    let mut upstreams = Vec::new();
+    for cluster in clusters {
+        let upstream = mock_upstream::MockUpstream::start(cluster, free_port()).await;
+        let name = format!("cluster-{cluster}-mcp-kubernetes");
+        fleet.write_server(
+            &format!("{name}.yaml"),
+            &http_server(&name, &upstream.url(), &family("kubernetes", "management_cluster")),
+        );
+        upstreams.push(upstream);
+    }
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    (fleet, upstreams, muster)
+}
+
 /// Fast supervision so restart tests take seconds, not minutes.
 pub fn config(port: u16, extra: &str) -> String {
     format!(
