@@ -11,7 +11,7 @@ use crate::auth::exchange::Exchanger;
 use crate::auth::secrets::SecretStore;
 use crate::config::Config;
 use crate::crd::files;
-use crate::crd::status::Sink;
+use crate::crd::sink::Sink;
 use crate::frontend;
 use crate::mcp::sessions::{self, Sessions};
 use crate::routing::RouterHandle;

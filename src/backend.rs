@@ -11,15 +11,16 @@
 //! the call path reads it, so calls to one backend run concurrently.
 
 mod actor;
-mod answer;
 mod call;
 mod capabilities;
 mod connect;
 mod direct;
 mod failure;
+mod http;
 mod relay;
 mod sse;
 mod upstream_client;
+mod upstream_result;
 mod user_sessions;
 
 use std::sync::Arc;
@@ -28,14 +29,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rmcp::Peer;
-use rmcp::service::{RequestContext, RoleClient, RoleServer};
+use rmcp::service::RoleClient;
 use tokio::sync::watch;
 
 use crate::crd::McpServer;
 use crate::crd::status::State;
-pub use answer::{Answer, RawToolResult};
 pub use capabilities::ServerCapabilities;
 pub use relay::Relay;
+pub use upstream_result::{RawToolResult, UpstreamResult};
 pub use user_sessions::UpstreamAuth;
 
 pub use actor::{
@@ -155,32 +156,6 @@ pub struct BackendHandle {
     user_sessions: Arc<user_sessions::UserSessions>,
     definition: Arc<McpServer>,
     http: reqwest::Client,
-}
-
-/// The agent session a request came from: where progress, logging, sampling, elicitation and
-/// roots requests of the upstream go back to.
-#[derive(Clone)]
-pub struct Caller {
-    /// Unique per agent session (assigned when the session starts).
-    pub agent_id: u64,
-    pub link: crate::mcp::link::AgentLink,
-    pub ct: tokio_util::sync::CancellationToken,
-    pub progress_token: Option<rmcp::model::ProgressToken>,
-    /// Who the agent is, when inbound authentication is on.
-    pub identity: Option<Arc<crate::auth::Identity>>,
-}
-
-impl Caller {
-    pub fn from_context(agent_id: u64, context: &RequestContext<RoleServer>) -> Self {
-        let identity = crate::mcp::identity_of(&context.extensions);
-        Self {
-            agent_id,
-            link: crate::mcp::link::AgentLink::Rmcp(context.peer.clone()),
-            ct: context.ct.clone(),
-            progress_token: context.meta.get_progress_token(),
-            identity,
-        }
-    }
 }
 
 impl BackendHandle {

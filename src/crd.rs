@@ -10,6 +10,7 @@
 
 pub mod files;
 pub mod kubernetes;
+pub mod sink;
 pub mod status;
 
 use std::collections::BTreeMap;

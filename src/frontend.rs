@@ -176,9 +176,29 @@ async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         return *refused;
     }
     let agent_sessions = state.endpoint.sessions.len();
-    crate::telemetry::metrics::set_gauges(&state.router.current(), agent_sessions);
+    set_gauges(&state.router.current(), agent_sessions);
     metrics::gauge!(crate::telemetry::metrics::AGENT_CONNECTIONS).set(state.connections.open() as f64);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}
+
+/// Sets the scrape-time gauges.
+fn set_gauges(snapshot: &crate::routing::Snapshot, agent_sessions: u64) {
+    use crate::telemetry::metrics::{AGENT_SESSIONS, BACKEND_STATE, UPSTREAM_CONNECTIONS, UPSTREAM_SESSIONS};
+    metrics::gauge!(AGENT_SESSIONS).set(agent_sessions as f64);
+    let connections = crate::telemetry::propagation::established_connections();
+    for (name, server) in &snapshot.servers {
+        let connection = server.handle.connection();
+        for state in crate::crd::status::State::ALL {
+            let value = if state == connection.state { 1.0 } else { 0.0 };
+            metrics::gauge!(BACKEND_STATE, "server" => name.clone(), "state" => state.as_str()).set(value);
+        }
+        let sessions = u64::from(connection.session.is_some()) + server.handle.user_session_count();
+        metrics::gauge!(UPSTREAM_SESSIONS, "server" => name.clone()).set(sessions as f64);
+        if let Some(addr) = server.handle.upstream_addr() {
+            let count = connections.iter().filter(|remote| **remote == addr).count();
+            metrics::gauge!(UPSTREAM_CONNECTIONS, "server" => name.clone()).set(count as f64);
+        }
+    }
 }
 
 async fn readyz(req: HttpRequest, state: web::Data<State>) -> HttpResponse {

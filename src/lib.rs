@@ -8,6 +8,7 @@
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod crd;

@@ -12,7 +12,6 @@
 
 pub mod auth_status;
 pub mod error;
-pub mod link;
 pub mod meta;
 pub mod search;
 pub mod sessions;
@@ -30,7 +29,8 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler};
 
-use crate::backend::{Answer, Caller};
+use crate::backend::UpstreamResult;
+use crate::caller::Caller;
 use crate::config::ToolExposure;
 use crate::routing::resolve::resolve_tool;
 use crate::routing::{self, RouterHandle, Snapshot};
@@ -90,7 +90,7 @@ impl GatewayServer {
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
         caller: &Caller,
-    ) -> Result<Answer, routing::Error> {
+    ) -> Result<UpstreamResult, routing::Error> {
         let started = std::time::Instant::now();
         let snapshot = self.snapshot();
         let resolved = resolve_tool(&snapshot.catalog, name, arguments)?;
@@ -260,11 +260,11 @@ impl GatewayServer {
         request: ClientRequest,
         caller: &Caller,
         headers: Option<&http::HeaderMap>,
-    ) -> Result<Answer, ErrorData> {
+    ) -> Result<UpstreamResult, ErrorData> {
         let mut result = match self.answer(request, caller, headers).await? {
             // Only plain tool results stay raw, and they have the legacy shape already.
-            raw @ Answer::ToolResult(_) => return Ok(raw),
-            Answer::Result(result) => result,
+            raw @ UpstreamResult::ToolResult(_) => return Ok(raw),
+            UpstreamResult::Result(result) => result,
         };
         // These sessions negotiated a 2025 revision: the legacy result shape, as rmcp gives it.
         if matches!(result, ServerResult::InputRequiredResult(_)) {
@@ -275,7 +275,7 @@ impl GatewayServer {
         }
         result.strip_result_type_for_legacy_peer();
         result.strip_non_object_output_for_legacy_peer();
-        Ok(Answer::Result(result))
+        Ok(UpstreamResult::Result(result))
     }
 
     async fn answer(
@@ -283,11 +283,11 @@ impl GatewayServer {
         request: ClientRequest,
         caller: &Caller,
         headers: Option<&http::HeaderMap>,
-    ) -> Result<Answer, ErrorData> {
+    ) -> Result<UpstreamResult, ErrorData> {
         if let ClientRequest::CallToolRequest(request) = request {
             return Ok(self.tool_call(request.params, caller, headers).await);
         }
-        self.answer_decoded(request, caller).await.map(Answer::Result)
+        self.answer_decoded(request, caller).await.map(UpstreamResult::Result)
     }
 
     async fn answer_decoded(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, ErrorData> {
@@ -350,7 +350,7 @@ impl GatewayServer {
         request: CallToolRequestParams,
         caller: &Caller,
         headers: Option<&http::HeaderMap>,
-    ) -> Answer {
+    ) -> UpstreamResult {
         let span = tracing::info_span!(
             "mcp.tool_call",
             "mcp.method.name" = "tools/call",
@@ -364,7 +364,7 @@ impl GatewayServer {
         tracing::Instrument::instrument(self.tool_call_in_span(request, caller), span).await
     }
 
-    async fn tool_call_in_span(&self, request: CallToolRequestParams, caller: &Caller) -> Answer {
+    async fn tool_call_in_span(&self, request: CallToolRequestParams, caller: &Caller) -> UpstreamResult {
         if let Some(identity) = &caller.identity {
             tracing::Span::current().record("enduser.hash", identity.subject_hash().as_str());
         }
@@ -468,14 +468,6 @@ impl GatewayServer {
         };
         backend.complete(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
-}
-
-/// The identity the frontend attached to this request, if sign-in is on.
-pub fn identity_of(extensions: &rmcp::model::Extensions) -> Option<Arc<crate::auth::Identity>> {
-    extensions
-        .get::<http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<Arc<crate::auth::Identity>>())
-        .cloned()
 }
 
 fn resource_backend(snapshot: &Snapshot, uri: &str) -> Result<(crate::backend::BackendHandle, String), routing::Error> {

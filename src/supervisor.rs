@@ -5,7 +5,7 @@
 //! Accepts `DesiredState` (from `crd/files.rs` or `crd/kubernetes.rs`: one code path) and
 //! `BackendStateChanged` (from backends). Tells backends `Connect`/`Shutdown`, tells the router
 //! `ServerAdded`, `ServerRemoved` and `InitialSetKnown`, and writes each server's status and
-//! events through `status::Sink` (into the file, or the status subresource and Kubernetes Events).
+//! events through `crd::sink::Sink` (into the file, or the status subresource and Kubernetes Events).
 //!
 //! Backoff: `initial × 2^(failures−1)`, capped at `max` (at most 30 s, so an idle failed member
 //! is re-probed at least that often; a call to it starts an attempt at once, see
@@ -26,7 +26,8 @@ use crate::backend::{
 use crate::config::{Calls, Supervision};
 use crate::crd::McpServer;
 use crate::crd::files::{Snapshot as DesiredSnapshot, Source};
-use crate::crd::status::{Condition, Reason, Sink, State, Status};
+use crate::crd::sink::Sink;
+use crate::crd::status::{Condition, Reason, State, Status};
 use crate::routing::{InitialSetKnown, RouterHandle, ServerAdded, ServerRemoved};
 
 /// The desired set: the folder's content, or the MCPServer resources in the watched namespaces.

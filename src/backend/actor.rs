@@ -75,7 +75,7 @@ impl BackendActor {
         router: Recipient<ServerUpdated>,
         auth: Option<Arc<UpstreamAuth>>,
     ) -> Result<BackendHandle, connect::Error> {
-        let http = connect::http_client(definition.timeout(), connect::MAX_CONCURRENT_REQUESTS)?;
+        let http = super::http::http_client(definition.timeout(), super::http::MAX_CONCURRENT_REQUESTS)?;
         let (tx, rx) = watch::channel(Connection::initial());
         let relay = Arc::new(Relay::new(definition.name().to_owned()));
         let call_timeout = calls.timeout.unwrap_or_else(|| definition.timeout());

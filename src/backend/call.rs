@@ -23,9 +23,10 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use super::{
-    Answer, BackendHandle, CallHealth, Caller, CapabilitiesDiscovered, ConnectNow, Connection, ConnectionLost, Error,
-    Relay, Transport, UpstreamAuth, UpstreamSession, connect, direct, user_sessions,
+    BackendHandle, CallHealth, CapabilitiesDiscovered, ConnectNow, Connection, ConnectionLost, Error, Relay, Transport,
+    UpstreamAuth, UpstreamResult, UpstreamSession, connect, direct, user_sessions,
 };
+use crate::caller::Caller;
 use crate::crd::status::State;
 
 /// How long a call waits for a connection attempt in progress (or one it started itself) before
@@ -41,19 +42,19 @@ impl BackendHandle {
     /// retried once (Muster #999: a dead session must not need an operator).
     /// The answer is a tool result, an input request or a task; a plain tool result stays the
     /// upstream's own JSON (`answer.rs`).
-    pub async fn call_tool(&self, params: CallToolRequestParams, caller: &Caller) -> Result<Answer, Error> {
+    pub async fn call_tool(&self, params: CallToolRequestParams, caller: &Caller) -> Result<UpstreamResult, Error> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         match self.request_with(request, caller, &Hook::None).await? {
-            answer @ Answer::ToolResult(_) => Ok(answer),
-            Answer::Result(
+            answer @ UpstreamResult::ToolResult(_) => Ok(answer),
+            UpstreamResult::Result(
                 result @ (ServerResult::CallToolResult(_)
                 | ServerResult::InputRequiredResult(_)
                 | ServerResult::CreateTaskResult(_)),
-            ) => Ok(Answer::Result(result)),
-            Answer::Result(ServerResult::EmptyResult(_)) => {
-                Ok(Answer::from(rmcp::model::CallToolResult::success(Vec::new())))
+            ) => Ok(UpstreamResult::Result(result)),
+            UpstreamResult::Result(ServerResult::EmptyResult(_)) => {
+                Ok(UpstreamResult::from(rmcp::model::CallToolResult::success(Vec::new())))
             }
-            Answer::Result(_) => Err(self.unexpected()),
+            UpstreamResult::Result(_) => Err(self.unexpected()),
         }
     }
 
@@ -110,21 +111,31 @@ impl BackendHandle {
             .map_err(|e| Error::Upstream { server: self.name.to_string(), message: format!("undecodable result: {e}") })
     }
 
-    async fn request_with(&self, request: ClientRequest, caller: &Caller, hook: &Hook) -> Result<Answer, Error> {
+    async fn request_with(
+        &self,
+        request: ClientRequest,
+        caller: &Caller,
+        hook: &Hook,
+    ) -> Result<UpstreamResult, Error> {
         let mut answer = match &self.auth {
             Some(auth) => self.request_as_user(auth, request, caller, hook).await?,
             None => self.request_shared(request, caller, hook).await?,
         };
-        if let Answer::Result(result) = &mut answer {
+        if let UpstreamResult::Result(result) = &mut answer {
             mark_complete(result);
         }
         Ok(answer)
     }
 
     /// Over the backend's shared session (servers without `spec.auth`).
-    async fn request_shared(&self, request: ClientRequest, caller: &Caller, hook: &Hook) -> Result<Answer, Error> {
+    async fn request_shared(
+        &self,
+        request: ClientRequest,
+        caller: &Caller,
+        hook: &Hook,
+    ) -> Result<UpstreamResult, Error> {
         if !hook.apply(&self.relay, caller) {
-            return Ok(Answer::Result(ServerResult::empty(())));
+            return Ok(UpstreamResult::Result(ServerResult::empty(())));
         }
         let upstream = self.ready_session(None).await?;
         match self.call_upstream(&upstream, &self.relay, request.clone(), caller).await {
@@ -146,7 +157,7 @@ impl BackendHandle {
         request: ClientRequest,
         caller: &Caller,
         hook: &Hook,
-    ) -> Result<Answer, Error> {
+    ) -> Result<UpstreamResult, Error> {
         let server = self.name.to_string();
         let identity = caller.identity.as_deref().ok_or_else(|| Error::Unauthenticated { server: server.clone() })?;
         let mut attempt = 0;
@@ -176,7 +187,7 @@ impl BackendHandle {
             // Each user session has its own relay: progress, logs and requests from the upstream
             // go back only to this user's agents.
             if !hook.apply(&session.relay, caller) {
-                return Ok(Answer::Result(ServerResult::empty(())));
+                return Ok(UpstreamResult::Result(ServerResult::empty(())));
             }
             match self.call_upstream(&session.upstream, &session.relay, request.clone(), caller).await {
                 Err(e) if (e.is_unauthorized() || e.is_connection_loss()) && attempt == 1 => {
@@ -282,7 +293,7 @@ impl BackendHandle {
         relay: &Relay,
         mut request: ClientRequest,
         caller: &Caller,
-    ) -> Result<Answer, Error> {
+    ) -> Result<UpstreamResult, Error> {
         use rmcp::model::GetMeta as _;
         let span = tracing::info_span!("mcp.upstream_call", "mcp.server" = %self.name, "otel.kind" = "client");
         let ct = caller.ct.child_token();
@@ -310,10 +321,10 @@ impl BackendHandle {
     /// Tells a deadline from the agent's cancellation, and keeps `Degraded` in step with calls.
     fn record_health(
         &self,
-        result: Result<Answer, Error>,
+        result: Result<UpstreamResult, Error>,
         caller: &Caller,
         timeout: Duration,
-    ) -> Result<Answer, Error> {
+    ) -> Result<UpstreamResult, Error> {
         match result {
             Err(Error::Cancelled { server } | Error::Busy { server, .. }) if caller.ct.is_cancelled() => {
                 Err(Error::Cancelled { server })
@@ -342,7 +353,7 @@ impl BackendHandle {
         relay: &Relay,
         request: ClientRequest,
         caller: &Caller,
-    ) -> Result<Answer, Error> {
+    ) -> Result<UpstreamResult, Error> {
         let id = wire.next_id();
         // Progress the upstream sends on its GET stream instead of the reply finds the caller too.
         let _route = relay.begin_call(&rmcp::model::ProgressToken(id.clone()), caller);
@@ -356,7 +367,7 @@ impl BackendHandle {
         relay: &Relay,
         request: ClientRequest,
         caller: &Caller,
-    ) -> Result<Answer, Error> {
+    ) -> Result<UpstreamResult, Error> {
         let server = self.name.to_string();
         let options = PeerRequestOptions::no_options();
         let handle =
@@ -365,7 +376,7 @@ impl BackendHandle {
         let _route = relay.begin_call(&handle.progress_token, caller);
         let id = handle.id.clone();
         tokio::select! {
-            result = handle.await_response() => result.map(Answer::Result).map_err(|e| map_service_error(&server, e)),
+            result = handle.await_response() => result.map(UpstreamResult::Result).map_err(|e| map_service_error(&server, e)),
             () = caller.ct.cancelled() => {
                 let cancelled = rmcp::model::CancelledNotificationParam::new(
                     Some(id),

@@ -1,6 +1,5 @@
 //! Opening an upstream session: the transport (stdio child or streamable HTTP), the MCP
-//! handshake, and the capability listing. Every HTTP client of a backend comes from
-//! `http_client`, so timeouts and pool limits are set in one place.
+//! handshake, and the capability listing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,13 +18,6 @@ use tokio_util::sync::CancellationToken;
 use super::ServerCapabilities;
 use super::relay::UpstreamHandler;
 use crate::crd::{McpServer, ServerType};
-
-/// TCP connections per upstream session, at most (in steady state): its standalone GET stream,
-/// one for the session's own traffic (handshake, pings, re-lists), and one per call on the wire.
-pub(super) const MAX_CONNECTIONS: usize = 8;
-/// Calls an upstream session has on the wire at most (`direct::Wire`'s permits; rmcp's own
-/// limit for what it sends), and so the idle connections each HTTP client keeps.
-pub(super) const MAX_CONCURRENT_REQUESTS: usize = MAX_CONNECTIONS - 2;
 
 /// Why a session could not be opened, in words (`failure.rs`): these become `lastError` and the
 /// agent's error, so they never carry an upstream's body or a child's stderr.
@@ -52,6 +44,12 @@ pub enum Error {
     /// The URL names an address `egress` refuses (a host name is checked when it is resolved).
     #[error("{url} is refused: {refused}{}", private_hint(refused))]
     Refused { url: String, refused: crate::egress::Refused },
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Client(e.to_string())
+    }
 }
 
 fn private_hint(refused: &crate::egress::Refused) -> &'static str {
@@ -85,26 +83,6 @@ pub(super) struct Connected {
     pub(super) capabilities: ServerCapabilities,
 }
 
-/// The longest a TCP (and TLS) connect may take, whatever `spec.timeout` says: a black-holed
-/// address fails an attempt within seconds, and a call waiting for that attempt with it.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An HTTP client of a backend: connect timeout (at most `CONNECT_TIMEOUT`), at most `max_idle`
-/// idle connections kept per host, and only addresses `egress` allows (host names as resolved,
-/// redirect targets).
-pub(super) fn http_client(connect_timeout: Duration, max_idle: usize) -> Result<reqwest::Client, Error> {
-    let policy = crate::egress::upstream_policy();
-    reqwest::Client::builder()
-        .dns_resolver(crate::egress::Resolver { policy })
-        .redirect(crate::egress::redirect_policy(policy))
-        .connect_timeout(connect_timeout.min(CONNECT_TIMEOUT))
-        .pool_max_idle_per_host(max_idle)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| Error::Client(e.to_string()))
-}
-
 pub(super) async fn connect(
     definition: &McpServer,
     http: reqwest::Client,
@@ -133,7 +111,7 @@ pub(super) async fn connect(
             if let Some(bearer) = bearer {
                 config = config.auth_header(bearer.expose());
             }
-            config.max_concurrent_requests = MAX_CONCURRENT_REQUESTS;
+            config.max_concurrent_requests = super::http::MAX_CONCURRENT_REQUESTS;
             config.max_json_response_size = max_result_bytes;
             config.max_sse_event_size = max_result_bytes;
             let client = super::upstream_client::UpstreamClient(http, wire.clone());

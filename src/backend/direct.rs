@@ -37,8 +37,9 @@ use rmcp::model::{
     ServerJsonRpcMessage, ServerNotification, ServerRequest,
 };
 
-use super::answer::{Answer, RawToolResult};
-use super::{Caller, Error};
+use super::Error;
+use super::upstream_result::{RawToolResult, UpstreamResult};
+use crate::caller::Caller;
 
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 
@@ -78,7 +79,7 @@ const BORROW_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
 /// are calls on the wire, so each lane has at least one permit. Threads beyond that share lanes.
 static LANES: LazyLock<usize> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-    cores.clamp(1, super::connect::MAX_CONCURRENT_REQUESTS)
+    cores.clamp(1, super::http::MAX_CONCURRENT_REQUESTS)
 });
 
 /// This thread's lane number: threads are numbered as they first call, so the worker threads
@@ -102,9 +103,9 @@ impl Wire {
         url: &str,
         timeout: std::time::Duration,
         max_result_bytes: usize,
-    ) -> Result<Option<Self>, super::connect::Error> {
+    ) -> Result<Option<Self>, reqwest::Error> {
         let Ok(url) = reqwest::Url::parse(url) else { return Ok(None) };
-        let (total, count) = (super::connect::MAX_CONCURRENT_REQUESTS, *LANES);
+        let (total, count) = (super::http::MAX_CONCURRENT_REQUESTS, *LANES);
         let lanes: Box<[Lane]> = (0..count)
             .map(|i| {
                 // The permits shared out: the first `total % count` lanes get one more.
@@ -113,7 +114,7 @@ impl Wire {
                 Lane { http: std::sync::OnceLock::new(), permits, slots }
             })
             .collect();
-        let first = super::connect::http_client(timeout, lanes[0].permits)?;
+        let first = super::http::http_client(timeout, lanes[0].permits)?;
         let _ = lanes[0].http.set(first.clone());
         Ok(Some(Self {
             lanes,
@@ -154,7 +155,7 @@ impl Wire {
         // The same configuration built lane 0's client, so this does not fail; if it did, lane 0's
         // pool would serve.
         let built = lane.http.get_or_init(|| {
-            super::connect::http_client(self.timeout, lane.permits).unwrap_or_else(|_| self.first.clone())
+            super::http::http_client(self.timeout, lane.permits).unwrap_or_else(|_| self.first.clone())
         });
         built.clone()
     }
@@ -204,7 +205,7 @@ impl Wire {
 
     fn post(&self, lane: &Lane, learned: &Learned, message: &ClientJsonRpcMessage) -> reqwest::RequestBuilder {
         let mut headers = learned.headers.clone();
-        headers.extend(super::upstream_client::traceparent_header(message));
+        headers.extend(super::http::traceparent_header(message));
         let body = serde_json::to_vec(message).unwrap_or_default();
         self.client(lane).post(self.url.clone()).headers(headers).body(body)
     }
@@ -227,7 +228,7 @@ impl Wire {
         id: RequestId,
         mut request: ClientRequest,
         caller: &Caller,
-    ) -> Result<Answer, Error> {
+    ) -> Result<UpstreamResult, Error> {
         let upstream = |message: String| Error::Upstream { server: server.to_owned(), message };
         let failed = |message: String| Error::Protocol { server: server.to_owned(), code: -32603, message };
         let learned = self.learned().ok_or_else(|| upstream("the session is not open yet".into()))?;
@@ -276,7 +277,7 @@ impl Wire {
             drop(slot);
             let text = std::str::from_utf8(&body).map_err(|e| failed(format!("undecodable reply: {e}")))?;
             return match read(server, text, &id, tool_call).map_err(|e| failed(format!("undecodable reply: {e}")))? {
-                Sorted::Answer(answer) => answer,
+                Sorted::UpstreamResult(answer) => answer,
                 Sorted::Other(_) => Err(failed("the reply answered another request".into())),
             };
         }
@@ -315,10 +316,10 @@ impl Wire {
             };
             let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else { continue };
             match read(server, &data, &id, tool_call).map_err(|e| failed(format!("undecodable event: {e}")))? {
-                Sorted::Answer(answer) => {
+                Sorted::UpstreamResult(answer) => {
                     // Read the stream's end in the background, so the connection is reused.
                     tokio::spawn(async move {
-                        super::upstream_client::drain(events).await;
+                        super::http::drain(events).await;
                         // Let hyper's connection task put the connection back before the next call.
                         tokio::task::yield_now().await;
                         drop(slot);
@@ -371,14 +372,14 @@ impl Wire {
 /// decoded whole and sorted.
 fn read(server: &str, text: &str, id: &RequestId, tool_call: bool) -> Result<Sorted, serde_json::Error> {
     if let Some(answer) = plain_answer(text, id, tool_call) {
-        return Ok(Sorted::Answer(Ok(answer)));
+        return Ok(Sorted::UpstreamResult(Ok(answer)));
     }
     serde_json::from_str(text).map(|message| answer_of(server, message, id))
 }
 
 /// A message on a call's reply: the call's answer, or something else.
 enum Sorted {
-    Answer(Result<Answer, Error>),
+    UpstreamResult(Result<UpstreamResult, Error>),
     Other(ServerJsonRpcMessage),
 }
 
@@ -386,13 +387,15 @@ enum Sorted {
 fn answer_of(server: &str, message: ServerJsonRpcMessage, id: &RequestId) -> Sorted {
     match message {
         ServerJsonRpcMessage::Response(response) if &response.id == id => {
-            Sorted::Answer(Ok(Answer::Result(response.result)))
+            Sorted::UpstreamResult(Ok(UpstreamResult::Result(response.result)))
         }
-        ServerJsonRpcMessage::Error(error) if error.id.as_ref() == Some(id) => Sorted::Answer(Err(Error::Protocol {
-            server: server.to_owned(),
-            code: error.error.code.0,
-            message: error.error.message.to_string(),
-        })),
+        ServerJsonRpcMessage::Error(error) if error.id.as_ref() == Some(id) => {
+            Sorted::UpstreamResult(Err(Error::Protocol {
+                server: server.to_owned(),
+                code: error.error.code.0,
+                message: error.error.message.to_string(),
+            }))
+        }
         other => Sorted::Other(other),
     }
 }
@@ -401,7 +404,7 @@ fn answer_of(server: &str, message: ServerJsonRpcMessage, id: &RequestId) -> Sor
 /// `id`. A plain tool result stays raw (`answer.rs`); any other result is decoded by its own
 /// type. `None` for anything else (errors, notifications, requests, other ids), which the full
 /// decode then reads.
-fn plain_answer(text: &str, id: &RequestId, tool_call: bool) -> Option<Answer> {
+fn plain_answer(text: &str, id: &RequestId, tool_call: bool) -> Option<UpstreamResult> {
     #[derive(serde::Deserialize)]
     struct Envelope<'a> {
         id: Option<RequestId>,
@@ -416,9 +419,9 @@ fn plain_answer(text: &str, id: &RequestId, tool_call: bool) -> Option<Answer> {
     }
     let result = envelope.result?;
     if tool_call && let Some(raw) = RawToolResult::from_upstream(result) {
-        return Some(Answer::ToolResult(raw));
+        return Some(UpstreamResult::ToolResult(raw));
     }
-    serde_json::from_str(result.get()).ok().map(Answer::Result)
+    serde_json::from_str(result.get()).ok().map(UpstreamResult::Result)
 }
 
 async fn relay_notification(notification: ServerNotification, progress: Option<&ProgressToken>, caller: &Caller) {
@@ -481,7 +484,7 @@ mod tests {
             .expect("a valid URL");
         // One thread makes every call: its own lane's permits, then the other lanes'.
         let mut held = Vec::new();
-        for _ in 0..super::super::connect::MAX_CONCURRENT_REQUESTS {
+        for _ in 0..super::super::http::MAX_CONCURRENT_REQUESTS {
             let acquired = tokio::time::timeout(std::time::Duration::from_secs(5), wire.acquire()).await;
             let (_, permit) = acquired.expect("a free permit is never waited for");
             held.push(permit.expect("open semaphore"));

@@ -28,8 +28,9 @@ use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use rmcp::{ClientHandler, ErrorData};
 use std::sync::Arc;
 
-use super::{Caller, ListChanged};
-use crate::mcp::link::AgentLink;
+use super::ListChanged;
+use crate::caller::AgentLink;
+use crate::caller::Caller;
 
 /// Per-backend routing state shared by its calls and its upstream handler.
 pub struct Relay {

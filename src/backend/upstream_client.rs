@@ -15,32 +15,15 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt as _};
 use http::{HeaderName, HeaderValue};
-use rmcp::model::{ClientJsonRpcMessage, GetMeta as _};
+use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse, StreamableHttpResponseLimits,
 };
 use sse_stream::{Error as SseError, Sse};
-
-/// How long a reply may go on after it was dropped (or answered) before its connection is given up.
-const DRAIN_LIMIT: Duration = Duration::from_secs(1);
-
-/// Reads what is left of a reply to its end (at most `DRAIN_LIMIT`), so its HTTP/1.1 connection
-/// goes back to the pool instead of being closed.
-pub(super) async fn drain<S: Stream + Unpin>(mut rest: S) {
-    let _ = tokio::time::timeout(DRAIN_LIMIT, async { while rest.next().await.is_some() {} }).await;
-}
-
-/// The HTTP `traceparent` header for a request whose `_meta` carries one.
-pub(super) fn traceparent_header(message: &ClientJsonRpcMessage) -> Option<(HeaderName, HeaderValue)> {
-    let ClientJsonRpcMessage::Request(request) = message else { return None };
-    let value = HeaderValue::from_str(request.request.get_meta().get_traceparent()?).ok()?;
-    Some((HeaderName::from_static("traceparent"), value))
-}
 
 /// reqwest, and the `Wire` of the session, which learns the session id and headers rmcp uses.
 #[derive(Clone)]
@@ -59,7 +42,7 @@ impl UpstreamClient {
         if let (Some(wire), Some(session)) = (&self.1, session_id) {
             wire.learn(session, &headers, auth);
         }
-        headers.extend(traceparent_header(message));
+        headers.extend(super::http::traceparent_header(message));
         headers
     }
 }
@@ -89,7 +72,7 @@ impl Drop for DrainOnDrop {
         if let Some(rest) = self.inner.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(drain(rest));
+            runtime.spawn(super::http::drain(rest));
         }
     }
 }
@@ -181,6 +164,7 @@ impl StreamableHttpClient for UpstreamClient {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_reply_dropped_before_its_end_is_read_to_the_end() {

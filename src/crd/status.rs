@@ -1,7 +1,7 @@
 //! The `status` block of an MCPServer, and writing it back into the resource's YAML file.
 //!
-//! Only this file writes status. In filesystem mode the write replaces the top-level `status:`
-//! block and leaves everything else (comments included) byte for byte, and it is skipped when
+//! `sink.rs` decides where status goes; in filesystem mode it comes here. The write replaces
+//! the top-level `status:` block and leaves everything else (comments included) byte for byte, and it is skipped when
 //! nothing changed, so the folder watcher never sees a status-only change as a new spec.
 
 use std::path::Path;
@@ -130,37 +130,6 @@ impl Reason {
             Self::RecoveryStarted => "recovering",
             Self::RecoverySucceeded => "recovered",
             Self::AuthRequired => "needs sign-in",
-        }
-    }
-}
-
-/// Where status and events go: the resource's file, or the Kubernetes API.
-#[derive(Clone)]
-pub enum Sink {
-    Files,
-    Kubernetes { status: super::kubernetes::StatusWriter, events: super::kubernetes::EventRecorder },
-}
-
-impl Sink {
-    pub fn write(&self, source: &super::files::Source, status: &Status) {
-        match (source, self) {
-            (super::files::Source::File(path), _) => {
-                if let Err(e) = write_to_file(path, status) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot write status");
-                }
-            }
-            (super::files::Source::Kubernetes { namespace, name }, Self::Kubernetes { status: writer, .. }) => {
-                writer.write(namespace, name, status);
-            }
-            (super::files::Source::Kubernetes { .. }, Self::Files) => {}
-        }
-    }
-
-    pub fn event(&self, source: &super::files::Source, reason: Reason, note: String, warning: bool) {
-        tracing::info!(source = %source, reason = reason.as_str(), note, "event");
-        if let (super::files::Source::Kubernetes { namespace, name }, Self::Kubernetes { events, .. }) = (source, self)
-        {
-            events.publish(namespace, name, reason.as_str(), note, warning);
         }
     }
 }

@@ -15,18 +15,19 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use rmcp::ServerHandler as _;
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, GetMeta as _, ProgressToken, ProtocolVersion, ServerResult,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, GetMeta as _, ProgressToken, ProtocolVersion, RequestId,
+    ServerJsonRpcMessage, ServerResult,
 };
+use rmcp::{ErrorData, ServerHandler as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::auth::Identity;
-use crate::backend::{Answer, Caller};
+use crate::backend::UpstreamResult;
+use crate::caller::{self, AgentLink, Caller, Outgoing};
 use crate::mcp::GatewayServer;
-use crate::mcp::link::{self, AgentLink, Outgoing};
 use crate::mcp::sessions::{AgentSession, Sessions};
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -49,13 +50,14 @@ pub(super) fn initialize(
 ) -> HttpResponse {
     let result = match endpoint.gateway.negotiate_initialize(params) {
         Ok(result) => result,
-        Err(e) => return reply(req, Outgoing::answer(id, Err(e))),
+        Err(e) => return reply(req, answer_message(id, Err(e))),
     };
     let (session_id, _) = match endpoint.sessions.open(owner) {
         Ok(opened) => opened,
         Err(refused) => return error::sessions_refused(&refused),
     };
-    let mut response = reply(req, Outgoing::answer(id, Ok(Answer::Result(ServerResult::InitializeResult(result)))));
+    let mut response =
+        reply(req, answer_message(id, Ok(UpstreamResult::Result(ServerResult::InitializeResult(result)))));
     if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&session_id) {
         response.headers_mut().insert(actix_web::http::header::HeaderName::from_static(SESSION_HEADER), value);
     }
@@ -137,7 +139,7 @@ async fn post(
         ClientJsonRpcMessage::Request(request) => {
             let progress_token = progress_token(&request.request);
             let ct = CancellationToken::new();
-            let (reply_tx, replies) = mpsc::channel(link::REPLY_QUEUE);
+            let (reply_tx, replies) = mpsc::channel(caller::REPLY_QUEUE);
             // An agent that takes no SSE gets one JSON answer: what would go before it on the reply
             // (progress, logs) goes to its standalone stream, and questions to it fail at once.
             let takes_sse = accepts(req, "text/event-stream");
@@ -158,7 +160,7 @@ async fn post(
                 let _in_flight = in_flight;
                 let answer = gateway.handle(request.request, &caller, Some(&headers)).await;
                 drop(caller);
-                let _ = link::push(&reply_tx, &answered, Outgoing::answer(id, answer));
+                let _ = caller::push(&reply_tx, &answered, answer_message(id, answer));
             });
             respond(req, takes_sse, replies, ct, Touch(endpoint.sessions.clone(), Arc::from(session_id))).await
         }
@@ -179,12 +181,12 @@ async fn post(
             HttpResponse::Accepted().finish()
         }
         ClientJsonRpcMessage::Response(response) => {
-            session.answer(&response.id, Ok(response.result));
+            session.deliver_reply(&response.id, Ok(response.result));
             HttpResponse::Accepted().finish()
         }
         ClientJsonRpcMessage::Error(e) => {
             if let Some(id) = &e.id {
-                session.answer(id, Err(e.error));
+                session.deliver_reply(id, Err(e.error));
             }
             HttpResponse::Accepted().finish()
         }
@@ -291,6 +293,35 @@ fn standalone_stream(req: &HttpRequest, sessions: &Arc<Sessions>, id: &str, sess
         Some((Ok::<_, std::convert::Infallible>(event), (messages, session)))
     });
     sse(stream)
+}
+
+/// The answer to request `id`, as the reply stream's last message. A raw tool result goes out
+/// as the upstream encoded it.
+fn answer_message(id: RequestId, answer: Result<UpstreamResult, ErrorData>) -> Outgoing {
+    #[derive(serde::Serialize)]
+    struct RawResponse<'a> {
+        jsonrpc: &'static str,
+        id: &'a RequestId,
+        result: &'a serde_json::value::RawValue,
+    }
+    let message = match answer {
+        Ok(UpstreamResult::ToolResult(raw)) => {
+            let response = RawResponse { jsonrpc: "2.0", id: &id, result: raw.json() };
+            if let Ok(json) = serde_json::to_vec(&response) {
+                return Outgoing { json: Bytes::from(json), is_answer: true };
+            }
+            let e = ErrorData::internal_error("the tool result could not be encoded", None);
+            ServerJsonRpcMessage::error(e, Some(id))
+        }
+        Ok(UpstreamResult::Result(result)) => ServerJsonRpcMessage::response(result, id),
+        Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
+    };
+    Outgoing::message(&message).unwrap_or_else(|| Outgoing {
+        json: Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"muster could not encode the answer"}}"#,
+        ),
+        is_answer: true,
+    })
 }
 
 /// One message as the whole reply: JSON if the agent accepts it, else a one-event SSE stream.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::GatewayServer;
 use super::error;
-use crate::backend::Caller;
+use crate::caller::Caller;
 use crate::routing::catalog::ToolRoute;
 use crate::routing::{self, Snapshot};
 
@@ -319,7 +319,7 @@ async fn call_tool(gateway: &GatewayServer, args: JsonObject, caller: &Caller) -
         gateway.discover_for(caller.identity.as_ref()).await;
         dispatched = gateway.dispatch(name, arguments, caller).await;
     }
-    let inner = match dispatched.map(crate::backend::Answer::into_call_tool_response) {
+    let inner = match dispatched.map(crate::backend::UpstreamResult::into_call_tool_response) {
         Ok(Some(CallToolResponse::Complete(result))) => result,
         Ok(_) => invalid(format!(
             "tool {name} answered with a task, an input request or a result muster could not read, which call_tool cannot relay; call it directly"

@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rmcp::ErrorData;
-use rmcp::model::{ClientResult, RequestId, ServerJsonRpcMessage, ServerNotification};
+use rmcp::model::{RequestId, ServerJsonRpcMessage, ServerNotification};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::caller::{AgentChannel, AgentReply};
 use crate::routing::Snapshot;
 
 /// A session without a request for this long is forgotten; its next request gets 404 and the
@@ -66,9 +66,6 @@ pub enum Refused {
     TotalLimit { limit: usize },
 }
 
-/// The answer an agent gave to a server-to-client request (sampling, elicitation, roots).
-pub type Answer = Result<ClientResult, ErrorData>;
-
 /// One agent session.
 pub struct AgentSession {
     /// Unique per session; the relay's "sole caller" rule compares these.
@@ -81,7 +78,7 @@ pub struct AgentSession {
     /// Requests in flight, by the agent's request id, for `notifications/cancelled`.
     in_flight: Mutex<HashMap<RequestId, CancellationToken>>,
     /// Server-to-client requests waiting for the agent's answer, by the id muster gave them.
-    pending: Mutex<HashMap<RequestId, oneshot::Sender<Answer>>>,
+    pending: Mutex<HashMap<RequestId, oneshot::Sender<AgentReply>>>,
     next_request: AtomicI64,
 }
 
@@ -115,30 +112,6 @@ impl AgentSession {
         self.standalone.lock().is_ok_and(|s| s.as_ref().is_some_and(|tx| !tx.is_closed()))
     }
 
-    /// Sends a notification on the standalone stream; dropped when the agent holds none open.
-    /// An agent that leaves `STANDALONE_QUEUE` messages unread loses the stream: it ends once
-    /// the agent reads what is queued.
-    pub fn notify(&self, notification: ServerNotification) {
-        if let Ok(mut standalone) = self.standalone.lock()
-            && let Some(tx) = standalone.as_ref()
-            && let Err(mpsc::error::TrySendError::Full(_)) =
-                tx.try_send(ServerJsonRpcMessage::notification(notification))
-        {
-            tracing::debug!(agent = self.agent_id, "the agent does not read its standalone stream; closing it");
-            standalone.take();
-        }
-    }
-
-    /// A fresh id for a server-to-client request, and where the agent's answer will arrive.
-    pub fn expect_answer(&self) -> (RequestId, oneshot::Receiver<Answer>) {
-        let id = RequestId::Number(self.next_request.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(id.clone(), tx);
-        }
-        (id, rx)
-    }
-
     /// Ends what the session has going: requests in flight are cancelled, waits for answers end,
     /// the standalone stream closes. On `DELETE` and when the session expires.
     fn end(&self) {
@@ -155,17 +128,43 @@ impl AgentSession {
         }
     }
 
-    /// Stops waiting for an answer (the request could not be sent, or its call ended).
-    pub fn forget_answer(&self, id: &RequestId) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(id);
+    /// The agent replied to a server-to-client request; false when nobody asked under that id.
+    pub fn deliver_reply(&self, id: &RequestId, reply: AgentReply) -> bool {
+        let waiting = self.pending.lock().ok().and_then(|mut p| p.remove(id));
+        waiting.is_some_and(|tx| tx.send(reply).is_ok())
+    }
+}
+
+impl AgentChannel for AgentSession {
+    /// Sends a notification on the standalone stream; dropped when the agent holds none open.
+    /// An agent that leaves `STANDALONE_QUEUE` messages unread loses the stream: it ends once
+    /// the agent reads what is queued.
+    fn notify(&self, notification: ServerNotification) {
+        if let Ok(mut standalone) = self.standalone.lock()
+            && let Some(tx) = standalone.as_ref()
+            && let Err(mpsc::error::TrySendError::Full(_)) =
+                tx.try_send(ServerJsonRpcMessage::notification(notification))
+        {
+            tracing::debug!(agent = self.agent_id, "the agent does not read its standalone stream; closing it");
+            standalone.take();
         }
     }
 
-    /// The agent answered a server-to-client request; false when nobody asked under that id.
-    pub fn answer(&self, id: &RequestId, answer: Answer) -> bool {
-        let waiting = self.pending.lock().ok().and_then(|mut p| p.remove(id));
-        waiting.is_some_and(|tx| tx.send(answer).is_ok())
+    /// A fresh id for a server-to-client request, and where the agent's answer will arrive.
+    fn expect_reply(&self) -> (RequestId, oneshot::Receiver<AgentReply>) {
+        let id = RequestId::Number(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(id.clone(), tx);
+        }
+        (id, rx)
+    }
+
+    /// Stops waiting for an answer (the request could not be sent, or its call ended).
+    fn forget_reply(&self, id: &RequestId) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(id);
+        }
     }
 }
 
@@ -356,18 +355,19 @@ pub async fn watch_catalog(sessions: Arc<Sessions>, mut snapshots: watch::Receiv
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmcp::model::ClientResult;
 
     #[test]
-    fn answers_reach_only_the_request_that_asked() {
+    fn replies_reach_only_the_request_that_asked() {
         let sessions = Sessions::default();
         let (_, session) = sessions.open(None).expect("open");
-        let (first, mut first_rx) = session.expect_answer();
-        let (second, mut second_rx) = session.expect_answer();
+        let (first, mut first_rx) = session.expect_reply();
+        let (second, mut second_rx) = session.expect_reply();
         assert_ne!(first, second);
-        assert!(session.answer(&second, Ok(ClientResult::empty(()))));
+        assert!(session.deliver_reply(&second, Ok(ClientResult::empty(()))));
         assert!(second_rx.try_recv().is_ok());
         assert!(first_rx.try_recv().is_err(), "the first request is still waiting");
-        assert!(!session.answer(&second, Ok(ClientResult::empty(()))), "an id is answered once");
+        assert!(!session.deliver_reply(&second, Ok(ClientResult::empty(()))), "an id is answered once");
     }
 
     #[test]
@@ -389,7 +389,7 @@ mod tests {
     async fn an_ended_session_stops_every_wait_and_request() {
         let sessions = Sessions::new(Duration::from_millis(50), Limits::default());
         let (id, session) = sessions.open(None).expect("open");
-        let (_, mut answer) = session.expect_answer();
+        let (_, mut answer) = session.expect_reply();
         sessions.close(&id);
         assert!(answer.try_recv().is_err(), "nobody is left to answer");
         assert!(session.pending.lock().is_ok_and(|p| p.is_empty()));

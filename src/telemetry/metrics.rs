@@ -1,8 +1,8 @@
 //! Every metric muster exports, in one place, and the Prometheus exposition at `/metrics`.
 //!
 //! Counters and histograms are recorded where things happen (the call path, the exchanger);
-//! gauges (backend states, sessions, connections) are computed at scrape time from the router's
-//! snapshot, so they are never stale.
+//! gauges (backend states, sessions, connections) are set at scrape time by `/metrics`
+//! (`frontend.rs`) from the router's snapshot, so they are never stale.
 
 use std::time::Duration;
 
@@ -77,23 +77,4 @@ pub fn token_exchange(cluster: &str, ok: bool) {
 
 pub fn token_cache_hit(cluster: &str) {
     metrics::counter!(TOKEN_CACHE_HITS, "cluster" => cluster.to_owned()).increment(1);
-}
-
-/// Sets the scrape-time gauges.
-pub fn set_gauges(snapshot: &crate::routing::Snapshot, agent_sessions: u64) {
-    metrics::gauge!(AGENT_SESSIONS).set(agent_sessions as f64);
-    let connections = super::propagation::established_connections();
-    for (name, server) in &snapshot.servers {
-        let connection = server.handle.connection();
-        for state in crate::crd::status::State::ALL {
-            let value = if state == connection.state { 1.0 } else { 0.0 };
-            metrics::gauge!(BACKEND_STATE, "server" => name.clone(), "state" => state.as_str()).set(value);
-        }
-        let sessions = u64::from(connection.session.is_some()) + server.handle.user_session_count();
-        metrics::gauge!(UPSTREAM_SESSIONS, "server" => name.clone()).set(sessions as f64);
-        if let Some(addr) = server.handle.upstream_addr() {
-            let count = connections.iter().filter(|remote| **remote == addr).count();
-            metrics::gauge!(UPSTREAM_CONNECTIONS, "server" => name.clone()).set(count as f64);
-        }
-    }
 }

@@ -23,3 +23,4 @@ mod kubernetes;
 mod peers;
 mod sso;
 mod telemetry;
+mod tidy;

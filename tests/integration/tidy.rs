@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "supervisor",
     "routing",
     "backend",
+    "caller",
     "auth",
     "crd",
     "config",
@@ -60,9 +61,14 @@ fn layer_of(relative: &str) -> Option<&str> {
 
 /// The top-level modules a file names as `crate::module`, also in `use crate::{a, b::c}`.
 fn uses(text: &str) -> BTreeSet<&str> {
+    names_after(text, "crate::")
+}
+
+/// The first path segment after each `prefix` (`crate::`, `super::`), grouped paths included.
+fn names_after<'a>(text: &'a str, prefix: &str) -> BTreeSet<&'a str> {
     let mut names = BTreeSet::new();
-    for (at, _) in text.match_indices("crate::") {
-        let rest = &text[at + "crate::".len()..];
+    for (at, _) in text.match_indices(prefix) {
+        let rest = &text[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             let mut depth = 0usize;
             let end = group
@@ -148,4 +154,69 @@ fn files_stay_short_or_say_why() {
         .map(|(relative, text)| format!("{relative}: {} lines", text.lines().count()))
         .collect();
     assert!(long.is_empty(), "files over {MAX_LINES} lines without a reason in LONG_FILES:\n{}", long.join("\n"));
+}
+
+/// Files of one module (`backend/*.rs`) may use each other, but never in a circle: a reader
+/// can then read a module's files bottom-up. Test modules are left out (`super::*` is the file).
+#[test]
+fn files_of_a_module_do_not_use_each_other_in_a_circle() {
+    let mut by_dir: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for (relative, text) in sources() {
+        if let Some((dir, file)) = relative.rsplit_once('/') {
+            let own = text.split("#[cfg(test)]").next().unwrap_or_default().to_owned();
+            by_dir.entry(dir.to_owned()).or_default().push((file.trim_end_matches(".rs").to_owned(), own));
+        }
+    }
+    let mut circles = Vec::new();
+    for (dir, files) in &by_dir {
+        let siblings: BTreeSet<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+        let graph: std::collections::BTreeMap<&str, BTreeSet<&str>> = files
+            .iter()
+            .map(|(name, text)| {
+                let used = names_after(text, "super::").into_iter().filter(|u| siblings.contains(u) && u != name);
+                (name.as_str(), used.collect())
+            })
+            .collect();
+        for start in graph.keys() {
+            if let Some(path) = path_back(&graph, start) {
+                circles.push(format!("{dir}/: {}", path.join(" → ")));
+            }
+        }
+    }
+    assert!(circles.is_empty(), "files that use each other in a circle:\n{}", circles.join("\n"));
+}
+
+/// A path from `start` through `graph` back to `start`, if there is one.
+fn path_back<'a>(
+    graph: &std::collections::BTreeMap<&'a str, BTreeSet<&'a str>>,
+    start: &'a str,
+) -> Option<Vec<&'a str>> {
+    let mut stack = vec![vec![start]];
+    let mut seen = BTreeSet::new();
+    while let Some(path) = stack.pop() {
+        let last = *path.last()?;
+        for &next in graph.get(last).into_iter().flatten() {
+            if next == start {
+                return Some([path.as_slice(), &[start]].concat());
+            }
+            if seen.insert(next) {
+                stack.push([path.as_slice(), &[next]].concat());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn the_circle_finder_finds_circles() {
+    let graph = [
+        ("a", BTreeSet::from(["b"])),
+        ("b", BTreeSet::from(["c"])),
+        ("c", BTreeSet::from(["a"])),
+        ("d", BTreeSet::from(["a"])),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(path_back(&graph, "a"), Some(vec!["a", "b", "c", "a"]));
+    assert_eq!(path_back(&graph, "d"), None);
 }

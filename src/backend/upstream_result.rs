@@ -1,4 +1,4 @@
-//! `Answer`: what an upstream answered to a request, decoded or, for a plain `tools/call`
+//! `UpstreamResult`: what an upstream answered to a request, decoded or, for a plain `tools/call`
 //! result on the direct path, still the upstream's own JSON.
 //!
 //! A tool result is most of what flows through the gateway, and muster has no business with its
@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
     clippy::large_enum_variant,
     reason = "ServerResult is passed unboxed as before; boxing it costs the decoded paths an allocation"
 )]
-pub enum Answer {
+pub enum UpstreamResult {
     Result(ServerResult),
     ToolResult(RawToolResult),
 }
@@ -57,7 +57,7 @@ impl RawToolResult {
     }
 }
 
-impl Answer {
+impl UpstreamResult {
     /// Whether this is a tool result that reports a failure (`isError: true`).
     pub fn is_tool_error(&self) -> bool {
         match self {
@@ -87,13 +87,13 @@ impl Answer {
     }
 }
 
-impl From<CallToolResult> for Answer {
+impl From<CallToolResult> for UpstreamResult {
     fn from(result: CallToolResult) -> Self {
         Self::Result(ServerResult::CallToolResult(result))
     }
 }
 
-impl From<CallToolResponse> for Answer {
+impl From<CallToolResponse> for UpstreamResult {
     fn from(response: CallToolResponse) -> Self {
         Self::Result(ServerResult::from(response))
     }
@@ -175,7 +175,7 @@ mod tests {
         let passed = raw(json).expect("plain");
         assert_eq!(passed.json().get(), json, "byte for byte");
         assert!(passed.is_error());
-        assert!(Answer::ToolResult(passed).is_tool_error());
+        assert!(UpstreamResult::ToolResult(passed).is_tool_error());
         let structured = raw(r#"{"content":[],"structuredContent":{"pods":[1,2]}}"#).expect("object structuredContent");
         assert!(!structured.is_error());
     }
@@ -208,7 +208,7 @@ mod tests {
         let mut direct: CallToolResult = serde_json::from_str(json).expect("rmcp reads it");
         direct.result_type = Some(ResultType::COMPLETE);
         assert_eq!(decoded, direct, "what rmcp reads, marked complete for 2026-07-28 agents");
-        let answer = Answer::ToolResult(raw(json).expect("plain"));
+        let answer = UpstreamResult::ToolResult(raw(json).expect("plain"));
         assert!(matches!(answer.into_call_tool_response(), Some(CallToolResponse::Complete(r)) if r == direct));
     }
 }

@@ -1,6 +1,12 @@
-//! `AgentLink`: the way back to the agent while one of its requests runs. What an upstream sends
-//! during a call (progress, logs, and sampling, elicitation and roots requests) goes on that
-//! request's own reply stream; resource updates go on the session's standalone stream.
+//! `Caller`: what an agent's request carries down to a backend: who the agent is, its
+//! cancellation and progress token, and `AgentLink`, the way back to the agent while the request
+//! runs. What an upstream sends during a call (progress, logs, and sampling, elicitation and roots
+//! requests) goes on that request's own reply stream; resource updates go on the session's
+//! standalone stream.
+//!
+//! A leaf below `backend`: `mcp` and `frontend` build callers, `backend` answers through them.
+//! The agent's session is seen through `AgentChannel`, which `mcp::sessions::AgentSession`
+//! implements, so this module knows nothing above it.
 //!
 //! A reply stream holds at most `REPLY_QUEUE` messages the agent has not read yet. An agent that
 //! falls behind further loses the request: it is cancelled (upstream too) and its stream ends,
@@ -16,15 +22,61 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rmcp::model::{ClientResult, RequestId, ServerJsonRpcMessage, ServerNotification, ServerRequest};
-use rmcp::service::RoleServer;
+use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, Peer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::sessions::AgentSession;
+use crate::auth::Identity;
 
 /// Messages a reply stream holds for the agent to read; past this, the request is cancelled.
 pub const REPLY_QUEUE: usize = 64;
+
+/// The agent session a request came from: where progress, logging, sampling, elicitation and
+/// roots requests of the upstream go back to.
+#[derive(Clone)]
+pub struct Caller {
+    /// Unique per agent session (assigned when the session starts).
+    pub agent_id: u64,
+    pub link: AgentLink,
+    pub ct: CancellationToken,
+    pub progress_token: Option<rmcp::model::ProgressToken>,
+    /// Who the agent is, when inbound authentication is on.
+    pub identity: Option<Arc<Identity>>,
+}
+
+impl Caller {
+    /// A request rmcp serves (2026-07-28, or muster's own tools on any revision).
+    pub fn from_context(agent_id: u64, context: &RequestContext<RoleServer>) -> Self {
+        Self {
+            agent_id,
+            link: AgentLink::Rmcp(context.peer.clone()),
+            ct: context.ct.clone(),
+            progress_token: context.meta.get_progress_token(),
+            identity: identity_of(&context.extensions),
+        }
+    }
+}
+
+/// The signed-in user of a request rmcp serves: `frontend` puts the HTTP request's parts into
+/// rmcp's extensions, and `auth` put the `Identity` into those.
+pub fn identity_of(extensions: &rmcp::model::Extensions) -> Option<Arc<Identity>> {
+    extensions.get::<http::request::Parts>().and_then(|parts| parts.extensions.get::<Arc<Identity>>()).cloned()
+}
+
+/// The agent's reply to a server-to-client request (sampling, elicitation, roots).
+pub type AgentReply = Result<ClientResult, ErrorData>;
+
+/// An agent's session as a request sees it: its standalone stream, and the questions muster asks
+/// the agent with the replies it gives. `mcp::sessions::AgentSession` is the implementation.
+pub trait AgentChannel: Send + Sync {
+    /// Sends a notification on the standalone stream; dropped when the agent holds none open.
+    fn notify(&self, notification: ServerNotification);
+    /// A fresh id for a server-to-client request, and where the agent's reply will arrive.
+    fn expect_reply(&self) -> (RequestId, oneshot::Receiver<AgentReply>);
+    /// Stops waiting for a reply (the request could not be sent, or its call ended).
+    fn forget_reply(&self, id: &RequestId);
+}
 
 #[derive(Clone)]
 pub enum AgentLink {
@@ -33,7 +85,7 @@ pub enum AgentLink {
     /// A request on one of muster's sessions, with its reply stream (`None` once only the
     /// session is wanted, e.g. for a subscription that outlives the request) and its
     /// cancellation (the agent cancelled, hung up, or ended the session).
-    Session { session: Arc<AgentSession>, reply: Option<mpsc::Sender<Outgoing>>, ct: CancellationToken },
+    Session { session: Arc<dyn AgentChannel>, reply: Option<mpsc::Sender<Outgoing>>, ct: CancellationToken },
 }
 
 impl AgentLink {
@@ -81,8 +133,8 @@ impl AgentLink {
                 other => ErrorData::internal_error(format!("the agent session did not answer: {other}"), None),
             }),
             Self::Session { session, reply: Some(reply), ct } => {
-                let (id, answer) = session.expect_answer();
-                let _forget = ForgetOnDrop { session, id: id.clone() };
+                let (id, answer) = session.expect_reply();
+                let _forget = ForgetOnDrop { session: session.as_ref(), id: id.clone() };
                 let asking = Outgoing::message(&ServerJsonRpcMessage::request(request, id)).ok_or_else(|| {
                     ErrorData::internal_error("muster could not encode its request to the agent", None)
                 })?;
@@ -138,81 +190,87 @@ impl Outgoing {
             }
         }
     }
-
-    /// The answer to request `id`. A raw tool result goes out as the upstream encoded it.
-    pub fn answer(id: RequestId, answer: Result<crate::backend::Answer, ErrorData>) -> Self {
-        #[derive(serde::Serialize)]
-        struct RawResponse<'a> {
-            jsonrpc: &'static str,
-            id: &'a RequestId,
-            result: &'a serde_json::value::RawValue,
-        }
-        let message = match answer {
-            Ok(crate::backend::Answer::ToolResult(raw)) => {
-                let response = RawResponse { jsonrpc: "2.0", id: &id, result: raw.json() };
-                if let Ok(json) = serde_json::to_vec(&response) {
-                    return Self { json: Bytes::from(json), is_answer: true };
-                }
-                let e = ErrorData::internal_error("the tool result could not be encoded", None);
-                ServerJsonRpcMessage::error(e, Some(id))
-            }
-            Ok(crate::backend::Answer::Result(result)) => ServerJsonRpcMessage::response(result, id),
-            Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
-        };
-        Self::message(&message).unwrap_or_else(|| Self {
-            json: Bytes::from_static(
-                br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"muster could not encode the answer"}}"#,
-            ),
-            is_answer: true,
-        })
-    }
 }
 
 /// Stops waiting for an answer however the wait ends.
 struct ForgetOnDrop<'a> {
-    session: &'a AgentSession,
+    session: &'a dyn AgentChannel,
     id: rmcp::model::RequestId,
 }
 
 impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
-        self.session.forget_answer(&self.id);
+        self.session.forget_reply(&self.id);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
-    use crate::mcp::sessions::Sessions;
+
+    /// An agent session that records what reaches it.
+    #[derive(Default)]
+    struct Recorder {
+        notified: Mutex<usize>,
+        waiting: Mutex<Vec<(RequestId, oneshot::Sender<AgentReply>)>>,
+    }
+
+    impl AgentChannel for Recorder {
+        fn notify(&self, _: ServerNotification) {
+            *self.notified.lock().expect("lock") += 1;
+        }
+        fn expect_reply(&self) -> (RequestId, oneshot::Receiver<AgentReply>) {
+            let id = RequestId::Number(7);
+            let (tx, rx) = oneshot::channel();
+            self.waiting.lock().expect("lock").push((id.clone(), tx));
+            (id, rx)
+        }
+        fn forget_reply(&self, id: &RequestId) {
+            self.waiting.lock().expect("lock").retain(|(w, _)| w != id);
+        }
+    }
+
+    fn link(session: &Arc<Recorder>) -> (AgentLink, mpsc::Receiver<Outgoing>, CancellationToken) {
+        let (reply, replies) = mpsc::channel(REPLY_QUEUE);
+        let ct = CancellationToken::new();
+        let session: Arc<dyn AgentChannel> = session.clone();
+        (AgentLink::Session { session, reply: Some(reply), ct: ct.clone() }, replies, ct)
+    }
 
     #[tokio::test]
     async fn a_question_to_the_agent_ends_when_its_request_does() {
-        let sessions = Sessions::default();
-        let (_, session) = sessions.open(None).expect("open");
-        let (reply, mut replies) = mpsc::channel(REPLY_QUEUE);
-        let ct = CancellationToken::new();
-        let link = AgentLink::Session { session, reply: Some(reply), ct: ct.clone() };
+        let session = Arc::new(Recorder::default());
+        let (link, mut replies, ct) = link(&session);
         let asking = tokio::spawn(async move { link.request(ServerRequest::PingRequest(Default::default())).await });
         let asked = replies.recv().await.expect("the question went out on the reply stream");
         let asked: ServerJsonRpcMessage = serde_json::from_slice(&asked.json).expect("a JSON-RPC message");
         assert!(matches!(asked, ServerJsonRpcMessage::Request(_)), "{asked:?}");
+        assert_eq!(session.waiting.lock().expect("lock").len(), 1, "the session waits for the reply");
         ct.cancel();
         let answer = tokio::time::timeout(std::time::Duration::from_secs(5), asking).await.expect("in time");
         assert!(answer.expect("join").is_err(), "no answer came, so the question failed");
+        assert!(session.waiting.lock().expect("lock").is_empty(), "the session stopped waiting");
     }
 
     #[tokio::test]
     async fn an_agent_that_does_not_read_loses_its_request() {
-        let sessions = Sessions::default();
-        let (_, session) = sessions.open(None).expect("open");
-        let (reply, _unread) = mpsc::channel(REPLY_QUEUE);
-        let ct = CancellationToken::new();
-        let link = AgentLink::Session { session, reply: Some(reply), ct: ct.clone() };
+        let session = Arc::new(Recorder::default());
+        let (link, _unread, ct) = link(&session);
         for _ in 0..REPLY_QUEUE {
             link.notify(ServerNotification::ToolListChangedNotification(Default::default())).await;
         }
         assert!(!ct.is_cancelled(), "a full queue is still fine");
         link.notify(ServerNotification::ToolListChangedNotification(Default::default())).await;
         assert!(ct.is_cancelled(), "one more than the queue holds cancels the request");
+    }
+
+    #[tokio::test]
+    async fn after_the_request_notifications_go_to_the_session() {
+        let session = Arc::new(Recorder::default());
+        let (link, _replies, _) = link(&session);
+        link.session_only().notify(ServerNotification::ToolListChangedNotification(Default::default())).await;
+        assert_eq!(*session.notified.lock().expect("lock"), 1);
     }
 }
