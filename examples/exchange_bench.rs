@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use muster::auth::exchange::{Exchanger, Target};
+use muster::auth::exchange::{ExchangeTarget, Exchanger};
 use muster::auth::secrets::SecretStore;
 use muster::auth::{Identity, Secret};
 
@@ -49,7 +49,7 @@ async fn main() {
 
     let dir = std::env::temp_dir();
     let exchanger = Exchanger::new(muster::auth::idp_client().expect("client"), SecretStore::new(&dir), false);
-    let targets: Vec<Target> = (0..CLUSTERS)
+    let targets: Vec<ExchangeTarget> = (0..CLUSTERS)
         .map(|c| {
             let spec = muster::crd::TokenExchange {
                 enabled: true,
@@ -59,7 +59,7 @@ async fn main() {
                 expected_issuer: Some(format!("http://cluster-{c}.example")),
                 ..Default::default()
             };
-            let mut target = Target::from_spec(&format!("cluster-{c}"), "muster", &spec).expect("target");
+            let mut target = ExchangeTarget::from_spec(&format!("cluster-{c}"), "muster", &spec).expect("target");
             target.audiences = vec![format!("cluster-{c}")];
             target
         })

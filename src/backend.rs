@@ -1,5 +1,5 @@
 //! One upstream MCP server, as the rest of muster sees it: `BackendHandle` (calls and lifecycle
-//! commands), the `Caller` a request comes from, the published `Connection`, and `Error`.
+//! commands), the `Caller` a request comes from, the published `BackendStatus`, and `Error`.
 //!
 //! - `actor.rs`: the `BackendActor`, which owns the upstream session's lifecycle (connect, watch,
 //!   ping, re-list, reconnect on request) and its messages.
@@ -14,7 +14,7 @@ mod actor;
 mod call;
 mod capabilities;
 mod connect;
-mod direct;
+mod direct_post;
 mod failure;
 mod http;
 mod relay;
@@ -113,14 +113,14 @@ pub struct UpstreamSession {
 #[derive(Clone)]
 enum Transport {
     /// Streamable HTTP with a session id: the calling task POSTs each call itself (`direct.rs`).
-    Direct(Arc<direct::Wire>),
+    Direct(Arc<direct_post::DirectPost>),
     /// stdio, legacy SSE, or a streamable-HTTP server without sessions: rmcp's peer carries it.
     Peer,
 }
 
 /// What callers can see of a backend without asking its mailbox.
 #[derive(Clone)]
-pub struct Connection {
+pub struct BackendStatus {
     pub session: Option<UpstreamSession>,
     pub state: State,
     /// Why the last attempt or session failed, in words.
@@ -133,7 +133,7 @@ pub struct Connection {
     pub retry_at: Option<Instant>,
 }
 
-impl Connection {
+impl BackendStatus {
     fn initial() -> Self {
         Self { session: None, state: State::Stopped, last_error: None, attempt: 0, attempted_at: None, retry_at: None }
     }
@@ -146,7 +146,7 @@ pub struct BackendHandle {
     /// Unique per actor: messages from a replaced backend are recognised and dropped.
     pub instance: u64,
     addr: Addr<BackendActor>,
-    connection: watch::Receiver<Connection>,
+    status: watch::Receiver<BackendStatus>,
     relay: Arc<Relay>,
     /// Every upstream call's deadline.
     call_timeout: Duration,
@@ -168,8 +168,8 @@ impl BackendHandle {
         self.addr.do_send(msg);
     }
 
-    pub fn connection(&self) -> Connection {
-        self.connection.borrow().clone()
+    pub fn status(&self) -> BackendStatus {
+        self.status.borrow().clone()
     }
 
     /// Opens the caller's upstream session ahead of the first call (SSO at sign-in), so the

@@ -1,5 +1,5 @@
 //! `Caller`: what an agent's request carries down to a backend: who the agent is, its
-//! cancellation and progress token, and `AgentLink`, the way back to the agent while the request
+//! cancellation and progress token, and `ReplyPath`, the way back to the agent while the request
 //! runs. What an upstream sends during a call (progress, logs, and sampling, elicitation and roots
 //! requests) goes on that request's own reply stream; resource updates go on the session's
 //! standalone stream.
@@ -38,7 +38,7 @@ pub const REPLY_QUEUE: usize = 64;
 pub struct Caller {
     /// Unique per agent session (assigned when the session starts).
     pub agent_id: u64,
-    pub link: AgentLink,
+    pub reply_path: ReplyPath,
     pub ct: CancellationToken,
     pub progress_token: Option<rmcp::model::ProgressToken>,
     /// Who the agent is, when inbound authentication is on.
@@ -50,7 +50,7 @@ impl Caller {
     pub fn from_context(agent_id: u64, context: &RequestContext<RoleServer>) -> Self {
         Self {
             agent_id,
-            link: AgentLink::Rmcp(context.peer.clone()),
+            reply_path: ReplyPath::Rmcp(context.peer.clone()),
             ct: context.ct.clone(),
             progress_token: context.meta.get_progress_token(),
             identity: identity_of(&context.extensions),
@@ -79,7 +79,7 @@ pub trait AgentChannel: Send + Sync {
 }
 
 #[derive(Clone)]
-pub enum AgentLink {
+pub enum ReplyPath {
     /// A request rmcp serves (2026-07-28): its peer.
     Rmcp(Peer<RoleServer>),
     /// A request on one of muster's sessions, with its reply stream (`None` once only the
@@ -88,7 +88,7 @@ pub enum AgentLink {
     Session { session: Arc<dyn AgentChannel>, reply: Option<mpsc::Sender<Outgoing>>, ct: CancellationToken },
 }
 
-impl AgentLink {
+impl ReplyPath {
     /// The same agent without this request's stream: for notifications after the request ended.
     pub fn session_only(&self) -> Self {
         match self {
@@ -232,11 +232,11 @@ mod tests {
         }
     }
 
-    fn link(session: &Arc<Recorder>) -> (AgentLink, mpsc::Receiver<Outgoing>, CancellationToken) {
+    fn link(session: &Arc<Recorder>) -> (ReplyPath, mpsc::Receiver<Outgoing>, CancellationToken) {
         let (reply, replies) = mpsc::channel(REPLY_QUEUE);
         let ct = CancellationToken::new();
         let session: Arc<dyn AgentChannel> = session.clone();
-        (AgentLink::Session { session, reply: Some(reply), ct: ct.clone() }, replies, ct)
+        (ReplyPath::Session { session, reply: Some(reply), ct: ct.clone() }, replies, ct)
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@
 mod body;
 mod connections;
 mod error;
-mod guard;
+mod host_guard;
 mod streamable;
 
 use std::sync::Arc;
@@ -49,10 +49,10 @@ const LINGER: Duration = Duration::from_secs(1);
 pub type McpService = StreamableHttpService<GatewayServer, NeverSessionManager>;
 
 #[derive(Clone)]
-struct State {
-    endpoint: Arc<streamable::Endpoint>,
+struct FrontendState {
+    endpoint: Arc<streamable::SessionRoutes>,
     mcp: Arc<McpService>,
-    guard: guard::Guard,
+    guard: host_guard::HostGuard,
     router: RouterHandle,
     auth: Option<Arc<InboundAuth>>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -104,10 +104,10 @@ pub async fn serve(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> std::io::Result<()> {
     let gateway = GatewayServer::new(0, router.clone(), config.tool_exposure, config.oauth.is_some());
-    let state = State {
-        endpoint: Arc::new(streamable::Endpoint { gateway, sessions }),
+    let state = FrontendState {
+        endpoint: Arc::new(streamable::SessionRoutes { gateway, sessions }),
         mcp: Arc::new(mcp),
-        guard: guard::Guard::new(&config.allowed_hosts, &config.allowed_origins),
+        guard: host_guard::HostGuard::new(&config.allowed_hosts, &config.allowed_origins),
         router,
         auth,
         metrics,
@@ -171,7 +171,7 @@ async fn health() -> HttpResponse {
 }
 
 /// Prometheus exposition (`telemetry/metrics.rs` lists every name), behind the Host check.
-async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+async fn metrics(req: HttpRequest, state: web::Data<FrontendState>) -> HttpResponse {
     if let Err(refused) = scrape_guard(&req, &state) {
         return *refused;
     }
@@ -182,12 +182,12 @@ async fn metrics(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
 }
 
 /// Sets the scrape-time gauges.
-fn set_gauges(snapshot: &crate::routing::Snapshot, agent_sessions: u64) {
+fn set_gauges(snapshot: &crate::routing::CatalogSnapshot, agent_sessions: u64) {
     use crate::telemetry::metrics::{AGENT_SESSIONS, BACKEND_STATE, UPSTREAM_CONNECTIONS, UPSTREAM_SESSIONS};
     metrics::gauge!(AGENT_SESSIONS).set(agent_sessions as f64);
     let connections = crate::telemetry::propagation::established_connections();
     for (name, server) in &snapshot.servers {
-        let connection = server.handle.connection();
+        let connection = server.handle.status();
         for state in crate::crd::status::State::ALL {
             let value = if state == connection.state { 1.0 } else { 0.0 };
             metrics::gauge!(BACKEND_STATE, "server" => name.clone(), "state" => state.as_str()).set(value);
@@ -201,7 +201,7 @@ fn set_gauges(snapshot: &crate::routing::Snapshot, agent_sessions: u64) {
     }
 }
 
-async fn readyz(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+async fn readyz(req: HttpRequest, state: web::Data<FrontendState>) -> HttpResponse {
     if let Err(refused) = scrape_guard(&req, &state) {
         return *refused;
     }
@@ -216,7 +216,7 @@ async fn readyz(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
 
 /// The Host/Origin guard of `/mcp` for `/metrics` and `/readyz`, which also accepts the IP
 /// address the connection arrived on (kubelet probes, Prometheus scraping a pod).
-fn scrape_guard(req: &HttpRequest, state: &State) -> Result<(), Box<HttpResponse>> {
+fn scrape_guard(req: &HttpRequest, state: &FrontendState) -> Result<(), Box<HttpResponse>> {
     let local = req.conn_data::<connections::Slot>().and_then(|slot| slot.local).map(|addr| addr.ip());
     state.guard.check_scrape(req, local).map_err(|refused| {
         Box::new(error::jsonrpc_error(
@@ -228,7 +228,7 @@ fn scrape_guard(req: &HttpRequest, state: &State) -> Result<(), Box<HttpResponse
 }
 
 /// RFC 9728 protected-resource metadata; 404 when inbound sign-in is off.
-async fn protected_resource(state: web::Data<State>) -> HttpResponse {
+async fn protected_resource(state: web::Data<FrontendState>) -> HttpResponse {
     match &state.auth {
         Some(auth) => HttpResponse::Ok().json(&auth.metadata),
         None => HttpResponse::NotFound().finish(),
@@ -238,7 +238,7 @@ async fn protected_resource(state: web::Data<State>) -> HttpResponse {
 /// `/mcp`: the Host/Origin guard, `authenticate` (when sign-in is on), reading the body, then a
 /// session's own route (`streamable.rs`), `initialize`, or rmcp for a request without a session
 /// (2026-07-28).
-async fn mcp(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
+async fn mcp(req: HttpRequest, payload: web::Payload, state: web::Data<FrontendState>) -> HttpResponse {
     if let Err(refused) = state.guard.check(&req) {
         return error::jsonrpc_error(
             actix_web::http::StatusCode::FORBIDDEN,

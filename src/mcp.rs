@@ -33,7 +33,7 @@ use crate::backend::UpstreamResult;
 use crate::caller::Caller;
 use crate::config::ToolExposure;
 use crate::routing::resolve::resolve_tool;
-use crate::routing::{self, RouterHandle, Snapshot};
+use crate::routing::{self, CatalogSnapshot, RouterHandle};
 
 /// How long a list waits for a user's sessions to auth servers that have not listed yet.
 /// Failures are remembered (exchange and session backoff), so a dead cluster costs this once.
@@ -55,7 +55,7 @@ impl GatewayServer {
         Self { agent_id, router, exposure, sign_in }
     }
 
-    fn snapshot(&self) -> Arc<Snapshot> {
+    fn snapshot(&self) -> Arc<CatalogSnapshot> {
         self.router.current()
     }
 
@@ -261,7 +261,7 @@ impl GatewayServer {
         caller: &Caller,
         headers: Option<&http::HeaderMap>,
     ) -> Result<UpstreamResult, ErrorData> {
-        let mut result = match self.answer(request, caller, headers).await? {
+        let mut result = match self.route_request(request, caller, headers).await? {
             // Only plain tool results stay raw, and they have the legacy shape already.
             raw @ UpstreamResult::ToolResult(_) => return Ok(raw),
             UpstreamResult::Result(result) => result,
@@ -278,7 +278,8 @@ impl GatewayServer {
         Ok(UpstreamResult::Result(result))
     }
 
-    async fn answer(
+    /// A tool call keeps a raw result; every other request is decoded (`decoded_request`).
+    async fn route_request(
         &self,
         request: ClientRequest,
         caller: &Caller,
@@ -287,10 +288,10 @@ impl GatewayServer {
         if let ClientRequest::CallToolRequest(request) = request {
             return Ok(self.tool_call(request.params, caller, headers).await);
         }
-        self.answer_decoded(request, caller).await.map(UpstreamResult::Result)
+        self.decoded_request(request, caller).await.map(UpstreamResult::Result)
     }
 
-    async fn answer_decoded(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, ErrorData> {
+    async fn decoded_request(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, ErrorData> {
         match request {
             ClientRequest::PingRequest(_) | ClientRequest::SetLevelRequest(_) => Ok(ServerResult::empty(())),
             ClientRequest::ListToolsRequest(_) => Ok(ServerResult::ListToolsResult(self.tools(caller).await)),
@@ -470,7 +471,10 @@ impl GatewayServer {
     }
 }
 
-fn resource_backend(snapshot: &Snapshot, uri: &str) -> Result<(crate::backend::BackendHandle, String), routing::Error> {
+fn resource_backend(
+    snapshot: &CatalogSnapshot,
+    uri: &str,
+) -> Result<(crate::backend::BackendHandle, String), routing::Error> {
     let target = snapshot
         .catalog
         .resource_target(uri)
@@ -480,7 +484,10 @@ fn resource_backend(snapshot: &Snapshot, uri: &str) -> Result<(crate::backend::B
     Ok((backend.clone(), target.name))
 }
 
-fn prompt_backend(snapshot: &Snapshot, name: &str) -> Result<(crate::backend::BackendHandle, String), routing::Error> {
+fn prompt_backend(
+    snapshot: &CatalogSnapshot,
+    name: &str,
+) -> Result<(crate::backend::BackendHandle, String), routing::Error> {
     let not_found = || routing::Error::PromptNotFound {
         name: name.to_owned(),
         suggestions: routing::resolve::closest(name, snapshot.catalog.prompt_routes.keys().map(String::as_str), 3),

@@ -1,6 +1,6 @@
 //! RouterActor: owns the catalog. It rebuilds it eagerly whenever a server's membership, state or
 //! capabilities change (never lazily on a list, Muster #1204) and publishes an immutable
-//! `Arc<Snapshot>` that request tasks read without touching the mailbox.
+//! `Arc<CatalogSnapshot>` that request tasks read without touching the mailbox.
 //!
 //! Accepts `ServerUpdated` (from backends), `ServerRemoved` and `InitialSetKnown` (from the
 //! supervisor).
@@ -65,7 +65,7 @@ pub struct Server {
 
 /// What request tasks read: the catalog plus the backends it routes to.
 #[derive(Clone, Default)]
-pub struct Snapshot {
+pub struct CatalogSnapshot {
     pub catalog: Catalog,
     pub servers: BTreeMap<String, Server>,
     /// Every server of the initial desired state has settled once: `/readyz` answers 200.
@@ -73,7 +73,7 @@ pub struct Snapshot {
     pub version: u64,
 }
 
-impl Snapshot {
+impl CatalogSnapshot {
     pub fn backend(&self, server: &str) -> Option<&BackendHandle> {
         self.servers.get(server).map(|s| &s.handle)
     }
@@ -105,24 +105,24 @@ pub struct RouterActor {
     muster_prefix: String,
     servers: BTreeMap<String, Server>,
     initial: Option<Vec<String>>,
-    tx: watch::Sender<Arc<Snapshot>>,
+    tx: watch::Sender<Arc<CatalogSnapshot>>,
 }
 
 /// How other modules read the catalog.
 #[derive(Clone)]
 pub struct RouterHandle {
     pub addr: Addr<RouterActor>,
-    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub snapshot: watch::Receiver<Arc<CatalogSnapshot>>,
 }
 
 impl RouterHandle {
     pub fn start(muster_prefix: String) -> Self {
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (tx, rx) = watch::channel(Arc::new(CatalogSnapshot::default()));
         let addr = RouterActor { muster_prefix, servers: BTreeMap::new(), initial: None, tx }.start();
         Self { addr, snapshot: rx }
     }
 
-    pub fn current(&self) -> Arc<Snapshot> {
+    pub fn current(&self) -> Arc<CatalogSnapshot> {
         self.snapshot.borrow().clone()
     }
 }
@@ -144,7 +144,7 @@ impl RouterActor {
             .as_ref()
             .is_some_and(|names| names.iter().all(|n| self.servers.get(n).is_none_or(|s| s.settled)));
         let version = self.tx.borrow().version + 1;
-        self.tx.send_replace(Arc::new(Snapshot { catalog, servers: self.servers.clone(), ready, version }));
+        self.tx.send_replace(Arc::new(CatalogSnapshot { catalog, servers: self.servers.clone(), ready, version }));
     }
 }
 
@@ -157,7 +157,7 @@ impl Handler<ServerUpdated> for RouterActor {
 
     fn handle(&mut self, msg: ServerUpdated, _: &mut Self::Context) {
         let name = msg.handle.name.to_string();
-        let connection = msg.handle.connection();
+        let connection = msg.handle.status();
         let settled = !matches!(connection.state, State::Starting | State::Connecting | State::Stopped);
         // Only the current backend of a server may update it (a replaced one's late messages and
         // a removed one's never re-create it).

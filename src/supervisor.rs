@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::auth::exchange::{Exchanger, Target};
+use crate::auth::exchange::{ExchangeTarget, Exchanger};
 use crate::backend::{
     BackendActor, BackendHandle, BackendStateChanged, Connect, RetryScheduled, Shutdown, UpstreamAuth,
 };
 use crate::config::{Calls, Supervision};
 use crate::crd::McpServer;
-use crate::crd::files::{Snapshot as DesiredSnapshot, Source};
+use crate::crd::files::{DesiredSet, Source};
 use crate::crd::sink::Sink;
 use crate::crd::status::{Condition, Reason, State, Status};
 use crate::routing::{InitialSetKnown, RouterHandle, ServerAdded, ServerRemoved};
@@ -33,9 +33,9 @@ use crate::routing::{InitialSetKnown, RouterHandle, ServerAdded, ServerRemoved};
 /// The desired set: the folder's content, or the MCPServer resources in the watched namespaces.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct DesiredState(pub DesiredSnapshot);
+pub struct DesiredState(pub DesiredSet);
 
-struct Managed {
+struct Supervised {
     definition: Arc<McpServer>,
     source: Source,
     handle: BackendHandle,
@@ -62,7 +62,7 @@ pub struct SupervisorActor {
     exchanger: Option<Arc<Exchanger>>,
     router: RouterHandle,
     sink: Sink,
-    servers: BTreeMap<String, Managed>,
+    servers: BTreeMap<String, Supervised>,
     initial_done: bool,
     next_epoch: u64,
 }
@@ -109,7 +109,7 @@ impl SupervisorActor {
         let auto_start = definition.spec.auto_start;
         self.servers.insert(
             name.clone(),
-            Managed {
+            Supervised {
                 definition,
                 source: source.clone(),
                 handle: handle.clone(),
@@ -198,7 +198,8 @@ fn upstream_auth(
         let exchanger =
             exchanger.ok_or("token exchange needs a signed-in user: enable aggregator.oauth.server in config.yaml")?;
         let namespace = definition.metadata.namespace.as_deref().unwrap_or("default");
-        let mut target = Target::from_spec(definition.name(), namespace, exchange).map_err(|e| e.to_string())?;
+        let mut target =
+            ExchangeTarget::from_spec(definition.name(), namespace, exchange).map_err(|e| e.to_string())?;
         target.audiences.clone_from(&auth.required_audiences);
         return Ok(Some(Arc::new(UpstreamAuth::Exchange { target: Box::new(target), exchanger: exchanger.clone() })));
     }

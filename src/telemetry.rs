@@ -15,12 +15,12 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Flushes the log and shuts the span exporter down when dropped.
-pub struct Guard {
+pub struct TelemetryGuard {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     _log: tracing_appender::non_blocking::WorkerGuard,
 }
 
-impl Drop for Guard {
+impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
             let _ = provider.shutdown();
@@ -28,7 +28,7 @@ impl Drop for Guard {
     }
 }
 
-pub fn init(debug: bool) -> Guard {
+pub fn init(debug: bool) -> TelemetryGuard {
     // rmcp logs transport failures with what the upstream sent (a whole body, when it was not
     // JSON-RPC); muster logs each failure itself, in words. So rmcp speaks only with --debug.
     let default = if debug { "debug,rmcp=info" } else { "info,rmcp=off" };
@@ -50,7 +50,7 @@ pub fn init(debug: bool) -> Guard {
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("muster")));
     let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    Guard { provider, _log: log }
+    TelemetryGuard { provider, _log: log }
 }
 
 fn otlp_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {

@@ -68,7 +68,7 @@ impl Error {
 
 /// Where and how to exchange for one MCPServer (its `spec.auth.tokenExchange`).
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct ExchangeTarget {
     pub cluster: String,
     pub endpoint: reqwest::Url,
     pub expected_issuer: String,
@@ -86,7 +86,7 @@ pub struct SecretRef {
     pub secret_key: String,
 }
 
-impl Target {
+impl ExchangeTarget {
     /// From a validated MCPServer spec; `namespace` is the MCPServer's.
     pub fn from_spec(cluster: &str, namespace: &str, spec: &crate::crd::TokenExchange) -> Result<Self, Error> {
         let endpoint_text = spec.dex_token_endpoint.clone().unwrap_or_default();
@@ -193,7 +193,7 @@ impl Exchanger {
     }
 
     /// The token for `identity` at `target`'s cluster: from the cache, or exchanged now.
-    pub async fn token(self: &Arc<Self>, target: &Target, identity: &Identity) -> Result<Secret, Error> {
+    pub async fn token(self: &Arc<Self>, target: &ExchangeTarget, identity: &Identity) -> Result<Secret, Error> {
         let (key, credentials) = self.key(target, identity).await?;
         if let Some(entry) = self.cache.get(&key).await {
             crate::telemetry::metrics::token_cache_hit(&target.cluster);
@@ -228,20 +228,20 @@ impl Exchanger {
     }
 
     /// Drops the cached token (after the upstream answered 401), so the next call re-exchanges.
-    pub async fn invalidate(&self, target: &Target, identity: &Identity) {
+    pub async fn invalidate(&self, target: &ExchangeTarget, identity: &Identity) {
         if let Ok((key, _)) = self.key(target, identity).await {
             self.cache.invalidate(&key).await;
         }
     }
 
     /// The last failure for this user at this cluster, if it is still being backed off.
-    pub async fn last_failure(&self, target: &Target, identity: &Identity) -> Option<Error> {
+    pub async fn last_failure(&self, target: &ExchangeTarget, identity: &Identity) -> Option<Error> {
         let (key, _) = self.key(target, identity).await.ok()?;
         self.failures.get(&key).filter(|f| f.until > Instant::now()).map(|f| f.error)
     }
 
     /// True when a token for this user and cluster is cached.
-    pub async fn has_token(&self, target: &Target, identity: &Identity) -> bool {
+    pub async fn has_token(&self, target: &ExchangeTarget, identity: &Identity) -> bool {
         let Ok((key, _)) = self.key(target, identity).await else { return false };
         self.cache.contains_key(&key)
     }
@@ -249,7 +249,7 @@ impl Exchanger {
     /// The cache key for this user at this target, and the client credentials it includes.
     async fn key(
         &self,
-        target: &Target,
+        target: &ExchangeTarget,
         identity: &Identity,
     ) -> Result<(String, Option<Arc<ClientCredentials>>), Error> {
         let credentials = self.credentials(target).await?;
@@ -257,7 +257,7 @@ impl Exchanger {
         Ok((key, credentials))
     }
 
-    async fn credentials(&self, target: &Target) -> Result<Option<Arc<ClientCredentials>>, Error> {
+    async fn credentials(&self, target: &ExchangeTarget) -> Result<Option<Arc<ClientCredentials>>, Error> {
         let Some(secret) = &target.secret else { return Ok(None) };
         let store = self.secrets.clone();
         let reference = secret.clone();
@@ -276,7 +276,7 @@ impl Exchanger {
     fn refresh_in_background(
         self: &Arc<Self>,
         key: String,
-        target: Target,
+        target: ExchangeTarget,
         subject_token: Secret,
         credentials: Option<Arc<ClientCredentials>>,
     ) {
@@ -299,7 +299,7 @@ impl Exchanger {
 
     async fn exchange(
         &self,
-        target: &Target,
+        target: &ExchangeTarget,
         subject_token: &Secret,
         credentials: Option<&ClientCredentials>,
     ) -> Result<Arc<Exchanged>, Error> {
@@ -317,7 +317,7 @@ impl Exchanger {
 
     async fn exchange_once(
         &self,
-        target: &Target,
+        target: &ExchangeTarget,
         subject_token: &Secret,
         credentials: Option<&ClientCredentials>,
     ) -> Result<Arc<Exchanged>, Error> {
@@ -374,7 +374,7 @@ impl Exchanger {
     }
 
     /// https, or http on loopback; where `egress` allows (private networks only with opt-in).
-    async fn check_endpoint(&self, target: &Target) -> Result<(), Error> {
+    async fn check_endpoint(&self, target: &ExchangeTarget) -> Result<(), Error> {
         let url = &target.endpoint;
         let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
         let port = url.port_or_known_default().unwrap_or(443);
@@ -450,7 +450,7 @@ struct TokenResponse {
 /// The cache key: (endpoint, connector, client id, scopes + audiences sorted, subject), hashed,
 /// plus the expected issuer, so a token checked against one target's issuer is never handed to a
 /// target that expects another.
-fn cache_key(target: &Target, client_id: Option<&str>, subject: &str) -> String {
+fn cache_key(target: &ExchangeTarget, client_id: Option<&str>, subject: &str) -> String {
     let mut scopes: Vec<&str> = target.scopes.split_whitespace().collect();
     let audiences: Vec<String> = target.audiences.iter().map(|a| format!("audience:{a}")).collect();
     scopes.extend(audiences.iter().map(String::as_str));

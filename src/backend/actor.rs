@@ -1,6 +1,6 @@
 //! BackendActor: one upstream MCP server's session. It opens it (stdio child or streamable HTTP,
 //! through rmcp), watches it, probes it with MCP `ping`, re-lists its capabilities when the
-//! upstream says they changed, and publishes it (`Connection`) for the call path.
+//! upstream says they changed, and publishes it (`BackendStatus`) for the call path.
 //!
 //! Accepts `Connect` and `Shutdown` (from the supervisor), `RetryScheduled` (from the supervisor),
 //! `ConnectionLost` (from its session watcher, its health probe and the call path), `ConnectNow`
@@ -19,7 +19,9 @@ use rmcp::service::RoleClient;
 use tokio::sync::watch;
 
 use super::ServerCapabilities;
-use super::{BackendHandle, Connection, Relay, UpstreamAuth, UpstreamSession, connect, failure, relay, user_sessions};
+use super::{
+    BackendHandle, BackendStatus, Relay, UpstreamAuth, UpstreamSession, connect, failure, relay, user_sessions,
+};
 use crate::crd::McpServer;
 use crate::crd::status::State;
 
@@ -50,7 +52,7 @@ pub struct BackendActor {
     health_interval: Duration,
     supervisor: Recipient<BackendStateChanged>,
     router: Recipient<ServerUpdated>,
-    connection: watch::Sender<Connection>,
+    status: watch::Sender<BackendStatus>,
     relay: Arc<Relay>,
     generation: u64,
     call_timeout: Duration,
@@ -76,7 +78,7 @@ impl BackendActor {
         auth: Option<Arc<UpstreamAuth>>,
     ) -> Result<BackendHandle, connect::Error> {
         let http = super::http::http_client(definition.timeout(), super::http::MAX_CONCURRENT_REQUESTS)?;
-        let (tx, rx) = watch::channel(Connection::initial());
+        let (tx, rx) = watch::channel(BackendStatus::initial());
         let relay = Arc::new(Relay::new(definition.name().to_owned()));
         let call_timeout = calls.timeout.unwrap_or_else(|| definition.timeout());
         let degraded = Arc::new(AtomicBool::new(false));
@@ -91,7 +93,7 @@ impl BackendActor {
             health_interval,
             supervisor,
             router,
-            connection: tx,
+            status: tx,
             relay: relay.clone(),
             generation: 0,
             call_timeout,
@@ -109,7 +111,7 @@ impl BackendActor {
             name,
             instance,
             addr,
-            connection: rx,
+            status: rx,
             relay,
             call_timeout,
             degraded,
@@ -125,7 +127,7 @@ impl BackendActor {
             name: self.definition.name().into(),
             instance: self.instance,
             addr: ctx.address(),
-            connection: self.connection.subscribe(),
+            status: self.status.subscribe(),
             relay: self.relay.clone(),
             call_timeout: self.call_timeout,
             degraded: self.degraded.clone(),
@@ -143,7 +145,7 @@ impl BackendActor {
         error: Option<String>,
         session: Option<UpstreamSession>,
     ) {
-        self.connection.send_modify(|c| {
+        self.status.send_modify(|c| {
             c.session = session;
             c.state = state;
             c.last_error.clone_from(&error);
@@ -235,8 +237,8 @@ impl Handler<Connect> for BackendActor {
         };
         self.degraded.store(false, Ordering::Relaxed);
         // One change: a waiting call never sees the new attempt with the old state.
-        self.connection.send_modify(|c| {
-            *c = Connection {
+        self.status.send_modify(|c| {
+            *c = BackendStatus {
                 session: None,
                 state,
                 last_error: None,
@@ -303,7 +305,7 @@ impl Handler<ConnectNow> for BackendActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectNow, ctx: &mut Self::Context) {
-        let failed = matches!(self.connection.borrow().state, State::Failed | State::Disconnected);
+        let failed = matches!(self.status.borrow().state, State::Failed | State::Disconnected);
         if msg.attempt == self.generation && failed && !self.stopping {
             tracing::info!(server = self.definition.name(), "a call is waiting: connecting now");
             <Self as Handler<Connect>>::handle(self, Connect, ctx);
@@ -322,7 +324,7 @@ impl Handler<RetryScheduled> for BackendActor {
     type Result = ();
 
     fn handle(&mut self, msg: RetryScheduled, _: &mut Self::Context) {
-        self.connection.send_modify(|c| c.retry_at = Some(msg.at));
+        self.status.send_modify(|c| c.retry_at = Some(msg.at));
     }
 }
 
@@ -338,7 +340,7 @@ impl Handler<ConnectionLost> for BackendActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionLost, ctx: &mut Self::Context) {
-        if msg.generation != self.generation || self.stopping || self.connection.borrow().session.is_none() {
+        if msg.generation != self.generation || self.stopping || self.status.borrow().session.is_none() {
             return;
         }
         tracing::warn!(server = self.definition.name(), reason = %msg.reason, "upstream connection lost");
@@ -358,7 +360,7 @@ impl Handler<ListChanged> for BackendActor {
     type Result = ();
 
     fn handle(&mut self, msg: ListChanged, ctx: &mut Self::Context) {
-        let Some(session) = self.connection.borrow().session.clone() else { return };
+        let Some(session) = self.status.borrow().session.clone() else { return };
         if msg.generation != session.generation {
             return;
         }
@@ -400,7 +402,7 @@ impl Handler<CapabilitiesDiscovered> for BackendActor {
             return;
         }
         self.discovered = true;
-        self.connection.send_modify(|c| c.state = State::Connected);
+        self.status.send_modify(|c| c.state = State::Connected);
         self.report(State::Connected, None);
         self.router.do_send(ServerUpdated { capabilities: Some(msg.capabilities), handle: self.backend_handle(ctx) });
     }
@@ -424,7 +426,7 @@ impl Handler<CallHealth> for BackendActor {
             tracing::info!(server = self.definition.name(), "calls answer in time again");
         }
         let (state, error) = {
-            let connection = self.connection.borrow();
+            let connection = self.status.borrow();
             (connection.state, connection.last_error.clone())
         };
         self.report(state, error);
@@ -442,7 +444,7 @@ impl Handler<Shutdown> for BackendActor {
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
         self.stopping = true;
         self.drop_session(ctx);
-        self.connection.send_modify(|c| {
+        self.status.send_modify(|c| {
             c.session = None;
             c.state = State::Stopped;
             c.last_error = None;

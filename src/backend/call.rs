@@ -23,8 +23,8 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use super::{
-    BackendHandle, CallHealth, CapabilitiesDiscovered, ConnectNow, Connection, ConnectionLost, Error, Relay, Transport,
-    UpstreamAuth, UpstreamResult, UpstreamSession, connect, direct, user_sessions,
+    BackendHandle, BackendStatus, CallHealth, CapabilitiesDiscovered, ConnectNow, ConnectionLost, Error, Relay,
+    Transport, UpstreamAuth, UpstreamResult, UpstreamSession, connect, direct_post, user_sessions,
 };
 use crate::caller::Caller;
 use crate::crd::status::State;
@@ -44,7 +44,7 @@ impl BackendHandle {
     /// upstream's own JSON (`answer.rs`).
     pub async fn call_tool(&self, params: CallToolRequestParams, caller: &Caller) -> Result<UpstreamResult, Error> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        match self.request_with(request, caller, &Hook::None).await? {
+        match self.request_with(request, caller, &SubscriptionChange::None).await? {
             answer @ UpstreamResult::ToolResult(_) => Ok(answer),
             UpstreamResult::Result(
                 result @ (ServerResult::CallToolResult(_)
@@ -88,16 +88,16 @@ impl BackendHandle {
 
     #[allow(deprecated, reason = "resources/subscribe is what 2025-era agents send")]
     pub async fn subscribe(&self, params: SubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
-        let hook = Hook::Subscribe(params.uri.clone());
+        let change = SubscriptionChange::Subscribe(params.uri.clone());
         let request = ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params));
-        self.request_with(request, caller, &hook).await.map(drop)
+        self.request_with(request, caller, &change).await.map(drop)
     }
 
     #[allow(deprecated, reason = "resources/unsubscribe is what 2025-era agents send")]
     pub async fn unsubscribe(&self, params: UnsubscribeRequestParams, caller: &Caller) -> Result<(), Error> {
-        let hook = Hook::Unsubscribe(params.uri.clone());
+        let change = SubscriptionChange::Unsubscribe(params.uri.clone());
         let request = ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params));
-        self.request_with(request, caller, &hook).await.map(drop)
+        self.request_with(request, caller, &change).await.map(drop)
     }
 
     fn unexpected(&self) -> Error {
@@ -105,7 +105,7 @@ impl BackendHandle {
     }
 
     async fn request(&self, request: ClientRequest, caller: &Caller) -> Result<ServerResult, Error> {
-        self.request_with(request, caller, &Hook::None)
+        self.request_with(request, caller, &SubscriptionChange::None)
             .await?
             .into_result()
             .map_err(|e| Error::Upstream { server: self.name.to_string(), message: format!("undecodable result: {e}") })
@@ -115,11 +115,11 @@ impl BackendHandle {
         &self,
         request: ClientRequest,
         caller: &Caller,
-        hook: &Hook,
+        change: &SubscriptionChange,
     ) -> Result<UpstreamResult, Error> {
         let mut answer = match &self.auth {
-            Some(auth) => self.request_as_user(auth, request, caller, hook).await?,
-            None => self.request_shared(request, caller, hook).await?,
+            Some(auth) => self.request_as_user(auth, request, caller, change).await?,
+            None => self.request_shared(request, caller, change).await?,
         };
         if let UpstreamResult::Result(result) = &mut answer {
             mark_complete(result);
@@ -132,9 +132,9 @@ impl BackendHandle {
         &self,
         request: ClientRequest,
         caller: &Caller,
-        hook: &Hook,
+        change: &SubscriptionChange,
     ) -> Result<UpstreamResult, Error> {
-        if !hook.apply(&self.relay, caller) {
+        if !change.apply(&self.relay, caller) {
             return Ok(UpstreamResult::Result(ServerResult::empty(())));
         }
         let upstream = self.ready_session(None).await?;
@@ -156,7 +156,7 @@ impl BackendHandle {
         auth: &UpstreamAuth,
         request: ClientRequest,
         caller: &Caller,
-        hook: &Hook,
+        change: &SubscriptionChange,
     ) -> Result<UpstreamResult, Error> {
         let server = self.name.to_string();
         let identity = caller.identity.as_deref().ok_or_else(|| Error::Unauthenticated { server: server.clone() })?;
@@ -186,7 +186,7 @@ impl BackendHandle {
             }
             // Each user session has its own relay: progress, logs and requests from the upstream
             // go back only to this user's agents.
-            if !hook.apply(&session.relay, caller) {
+            if !change.apply(&session.relay, caller) {
                 return Ok(UpstreamResult::Result(ServerResult::empty(())));
             }
             match self.call_upstream(&session.upstream, &session.relay, request.clone(), caller).await {
@@ -208,12 +208,12 @@ impl BackendHandle {
     /// server, what failed and when muster retries. `after` is a session the call lost: only a
     /// newer one will do.
     async fn ready_session(&self, after: Option<u64>) -> Result<UpstreamSession, Error> {
-        let usable = |c: &Connection| c.session.clone().filter(|s| after.is_none_or(|lost| s.generation > lost));
-        if let Some(session) = usable(&self.connection.borrow()) {
+        let usable = |c: &BackendStatus| c.session.clone().filter(|s| after.is_none_or(|lost| s.generation > lost));
+        if let Some(session) = usable(&self.status.borrow()) {
             return Ok(session);
         }
         let deadline = tokio::time::Instant::now() + CALL_CONNECT_WAIT;
-        let mut rx = self.connection.clone();
+        let mut rx = self.status.clone();
         let (mut asked, mut waited_for_probe) = (None, false);
         loop {
             let mut wake = deadline;
@@ -256,8 +256,8 @@ impl BackendHandle {
 
     /// Why the backend cannot take a call now. After a failure, the supervisor's retry time
     /// follows the state by a message; wait for it briefly, so the agent learns when to retry.
-    async fn unavailable(&self, rx: &mut watch::Receiver<Connection>) -> Error {
-        let stale = |c: &Connection| {
+    async fn unavailable(&self, rx: &mut watch::Receiver<BackendStatus>) -> Error {
+        let stale = |c: &BackendStatus| {
             c.state == State::Failed && c.retry_at.is_none_or(|at| at <= Instant::now()) && c.session.is_none()
         };
         if stale(&rx.borrow_and_update()) {
@@ -307,7 +307,7 @@ impl BackendHandle {
         let sending = async {
             crate::telemetry::propagation::inject(request.get_meta_mut());
             match &upstream.transport {
-                Transport::Direct(wire) => self.post_direct(wire, relay, request, &scoped).await,
+                Transport::Direct(direct) => self.post_direct(direct, relay, request, &scoped).await,
                 Transport::Peer => self.request_through_peer(&upstream.peer, relay, request, &scoped).await,
             }
         };
@@ -349,15 +349,15 @@ impl BackendHandle {
     /// A streamable-HTTP session: the calling task POSTs the request and reads its reply.
     async fn post_direct(
         &self,
-        wire: &direct::Wire,
+        direct: &direct_post::DirectPost,
         relay: &Relay,
         request: ClientRequest,
         caller: &Caller,
     ) -> Result<UpstreamResult, Error> {
-        let id = wire.next_id();
+        let id = direct.next_id();
         // Progress the upstream sends on its GET stream instead of the reply finds the caller too.
         let _route = relay.begin_call(&rmcp::model::ProgressToken(id.clone()), caller);
-        wire.call(&self.name, id, request, caller).await
+        direct.call(&self.name, id, request, caller).await
     }
 
     /// Any other session: rmcp's peer sends the request and routes the answer back by id.
@@ -390,14 +390,14 @@ impl BackendHandle {
 }
 
 /// What a request does to its session's relay before it is sent.
-enum Hook {
+enum SubscriptionChange {
     None,
     Subscribe(String),
     Unsubscribe(String),
 }
 
-impl Hook {
-    /// Applies the hook; false when the upstream need not hear the request (the upstream
+impl SubscriptionChange {
+    /// Applies the change; false when the upstream need not hear the request (the upstream
     /// subscription exists already, or other agents still want it).
     fn apply(&self, relay: &Relay, caller: &Caller) -> bool {
         match self {

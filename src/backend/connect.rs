@@ -91,7 +91,7 @@ pub(super) async fn connect(
     max_result_bytes: usize,
 ) -> Result<Connected, Error> {
     let timeout = definition.timeout();
-    let mut wire = None;
+    let mut direct = None;
     if let Some(url) = definition.spec.url.as_deref() {
         crate::egress::upstream_policy()
             .check_url(url)
@@ -106,7 +106,7 @@ pub(super) async fn connect(
             let url = definition.spec.url.clone().unwrap_or_default();
             // Pools of its own: connections for calls are opened (and served) by the threads that
             // make the calls, not by the one running rmcp's session.
-            wire = super::direct::Wire::new(&url, definition.timeout(), max_result_bytes)?.map(Arc::new);
+            direct = super::direct_post::DirectPost::new(&url, definition.timeout(), max_result_bytes)?.map(Arc::new);
             let mut config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers(definition)?);
             if let Some(bearer) = bearer {
                 config = config.auth_header(bearer.expose());
@@ -114,7 +114,7 @@ pub(super) async fn connect(
             config.max_concurrent_requests = super::http::MAX_CONCURRENT_REQUESTS;
             config.max_json_response_size = max_result_bytes;
             config.max_sse_event_size = max_result_bytes;
-            let client = super::upstream_client::UpstreamClient(http, wire.clone());
+            let client = super::upstream_client::UpstreamClient(http, direct.clone());
             let transport = StreamableHttpClientTransport::with_client(client, config);
             tokio::time::timeout(timeout, handler.serve(transport)).await
         }
@@ -164,10 +164,10 @@ pub(super) async fn connect(
             () = stop.cancelled() => "closed by muster".to_owned(),
         }
     });
-    // The handshake and the listing carried the session id, so the `Wire` knows it by now; a
+    // The handshake and the listing carried the session id, so the `DirectPost` knows it by now; a
     // server without sessions keeps rmcp's transport.
-    let transport = match wire {
-        Some(wire) if wire.ready() => super::Transport::Direct(wire),
+    let transport = match direct {
+        Some(direct) if direct.ready() => super::Transport::Direct(direct),
         _ => super::Transport::Peer,
     };
     Ok(Connected { peer, transport, cancel, closed, capabilities })

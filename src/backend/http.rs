@@ -11,7 +11,7 @@ use rmcp::model::{ClientJsonRpcMessage, GetMeta as _};
 /// TCP connections per upstream session, at most (in steady state): its standalone GET stream,
 /// one for the session's own traffic (handshake, pings, re-lists), and one per call on the wire.
 pub(super) const MAX_CONNECTIONS: usize = 8;
-/// Calls an upstream session has on the wire at most (`direct::Wire`'s permits; rmcp's own
+/// Calls an upstream session has on the wire at most (`direct_post::DirectPost`'s permits; rmcp's own
 /// limit for what it sends), and so the idle connections each HTTP client keeps.
 pub(super) const MAX_CONCURRENT_REQUESTS: usize = MAX_CONNECTIONS - 2;
 

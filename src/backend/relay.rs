@@ -29,24 +29,24 @@ use rmcp::{ClientHandler, ErrorData};
 use std::sync::Arc;
 
 use super::ListChanged;
-use crate::caller::AgentLink;
 use crate::caller::Caller;
+use crate::caller::ReplyPath;
 
 /// Per-backend routing state shared by its calls and its upstream handler.
 pub struct Relay {
     server: String,
     next_call: AtomicU64,
-    calls: Mutex<HashMap<u64, InFlight>>,
+    calls: Mutex<HashMap<u64, RelayedCall>>,
     /// URI -> (agent id, agent session) of the agents subscribed to it.
     subscriptions: Mutex<HashMap<String, Vec<Subscriber>>>,
 }
 
-type Subscriber = (u64, AgentLink);
+type Subscriber = (u64, ReplyPath);
 
-struct InFlight {
+struct RelayedCall {
     upstream_token: ProgressToken,
     agent_id: u64,
-    link: AgentLink,
+    reply_path: ReplyPath,
     agent_token: Option<ProgressToken>,
 }
 
@@ -71,10 +71,10 @@ impl Relay {
 
     pub fn begin_call(&self, upstream_token: &ProgressToken, caller: &Caller) -> CallGuard<'_> {
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        let entry = InFlight {
+        let entry = RelayedCall {
             upstream_token: upstream_token.clone(),
             agent_id: caller.agent_id,
-            link: caller.link.clone(),
+            reply_path: caller.reply_path.clone(),
             agent_token: caller.progress_token.clone(),
         };
         if let Ok(mut calls) = self.calls.lock() {
@@ -90,7 +90,7 @@ impl Relay {
         let list = subs.entry(uri.to_owned()).or_default();
         let first = list.is_empty();
         if !list.iter().any(|(id, _)| *id == caller.agent_id) {
-            list.push((caller.agent_id, caller.link.session_only()));
+            list.push((caller.agent_id, caller.reply_path.session_only()));
         }
         first
     }
@@ -108,17 +108,20 @@ impl Relay {
     }
 
     /// The agent whose progress token rmcp replaced with `token`, and that agent's own token.
-    fn progress_target(&self, token: &ProgressToken) -> Option<(AgentLink, ProgressToken)> {
+    fn progress_target(&self, token: &ProgressToken) -> Option<(ReplyPath, ProgressToken)> {
         let calls = self.calls.lock().ok()?;
-        calls.values().find(|c| &c.upstream_token == token).and_then(|c| Some((c.link.clone(), c.agent_token.clone()?)))
+        calls
+            .values()
+            .find(|c| &c.upstream_token == token)
+            .and_then(|c| Some((c.reply_path.clone(), c.agent_token.clone()?)))
     }
 
     /// The one agent session with calls in flight, if there is exactly one.
-    fn sole_caller(&self) -> Option<AgentLink> {
+    fn sole_caller(&self) -> Option<ReplyPath> {
         let calls = self.calls.lock().ok()?;
         let mut agents = calls.values();
         let first = agents.next()?;
-        agents.all(|c| c.agent_id == first.agent_id).then(|| first.link.clone())
+        agents.all(|c| c.agent_id == first.agent_id).then(|| first.reply_path.clone())
     }
 
     fn route_request_error(&self, what: &str) -> ErrorData {
@@ -222,7 +225,7 @@ impl ClientHandler for UpstreamHandler {
         params: ResourceUpdatedNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let agents: Vec<AgentLink> = match self.relay.subscriptions.lock() {
+        let agents: Vec<ReplyPath> = match self.relay.subscriptions.lock() {
             Ok(subs) => subs.get(&params.uri).map(|l| l.iter().map(|(_, a)| a.clone()).collect()).unwrap_or_default(),
             Err(_) => Vec::new(),
         };

@@ -25,12 +25,12 @@ use rmcp::transport::streamable_http_client::{
 };
 use sse_stream::{Error as SseError, Sse};
 
-/// reqwest, and the `Wire` of the session, which learns the session id and headers rmcp uses.
+/// reqwest, and the `DirectPost` of the session, which learns the session id and headers rmcp uses.
 #[derive(Clone)]
-pub(super) struct UpstreamClient(pub(super) reqwest::Client, pub(super) Option<Arc<super::direct::Wire>>);
+pub(super) struct UpstreamClient(pub(super) reqwest::Client, pub(super) Option<Arc<super::direct_post::DirectPost>>);
 
 impl UpstreamClient {
-    /// What every POST rmcp makes goes through first: the `Wire` learns the session, and the
+    /// What every POST rmcp makes goes through first: the `DirectPost` learns the session, and the
     /// headers gain the message's `traceparent`.
     fn outgoing(
         &self,
@@ -39,8 +39,8 @@ impl UpstreamClient {
         auth: Option<&str>,
         mut headers: HashMap<HeaderName, HeaderValue>,
     ) -> HashMap<HeaderName, HeaderValue> {
-        if let (Some(wire), Some(session)) = (&self.1, session_id) {
-            wire.learn(session, &headers, auth);
+        if let (Some(direct), Some(session)) = (&self.1, session_id) {
+            direct.learn(session, &headers, auth);
         }
         headers.extend(super::http::traceparent_header(message));
         headers

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::ServerCapabilities;
 use super::connect;
 use super::relay::{Relay, UpstreamHandler};
-use crate::auth::exchange::{self, Exchanger, Target};
+use crate::auth::exchange::{self, ExchangeTarget, Exchanger};
 use crate::auth::{Identity, Secret};
 use crate::crd::McpServer;
 
@@ -21,7 +21,7 @@ pub enum UpstreamAuth {
     /// Send the agent's own validated token (`forwardToken: true`).
     Forward,
     /// Exchange the agent's token at the cluster's identity provider (`tokenExchange`).
-    Exchange { target: Box<Target>, exchanger: Arc<Exchanger> },
+    Exchange { target: Box<ExchangeTarget>, exchanger: Arc<Exchanger> },
 }
 
 impl UpstreamAuth {

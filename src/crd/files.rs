@@ -64,7 +64,7 @@ impl std::fmt::Display for Rejected {
 
 /// The result of reading the folder once.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
+pub struct DesiredSet {
     pub definitions: Vec<Definition>,
     pub rejected: Vec<Rejected>,
     /// Files (or the folder itself) that could not be read. `Loader::read` keeps what they held at
@@ -97,9 +97,9 @@ pub fn servers_dir(config_dir: &Path) -> PathBuf {
 /// Reads every `*.yaml`/`*.yml` file of `DIR/mcpservers` once, with no memory of earlier reads
 /// (`check-config`). A missing folder is an empty fleet; a folder that cannot be listed is one
 /// `unreadable` entry.
-pub fn load(config_dir: &Path) -> Snapshot {
+pub fn load(config_dir: &Path) -> DesiredSet {
     let dir = servers_dir(config_dir);
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = DesiredSet::default();
     let paths = match list(&dir) {
         Ok(paths) => paths,
         Err(Listing::Missing) => return snapshot,
@@ -152,7 +152,7 @@ impl Loader {
     }
 
     /// `load`, plus what unreadable files and folders held before.
-    pub fn read(&mut self) -> Snapshot {
+    pub fn read(&mut self) -> DesiredSet {
         let mut snapshot = load(&self.config_dir);
         let dir = servers_dir(&self.config_dir);
         // A file that no longer parses far enough to name its server still names the one it
@@ -191,7 +191,7 @@ impl Loader {
 /// Adds what unreadable files (or every file, when the folder is unreadable) held before: a valid
 /// server as a `rejected` entry that names it (the supervisor keeps it running and says why in its
 /// status), an invalid one as it was.
-fn keep_known(snapshot: &mut Snapshot, known: &BTreeMap<PathBuf, Known>) {
+fn keep_known(snapshot: &mut DesiredSet, known: &BTreeMap<PathBuf, Known>) {
     let mut kept = Vec::new();
     for unreadable in &snapshot.unreadable {
         for (path, outcome) in known.iter().filter(|(path, _)| path.starts_with(&unreadable.path)) {
@@ -301,8 +301,8 @@ fn too_large(bytes: u64) -> String {
 
 /// Validates already-parsed resources (Kubernetes mode): the same rules and the same
 /// duplicate-name check as files.
-pub fn snapshot_of(resources: Vec<(McpServer, Source)>) -> Snapshot {
-    let mut snapshot = Snapshot::default();
+pub fn desired_set_of(resources: Vec<(McpServer, Source)>) -> DesiredSet {
+    let mut snapshot = DesiredSet::default();
     for (server, source) in resources {
         let problems = server.validate();
         if problems.is_empty() {
@@ -340,7 +340,7 @@ fn first_line(s: &str) -> String {
     }
 }
 
-fn reject_duplicate_names(snapshot: &mut Snapshot) {
+fn reject_duplicate_names(snapshot: &mut DesiredSet) {
     let mut seen: std::collections::HashMap<String, Source> = std::collections::HashMap::new();
     let mut keep = Vec::new();
     for definition in std::mem::take(&mut snapshot.definitions) {
@@ -369,9 +369,9 @@ fn reject_duplicate_names(snapshot: &mut Snapshot) {
 /// The returned guard stops the OS watcher when dropped.
 pub fn watch(
     loader: Loader,
-    last: Snapshot,
+    last: DesiredSet,
     resync: Duration,
-    out: mpsc::UnboundedSender<Snapshot>,
+    out: mpsc::UnboundedSender<DesiredSet>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let dir = servers_dir(loader.config_dir());
     let _ = std::fs::create_dir_all(&dir);

@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 
-use super::files::{Snapshot, Source, snapshot_of};
+use super::files::{DesiredSet, Source, desired_set_of};
 use super::status::{Condition, State, Status};
 use super::{API_VERSION, KIND, McpServerResource};
 
@@ -43,7 +43,11 @@ pub async fn client() -> Result<Client, Error> {
 
 /// Watches MCPServers in `namespaces` and sends the desired set after every change. Returns
 /// `Err` only when the initial sync cannot be done; the caller must then stop the process.
-pub async fn watch(client: Client, namespaces: Vec<String>, out: mpsc::UnboundedSender<Snapshot>) -> Result<(), Error> {
+pub async fn watch(
+    client: Client,
+    namespaces: Vec<String>,
+    out: mpsc::UnboundedSender<DesiredSet>,
+) -> Result<(), Error> {
     let mut readers = Vec::new();
     let mut streams = Vec::new();
     for (index, namespace) in namespaces.iter().enumerate() {
@@ -58,7 +62,7 @@ pub async fn watch(client: Client, namespaces: Vec<String>, out: mpsc::Unbounded
     let mut events = futures::stream::select_all(streams);
     let mut synced = vec![false; namespaces.len()];
     let mut failures = vec![0u32; namespaces.len()];
-    let mut last: Option<Snapshot> = None;
+    let mut last: Option<DesiredSet> = None;
     while let Some((index, event)) = events.next().await {
         match event {
             Ok(watcher::Event::InitDone) => {
@@ -100,7 +104,7 @@ pub async fn watch(client: Client, namespaces: Vec<String>, out: mpsc::Unbounded
                 (server, source)
             })
             .collect();
-        let snapshot = snapshot_of(resources);
+        let snapshot = desired_set_of(resources);
         if last.as_ref() != Some(&snapshot) {
             last = Some(snapshot.clone());
             if out.send(snapshot).is_err() {

@@ -34,7 +34,7 @@ pub(super) struct Slot {
     open: Arc<AtomicUsize>,
     /// False when the connection arrived past the limit: its request gets 503.
     admitted: bool,
-    /// Where the client reached muster (for `guard::Guard::check_local`).
+    /// Where the client reached muster (for `host_guard::HostGuard::check_local`).
     pub local: Option<SocketAddr>,
 }
 

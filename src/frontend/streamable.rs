@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::error;
 use crate::auth::Identity;
 use crate::backend::UpstreamResult;
-use crate::caller::{self, AgentLink, Caller, Outgoing};
+use crate::caller::{self, Caller, Outgoing, ReplyPath};
 use crate::mcp::GatewayServer;
 use crate::mcp::sessions::{AgentSession, Sessions};
 
@@ -35,14 +35,14 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// What the session routes need.
-pub(super) struct Endpoint {
+pub(super) struct SessionRoutes {
     pub gateway: GatewayServer,
     pub sessions: Arc<Sessions>,
 }
 
 /// `initialize`: negotiates the version and opens a session owned by `owner`.
 pub(super) fn initialize(
-    endpoint: &Endpoint,
+    endpoint: &SessionRoutes,
     req: &HttpRequest,
     id: rmcp::model::RequestId,
     params: &rmcp::model::InitializeRequestParams,
@@ -91,7 +91,7 @@ pub(super) fn needs_session(req: &HttpRequest, message: Option<&ClientJsonRpcMes
 
 /// Any method on an existing session.
 pub(super) async fn on_session(
-    endpoint: &Endpoint,
+    endpoint: &SessionRoutes,
     req: &HttpRequest,
     body: Option<ClientJsonRpcMessage>,
     session_id: &str,
@@ -128,7 +128,7 @@ pub(super) async fn on_session(
 }
 
 async fn post(
-    endpoint: &Endpoint,
+    endpoint: &SessionRoutes,
     req: &HttpRequest,
     session_id: &str,
     session: Arc<AgentSession>,
@@ -146,7 +146,7 @@ async fn post(
             let reply = takes_sse.then(|| reply_tx.clone());
             let caller = Caller {
                 agent_id: session.agent_id,
-                link: AgentLink::Session { session: session.clone(), reply, ct: ct.clone() },
+                reply_path: ReplyPath::Session { session: session.clone(), reply, ct: ct.clone() },
                 ct: ct.clone(),
                 progress_token,
                 identity,
@@ -162,7 +162,7 @@ async fn post(
                 drop(caller);
                 let _ = caller::push(&reply_tx, &answered, answer_message(id, answer));
             });
-            respond(req, takes_sse, replies, ct, Touch(endpoint.sessions.clone(), Arc::from(session_id))).await
+            respond(req, takes_sse, replies, ct, IdleClock(endpoint.sessions.clone(), Arc::from(session_id))).await
         }
         ClientJsonRpcMessage::Notification(notification) => {
             match notification.notification {
@@ -195,9 +195,9 @@ async fn post(
 
 /// Refreshes a session's idle clock; false once the session is gone.
 #[derive(Clone)]
-struct Touch(Arc<Sessions>, Arc<str>);
+struct IdleClock(Arc<Sessions>, Arc<str>);
 
-impl Touch {
+impl IdleClock {
     fn touch(&self) -> bool {
         self.0.get(&self.1).is_some()
     }
@@ -214,7 +214,7 @@ async fn respond(
     takes_sse: bool,
     mut replies: mpsc::Receiver<Outgoing>,
     ct: CancellationToken,
-    session: Touch,
+    session: IdleClock,
 ) -> HttpResponse {
     let cancel_on_drop = ct.drop_guard();
     // An agent that takes no SSE gets nothing but its answer on the reply (`post` gave its link
@@ -277,7 +277,7 @@ fn standalone_stream(req: &HttpRequest, sessions: &Arc<Sessions>, id: &str, sess
         );
     }
     let messages = session.open_standalone();
-    let state = (messages, Touch(sessions.clone(), Arc::from(id)));
+    let state = (messages, IdleClock(sessions.clone(), Arc::from(id)));
     let stream = futures::stream::unfold(state, |(mut messages, session)| async move {
         let event = tokio::select! {
             message = messages.recv() => match Outgoing::message(&message?) {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Identity;
 use crate::crd::status::State;
-use crate::routing::Snapshot;
+use crate::routing::CatalogSnapshot;
 
 pub const URI: &str = "auth://status";
 
@@ -44,10 +44,10 @@ pub struct AuthStatus {
     pub servers: Vec<ServerStatus>,
 }
 
-pub async fn compute(snapshot: &Snapshot, identity: Option<&Identity>) -> AuthStatus {
+pub async fn compute(snapshot: &CatalogSnapshot, identity: Option<&Identity>) -> AuthStatus {
     let mut servers = Vec::new();
     for (name, server) in &snapshot.servers {
-        let connection = server.handle.connection();
+        let connection = server.handle.status();
         let mut entry = ServerStatus {
             name: name.clone(),
             status: SessionStatus::Disconnected,

@@ -13,7 +13,7 @@ use super::GatewayServer;
 use super::error;
 use crate::caller::Caller;
 use crate::routing::catalog::ToolRoute;
-use crate::routing::{self, Snapshot};
+use crate::routing::{self, CatalogSnapshot};
 
 const LIST_TOOLS_DEFAULT_LIMIT: usize = 50;
 const FILTER_TOOLS_DEFAULT_LIMIT: usize = 5;
@@ -147,7 +147,7 @@ fn summary(tool: &Tool) -> String {
     first.chars().take(SUMMARY_CHARS).collect()
 }
 
-fn labels(snapshot: &Snapshot, name: &str) -> BTreeMap<&'static str, String> {
+fn labels(snapshot: &CatalogSnapshot, name: &str) -> BTreeMap<&'static str, String> {
     let mut labels = BTreeMap::new();
     match snapshot.catalog.tool_routes.get(name) {
         Some(ToolRoute::Server { server, .. }) => {
@@ -165,7 +165,7 @@ fn usize_arg(args: &JsonObject, key: &str, default: usize) -> usize {
     args.get(key).and_then(Value::as_u64).map_or(default, |v| usize::try_from(v).unwrap_or(default))
 }
 
-fn list_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
+fn list_tools(snapshot: &CatalogSnapshot, args: &JsonObject) -> Value {
     let tools = &snapshot.catalog.tools;
     let offset = usize_arg(args, "offset", 0);
     let limit = usize_arg(args, "limit", LIST_TOOLS_DEFAULT_LIMIT).clamp(1, 500);
@@ -180,7 +180,7 @@ fn list_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
         .servers
         .iter()
         .filter_map(|(name, server)| {
-            let connection = server.handle.connection();
+            let connection = server.handle.status();
             connection
                 .session
                 .is_none()
@@ -193,7 +193,7 @@ fn list_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
     out
 }
 
-fn describe_tool(snapshot: &Snapshot, args: &JsonObject) -> CallToolResult {
+fn describe_tool(snapshot: &CatalogSnapshot, args: &JsonObject) -> CallToolResult {
     let Some(name) = args.get("name").and_then(Value::as_str) else {
         return invalid("describe_tool needs a \"name\" argument".to_owned());
     };
@@ -241,7 +241,7 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-fn filter_tools(snapshot: &Snapshot, args: &JsonObject) -> Value {
+fn filter_tools(snapshot: &CatalogSnapshot, args: &JsonObject) -> Value {
     let case_sensitive = args.get("case_sensitive").and_then(Value::as_bool).unwrap_or(false);
     let fold = |s: &str| if case_sensitive { s.to_owned() } else { s.to_lowercase() };
     let pattern = args.get("pattern").and_then(Value::as_str).map(fold);
@@ -344,7 +344,7 @@ pub(super) fn envelope(inner: CallToolResult) -> CallToolResult {
     result
 }
 
-async fn get_resource(snapshot: &Snapshot, args: &JsonObject, caller: &Caller) -> CallToolResult {
+async fn get_resource(snapshot: &CatalogSnapshot, args: &JsonObject, caller: &Caller) -> CallToolResult {
     let Some(uri) = args.get("uri").and_then(Value::as_str) else {
         return invalid("get_resource needs a \"uri\" argument".to_owned());
     };
@@ -358,7 +358,7 @@ async fn get_resource(snapshot: &Snapshot, args: &JsonObject, caller: &Caller) -
     }
 }
 
-async fn get_prompt(snapshot: &Snapshot, args: &JsonObject, caller: &Caller) -> CallToolResult {
+async fn get_prompt(snapshot: &CatalogSnapshot, args: &JsonObject, caller: &Caller) -> CallToolResult {
     let Some(name) = args.get("name").and_then(Value::as_str) else {
         return invalid("get_prompt needs a \"name\" argument".to_owned());
     };

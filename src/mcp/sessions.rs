@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::caller::{AgentChannel, AgentReply};
-use crate::routing::Snapshot;
+use crate::routing::CatalogSnapshot;
 
 /// A session without a request for this long is forgotten; its next request gets 404 and the
 /// agent starts a new one (as the MCP spec asks). rmcp's default, kept.
@@ -84,11 +84,11 @@ pub struct AgentSession {
 
 impl AgentSession {
     /// Tracks a request until the returned guard drops; `cancel` finds it by the agent's id.
-    pub fn begin(self: &Arc<Self>, id: RequestId, ct: CancellationToken) -> InFlight {
+    pub fn begin(self: &Arc<Self>, id: RequestId, ct: CancellationToken) -> TrackedRequest {
         if let Ok(mut in_flight) = self.in_flight.lock() {
             in_flight.insert(id.clone(), ct.clone());
         }
-        InFlight { session: self.clone(), id, ct }
+        TrackedRequest { session: self.clone(), id, ct }
     }
 
     /// `notifications/cancelled` from the agent.
@@ -170,13 +170,13 @@ impl AgentChannel for AgentSession {
 
 /// A request in flight on a session; removed from it on drop (unless the agent has reused its
 /// id for a newer request meanwhile).
-pub struct InFlight {
+pub struct TrackedRequest {
     session: Arc<AgentSession>,
     id: RequestId,
     ct: CancellationToken,
 }
 
-impl Drop for InFlight {
+impl Drop for TrackedRequest {
     fn drop(&mut self) {
         if let Ok(mut in_flight) = self.session.in_flight.lock()
             && in_flight.get(&self.id).is_some_and(|ct| ct == &self.ct)
@@ -316,7 +316,7 @@ struct Fingerprint {
     prompts: String,
 }
 
-fn fingerprint(snapshot: &Snapshot) -> Fingerprint {
+fn fingerprint(snapshot: &CatalogSnapshot) -> Fingerprint {
     let catalog = &snapshot.catalog;
     Fingerprint {
         tools: serde_json::to_string(&catalog.tools).unwrap_or_default(),
@@ -325,7 +325,7 @@ fn fingerprint(snapshot: &Snapshot) -> Fingerprint {
     }
 }
 
-pub async fn watch_catalog(sessions: Arc<Sessions>, mut snapshots: watch::Receiver<Arc<Snapshot>>) {
+pub async fn watch_catalog(sessions: Arc<Sessions>, mut snapshots: watch::Receiver<Arc<CatalogSnapshot>>) {
     use rmcp::model::{PromptListChangedNotification, ResourceListChangedNotification, ToolListChangedNotification};
     let mut last = fingerprint(&snapshots.borrow_and_update());
     while snapshots.changed().await.is_ok() {

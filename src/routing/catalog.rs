@@ -29,7 +29,7 @@ pub enum ToolRoute {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Target {
+pub struct RouteTarget {
     pub server: String,
     pub name: String,
 }
@@ -40,12 +40,12 @@ pub struct Catalog {
     pub tools: Vec<Tool>,
     pub tool_routes: HashMap<String, ToolRoute>,
     pub resources: Vec<Resource>,
-    pub resource_routes: HashMap<String, Target>,
+    pub resource_routes: HashMap<String, RouteTarget>,
     pub resource_templates: Vec<ResourceTemplate>,
     /// (literal URI-template prefix before the first `{`, server, scheme-less?) for reads of templated URIs.
     pub template_routes: Vec<(String, String)>,
     pub prompts: Vec<Prompt>,
-    pub prompt_routes: HashMap<String, Target>,
+    pub prompt_routes: HashMap<String, RouteTarget>,
     /// Exposed names claimed by more than one source; the first kept it.
     pub conflicts: Vec<String>,
     /// Family fallbacks and other notes for operators.
@@ -267,7 +267,7 @@ fn add_resources_and_prompts(muster_prefix: &str, server: &ServerCapabilities, c
         let mut exposed = resource.clone();
         exposed.uri = uri.clone();
         catalog.resources.push(exposed);
-        catalog.resource_routes.insert(uri, Target { server: server.name.clone(), name: resource.uri.clone() });
+        catalog.resource_routes.insert(uri, RouteTarget { server: server.name.clone(), name: resource.uri.clone() });
     }
     for template in server.resource_templates.iter() {
         let literal = template.uri_template.split('{').next().unwrap_or_default().to_owned();
@@ -285,7 +285,7 @@ fn add_resources_and_prompts(muster_prefix: &str, server: &ServerCapabilities, c
         let mut exposed = prompt.clone();
         exposed.name = name.clone();
         catalog.prompts.push(exposed);
-        catalog.prompt_routes.insert(name, Target { server: server.name.clone(), name: prompt.name.clone() });
+        catalog.prompt_routes.insert(name, RouteTarget { server: server.name.clone(), name: prompt.name.clone() });
     }
 }
 
@@ -311,7 +311,7 @@ impl Catalog {
         server.strip_suffix(suffix.as_str()).filter(|cluster| !cluster.is_empty()).map(str::to_owned)
     }
 
-    pub fn resource_target(&self, uri: &str) -> Option<Target> {
+    pub fn resource_target(&self, uri: &str) -> Option<RouteTarget> {
         if let Some(target) = self.resource_routes.get(uri) {
             return Some(target.clone());
         }
@@ -319,7 +319,7 @@ impl Catalog {
             .iter()
             .filter(|(literal, _)| !literal.is_empty() && uri.starts_with(literal.as_str()))
             .max_by_key(|(literal, _)| literal.len())
-            .map(|(_, server)| Target { server: server.clone(), name: uri.to_owned() })
+            .map(|(_, server)| RouteTarget { server: server.clone(), name: uri.to_owned() })
     }
 }
 

@@ -15,8 +15,8 @@ fn spec(endpoint: &str) -> TokenExchange {
 
 #[test]
 fn target_defaults_follow_muster() {
-    let target =
-        Target::from_spec("cluster-a", "muster", &spec("https://dex.cluster-a.example.com/token")).expect("valid");
+    let target = ExchangeTarget::from_spec("cluster-a", "muster", &spec("https://dex.cluster-a.example.com/token"))
+        .expect("valid");
     assert_eq!(target.expected_issuer, "https://dex.cluster-a.example.com");
     assert_eq!(target.scopes, "openid profile email groups");
     let secret = target.secret.clone().expect("secret ref");
@@ -31,8 +31,8 @@ fn target_defaults_follow_muster() {
 
 #[test]
 fn cache_key_separates_users_clusters_clients_and_scopes() {
-    let a = Target::from_spec("a", "ns", &spec("https://dex.a/token")).expect("valid");
-    let b = Target::from_spec("b", "ns", &spec("https://dex.b/token")).expect("valid");
+    let a = ExchangeTarget::from_spec("a", "ns", &spec("https://dex.a/token")).expect("valid");
+    let b = ExchangeTarget::from_spec("b", "ns", &spec("https://dex.b/token")).expect("valid");
     let base = cache_key(&a, Some("muster"), "alice");
     assert_eq!(base, cache_key(&a, Some("muster"), "alice"), "stable");
     assert_ne!(base, cache_key(&a, Some("muster"), "bob"), "per user");
@@ -79,7 +79,7 @@ fn near_expiry_entries_refresh_in_the_background() {
 
 #[test]
 fn a_target_expecting_another_issuer_never_shares_a_cached_token() {
-    let a = Target::from_spec("a", "ns", &spec("https://dex.a/token")).expect("valid");
+    let a = ExchangeTarget::from_spec("a", "ns", &spec("https://dex.a/token")).expect("valid");
     let mut proxied = a.clone();
     proxied.expected_issuer = "https://dex.internal".to_owned();
     assert_ne!(cache_key(&a, Some("muster"), "alice"), cache_key(&proxied, Some("muster"), "alice"));
@@ -98,7 +98,7 @@ fn a_refreshed_entry_gets_a_fresh_lifetime() {
 #[tokio::test]
 async fn token_endpoints_follow_the_egress_rule() {
     let secrets = SecretStore::new(std::path::Path::new("/nonexistent"));
-    let endpoint = |url: &str| Target::from_spec("a", "muster", &spec(url)).expect("valid");
+    let endpoint = |url: &str| ExchangeTarget::from_spec("a", "muster", &spec(url)).expect("valid");
     let open = Exchanger::new(crate::auth::idp_client().expect("client"), secrets.clone(), true);
     let metadata = open.check_endpoint(&endpoint("https://169.254.169.254/token")).await.expect_err("never");
     assert!(metadata.to_string().contains("link-local or cloud metadata"), "{metadata}");

@@ -9,11 +9,11 @@ fn server(name: &str) -> String {
     )
 }
 
-fn names(snapshot: &Snapshot) -> Vec<&str> {
+fn names(snapshot: &DesiredSet) -> Vec<&str> {
     snapshot.definitions.iter().map(|d| d.server.name()).collect()
 }
 
-fn kept(snapshot: &Snapshot) -> Vec<&str> {
+fn kept(snapshot: &DesiredSet) -> Vec<&str> {
     snapshot.rejected.iter().filter_map(|r| r.name.as_deref()).collect()
 }
 
@@ -57,7 +57,7 @@ fn a_folder_that_cannot_be_read_keeps_every_server_and_a_successful_read_removes
 #[test]
 fn a_missing_folder_is_an_empty_fleet() {
     let dir = tempfile::tempdir().expect("tempdir");
-    assert_eq!(load(dir.path()), Snapshot::default());
+    assert_eq!(load(dir.path()), DesiredSet::default());
 }
 
 #[test]

@@ -200,10 +200,10 @@ fn resources_with_a_scheme_pass_through_and_templates_route_by_prefix() {
     let catalog = build("x", &[a]);
     let uris: Vec<&str> = catalog.resources.iter().map(|r| r.uri.as_str()).collect();
     assert_eq!(uris, ["test://static-text", "x_a_notes"]);
-    assert_eq!(catalog.resource_target("x_a_notes"), Some(Target { server: "a".into(), name: "notes".into() }));
+    assert_eq!(catalog.resource_target("x_a_notes"), Some(RouteTarget { server: "a".into(), name: "notes".into() }));
     assert_eq!(
         catalog.resource_target("test://template/7/data"),
-        Some(Target { server: "a".into(), name: "test://template/7/data".into() })
+        Some(RouteTarget { server: "a".into(), name: "test://template/7/data".into() })
     );
     assert_eq!(catalog.resource_target("other://x"), None);
 }

@@ -16,7 +16,7 @@ use http::uri::Authority;
 
 /// The allow-lists, from the configuration.
 #[derive(Clone, Default)]
-pub(super) struct Guard {
+pub(super) struct HostGuard {
     hosts: Vec<(String, Option<u16>)>,
     origins: Vec<AllowedOrigin>,
 }
@@ -59,7 +59,7 @@ fn parse_origin(value: &str) -> Option<(String, String, Option<u16>)> {
     Some((scheme, normalize(authority.host()), port))
 }
 
-impl Guard {
+impl HostGuard {
     pub(super) fn new(allowed_hosts: &[String], allowed_origins: &[String]) -> Self {
         let hosts = allowed_hosts
             .iter()
@@ -141,8 +141,8 @@ fn is_address(host: &str, local: Option<IpAddr>) -> bool {
 mod tests {
     use super::*;
 
-    fn guard() -> Guard {
-        Guard::new(
+    fn guard() -> HostGuard {
+        HostGuard::new(
             &["localhost".into(), "127.0.0.1".into(), "[::1]".into(), "muster.example.com:8443".into()],
             &["http://localhost:*".into(), "https://app.example.com".into()],
         )

@@ -5,10 +5,10 @@
 //! several channels, usually another thread) and back. Profiled on the echo upstream, that was
 //! about 180 µs of CPU per call at concurrency 1, more than the rest of muster together. rmcp
 //! still opens the session (handshake, `initialized`, the GET stream for list changes) and
-//! reconnects it; `UpstreamClient` tells the `Wire` the session id and headers it uses, and
+//! reconnects it; `UpstreamClient` tells the `DirectPost` the session id and headers it uses, and
 //! calls then go straight out.
 //!
-//! Calls go out on lanes, one per worker thread (`Lane`): each lane has its own connection pool,
+//! Calls go out on lanes, one per worker thread (`ThreadLane`): each lane has its own connection pool,
 //! so a call's connection is normally served by the thread that makes the call. With one shared
 //! pool, half the calls found a connection whose task lived on the other thread, and every send
 //! and every reply chunk crossed threads (an eventfd write and a wake-up each, ~15 % of muster's
@@ -44,9 +44,9 @@ use crate::caller::Caller;
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 
 /// One upstream session, as the direct path uses it.
-pub(super) struct Wire {
-    lanes: Box<[Lane]>,
-    /// Lane 0's client, built at once so that a bad configuration fails the connect.
+pub(super) struct DirectPost {
+    lanes: Box<[ThreadLane]>,
+    /// ThreadLane 0's client, built at once so that a bad configuration fails the connect.
     first: reqwest::Client,
     timeout: std::time::Duration,
     /// The largest answer (or other message) a call's reply may carry.
@@ -59,17 +59,17 @@ pub(super) struct Wire {
 
 /// The calls one worker thread makes on a session: their connection pool, and their share of
 /// the session's calls on the wire.
-struct Lane {
+struct ThreadLane {
     /// Built on first use (a client loads the TLS roots, and a session used by one thread needs
-    /// one), except lane 0's (`Wire::first`).
+    /// one), except lane 0's (`DirectPost::first`).
     http: std::sync::OnceLock<reqwest::Client>,
     /// Its share of the session's permits, and so the idle connections its pool keeps.
-    permits: usize,
+    permit_count: usize,
     /// HTTP/1.1 carries one request per connection at a time, and a reply's connection is free
     /// only once the reply has been read to its end. So the lanes together have at most
     /// `MAX_CONCURRENT_REQUESTS` calls of this session on the wire; the rest wait here. The
     /// session's connections stay bounded and are reused, not reopened.
-    slots: Arc<tokio::sync::Semaphore>,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long a call waits for a permit of its own thread's lane before it takes another lane's.
@@ -97,7 +97,7 @@ struct Learned {
     headers: HeaderMap,
 }
 
-impl Wire {
+impl DirectPost {
     /// Its lanes' clients come from `connect::http_client` with the server's `timeout`.
     pub(super) fn new(
         url: &str,
@@ -106,15 +106,15 @@ impl Wire {
     ) -> Result<Option<Self>, reqwest::Error> {
         let Ok(url) = reqwest::Url::parse(url) else { return Ok(None) };
         let (total, count) = (super::http::MAX_CONCURRENT_REQUESTS, *LANES);
-        let lanes: Box<[Lane]> = (0..count)
+        let lanes: Box<[ThreadLane]> = (0..count)
             .map(|i| {
                 // The permits shared out: the first `total % count` lanes get one more.
-                let permits = total / count + usize::from(i < total % count);
-                let slots = Arc::new(tokio::sync::Semaphore::new(permits));
-                Lane { http: std::sync::OnceLock::new(), permits, slots }
+                let permit_count = total / count + usize::from(i < total % count);
+                let permits = Arc::new(tokio::sync::Semaphore::new(permit_count));
+                ThreadLane { http: std::sync::OnceLock::new(), permit_count, permits }
             })
             .collect();
-        let first = super::http::http_client(timeout, lanes[0].permits)?;
+        let first = super::http::http_client(timeout, lanes[0].permit_count)?;
         let _ = lanes[0].http.set(first.clone());
         Ok(Some(Self {
             lanes,
@@ -130,32 +130,33 @@ impl Wire {
     /// A permit to put a call on the wire, and the lane it belongs to: this thread's lane if it
     /// has one free within `BORROW_AFTER`, else any lane with one free, else whichever frees one
     /// first. `None` only if a semaphore were closed (none is).
-    async fn acquire(&self) -> (&Lane, Option<tokio::sync::OwnedSemaphorePermit>) {
+    async fn acquire(&self) -> (&ThreadLane, Option<tokio::sync::OwnedSemaphorePermit>) {
         let count = self.lanes.len();
         let home = this_thread_lane() % count;
         let own = &self.lanes[home];
-        if let Ok(permit) = own.slots.clone().try_acquire_owned() {
+        if let Ok(permit) = own.permits.clone().try_acquire_owned() {
             return (own, Some(permit));
         }
-        if let Ok(permit) = tokio::time::timeout(BORROW_AFTER, own.slots.clone().acquire_owned()).await {
+        if let Ok(permit) = tokio::time::timeout(BORROW_AFTER, own.permits.clone().acquire_owned()).await {
             return (own, permit.ok());
         }
         let order = (0..count).map(|i| (home + i) % count);
         for i in order.clone() {
-            if let Ok(permit) = self.lanes[i].slots.clone().try_acquire_owned() {
+            if let Ok(permit) = self.lanes[i].permits.clone().try_acquire_owned() {
                 return (&self.lanes[i], Some(permit));
             }
         }
-        let waits = order.map(|i| Box::pin(async move { (i, self.lanes[i].slots.clone().acquire_owned().await.ok()) }));
+        let waits =
+            order.map(|i| Box::pin(async move { (i, self.lanes[i].permits.clone().acquire_owned().await.ok()) }));
         let ((i, permit), _, _) = futures::future::select_all(waits).await;
         (&self.lanes[i], permit)
     }
 
-    fn client(&self, lane: &Lane) -> reqwest::Client {
+    fn client(&self, lane: &ThreadLane) -> reqwest::Client {
         // The same configuration built lane 0's client, so this does not fail; if it did, lane 0's
         // pool would serve.
         let built = lane.http.get_or_init(|| {
-            super::http::http_client(self.timeout, lane.permits).unwrap_or_else(|_| self.first.clone())
+            super::http::http_client(self.timeout, lane.permit_count).unwrap_or_else(|_| self.first.clone())
         });
         built.clone()
     }
@@ -203,7 +204,7 @@ impl Wire {
         self.learned.read().is_ok_and(|l| l.is_some())
     }
 
-    fn post(&self, lane: &Lane, learned: &Learned, message: &ClientJsonRpcMessage) -> reqwest::RequestBuilder {
+    fn post(&self, lane: &ThreadLane, learned: &Learned, message: &ClientJsonRpcMessage) -> reqwest::RequestBuilder {
         let mut headers = learned.headers.clone();
         headers.extend(super::http::traceparent_header(message));
         let body = serde_json::to_vec(message).unwrap_or_default();
@@ -232,7 +233,7 @@ impl Wire {
         let upstream = |message: String| Error::Upstream { server: server.to_owned(), message };
         let failed = |message: String| Error::Protocol { server: server.to_owned(), code: -32603, message };
         let learned = self.learned().ok_or_else(|| upstream("the session is not open yet".into()))?;
-        let (lane, slot) = tokio::select! {
+        let (lane, permit) = tokio::select! {
             acquired = self.acquire() => acquired,
             // The deadline (or the agent) ended the call before it reached the upstream.
             () = caller.ct.cancelled() => return Err(Error::Busy { server: server.to_owned(), timeout: self.timeout }),
@@ -274,7 +275,7 @@ impl Wire {
                 },
                 () = caller.ct.cancelled() => return Err(self.cancelled(lane, &learned, server, id)),
             };
-            drop(slot);
+            drop(permit);
             let text = std::str::from_utf8(&body).map_err(|e| failed(format!("undecodable reply: {e}")))?;
             return match read(server, text, &id, tool_call).map_err(|e| failed(format!("undecodable reply: {e}")))? {
                 Sorted::UpstreamResult(answer) => answer,
@@ -322,7 +323,7 @@ impl Wire {
                         super::http::drain(events).await;
                         // Let hyper's connection task put the connection back before the next call.
                         tokio::task::yield_now().await;
-                        drop(slot);
+                        drop(permit);
                     });
                     return answer;
                 }
@@ -334,7 +335,7 @@ impl Wire {
     /// What comes on a call's reply before its answer goes to the caller; requests are answered.
     async fn relay(
         &self,
-        lane: &Lane,
+        lane: &ThreadLane,
         learned: &Learned,
         message: ServerJsonRpcMessage,
         progress: Option<&ProgressToken>,
@@ -345,7 +346,7 @@ impl Wire {
                 relay_notification(notification.notification, progress, caller).await;
             }
             ServerJsonRpcMessage::Request(asked) => {
-                let reply = match answer_request(asked.request, caller).await {
+                let reply = match ask_agent(asked.request, caller).await {
                     Ok(result) => ClientJsonRpcMessage::response(result, asked.id),
                     Err(e) => ClientJsonRpcMessage::error(e, Some(asked.id)),
                 };
@@ -356,7 +357,7 @@ impl Wire {
     }
 
     /// Tells the upstream the call is cancelled (in the background) and returns the error.
-    fn cancelled(&self, lane: &Lane, learned: &Learned, server: &str, id: RequestId) -> Error {
+    fn cancelled(&self, lane: &ThreadLane, learned: &Learned, server: &str, id: RequestId) -> Error {
         let params = rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()));
         let notification = rmcp::model::CancelledNotification::new(params);
         let message = ClientJsonRpcMessage::notification(ClientNotification::CancelledNotification(notification));
@@ -368,13 +369,13 @@ impl Wire {
     }
 }
 
-/// One message of a call's reply: the common answer read by `plain_answer`, anything else
+/// One message of a call's reply: the common answer read by `plain_tool_result`, anything else
 /// decoded whole and sorted.
 fn read(server: &str, text: &str, id: &RequestId, tool_call: bool) -> Result<Sorted, serde_json::Error> {
-    if let Some(answer) = plain_answer(text, id, tool_call) {
+    if let Some(answer) = plain_tool_result(text, id, tool_call) {
         return Ok(Sorted::UpstreamResult(Ok(answer)));
     }
-    serde_json::from_str(text).map(|message| answer_of(server, message, id))
+    serde_json::from_str(text).map(|message| sort_reply(server, message, id))
 }
 
 /// A message on a call's reply: the call's answer, or something else.
@@ -384,7 +385,7 @@ enum Sorted {
 }
 
 /// Sorts `message` by whether it answers request `id`.
-fn answer_of(server: &str, message: ServerJsonRpcMessage, id: &RequestId) -> Sorted {
+fn sort_reply(server: &str, message: ServerJsonRpcMessage, id: &RequestId) -> Sorted {
     match message {
         ServerJsonRpcMessage::Response(response) if &response.id == id => {
             Sorted::UpstreamResult(Ok(UpstreamResult::Result(response.result)))
@@ -404,7 +405,7 @@ fn answer_of(server: &str, message: ServerJsonRpcMessage, id: &RequestId) -> Sor
 /// `id`. A plain tool result stays raw (`answer.rs`); any other result is decoded by its own
 /// type. `None` for anything else (errors, notifications, requests, other ids), which the full
 /// decode then reads.
-fn plain_answer(text: &str, id: &RequestId, tool_call: bool) -> Option<UpstreamResult> {
+fn plain_tool_result(text: &str, id: &RequestId, tool_call: bool) -> Option<UpstreamResult> {
     #[derive(serde::Deserialize)]
     struct Envelope<'a> {
         id: Option<RequestId>,
@@ -429,19 +430,21 @@ async fn relay_notification(notification: ServerNotification, progress: Option<&
         ServerNotification::ProgressNotification(mut progress_notification) => {
             if let Some(agent_token) = progress {
                 progress_notification.params.progress_token = agent_token.clone();
-                caller.link.notify(ServerNotification::ProgressNotification(progress_notification)).await;
+                caller.reply_path.notify(ServerNotification::ProgressNotification(progress_notification)).await;
             }
         }
-        notification @ ServerNotification::LoggingMessageNotification(_) => caller.link.notify(notification).await,
+        notification @ ServerNotification::LoggingMessageNotification(_) => {
+            caller.reply_path.notify(notification).await
+        }
         // List changes and resource updates come on the session's GET stream, which rmcp reads.
         _ => {}
     }
 }
 
-async fn answer_request(request: ServerRequest, caller: &Caller) -> Result<ClientResult, rmcp::ErrorData> {
+async fn ask_agent(request: ServerRequest, caller: &Caller) -> Result<ClientResult, rmcp::ErrorData> {
     match request {
         ServerRequest::PingRequest(_) => Ok(ClientResult::empty(())),
-        other => caller.link.request(other).await,
+        other => caller.reply_path.request(other).await,
     }
 }
 
@@ -479,20 +482,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_borrows_a_free_permit_from_another_lane_and_the_session_keeps_six() {
-        let wire = Wire::new("http://127.0.0.1:9/mcp", std::time::Duration::from_secs(1), 1 << 20)
+        let direct = DirectPost::new("http://127.0.0.1:9/mcp", std::time::Duration::from_secs(1), 1 << 20)
             .expect("a client")
             .expect("a valid URL");
         // One thread makes every call: its own lane's permits, then the other lanes'.
         let mut held = Vec::new();
         for _ in 0..super::super::http::MAX_CONCURRENT_REQUESTS {
-            let acquired = tokio::time::timeout(std::time::Duration::from_secs(5), wire.acquire()).await;
+            let acquired = tokio::time::timeout(std::time::Duration::from_secs(5), direct.acquire()).await;
             let (_, permit) = acquired.expect("a free permit is never waited for");
             held.push(permit.expect("open semaphore"));
         }
-        let seventh = tokio::time::timeout(std::time::Duration::from_millis(100), wire.acquire()).await;
+        let seventh = tokio::time::timeout(std::time::Duration::from_millis(100), direct.acquire()).await;
         assert!(seventh.is_err(), "a seventh call on the wire would exceed the session's bound");
         held.pop();
-        let freed = tokio::time::timeout(std::time::Duration::from_secs(5), wire.acquire()).await;
+        let freed = tokio::time::timeout(std::time::Duration::from_secs(5), direct.acquire()).await;
         assert!(freed.is_ok_and(|(_, permit)| permit.is_some()), "the freed permit goes to the waiting call");
     }
 }
