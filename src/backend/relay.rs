@@ -243,3 +243,61 @@ impl ClientHandler for UpstreamHandler {
         self.list_changed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::sessions::Sessions;
+    use tokio_util::sync::CancellationToken;
+
+    /// A caller on a fresh agent session (its own `agent_id`).
+    fn caller(sessions: &Sessions) -> Caller {
+        let (_, session) = sessions.open(None).expect("open");
+        let ct = CancellationToken::new();
+        let agent_id = session.agent_id;
+        let link = AgentLink::Session { session, reply: None, ct: ct.clone() };
+        Caller { agent_id, link, ct, progress_token: None, identity: None }
+    }
+
+    /// The agent session a server-to-client request would go to.
+    fn sole_agent(relay: &Relay) -> Option<u64> {
+        relay.sole_caller().and_then(|link| match link {
+            AgentLink::Session { session, .. } => Some(session.agent_id),
+            AgentLink::Rmcp(_) => None,
+        })
+    }
+
+    fn token(n: i64) -> ProgressToken {
+        ProgressToken(rmcp::model::NumberOrString::Number(n))
+    }
+
+    #[test]
+    fn one_agent_with_two_calls_gets_the_request() {
+        let (sessions, relay) = (Sessions::default(), Relay::new("up".to_owned()));
+        let agent = caller(&sessions);
+        let _first = relay.begin_call(&token(1), &agent);
+        let _second = relay.begin_call(&token(2), &agent);
+        assert_eq!(sole_agent(&relay), Some(agent.agent_id));
+    }
+
+    #[test]
+    fn two_agents_with_calls_in_flight_get_nothing() {
+        let (sessions, relay) = (Sessions::default(), Relay::new("up".to_owned()));
+        let (alice, bob) = (caller(&sessions), caller(&sessions));
+        assert_ne!(alice.agent_id, bob.agent_id);
+        let _alice = relay.begin_call(&token(1), &alice);
+        let bobs = relay.begin_call(&token(2), &bob);
+        assert_eq!(sole_agent(&relay), None, "neither agent may see a request that may be the other's");
+        drop(bobs);
+        assert_eq!(sole_agent(&relay), Some(alice.agent_id), "once bob's call ends, alice is the sole caller");
+    }
+
+    #[test]
+    fn no_call_in_flight_means_no_agent() {
+        let (sessions, relay) = (Sessions::default(), Relay::new("up".to_owned()));
+        assert_eq!(sole_agent(&relay), None);
+        let agent = caller(&sessions);
+        drop(relay.begin_call(&token(1), &agent));
+        assert_eq!(sole_agent(&relay), None, "an ended call leaves no caller behind");
+    }
+}
