@@ -97,7 +97,10 @@ async fn mcpserver_resources_drive_the_catalog_status_and_events() {
 
     // The API server goes away: muster keeps serving what it knows, and resyncs when it is back.
     api.stop().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually(WAIT, "muster to notice the outage", async || {
+        muster.log_text().contains("MCPServer watch interrupted; serving the last known state").then_some(())
+    })
+    .await;
     assert_eq!(text(&client.call("x_one_whoami", serde_json::json!({})).await), "one");
     assert!(has_tool(&client, "x_three_whoami").await);
     api.restart();
