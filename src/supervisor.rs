@@ -6,6 +6,8 @@
 //! `BackendStateChanged` (from backends). Tells backends `Connect`/`Shutdown`, tells the router
 //! `ServerAdded`, `ServerRemoved` and `InitialSetKnown`, and writes each server's status and
 //! events through `status::Sink` (into the file, or the status subresource and Kubernetes Events).
+//! What a new desired state means (start, replace, stop, keep a version whose update was
+//! refused) is decided by `plan::plan`, a pure function; the handler carries the plan out.
 //!
 //! Backoff: `initial × 2^(failures−1)`, capped at `max` (at most 30 s, so an idle failed member
 //! is re-probed at least that often; a call to it starts an attempt at once, see
