@@ -6,12 +6,16 @@
 //! `BackendStateChanged` (from backends). Tells backends `Connect`/`Shutdown`, tells the router
 //! `ServerAdded`, `ServerRemoved` and `InitialSetKnown`, and writes each server's status and
 //! events through `crd::sink::Sink` (into the file, or the status subresource and Kubernetes Events).
+//! What a new desired state means (start, replace, stop, keep a version whose update was
+//! refused) is decided by `plan::plan`, a pure function; the handler carries the plan out.
 //!
 //! Backoff: `initial × 2^(failures−1)`, capped at `max` (at most 30 s, so an idle failed member
 //! is re-probed at least that often; a call to it starts an attempt at once, see
 //! `BackendHandle::ready_session`). The failure count resets only when the backend had stayed
 //! connected for `stable_after` (crash-loop protection). The backend learns when its retry is
 //! (`RetryScheduled`), so an agent's error says when to call again.
+
+mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,10 +29,11 @@ use crate::backend::{
 };
 use crate::config::{Calls, Supervision};
 use crate::crd::McpServer;
-use crate::crd::files::{DesiredSet, Source};
+use crate::crd::files::{Definition, DesiredSet, Source};
 use crate::crd::sink::Sink;
 use crate::crd::status::{Condition, Reason, State, Status};
 use crate::routing::{InitialSetKnown, RouterHandle, ServerAdded, ServerRemoved};
+use plan::{Action, Running};
 
 /// The desired set: the folder's content, or the MCPServer resources in the watched namespaces.
 #[derive(Message)]
@@ -182,10 +187,6 @@ impl SupervisorActor {
             },
         );
     }
-
-    fn upstream_auth(&self, definition: &McpServer) -> Result<Option<Arc<UpstreamAuth>>, String> {
-        upstream_auth(definition, self.exchanger.as_ref())
-    }
 }
 
 /// How the backend authenticates upstream, from `spec.auth`.
@@ -226,75 +227,23 @@ impl Handler<DesiredState> for SupervisorActor {
         for rejected in &snapshot.rejected {
             tracing::error!(source = %rejected.source, "{rejected}");
         }
-        let desired: BTreeMap<String, _> =
-            snapshot.definitions.into_iter().map(|d| (d.server.name().to_owned(), d)).collect();
-        let rejected_names: BTreeMap<String, (Source, String)> = snapshot
-            .rejected
-            .iter()
-            .filter_map(|r| {
-                let reasons = r.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-                r.name.clone().map(|n| (n, (r.source.clone(), reasons)))
-            })
-            .collect();
-        // Removed (and not merely invalid now): stop.
-        let gone: Vec<String> = self
-            .servers
-            .iter()
-            .filter(|(name, m)| {
-                !desired.contains_key(*name) && rejected_names.get(*name).is_none_or(|(source, _)| source != &m.source)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in gone {
-            self.stop_backend(&name, true);
-        }
-        // Invalid new version of a running server: keep the old one, say so in status.
-        for (name, (source, reasons)) in &rejected_names {
-            // A rejected definition from another source with the same name (a duplicate) is that
-            // source's problem; the running server is untouched.
-            if let Some(managed) = self.servers.get_mut(name).filter(|m| &m.source == source) {
-                if managed.rejected_update.as_ref() != Some(reasons) {
-                    managed.rejected_update = Some(reasons.clone());
-                    self.write(name);
-                }
-            } else {
-                self.fail_unstarted(source, format!("invalid: {reasons}"));
-            }
-        }
-        for (name, definition) in desired {
-            let unchanged = self
+        let actions = {
+            let running = self
                 .servers
-                .get(&name)
-                .map(|m| m.definition.spec == definition.server.spec && m.source == definition.source);
-            if unchanged == Some(true) {
-                if let Some(managed) = self.servers.get_mut(&name)
-                    && managed.rejected_update.take().is_some()
-                {
-                    self.write(&name);
-                }
-                continue;
-            }
-            // New or changed: prepare it first, so a definition that cannot run leaves the old
-            // version running.
-            let auth = match self.upstream_auth(&definition.server) {
-                Ok(auth) => auth,
-                Err(reason) => {
-                    if let Some(managed) = self.servers.get_mut(&name) {
-                        managed.rejected_update = Some(reason);
-                        self.write(&name);
-                    } else {
-                        self.fail_unstarted(&definition.source, reason);
-                    }
-                    continue;
-                }
-            };
-            let reason = if unchanged.is_some() { Reason::Updated } else { Reason::Created };
-            if unchanged.is_some() {
-                tracing::info!(server = name, "definition changed; restarting backend");
-                self.stop_backend(&name, false);
-            }
-            self.sink.event(&definition.source, reason, format!("{name} {}", reason.verb()), false);
-            self.start_backend(ctx, definition.server, definition.source, auth);
+                .iter()
+                .map(|(name, m)| {
+                    let current = Running {
+                        definition: &m.definition,
+                        source: &m.source,
+                        rejected_update: m.rejected_update.as_deref(),
+                    };
+                    (name.as_str(), current)
+                })
+                .collect();
+            plan::plan(snapshot, &running, self.exchanger.as_ref())
+        };
+        for action in actions {
+            self.execute(ctx, action);
         }
         if !self.initial_done {
             self.initial_done = true;
@@ -302,6 +251,47 @@ impl Handler<DesiredState> for SupervisorActor {
                 self.servers.iter().filter(|(_, m)| m.definition.spec.auto_start).map(|(n, _)| n.clone()).collect();
             self.router.addr.do_send(InitialSetKnown { auto_started });
         }
+    }
+}
+
+impl SupervisorActor {
+    /// Carries out one step of a plan.
+    fn execute(&mut self, ctx: &mut Context<Self>, action: Action) {
+        match action {
+            Action::Stop { name } => self.stop_backend(&name, true),
+            Action::KeepRejected { name, reasons } => {
+                if let Some(managed) = self.servers.get_mut(&name) {
+                    managed.rejected_update = Some(reasons);
+                    self.write(&name);
+                }
+            }
+            Action::ClearRejected { name } => {
+                if let Some(managed) = self.servers.get_mut(&name) {
+                    managed.rejected_update = None;
+                    self.write(&name);
+                }
+            }
+            Action::Fail { source, error } => self.fail_unstarted(&source, error),
+            Action::Start { definition, auth } => self.announce_and_start(ctx, definition, auth, Reason::Created),
+            Action::Replace { definition, auth } => {
+                let name = definition.server.name().to_owned();
+                tracing::info!(server = name, "definition changed; restarting backend");
+                self.stop_backend(&name, false);
+                self.announce_and_start(ctx, definition, auth, Reason::Updated);
+            }
+        }
+    }
+
+    fn announce_and_start(
+        &mut self,
+        ctx: &mut Context<Self>,
+        definition: Definition,
+        auth: Option<Arc<UpstreamAuth>>,
+        reason: Reason,
+    ) {
+        let name = definition.server.name();
+        self.sink.event(&definition.source, reason, format!("{name} {}", reason.verb()), false);
+        self.start_backend(ctx, definition.server, definition.source, auth);
     }
 }
 
@@ -429,5 +419,39 @@ mod tests {
         assert_eq!(failures_after(3, Some(Duration::from_secs(5)), stable), 4);
         // Was healthy long enough: this failure is the first of a new series.
         assert_eq!(failures_after(3, Some(Duration::from_secs(61)), stable), 1);
+    }
+
+    #[test]
+    fn backoff_never_exceeds_the_idle_probe_interval() {
+        let policy = Supervision {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+            ..Supervision::default()
+        };
+        let delays: Vec<u64> = (1..=7).map(|n| backoff(&policy, n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30], "a max above 30 s is cut to MAX_IDLE_PROBE");
+        assert_eq!(backoff(&policy, u32::MAX), MAX_IDLE_PROBE, "no overflow on a huge count");
+    }
+
+    #[test]
+    fn the_first_failure_waits_the_initial_backoff() {
+        let policy = Supervision {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(300),
+            ..Supervision::default()
+        };
+        // Zero (never happens: a failure is counted first) behaves like one.
+        assert_eq!(backoff(&policy, 0), Duration::from_millis(50));
+        assert_eq!(backoff(&policy, 1), Duration::from_millis(50));
+        assert_eq!(backoff(&policy, 3), Duration::from_millis(200));
+        assert_eq!(backoff(&policy, 4), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn uptime_of_exactly_stable_after_counts_as_stable() {
+        let stable = Duration::from_secs(60);
+        assert_eq!(failures_after(7, Some(stable), stable), 1);
+        assert_eq!(failures_after(7, Some(stable - Duration::from_millis(1)), stable), 8);
+        assert_eq!(failures_after(u32::MAX, None, stable), u32::MAX, "the count saturates");
     }
 }

@@ -492,10 +492,12 @@ mod tests {
             let (_, permit) = acquired.expect("a free permit is never waited for");
             held.push(permit.expect("open semaphore"));
         }
-        let seventh = tokio::time::timeout(std::time::Duration::from_millis(100), direct.acquire()).await;
-        assert!(seventh.is_err(), "a seventh call on the wire would exceed the session's bound");
+        let free: usize = direct.lanes.iter().map(|lane| lane.permits.available_permits()).sum();
+        assert_eq!(free, 0, "six calls on the wire hold every permit of the session");
+        let mut seventh = std::pin::pin!(direct.acquire());
+        assert!(futures::poll!(seventh.as_mut()).is_pending(), "a seventh call waits");
         held.pop();
-        let freed = tokio::time::timeout(std::time::Duration::from_secs(5), direct.acquire()).await;
+        let freed = tokio::time::timeout(std::time::Duration::from_secs(5), seventh).await;
         assert!(freed.is_ok_and(|(_, permit)| permit.is_some()), "the freed permit goes to the waiting call");
     }
 }

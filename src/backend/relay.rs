@@ -247,3 +247,78 @@ impl ClientHandler for UpstreamHandler {
         self.list_changed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caller::{AgentChannel, AgentReply};
+    use tokio_util::sync::CancellationToken;
+
+    /// An agent session that is never asked anything here.
+    struct Agent;
+
+    impl AgentChannel for Agent {
+        fn notify(&self, _: rmcp::model::ServerNotification) {}
+        fn expect_reply(&self) -> (rmcp::model::RequestId, tokio::sync::oneshot::Receiver<AgentReply>) {
+            (rmcp::model::RequestId::Number(0), tokio::sync::oneshot::channel().1)
+        }
+        fn forget_reply(&self, _: &rmcp::model::RequestId) {}
+    }
+
+    /// A caller on a fresh agent session with its own `agent_id`.
+    fn caller(agent_id: u64) -> Caller {
+        let ct = CancellationToken::new();
+        let reply_path = ReplyPath::Session { session: Arc::new(Agent), reply: None, ct: ct.clone() };
+        Caller { agent_id, reply_path, ct, progress_token: None, identity: None }
+    }
+
+    /// Which of `callers` a server-to-client request would go to.
+    fn sole_agent(relay: &Relay, callers: &[&Caller]) -> Option<u64> {
+        let ReplyPath::Session { session, .. } = relay.sole_caller()? else { return None };
+        callers
+            .iter()
+            .find(|c| matches!(&c.reply_path, ReplyPath::Session { session: theirs, .. } if Arc::ptr_eq(theirs, &session)))
+            .map(|c| c.agent_id)
+    }
+
+    fn token(n: i64) -> ProgressToken {
+        ProgressToken(rmcp::model::NumberOrString::Number(n))
+    }
+
+    #[test]
+    fn one_agent_with_two_calls_gets_the_request() {
+        let relay = Relay::new("up".to_owned());
+        let (agent, other) = (caller(1), caller(2));
+        let _first = relay.begin_call(&token(1), &agent);
+        let _second = relay.begin_call(&token(2), &agent);
+        assert_eq!(sole_agent(&relay, &[&agent, &other]), Some(agent.agent_id));
+    }
+
+    #[test]
+    fn two_agents_with_calls_in_flight_get_nothing() {
+        let relay = Relay::new("up".to_owned());
+        let (alice, bob) = (caller(1), caller(2));
+        let _alice = relay.begin_call(&token(1), &alice);
+        let bobs = relay.begin_call(&token(2), &bob);
+        assert_eq!(
+            sole_agent(&relay, &[&alice, &bob]),
+            None,
+            "neither agent may see a request that may be the other's"
+        );
+        drop(bobs);
+        assert_eq!(
+            sole_agent(&relay, &[&alice, &bob]),
+            Some(alice.agent_id),
+            "once bob's call ends, alice is the sole caller"
+        );
+    }
+
+    #[test]
+    fn no_call_in_flight_means_no_agent() {
+        let relay = Relay::new("up".to_owned());
+        assert!(relay.sole_caller().is_none());
+        let agent = caller(1);
+        drop(relay.begin_call(&token(1), &agent));
+        assert!(relay.sole_caller().is_none(), "an ended call leaves no caller behind");
+    }
+}

@@ -73,7 +73,16 @@ async fn an_unreadable_mcpservers_folder_keeps_every_backend_running() {
     std::fs::rename(&servers, &moved).expect("move the folder away");
     std::fs::write(&servers, "not a folder").expect("a file in its place");
     // Several reads later (resync every second), both still serve.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reads = |log: &str| log.matches("reading the mcpservers folder").count();
+    let reported = eventually(WAIT, "the unreadable folder in the log", async || {
+        let log = muster.log_text();
+        log.find("keeping what it held").map(|at| reads(&log[..at]))
+    })
+    .await;
+    eventually(WAIT, "two more reads of the folder", async || {
+        (reads(&muster.log_text()) >= reported + 2).then_some(())
+    })
+    .await;
     assert_eq!(whoami(&client, "a").await, "a");
     assert_eq!(whoami(&client, "b").await, "b");
     let log = muster.log_text();

@@ -138,8 +138,6 @@ async fn calls_to_one_backend_go_direct_on_at_most_six_connections() {
         .collect();
     let a = &upstreams[0].shared;
     eventually(WAIT, "six calls on the wire", async || (a.blocked.load(Ordering::SeqCst) == 6).then_some(())).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(a.blocked.load(Ordering::SeqCst), 6, "the other 14 wait in muster, not on new connections");
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let waiting: Vec<_> = calls
         .into_iter()
@@ -160,6 +158,9 @@ async fn calls_to_one_backend_go_direct_on_at_most_six_connections() {
     for call in waiting {
         assert_eq!(text(&call.await.expect("join")), "released");
     }
+    // Released one at a time, each freeing a permit for the next: never a seventh on the wire.
+    let most = a.most_blocked_at_once.load(Ordering::SeqCst);
+    assert_eq!(most, 6, "the other 14 waited in muster, not on the upstream");
     let ids = a.call_ids_seen.lock().expect("lock").clone();
     assert!(ids.iter().all(|id| id.starts_with("muster-")), "calls went through rmcp's client, not direct: {ids:?}");
     let ports = a.call_ports_seen.lock().expect("lock").len();
@@ -410,8 +411,14 @@ async fn folder_changes_start_restart_and_stop_backends() {
     })
     .await;
 
-    // Status writes are not spec changes: `one` was started exactly once.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Status writes are not spec changes: `one` was started exactly once. Its status was written
+    // (Connected, above) before this new file, so once `three` serves, the folder has been read
+    // with that write-back in it.
+    fleet.write_server("three.yaml", &http_server("three", &two.url(), ""));
+    eventually(WAIT, "x_three_whoami to appear", async || {
+        client.tool_names().await.contains(&"x_three_whoami".to_owned()).then_some(())
+    })
+    .await;
     let starts = muster.log_text().matches("starting backend server=\"one\"").count();
     assert_eq!(starts, 1, "status write-back must not restart the backend:\n{}", muster.log_text());
 }

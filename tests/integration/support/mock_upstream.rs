@@ -23,7 +23,10 @@ pub struct Shared {
     pub label: String,
     pub extra_tools: Mutex<Vec<String>>,
     pub release: Notify,
+    /// `block` calls so far, and the most of them waiting at the same time.
     pub blocked: AtomicUsize,
+    pub most_blocked_at_once: AtomicUsize,
+    blocked_now: AtomicUsize,
     pub cancelled: AtomicUsize,
     pub calls: AtomicUsize,
     pub headers_seen: Mutex<Vec<String>>,
@@ -111,14 +114,18 @@ impl ServerHandler for Upstream {
                 Ok(text(format!("{}:{}", self.0.label, args.get("text").and_then(Value::as_str).unwrap_or_default())))
             }
             "block" => {
+                let now = self.0.blocked_now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.0.most_blocked_at_once.fetch_max(now, Ordering::SeqCst);
                 self.0.blocked.fetch_add(1, Ordering::SeqCst);
-                tokio::select! {
+                let answer = tokio::select! {
                     () = self.0.release.notified() => Ok(text("released")),
                     () = context.ct.cancelled() => {
                         self.0.cancelled.fetch_add(1, Ordering::SeqCst);
                         Ok(text("cancelled"))
                     }
-                }
+                };
+                self.0.blocked_now.fetch_sub(1, Ordering::SeqCst);
+                answer
             }
             "grow" => {
                 let name = {
@@ -190,6 +197,8 @@ impl MockUpstream {
                 extra_tools: Mutex::default(),
                 release: Notify::new(),
                 blocked: AtomicUsize::new(0),
+                most_blocked_at_once: AtomicUsize::new(0),
+                blocked_now: AtomicUsize::new(0),
                 cancelled: AtomicUsize::new(0),
                 calls: AtomicUsize::new(0),
                 headers_seen: Mutex::default(),
