@@ -1,28 +1,17 @@
-//! The direct call path for streamable-HTTP upstreams: a request POSTed by the calling task itself
-//! on the session rmcp opened, its reply read from that POST's own response.
+//! `DirectPost`: the call path for streamable-HTTP upstreams. The calling task POSTs the request
+//! on the session rmcp opened and reads the reply from that POST's own response, skipping rmcp's
+//! service loop and HTTP worker (the cost measured: loadtests/README.md, "Design figures"). rmcp
+//! still opens and reconnects the session; `UpstreamClient` tells `DirectPost` its id and headers.
 //!
-//! rmcp's client carries each request through its service loop and its HTTP worker (two tasks,
-//! several channels, usually another thread) and back. Profiled on the echo upstream, that was
-//! about 180 µs of CPU per call at concurrency 1, more than the rest of muster together. rmcp
-//! still opens the session (handshake, `initialized`, the GET stream for list changes) and
-//! reconnects it; `UpstreamClient` tells the `DirectPost` the session id and headers it uses, and
-//! calls then go straight out.
+//! Calls go out on one `ThreadLane` per worker thread, each with its own connection pool, so a
+//! call's connection is served by the thread that makes it. The session's 6 permits are shared
+//! out among the lanes; a call whose lane has none free waits `BORROW_AFTER`, then takes any
+//! lane's permit. No lane has more connections busy than it holds permits, nor keeps more idle.
 //!
-//! Calls go out on lanes, one per worker thread (`ThreadLane`): each lane has its own connection pool,
-//! so a call's connection is normally served by the thread that makes the call. With one shared
-//! pool, half the calls found a connection whose task lived on the other thread, and every send
-//! and every reply chunk crossed threads (an eventfd write and a wake-up each, ~15 % of muster's
-//! CPU). The session's 6 permits are shared out among the lanes. A call whose own lane has none
-//! free waits `BORROW_AFTER` for one (calls are usually quick, and a permit freed on this thread
-//! finds its connection back in the pool); then it takes whichever lane's permit frees first (and
-//! uses that lane's pool), so slow calls on one thread do not hold up its other calls while
-//! permits are free elsewhere. No lane has more connections busy than it holds permits, nor keeps
-//! more idle.
-//!
-//! What the upstream sends on a call's reply stream belongs to that call, so it goes to its
-//! caller with no guessing: progress (under the agent's own token), log messages, and sampling,
-//! elicitation and roots requests, whose answers are POSTed back. A 404 (the upstream forgot the
-//! session) is a lost connection: the caller reconnects through the actor and retries once.
+//! What the upstream sends on a call's reply stream belongs to that call and goes to its caller:
+//! progress (under the agent's own token), log messages, and sampling, elicitation and roots
+//! requests, whose replies are POSTed back. A 404 (the upstream forgot the session) is a lost
+//! connection: the caller reconnects through the actor and retries once.
 
 #![allow(deprecated, reason = "sampling, roots and logging are deprecated by SEP-2577 but still in use")]
 

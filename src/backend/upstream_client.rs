@@ -1,15 +1,12 @@
 //! `UpstreamClient`: reqwest for rmcp's streamable-HTTP transport, with two additions.
 //!
-//! - **Trace context.** Each request's HTTP `traceparent` header is taken from the message's
-//!   `_meta` (where `telemetry::propagation::inject` put it), so upstreams that only read headers
-//!   join the trace too.
+//! - **Trace context.** Each request's HTTP `traceparent` header comes from the message's `_meta`,
+//!   so upstreams that only read headers join the trace too.
 //! - **Connection reuse.** An HTTP/1.1 connection goes back to the pool only once its response
-//!   body has been read to the end. rmcp stops reading a POST's SSE reply when the answer has
-//!   arrived (it drains for at most 50 ms, and cancels that drain as soon as the answer is
-//!   handled). Under load the drain lost that race for about one call in six, and each loss
-//!   closed a connection and opened a new one (measured: 3,801 closed connections in 23,166 calls
-//!   at 16 sessions). Here an SSE reply dropped before its end is read to the end in the
-//!   background, for at most `DRAIN_LIMIT`, so its connection is reused.
+//!   body has been read to the end, and rmcp stops reading a POST's SSE reply once the answer has
+//!   arrived. Here such a reply is read to its end in the background (`http::drain`), so its
+//!   connection is reused (the closed connections this saves: loadtests/README.md, "Design
+//!   figures").
 
 use std::collections::HashMap;
 use std::pin::Pin;

@@ -1,8 +1,8 @@
 //! The agent sessions of the 2025 protocol revisions, held by muster itself: a few fields per
 //! session in one map, and no task, worker or channel until the session has something in flight.
 //!
-//! rmcp's own session manager runs a worker task with its channels for every session, about
-//! 71 KiB each while idle (loadtests/README.md). Here a session is an `AgentSession` (its agent
+//! rmcp's own session manager runs a worker task with its channels for every session (its memory:
+//! loadtests/README.md, "Design figures"). Here a session is an `AgentSession` (its agent
 //! id, owner, and three empty maps) in a moka cache that forgets it after
 //! `IDLE_TIMEOUT` without a request. What a session needs while a request runs (the request's
 //! reply stream, its cancellation, the agent's answers to sampling and elicitation) lives only
