@@ -1,10 +1,11 @@
 //! One upstream MCP server, as the rest of muster sees it: `BackendHandle` (calls and lifecycle
-//! commands), the `Caller` a request comes from, the published `BackendStatus`, and `Error`.
+//! commands), the published `BackendStatus`, and `Error`. A call comes with its `Caller`
+//! (`caller.rs`).
 //!
 //! - `actor.rs`: the `BackendActor`, which owns the upstream session's lifecycle (connect, watch,
 //!   ping, re-list, reconnect on request) and its messages.
 //! - `call.rs`: the call path: `ready_session` (fail fast, heal fast), the call's deadline, the
-//!   shared session or the caller's own (`user_sessions.rs`), and the transport (`direct.rs` for
+//!   shared session or the caller's own (`user_sessions.rs`), and the transport (`direct_post.rs` for
 //!   streamable HTTP, rmcp's peer otherwise).
 //!
 //! Calls never enter the mailbox: the actor publishes the live session in a `watch` channel and
@@ -112,7 +113,7 @@ pub struct UpstreamSession {
 /// How a session's calls reach the upstream, decided when the session opens.
 #[derive(Clone)]
 enum Transport {
-    /// Streamable HTTP with a session id: the calling task POSTs each call itself (`direct.rs`).
+    /// Streamable HTTP with a session id: the calling task POSTs each call itself (`direct_post.rs`).
     Direct(Arc<direct_post::DirectPost>),
     /// stdio, legacy SSE, or a streamable-HTTP server without sessions: rmcp's peer carries it.
     Peer,

@@ -1,7 +1,7 @@
 //! The HTTP side: actix-web serving MCP streamable HTTP at `/mcp`, `/health`, `/readyz`,
 //! `/metrics` and the RFC 9728 metadata. `routes` is the one route table.
 //!
-//! Every `/mcp` request passes the Host/Origin guard against DNS rebinding (`guard.rs`) and, with
+//! Every `/mcp` request passes the Host/Origin guard against DNS rebinding (`host_guard.rs`) and, with
 //! sign-in on, `authenticate`, both from the headers alone; only then is its body read
 //! (`body.rs`: `maxBodyBytes`, `bodyTimeoutMs`). Then sessions of the 2025 revisions
 //! (`initialize`, and anything carrying `Mcp-Session-Id`) are muster's own (`streamable.rs`,

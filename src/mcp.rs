@@ -1,8 +1,9 @@
 //! The MCP server that agents talk to: `GatewayServer`. Requests on muster's own sessions arrive
 //! decoded at `GatewayServer::handle` with their `Caller` (frontend/streamable.rs); requests rmcp
 //! serves (2026-07-28, no session) arrive through the `ServerHandler` methods. Both end in the
-//! same methods. It knows neither HTTP nor actix: it reads the router's catalog snapshot and
-//! calls backends through their handles.
+//! same methods. It knows no HTTP server or client (actix, reqwest): only `http` types, for the
+//! trace context in headers and the request parts rmcp hands over. It reads the router's catalog
+//! snapshot and calls backends through their handles.
 //!
 //! The phases of a tool call, in order: decode (frontend) → `handle` → `tool_call` (its span) →
 //! `resolve_tool` (routing/resolve.rs) → `BackendHandle::call_tool` (backend.rs) → encode

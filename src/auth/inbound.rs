@@ -146,9 +146,9 @@ impl Validator {
         Ok(())
     }
 
-    /// Refetches the keys because `kid` is unknown: once per `REFRESH_MIN_INTERVAL` at most
-    /// (callers wait for the next slot rather than hammer the IdP), and not at all when another
-    /// caller's refetch already brought the key.
+    /// Refetches the keys because `kid` is unknown: once per `REFRESH_MIN_INTERVAL` at most (a
+    /// caller within it is refused at once, `UnknownKey`), and not at all when another caller's
+    /// refetch already brought the key (callers that arrive during a fetch wait for it).
     async fn refresh_for(&self, keys: &IssuerKeys, kid: &str) -> Result<(), Error> {
         let mut last = keys.last_fetch.lock().await;
         if keys.key(kid).await.is_some() {

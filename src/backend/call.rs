@@ -6,7 +6,7 @@
 //! 2. `ready_session`: the live session, or the outcome of a connection attempt in progress or one
 //!    this call starts (at most one a `PROBE_INTERVAL`); otherwise `Error::NotConnected` at once.
 //! 3. `call_upstream`: under the call's deadline, by the session's `Transport`: `post_direct`
-//!    (`direct.rs`) or `request_through_peer`. A lost session is reconnected at once and the call
+//!    (`direct_post.rs`) or `request_through_peer`. A lost session is reconnected at once and the call
 //!    retried once.
 
 use std::sync::atomic::Ordering;
@@ -41,7 +41,7 @@ impl BackendHandle {
     /// Calls one upstream tool. On a lost connection the session is rebuilt and the call is
     /// retried once (Muster #999: a dead session must not need an operator).
     /// The answer is a tool result, an input request or a task; a plain tool result stays the
-    /// upstream's own JSON (`answer.rs`).
+    /// upstream's own JSON (`upstream_result.rs`).
     pub async fn call_tool(&self, params: CallToolRequestParams, caller: &Caller) -> Result<UpstreamResult, Error> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         match self.request_with(request, caller, &SubscriptionChange::None).await? {

@@ -75,7 +75,7 @@ pub(super) fn detail(error: &dyn std::fmt::Display) -> String {
 /// A live session and what is needed to watch and end it.
 pub(super) struct Connected {
     pub(super) peer: Peer<RoleClient>,
-    /// How its calls go: directly (`direct.rs`) on a streamable-HTTP session, else rmcp's peer.
+    /// How its calls go: directly (`direct_post.rs`) on a streamable-HTTP session, else rmcp's peer.
     pub(super) transport: super::Transport,
     pub(super) cancel: CancellationToken,
     /// Resolves with a reason when the session ends on its own (child exit, transport death).

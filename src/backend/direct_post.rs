@@ -391,7 +391,7 @@ fn sort_reply(server: &str, message: ServerJsonRpcMessage, id: &RequestId) -> So
 }
 
 /// The common case, read without rmcp's untagged decoding: a successful answer to request
-/// `id`. A plain tool result stays raw (`answer.rs`); any other result is decoded by its own
+/// `id`. A plain tool result stays raw (`upstream_result.rs`); any other result is decoded by its own
 /// type. `None` for anything else (errors, notifications, requests, other ids), which the full
 /// decode then reads.
 fn plain_tool_result(text: &str, id: &RequestId, tool_call: bool) -> Option<UpstreamResult> {

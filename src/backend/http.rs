@@ -1,4 +1,4 @@
-//! The HTTP parts every upstream path shares (`connect.rs`, `direct.rs`, `upstream_client.rs`):
+//! The HTTP parts every upstream path shares (`connect.rs`, `direct_post.rs`, `upstream_client.rs`):
 //! the reqwest client muster builds for an upstream, with its connection caps and egress rules;
 //! the `traceparent` header of a message; and draining a reply so its connection is reused.
 

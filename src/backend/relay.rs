@@ -1,6 +1,6 @@
 //! The upstream side of a backend's session: an rmcp `ClientHandler` that relays what the
 //! upstream sends during calls back to the agent session that made the call. On streamable-HTTP
-//! sessions, what comes on a call's own reply goes to its caller in `direct.rs`; this handler
+//! sessions, what comes on a call's own reply goes to its caller in `direct_post.rs`; this handler
 //! sees what comes on the session's GET stream (and everything, on stdio and `sse` sessions).
 //!
 //! - Progress notifications carry the token muster or rmcp put on the upstream request (for a
