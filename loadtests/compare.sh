@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Two muster binaries side by side in one run: the same echo upstream, the same light client
+# (examples/loadgen.rs, one thread), stages taken in turn (A, B, A, B, …) so both see the same
+# background load. For "did this change cost anything?".
+#
+#   loadtests/compare.sh BIN_A BIN_B            # e.g. a release build of main and of a branch
+#   ROUNDS=3 SECONDS_PER_RUN=10 loadtests/compare.sh BIN_A BIN_B
+#
+# Stages: 1 session and 16 sessions in a closed loop, then 1,000 sessions that think 500 ms.
+# Prints calls/s, p50, p99 and muster's CPU per call for each run. Builds the release echo
+# upstream and loadgen (not the binaries under test). Everything binds 127.0.0.1; everything
+# started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muster-target}"
+BIN_A="${1:?usage: loadtests/compare.sh BIN_A BIN_B}"; BIN_B="${2:?usage: loadtests/compare.sh BIN_A BIN_B}"
+ROUNDS="${ROUNDS:-3}"; SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"
+cargo build --release --locked --example echo_upstream --example loadgen
+LOADGEN="$CARGO_TARGET_DIR/release/examples/loadgen"
+
+WORK="$(mktemp -d)"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+
+ECHO_PORT=18300
+"$CARGO_TARGET_DIR/release/examples/echo_upstream" "$ECHO_PORT" >/dev/null 2>&1 & pids+=("$!")
+declare -A PORT PID
+start() { # label binary port
+  mkdir -p "$WORK/$1/mcpservers"
+  printf 'aggregator:\n  port: %s\n  toolExposure: direct\n' "$3" >"$WORK/$1/config.yaml"
+  cat >"$WORK/$1/mcpservers/echo.yaml" <<YAML
+apiVersion: muster.giantswarm.io/v1alpha1
+kind: MCPServer
+metadata: {name: echo}
+spec: {type: streamable-http, url: "http://127.0.0.1:$ECHO_PORT/mcp", autoStart: true}
+YAML
+  "$2" serve --config-path "$WORK/$1" >"$WORK/$1.log" 2>&1 & PID[$1]=$!; pids+=("$!"); PORT[$1]=$3
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$3/readyz" >/dev/null && return; sleep 0.1; done
+  echo "$1 did not become ready" >&2; exit 1
+}
+start A "$BIN_A" 18391
+start B "$BIN_B" 18392
+
+ticks() { awk '{print $14 + $15}' "/proc/${PID[$1]}/stat"; }
+measure() { # label sessions think_ms
+  local before out calls
+  before=$(ticks "$1")
+  out=$("$LOADGEN" "http://127.0.0.1:${PORT[$1]}/mcp" x_echo_echo "$2" "$3" "$SECONDS_PER_RUN")
+  calls=$(sed -E 's/^calls=([0-9]+).*/\1/' <<<"$out")
+  echo "$1 sessions=$2 think=${3}ms $out cpu/call=$(( ($(ticks "$1") - before) * 1000000 / $(getconf CLK_TCK) / (calls > 0 ? calls : 1) ))µs"
+}
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round"
+  for stage in "1 0" "16 0" "1000 500"; do
+    # shellcheck disable=SC2086
+    measure A $stage; measure B $stage
+  done
+done
+echo "A=$BIN_A B=$BIN_B; RSS A $(awk '/VmRSS/ {print $2, $3}' "/proc/${PID[A]}/status"), B $(awk '/VmRSS/ {print $2, $3}' "/proc/${PID[B]}/status")"
