@@ -59,7 +59,7 @@ impl Caller {
 }
 
 /// The signed-in user of a request rmcp serves: `frontend` puts the HTTP request's parts into
-/// rmcp's extensions, and `auth` put the `Identity` into those.
+/// rmcp's extensions, and `auth` has put the `Identity` into those.
 pub fn identity_of(extensions: &rmcp::model::Extensions) -> Option<Arc<Identity>> {
     extensions.get::<http::request::Parts>().and_then(|parts| parts.extensions.get::<Arc<Identity>>()).cloned()
 }
@@ -78,6 +78,7 @@ pub trait AgentChannel: Send + Sync {
     fn forget_reply(&self, id: &RequestId);
 }
 
+/// The way back to the agent while one of its requests runs.
 #[derive(Clone)]
 pub enum ReplyPath {
     /// A request rmcp serves (2026-07-28): its peer.
