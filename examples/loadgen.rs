@@ -62,7 +62,13 @@ async fn run(
                 } else {
                     failed += 1;
                 }
-                tokio::time::sleep(think).await;
+                // A zero think time is a closed loop: `sleep(0)` would still wait for the next
+                // timer tick (1 ms).
+                if think.is_zero() {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(think).await;
+                }
             }
             (latencies, failed)
         });
