@@ -24,10 +24,26 @@ use catalog::Catalog;
 pub enum Error {
     #[error("tool not found: {name}{}", did_you_mean(suggestions))]
     ToolNotFound { name: String, suggestions: Vec<String> },
-    #[error("tool {tool} is provided by a family on servers {}; the \"{instance_arg}\" parameter is required", valid.join(", "))]
-    InstanceMissing { tool: String, family: String, instance_arg: String, valid: Vec<String> },
-    #[error("tool {tool} is not available on server \"{value}\" (available: {}){}", valid.join(", "), closest.as_ref().map(|c| format!(". Did you mean \"{c}\"?")).unwrap_or_default())]
-    InstanceUnknown { tool: String, value: String, valid: Vec<String>, closest: Option<String> },
+    /// `kind` is "tool" or "prompt"; `valid` the member servers, `clusters` their bare names.
+    #[error("{kind} {tool} is provided by a family on servers {}; the \"{instance_arg}\" parameter is required", valid.join(", "))]
+    InstanceMissing {
+        kind: &'static str,
+        tool: String,
+        family: String,
+        instance_arg: String,
+        valid: Vec<String>,
+        clusters: Vec<String>,
+    },
+    /// `closest` is set only when one member is clearly meant (routing/resolve.rs).
+    #[error("{kind} {tool} is not available on server \"{value}\" (available: {}){}", valid.join(", "), closest.as_ref().map(|c| format!(". Did you mean \"{c}\"?")).unwrap_or_default())]
+    InstanceUnknown {
+        kind: &'static str,
+        tool: String,
+        value: String,
+        valid: Vec<String>,
+        clusters: Vec<String>,
+        closest: Option<String>,
+    },
     #[error("resource not found: {uri}")]
     ResourceNotFound { uri: String },
     #[error("prompt not found: {name}{}", did_you_mean(suggestions))]

@@ -1,7 +1,8 @@
 //! The one place where routing and backend errors become MCP wire objects.
 //!
 //! Tool-call failures reach agents as tool results with `isError: true` and
-//! `structuredContent {code, message, validValues?, closest?, suggestions?, server?}`, so a model
+//! `structuredContent {code, message, validValues?, closest?, suggestions?, server?}`
+//! (`validValues` holds a family's full server names, then the bare cluster names also accepted), so a model
 //! can read the text and a program can read the code. Resource and prompt failures are JSON-RPC
 //! errors. Messages never carry tokens or internal addresses beyond the configured server name.
 
@@ -45,12 +46,12 @@ pub fn tool_error(error: &Error) -> CallToolResult {
     let message = error.to_string();
     let mut structured = json!({"code": code(error), "message": message});
     match error {
-        Error::InstanceMissing { valid, instance_arg, .. } => {
-            structured["validValues"] = json!(valid);
+        Error::InstanceMissing { valid, clusters, instance_arg, .. } => {
+            structured["validValues"] = json!([valid.as_slice(), clusters.as_slice()].concat());
             structured["parameter"] = json!(instance_arg);
         }
-        Error::InstanceUnknown { valid, closest, .. } => {
-            structured["validValues"] = json!(valid);
+        Error::InstanceUnknown { valid, clusters, closest, .. } => {
+            structured["validValues"] = json!([valid.as_slice(), clusters.as_slice()].concat());
             if let Some(closest) = closest {
                 structured["closest"] = json!(closest);
             }
@@ -107,6 +108,10 @@ pub fn protocol_error(error: &Error) -> ErrorData {
     match error {
         Error::ResourceNotFound { .. } => ErrorData::resource_not_found(error.to_string(), data),
         Error::PromptNotFound { .. } | Error::ToolNotFound { .. } => ErrorData::invalid_params(error.to_string(), data),
+        // A family prompt's instance: the same fields as a tool call's error.
+        Error::InstanceMissing { .. } | Error::InstanceUnknown { .. } => {
+            ErrorData::invalid_params(error.to_string(), tool_error(error).structured_content)
+        }
         _ if let Some((backend::Error::Protocol { code, message, .. }, _)) = error.backend() => {
             ErrorData::new(rmcp::model::ErrorCode(*code), message.clone(), data)
         }

@@ -362,12 +362,13 @@ async fn get_prompt(snapshot: &CatalogSnapshot, args: &JsonObject, caller: &Call
     let Some(name) = args.get("name").and_then(Value::as_str) else {
         return invalid("get_prompt needs a \"name\" argument".to_owned());
     };
-    let (backend, upstream_name) = match super::prompt_backend(snapshot, name) {
+    let arguments = args.get("arguments").and_then(Value::as_object).cloned();
+    let (backend, resolved) = match super::prompt_backend(snapshot, name, arguments) {
         Ok(found) => found,
         Err(e) => return error::tool_error(&e),
     };
-    let mut params = rmcp::model::GetPromptRequestParams::new(upstream_name);
-    params.arguments = args.get("arguments").and_then(Value::as_object).cloned();
+    let mut params = rmcp::model::GetPromptRequestParams::new(resolved.tool);
+    params.arguments = resolved.arguments;
     match backend.get_prompt(params, caller).await {
         Ok(result) => json_result(serde_json::to_value(result).unwrap_or_default()),
         Err(e) => error::tool_error(&e.into()),
