@@ -535,8 +535,9 @@ fn instance_completion(
     if argument.name != *instance_arg {
         return None;
     }
-    let (full, bare) = routing::resolve::instance_values(&snapshot.catalog, members);
-    let mut values: Vec<String> = bare.into_iter().chain(full).filter(|v| v.starts_with(&argument.value)).collect();
+    let valid = routing::resolve::instance_values(&snapshot.catalog, members);
+    let mut values: Vec<String> =
+        valid.clusters.into_iter().chain(valid.servers).filter(|v| v.starts_with(&argument.value)).collect();
     let total = values.len();
     values.truncate(rmcp::model::CompletionInfo::MAX_VALUES);
     let mut info = rmcp::model::CompletionInfo::new(values).unwrap_or_default();

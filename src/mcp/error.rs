@@ -46,12 +46,12 @@ pub fn tool_error(error: &Error) -> CallToolResult {
     let message = error.to_string();
     let mut structured = json!({"code": code(error), "message": message});
     match error {
-        Error::InstanceMissing { valid, clusters, instance_arg, .. } => {
-            structured["validValues"] = json!([valid.as_slice(), clusters.as_slice()].concat());
+        Error::InstanceMissing { valid, instance_arg, .. } => {
+            structured["validValues"] = json!([valid.servers.as_slice(), valid.clusters.as_slice()].concat());
             structured["parameter"] = json!(instance_arg);
         }
-        Error::InstanceUnknown { valid, clusters, closest, .. } => {
-            structured["validValues"] = json!([valid.as_slice(), clusters.as_slice()].concat());
+        Error::InstanceUnknown { valid, closest, .. } => {
+            structured["validValues"] = json!([valid.servers.as_slice(), valid.clusters.as_slice()].concat());
             if let Some(closest) = closest {
                 structured["closest"] = json!(closest);
             }

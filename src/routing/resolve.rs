@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use rmcp::model::JsonObject;
 use serde_json::Value;
 
-use super::Error;
 use super::catalog::{Catalog, ToolRoute};
+use super::{Error, InstanceValues};
 
 /// One resolved upstream request.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,16 +45,16 @@ pub fn resolve_prompt(catalog: &Catalog, name: &str, arguments: Option<JsonObjec
 
 /// The values a family's instance argument accepts for these members: the full server names
 /// and the bare cluster names `match_instance` maps back to exactly that member.
-pub fn instance_values(catalog: &Catalog, members: &BTreeMap<String, String>) -> (Vec<String>, Vec<String>) {
-    let full: Vec<String> = members.keys().cloned().collect();
-    let bare = full
+pub fn instance_values(catalog: &Catalog, members: &BTreeMap<String, String>) -> InstanceValues {
+    let servers: Vec<String> = members.keys().cloned().collect();
+    let clusters = servers
         .iter()
         .filter_map(|server| {
             let cluster = catalog.cluster_of(server)?;
-            (match_instance(&cluster, &full).as_deref() == Some(server.as_str())).then_some(cluster)
+            (match_instance(&cluster, &servers).as_deref() == Some(server.as_str())).then_some(cluster)
         })
         .collect();
-    (full, bare)
+    InstanceValues { servers, clusters }
 }
 
 fn resolve_route(
@@ -71,7 +71,7 @@ fn resolve_route(
         ToolRoute::Family { family, instance_arg, members } => (family, instance_arg, members),
     };
     let mut arguments = arguments.unwrap_or_default();
-    let (valid, clusters) = instance_values(catalog, members);
+    let valid = instance_values(catalog, members);
     let value = match arguments.remove(instance_arg) {
         Some(Value::String(value)) => value,
         Some(other) => other.to_string(),
@@ -81,12 +81,11 @@ fn resolve_route(
                 tool: name.to_owned(),
                 family: family.clone(),
                 instance_arg: instance_arg.clone(),
-                valid,
-                clusters,
+                valid: Box::new(valid),
             });
         }
     };
-    if let Some(server) = match_instance(&value, &valid) {
+    if let Some(server) = match_instance(&value, &valid.servers) {
         let tool = members[&server].clone();
         return Ok(Resolved { server, tool, arguments: Some(arguments) });
     }
@@ -100,14 +99,14 @@ fn resolve_route(
     if let (Some(server), Some(tool)) = (match_instance(&value, &unlisted), members.values().next()) {
         return Ok(Resolved { server, tool: tool.clone(), arguments: Some(arguments) });
     }
-    let named: Vec<(String, Option<String>)> = valid.iter().map(|s| (s.clone(), catalog.cluster_of(s))).collect();
+    let named: Vec<(String, Option<String>)> =
+        valid.servers.iter().map(|s| (s.clone(), catalog.cluster_of(s))).collect();
     Err(Error::InstanceUnknown {
         kind,
         tool: name.to_owned(),
         closest: closest_instance(&value, &named),
         value,
-        valid,
-        clusters,
+        valid: Box::new(valid),
     })
 }
 

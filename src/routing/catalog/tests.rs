@@ -177,7 +177,7 @@ fn resolve_errors_use_musters_strings_plus_hints() {
         unknown.to_string(),
         "tool x_kubernetes_pods_list is not available on server \"cluster-bb-mcp-kubernetes\" (available: cluster-a-mcp-kubernetes, cluster-b-mcp-kubernetes). Did you mean \"cluster-b-mcp-kubernetes\"?"
     );
-    assert!(matches!(unknown, Error::InstanceUnknown { ref valid, .. } if valid.len() == 2));
+    assert!(matches!(unknown, Error::InstanceUnknown { ref valid, .. } if valid.servers.len() == 2));
     let not_found = resolve_tool(&catalog, "x_kubernetes_pod_list", None).expect_err("typo");
     assert_eq!(not_found.to_string(), "tool not found: x_kubernetes_pod_list. Did you mean: x_kubernetes_pods_list?");
 }

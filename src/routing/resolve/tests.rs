@@ -93,10 +93,10 @@ fn ambiguous_bare_names_are_not_offered() {
     let Some(ToolRoute::Family { members, .. }) = catalog.tool_routes.get("x_kubernetes_pods_list") else {
         panic!("a family tool");
     };
-    let (full, bare) = instance_values(&catalog, members);
-    assert_eq!(full, ["cluster-a-eu-mcp-kubernetes", "cluster-a-mcp-kubernetes"]);
+    let valid = instance_values(&catalog, members);
+    assert_eq!(valid.servers, ["cluster-a-eu-mcp-kubernetes", "cluster-a-mcp-kubernetes"]);
     // `cluster-a` is a prefix of both, so only `cluster-a-eu` is accepted bare.
-    assert_eq!(bare, ["cluster-a-eu"]);
+    assert_eq!(valid.clusters, ["cluster-a-eu"]);
 }
 
 #[test]
