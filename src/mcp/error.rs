@@ -118,3 +118,36 @@ pub fn protocol_error(error: &Error) -> ErrorData {
         _ => ErrorData::internal_error(error.to_string(), data),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::InstanceValues;
+
+    #[test]
+    fn valid_values_list_full_then_bare_names_and_closest_only_when_set() {
+        let valid = Box::new(InstanceValues {
+            servers: vec!["cluster-a-mcp-kubernetes".into(), "cluster-b-mcp-kubernetes".into()],
+            clusters: vec!["cluster-a".into(), "cluster-b".into()],
+        });
+        let unknown = |closest: Option<&str>| Error::InstanceUnknown {
+            kind: "tool",
+            tool: "x_kubernetes_pods_list".into(),
+            value: "cluster-z".into(),
+            valid: valid.clone(),
+            closest: closest.map(str::to_owned),
+        };
+        let wire = tool_error(&unknown(None)).structured_content.expect("structured");
+        assert_eq!(
+            wire["validValues"],
+            json!(["cluster-a-mcp-kubernetes", "cluster-b-mcp-kubernetes", "cluster-a", "cluster-b"])
+        );
+        assert_eq!(wire.get("closest"), None);
+        let wire = tool_error(&unknown(Some("cluster-b"))).structured_content.expect("structured");
+        assert_eq!(wire["closest"], "cluster-b");
+        // A family prompt's failure is invalid params carrying the same fields.
+        let prompt = protocol_error(&unknown(None));
+        assert_eq!(prompt.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+        assert_eq!(prompt.data.expect("data")["validValues"].as_array().map(Vec::len), Some(4));
+    }
+}

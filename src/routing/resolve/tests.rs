@@ -63,24 +63,13 @@ fn the_message_keeps_musters_prefix_and_adds_the_hint_only_when_clear() {
 
 #[test]
 fn valid_values_carry_full_and_bare_names() {
-    let wire = crate::mcp::error::tool_error(&unknown("cluster-z")).structured_content.expect("structured");
-    assert_eq!(
-        wire["validValues"],
-        json!([
-            "cluster-a-mcp-kubernetes",
-            "cluster-b-mcp-kubernetes",
-            "cluster-c-mcp-kubernetes",
-            "cluster-a",
-            "cluster-b",
-            "cluster-c"
-        ])
-    );
-    assert_eq!(wire.get("closest"), None);
+    let Error::InstanceUnknown { valid, .. } = unknown("cluster-z") else { panic!("an unknown instance") };
+    assert_eq!(valid.servers, ["cluster-a-mcp-kubernetes", "cluster-b-mcp-kubernetes", "cluster-c-mcp-kubernetes"]);
+    assert_eq!(valid.clusters, ["cluster-a", "cluster-b", "cluster-c"]);
     let missing = resolve_tool(&fleet(), "x_kubernetes_pods_list", None).expect_err("missing");
-    let wire = crate::mcp::error::tool_error(&missing).structured_content.expect("structured");
-    assert_eq!(wire["validValues"].as_array().map(Vec::len), Some(6));
+    assert!(matches!(missing, Error::InstanceMissing { ref valid, .. } if valid.clusters.len() == 3));
     // Every bare name listed is accepted.
-    for bare in ["cluster-a", "cluster-b", "cluster-c"] {
+    for bare in &valid.clusters {
         let args = serde_json::from_value(json!({"management_cluster": bare})).ok();
         let resolved = resolve_tool(&fleet(), "x_kubernetes_pods_list", args).expect("a listed value routes");
         assert_eq!(resolved.server, format!("{bare}-mcp-kubernetes"));
