@@ -445,9 +445,11 @@ impl GatewayServer {
 
     async fn prompt(&self, request: GetPromptRequestParams, caller: &Caller) -> Result<GetPromptResult, ErrorData> {
         let snapshot = self.snapshot();
-        let (backend, name) = prompt_backend(&snapshot, &request.name).map_err(|e| error::protocol_error(&e))?;
         let mut params = request;
-        params.name = name;
+        let (backend, resolved) =
+            prompt_backend(&snapshot, &params.name, params.arguments.take()).map_err(|e| error::protocol_error(&e))?;
+        params.name = resolved.tool;
+        params.arguments = resolved.arguments;
         backend.get_prompt(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
 
@@ -456,8 +458,27 @@ impl GatewayServer {
         let mut params = request;
         let backend = match &mut params.r#ref {
             Reference::Prompt(prompt) => {
-                let (backend, name) = prompt_backend(&snapshot, &prompt.name).map_err(|e| error::protocol_error(&e))?;
-                prompt.name = name;
+                if let Some(values) = instance_completion(&snapshot, &prompt.name, &params.argument) {
+                    return Ok(CompleteResult::new(values));
+                }
+                // A family prompt's other arguments complete at the member the context names.
+                let arguments = params.context.as_mut().and_then(|c| c.arguments.take()).map(|map| {
+                    map.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect::<rmcp::model::JsonObject>()
+                });
+                let (backend, resolved) = match prompt_backend(&snapshot, &prompt.name, arguments) {
+                    Ok(found) => found,
+                    // No member chosen yet: nothing to suggest until the instance is set.
+                    Err(routing::Error::InstanceMissing { .. }) => return Ok(CompleteResult::default()),
+                    Err(e) => return Err(error::protocol_error(&e)),
+                };
+                if let Some(context) = params.context.as_mut() {
+                    context.arguments = resolved.arguments.map(|map| {
+                        map.into_iter()
+                            .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                            .collect()
+                    });
+                }
+                prompt.name = resolved.tool;
                 backend
             }
             Reference::Resource(resource) => {
@@ -485,15 +506,42 @@ fn resource_backend(
     Ok((backend.clone(), target.name))
 }
 
+/// The backend and upstream request for a prompt: a family prompt's instance argument picks the
+/// member and is not forwarded.
 fn prompt_backend(
     snapshot: &CatalogSnapshot,
     name: &str,
-) -> Result<(crate::backend::BackendHandle, String), routing::Error> {
-    let not_found = || routing::Error::PromptNotFound {
-        name: name.to_owned(),
-        suggestions: routing::resolve::closest(name, snapshot.catalog.prompt_routes.keys().map(String::as_str), 3),
+    arguments: Option<rmcp::model::JsonObject>,
+) -> Result<(crate::backend::BackendHandle, routing::resolve::Resolved), routing::Error> {
+    let resolved = routing::resolve::resolve_prompt(&snapshot.catalog, name, arguments)?;
+    let backend = snapshot
+        .backend(&resolved.server)
+        .ok_or_else(|| routing::Error::PromptNotFound { name: name.to_owned(), suggestions: Vec::new() })?;
+    Ok((backend.clone(), resolved))
+}
+
+/// Completions of a family prompt's instance argument, answered here: the full and bare names
+/// that start with what was typed. `None` for any other argument.
+fn instance_completion(
+    snapshot: &CatalogSnapshot,
+    prompt: &str,
+    argument: &rmcp::model::ArgumentInfo,
+) -> Option<rmcp::model::CompletionInfo> {
+    let Some(routing::catalog::ToolRoute::Family { instance_arg, members, .. }) =
+        snapshot.catalog.prompt_routes.get(prompt)
+    else {
+        return None;
     };
-    let target = snapshot.catalog.prompt_routes.get(name).ok_or_else(not_found)?;
-    let backend = snapshot.backend(&target.server).ok_or_else(not_found)?;
-    Ok((backend.clone(), target.name.clone()))
+    if argument.name != *instance_arg {
+        return None;
+    }
+    let valid = routing::resolve::instance_values(&snapshot.catalog, members);
+    let mut values: Vec<String> =
+        valid.clusters.into_iter().chain(valid.servers).filter(|v| v.starts_with(&argument.value)).collect();
+    let total = values.len();
+    values.truncate(rmcp::model::CompletionInfo::MAX_VALUES);
+    let mut info = rmcp::model::CompletionInfo::new(values).unwrap_or_default();
+    info.total = u32::try_from(total).ok();
+    info.has_more = Some(total > rmcp::model::CompletionInfo::MAX_VALUES);
+    Some(info)
 }

@@ -24,10 +24,24 @@ use catalog::Catalog;
 pub enum Error {
     #[error("tool not found: {name}{}", did_you_mean(suggestions))]
     ToolNotFound { name: String, suggestions: Vec<String> },
-    #[error("tool {tool} is provided by a family on servers {}; the \"{instance_arg}\" parameter is required", valid.join(", "))]
-    InstanceMissing { tool: String, family: String, instance_arg: String, valid: Vec<String> },
-    #[error("tool {tool} is not available on server \"{value}\" (available: {}){}", valid.join(", "), closest.as_ref().map(|c| format!(". Did you mean \"{c}\"?")).unwrap_or_default())]
-    InstanceUnknown { tool: String, value: String, valid: Vec<String>, closest: Option<String> },
+    /// `kind` is "tool" or "prompt".
+    #[error("{kind} {tool} is provided by a family on servers {}; the \"{instance_arg}\" parameter is required", valid.servers.join(", "))]
+    InstanceMissing {
+        kind: &'static str,
+        tool: String,
+        family: String,
+        instance_arg: String,
+        valid: Box<InstanceValues>,
+    },
+    /// `closest` is set only when one member is clearly meant (routing/resolve.rs).
+    #[error("{kind} {tool} is not available on server \"{value}\" (available: {}){}", valid.servers.join(", "), closest.as_ref().map(|c| format!(". Did you mean \"{c}\"?")).unwrap_or_default())]
+    InstanceUnknown {
+        kind: &'static str,
+        tool: String,
+        value: String,
+        valid: Box<InstanceValues>,
+        closest: Option<String>,
+    },
     #[error("resource not found: {uri}")]
     ResourceNotFound { uri: String },
     #[error("prompt not found: {name}{}", did_you_mean(suggestions))]
@@ -48,6 +62,14 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// What a family's instance argument accepts: the member servers' names, and the bare cluster
+/// names that each map to exactly one of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceValues {
+    pub servers: Vec<String>,
+    pub clusters: Vec<String>,
 }
 
 fn did_you_mean(suggestions: &[String]) -> String {

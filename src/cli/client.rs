@@ -80,12 +80,19 @@ pub(crate) async fn list_tools(endpoint: &str, config_dir: &Path) -> anyhow::Res
         }
     } else {
         for tool in tools {
-            let summary = tool.description.as_deref().unwrap_or_default().lines().next().unwrap_or_default().to_owned();
-            println!("{:<50} {summary}", tool.name);
+            println!("{:<50} {}", tool.name, summary(tool.description.as_deref().unwrap_or_default()));
         }
     }
     let _ = service.cancel().await;
     Ok(0)
+}
+
+/// A tool's summary from its description alone (direct exposure), as `list_tools` makes it:
+/// a family's servers shown whole as bare cluster names.
+fn summary(description: &str) -> String {
+    let (text, servers) = crate::routing::catalog::split_family_suffix(description);
+    let clusters = servers.map(|s| crate::routing::catalog::cluster_names(&s)).unwrap_or_default();
+    crate::mcp::meta::summarize(text, &clusters)
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr, reason = "the CLI's output")]
@@ -155,6 +162,14 @@ fn parse_arguments(args: &[String]) -> anyhow::Result<JsonObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_exposure_summaries_show_a_familys_clusters_whole() {
+        let description =
+            "Lists pods\nin a namespace (available on servers: cluster-a-mcp-kubernetes, cluster-b-mcp-kubernetes)";
+        assert_eq!(summary(description), "Lists pods (clusters: cluster-a, cluster-b)");
+        assert_eq!(summary("Echoes text"), "Echoes text");
+    }
 
     #[test]
     fn parses_flags_into_typed_arguments() {

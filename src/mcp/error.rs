@@ -1,7 +1,8 @@
 //! The one place where routing and backend errors become MCP wire objects.
 //!
 //! Tool-call failures reach agents as tool results with `isError: true` and
-//! `structuredContent {code, message, validValues?, closest?, suggestions?, server?}`, so a model
+//! `structuredContent {code, message, validValues?, closest?, suggestions?, server?}`
+//! (`validValues` holds a family's full server names, then the bare cluster names also accepted), so a model
 //! can read the text and a program can read the code. Resource and prompt failures are JSON-RPC
 //! errors. Messages never carry tokens or internal addresses beyond the configured server name.
 
@@ -46,11 +47,11 @@ pub fn tool_error(error: &Error) -> CallToolResult {
     let mut structured = json!({"code": code(error), "message": message});
     match error {
         Error::InstanceMissing { valid, instance_arg, .. } => {
-            structured["validValues"] = json!(valid);
+            structured["validValues"] = json!([valid.servers.as_slice(), valid.clusters.as_slice()].concat());
             structured["parameter"] = json!(instance_arg);
         }
         Error::InstanceUnknown { valid, closest, .. } => {
-            structured["validValues"] = json!(valid);
+            structured["validValues"] = json!([valid.servers.as_slice(), valid.clusters.as_slice()].concat());
             if let Some(closest) = closest {
                 structured["closest"] = json!(closest);
             }
@@ -107,9 +108,46 @@ pub fn protocol_error(error: &Error) -> ErrorData {
     match error {
         Error::ResourceNotFound { .. } => ErrorData::resource_not_found(error.to_string(), data),
         Error::PromptNotFound { .. } | Error::ToolNotFound { .. } => ErrorData::invalid_params(error.to_string(), data),
+        // A family prompt's instance: the same fields as a tool call's error.
+        Error::InstanceMissing { .. } | Error::InstanceUnknown { .. } => {
+            ErrorData::invalid_params(error.to_string(), tool_error(error).structured_content)
+        }
         _ if let Some((backend::Error::Protocol { code, message, .. }, _)) = error.backend() => {
             ErrorData::new(rmcp::model::ErrorCode(*code), message.clone(), data)
         }
         _ => ErrorData::internal_error(error.to_string(), data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::InstanceValues;
+
+    #[test]
+    fn valid_values_list_full_then_bare_names_and_closest_only_when_set() {
+        let valid = Box::new(InstanceValues {
+            servers: vec!["cluster-a-mcp-kubernetes".into(), "cluster-b-mcp-kubernetes".into()],
+            clusters: vec!["cluster-a".into(), "cluster-b".into()],
+        });
+        let unknown = |closest: Option<&str>| Error::InstanceUnknown {
+            kind: "tool",
+            tool: "x_kubernetes_pods_list".into(),
+            value: "cluster-z".into(),
+            valid: valid.clone(),
+            closest: closest.map(str::to_owned),
+        };
+        let wire = tool_error(&unknown(None)).structured_content.expect("structured");
+        assert_eq!(
+            wire["validValues"],
+            json!(["cluster-a-mcp-kubernetes", "cluster-b-mcp-kubernetes", "cluster-a", "cluster-b"])
+        );
+        assert_eq!(wire.get("closest"), None);
+        let wire = tool_error(&unknown(Some("cluster-b"))).structured_content.expect("structured");
+        assert_eq!(wire["closest"], "cluster-b");
+        // A family prompt's failure is invalid params carrying the same fields.
+        let prompt = protocol_error(&unknown(None));
+        assert_eq!(prompt.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+        assert_eq!(prompt.data.expect("data")["validValues"].as_array().map(Vec::len), Some(4));
     }
 }

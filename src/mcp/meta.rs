@@ -142,9 +142,47 @@ fn invalid(message: String) -> CallToolResult {
     result
 }
 
-fn summary(tool: &Tool) -> String {
-    let first = tool.description.as_deref().unwrap_or_default().lines().next().unwrap_or_default();
-    first.chars().take(SUMMARY_CHARS).collect()
+/// What `list_tools` and `filter_tools` show for a tool. A family tool's summary names its
+/// clusters (bare names) whole, instead of Muster's suffix of full server names, which a cut
+/// would truncate; its `description` keeps the suffix.
+fn summary(snapshot: &CatalogSnapshot, tool: &Tool) -> String {
+    let description = tool.description.as_deref().unwrap_or_default();
+    match snapshot.catalog.tool_routes.get(tool.name.as_ref()) {
+        Some(ToolRoute::Family { members, .. }) => {
+            let (text, _) = routing::catalog::split_family_suffix(description);
+            let clusters: Vec<String> =
+                members.keys().map(|m| snapshot.catalog.cluster_of(m).unwrap_or_else(|| m.clone())).collect();
+            summarize(text, &clusters)
+        }
+        _ => summarize(description, &[]),
+    }
+}
+
+/// The first line of `description`, cut at a word boundary with an ellipsis when longer than
+/// `SUMMARY_CHARS`, then `(clusters: …)` whole when there are any.
+pub fn summarize(description: &str, clusters: &[String]) -> String {
+    let first = description.lines().next().unwrap_or_default().trim();
+    let mut out = if first.chars().count() <= SUMMARY_CHARS {
+        first.to_owned()
+    } else {
+        // One character is left for the ellipsis; the word the cut falls in is dropped whole.
+        let head: String = first.chars().take(SUMMARY_CHARS - 1).collect();
+        let next_is_space = first.chars().nth(SUMMARY_CHARS - 1).is_some_and(char::is_whitespace);
+        let words = match head.rfind(char::is_whitespace) {
+            _ if next_is_space => head.as_str(),
+            Some(at) if at > 0 => &head[..at],
+            _ => head.as_str(),
+        };
+        let words = words.trim_end_matches(|c: char| c.is_whitespace() || ",;:-(".contains(c));
+        format!("{words}…")
+    };
+    if !clusters.is_empty() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!("(clusters: {})", clusters.join(", ")));
+    }
+    out
 }
 
 fn labels(snapshot: &CatalogSnapshot, name: &str) -> BTreeMap<&'static str, String> {
@@ -169,8 +207,12 @@ fn list_tools(snapshot: &CatalogSnapshot, args: &JsonObject) -> Value {
     let tools = &snapshot.catalog.tools;
     let offset = usize_arg(args, "offset", 0);
     let limit = usize_arg(args, "limit", LIST_TOOLS_DEFAULT_LIMIT).clamp(1, 500);
-    let page: Vec<Value> =
-        tools.iter().skip(offset).take(limit).map(|t| json!({"name": t.name, "summary": summary(t)})).collect();
+    let page: Vec<Value> = tools
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| json!({"name": t.name, "summary": summary(snapshot, t)}))
+        .collect();
     let next = offset + page.len();
     let mut out = json!({"tools": page, "total": tools.len(), "offset": offset, "limit": limit});
     if next < tools.len() {
@@ -257,7 +299,7 @@ fn filter_tools(snapshot: &CatalogSnapshot, args: &JsonObject) -> Value {
     let offset = usize_arg(args, "offset", 0);
 
     let tools = &snapshot.catalog.tools;
-    let documents: Vec<String> = tools.iter().map(|t| format!("{} {}", t.name, summary(t))).collect();
+    let documents: Vec<String> = tools.iter().map(|t| format!("{} {}", t.name, summary(snapshot, t))).collect();
     let scores = query.map(|q| super::search::bm25(q, &documents));
     let mut matches: Vec<(usize, f64)> = tools
         .iter()
@@ -283,7 +325,8 @@ fn filter_tools(snapshot: &CatalogSnapshot, args: &JsonObject) -> Value {
         .take(limit)
         .map(|(i, score)| {
             let t = &tools[*i];
-            let mut entry = json!({"name": t.name, "summary": summary(t), "labels": labels(snapshot, &t.name)});
+            let mut entry =
+                json!({"name": t.name, "summary": summary(snapshot, t), "labels": labels(snapshot, &t.name)});
             if scores.is_some() {
                 entry["score"] = json!((score * 1000.0).round() / 1000.0);
             }
@@ -362,12 +405,13 @@ async fn get_prompt(snapshot: &CatalogSnapshot, args: &JsonObject, caller: &Call
     let Some(name) = args.get("name").and_then(Value::as_str) else {
         return invalid("get_prompt needs a \"name\" argument".to_owned());
     };
-    let (backend, upstream_name) = match super::prompt_backend(snapshot, name) {
+    let arguments = args.get("arguments").and_then(Value::as_object).cloned();
+    let (backend, resolved) = match super::prompt_backend(snapshot, name, arguments) {
         Ok(found) => found,
         Err(e) => return error::tool_error(&e),
     };
-    let mut params = rmcp::model::GetPromptRequestParams::new(upstream_name);
-    params.arguments = args.get("arguments").and_then(Value::as_object).cloned();
+    let mut params = rmcp::model::GetPromptRequestParams::new(resolved.tool);
+    params.arguments = resolved.arguments;
     match backend.get_prompt(params, caller).await {
         Ok(result) => json_result(serde_json::to_value(result).unwrap_or_default()),
         Err(e) => error::tool_error(&e.into()),
@@ -388,6 +432,58 @@ mod tests {
         // A pattern built to backtrack exponentially answers at once.
         let hostile = "*a".repeat(100) + "b";
         assert!(!glob(&hostile, &"a".repeat(200)));
+    }
+
+    #[test]
+    fn summaries_cut_at_a_word_boundary_with_an_ellipsis() {
+        assert_eq!(summarize("Lists pods.\nMore detail.", &[]), "Lists pods.");
+        let long = "Get the logs of a pod container, following rotated files, with optional filters by time, \
+                    level and the previous instance of a crashed container";
+        let cut = summarize(long, &[]);
+        assert_eq!(
+            cut,
+            "Get the logs of a pod container, following rotated files, with optional filters by time, level and the previous…"
+        );
+        assert!(cut.chars().count() <= SUMMARY_CHARS, "{cut}");
+        // A single word longer than the budget is cut inside it, still with the ellipsis.
+        let word = "x".repeat(200);
+        assert_eq!(summarize(&word, &[]).chars().count(), SUMMARY_CHARS);
+        // A cut that falls right after a whole word keeps that word.
+        let exact = format!("{} tail", "y".repeat(SUMMARY_CHARS - 1));
+        assert_eq!(summarize(&exact, &[]), format!("{}…", "y".repeat(SUMMARY_CHARS - 1)));
+    }
+
+    #[test]
+    fn a_family_summary_keeps_its_clusters_whole_with_bare_names() {
+        let long = "Get the logs of a pod container, following rotated files, with optional filters by time, \
+                    level and the previous instance of a crashed container";
+        let clusters = ["cluster-a", "cluster-b", "cluster-c"].map(str::to_owned);
+        assert_eq!(
+            summarize(long, &clusters),
+            "Get the logs of a pod container, following rotated files, with optional filters by time, level and the previous… (clusters: cluster-a, cluster-b, cluster-c)"
+        );
+        assert_eq!(summarize("", &clusters), "(clusters: cluster-a, cluster-b, cluster-c)");
+    }
+
+    #[test]
+    fn list_tools_summarizes_a_family_tool_by_its_clusters() {
+        let k8s = |cluster: &str| crate::backend::ServerCapabilities {
+            name: format!("{cluster}-mcp-kubernetes"),
+            family: Some(crate::crd::Family { name: "kubernetes".into(), instance_arg: "management_cluster".into() }),
+            tools: Arc::new(vec![tool("pods_list", "Lists the pods of a namespace", json!({"type": "object"}))]),
+            ..Default::default()
+        };
+        let catalog = routing::catalog::build("x", &[k8s("cluster-a"), k8s("cluster-b"), k8s("cluster-c")]);
+        let snapshot = CatalogSnapshot { catalog, ..Default::default() };
+        let listed = list_tools(&snapshot, &JsonObject::new());
+        assert_eq!(
+            listed["tools"][0]["summary"],
+            "Lists the pods of a namespace (clusters: cluster-a, cluster-b, cluster-c)"
+        );
+        // The tool's own description keeps Muster's suffix.
+        assert!(snapshot.catalog.tools[0].description.as_deref().is_some_and(|d| d.ends_with(
+            "(available on servers: cluster-a-mcp-kubernetes, cluster-b-mcp-kubernetes, cluster-c-mcp-kubernetes)"
+        )));
     }
 
     #[test]

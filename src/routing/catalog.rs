@@ -3,18 +3,20 @@
 //! `build` is a pure function of the servers' last-known capabilities. It applies Muster's naming
 //! (`{musterPrefix}_{toolPrefix|name}_{tool}`, never a doubled prefix, an empty part drops its
 //! separator) and families (`{musterPrefix}_{family}_{tool}` with a required instance enum, the
-//! description suffix and the three fallback rules of reference §3.2). Duplicate exposed names
-//! are kept once (the first server in name order wins) and reported in `conflicts`.
+//! description suffix and the three fallback rules of reference §3.2). A family's prompts
+//! collapse the same way (`{musterPrefix}_{family}_{prompt}` with a required instance argument),
+//! which Muster does not do. Duplicate exposed names are kept once (the first server in name
+//! order wins) and reported in `conflicts`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use rmcp::model::{JsonObject, Prompt, Resource, ResourceTemplate, Tool};
+use rmcp::model::{JsonObject, Prompt, PromptArgument, Resource, ResourceTemplate, Tool};
 use serde_json::{Value, json};
 
 use crate::backend::ServerCapabilities;
 
-/// Where an exposed tool name goes.
+/// Where an exposed tool (or prompt) name goes; for a prompt, `tool` is the upstream prompt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToolRoute {
     /// One server, one upstream tool.
@@ -45,7 +47,7 @@ pub struct Catalog {
     /// (literal URI-template prefix before the first `{`, server, scheme-less?) for reads of templated URIs.
     pub template_routes: Vec<(String, String)>,
     pub prompts: Vec<Prompt>,
-    pub prompt_routes: HashMap<String, RouteTarget>,
+    pub prompt_routes: HashMap<String, ToolRoute>,
     /// Exposed names claimed by more than one source; the first kept it.
     pub conflicts: Vec<String>,
     /// Family fallbacks and other notes for operators.
@@ -108,7 +110,17 @@ pub fn build(muster_prefix: &str, servers: &[ServerCapabilities]) -> Catalog {
     catalog.tools = tools.into_values().collect();
 
     for server in &servers {
-        add_resources_and_prompts(muster_prefix, server, &mut catalog);
+        add_resources(muster_prefix, server, &mut catalog);
+    }
+    for (family, members) in &families {
+        add_family_prompts(muster_prefix, family, members, &mut catalog);
+    }
+    for (server, _) in &solo {
+        for prompt in server.prompts.iter() {
+            let name = exposed_name(muster_prefix, server_prefix(server), &prompt.name);
+            let route = ToolRoute::Server { server: server.name.clone(), tool: prompt.name.clone() };
+            insert_prompt(&mut catalog, name, prompt.clone(), route, &server.name);
+        }
     }
     catalog.resources.sort_by(|a, b| a.uri.cmp(&b.uri));
     catalog.prompts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -227,9 +239,60 @@ fn family_tool(tool: &Tool, instance_arg: &str, members: &[String]) -> Tool {
     let mut out = tool.clone();
     out.input_schema = Arc::new(schema);
     let description = tool.description.as_deref().unwrap_or_default();
-    let suffix = format!("(available on servers: {list})");
+    let suffix = family_suffix(members);
     out.description = Some(if description.is_empty() { suffix } else { format!("{description} {suffix}") }.into());
     out
+}
+
+/// Muster's suffix on a family tool's description, `(available on servers: a, b)`.
+pub fn family_suffix(members: &[String]) -> String {
+    format!("{FAMILY_SUFFIX_START}{})", members.join(", "))
+}
+
+const FAMILY_SUFFIX_START: &str = "(available on servers: ";
+
+/// A description without its family suffix, and the servers that suffix names (for clients
+/// that only see the description, e.g. `muster list tools` against direct exposure).
+pub fn split_family_suffix(description: &str) -> (&str, Option<Vec<String>>) {
+    let Some(start) = description.rfind(FAMILY_SUFFIX_START) else { return (description, None) };
+    let Some(list) = description[start + FAMILY_SUFFIX_START.len()..].strip_suffix(')') else {
+        return (description, None);
+    };
+    let servers = list.split(", ").map(str::to_owned).collect();
+    (description[..start].trim_end(), Some(servers))
+}
+
+/// The clusters of family members known only by name: each without the suffix all of them share
+/// or, for one server, without its `-mcp-…` tail. The catalog's own `cluster_of` knows the whole
+/// family and is preferred.
+pub fn cluster_names(servers: &[String]) -> Vec<String> {
+    let suffix = match servers {
+        [only] => only.find("-mcp-").map(|at| only[at..].to_owned()),
+        _ => shared_suffix(servers.iter().map(String::as_str)),
+    };
+    servers
+        .iter()
+        .map(|server| {
+            suffix
+                .as_deref()
+                .and_then(|suffix| server.strip_suffix(suffix))
+                .filter(|cluster| !cluster.is_empty())
+                .unwrap_or(server)
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The tail all `names` share, from a '-' on (so `cluster-a`/`cluster-b` do not share the
+/// `a`-less tail of a name).
+fn shared_suffix<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut suffix = names.next()?;
+    for name in names {
+        let common = suffix.chars().rev().zip(name.chars().rev()).take_while(|(a, b)| a == b).count();
+        suffix = &suffix[suffix.len() - suffix.chars().rev().take(common).map(char::len_utf8).sum::<usize>()..];
+    }
+    let dash = suffix.find('-')?;
+    Some(suffix[dash..].to_owned())
 }
 
 fn insert_tool(
@@ -249,7 +312,7 @@ fn insert_tool(
     catalog.tool_routes.insert(name, route);
 }
 
-fn add_resources_and_prompts(muster_prefix: &str, server: &ServerCapabilities, catalog: &mut Catalog) {
+fn add_resources(muster_prefix: &str, server: &ServerCapabilities, catalog: &mut Catalog) {
     let prefix = server_prefix(server);
     for resource in server.resources.iter() {
         // Muster: URIs with a scheme pass through unchanged; others are prefixed.
@@ -269,48 +332,102 @@ fn add_resources_and_prompts(muster_prefix: &str, server: &ServerCapabilities, c
         catalog.resources.push(exposed);
         catalog.resource_routes.insert(uri, RouteTarget { server: server.name.clone(), name: resource.uri.clone() });
     }
+    // Templates are not collapsed into one per family, unlike tools and prompts: a URI has no
+    // slot for the instance argument, and inventing one (`…{?management_cluster}`) would hand
+    // clients URIs that no upstream issued, which its completions, subscriptions and resource
+    // links would never show. A template several servers share (a family's `k8s://{namespace}/pods`)
+    // is listed once, from the first server in name order, which serves its reads; its
+    // description says so. Reading from a chosen cluster is what the family's tools are for.
     for template in server.resource_templates.iter() {
+        if let Some(index) = catalog.resource_templates.iter().position(|t| t.uri_template == template.uri_template) {
+            // Template routes are pushed beside their templates, so `index` is its route too.
+            let note = format!(" (reads go to {}; other servers offer it too)", catalog.template_routes[index].1);
+            let kept = &mut catalog.resource_templates[index];
+            if kept.description.as_deref().is_none_or(|d| !d.ends_with(note.trim_start())) {
+                let description = format!("{}{note}", kept.description.as_deref().unwrap_or_default());
+                kept.description = Some(description.trim_start().to_owned());
+            }
+            continue;
+        }
         let literal = template.uri_template.split('{').next().unwrap_or_default().to_owned();
         catalog.template_routes.push((literal, server.name.clone()));
         catalog.resource_templates.push(template.clone());
     }
-    for prompt in server.prompts.iter() {
-        let name = exposed_name(muster_prefix, prefix, &prompt.name);
-        if catalog.prompt_routes.contains_key(&name) {
+}
+
+/// A family's prompts, collapsed like its tools: one prompt per name with the instance argument
+/// added (required), under the same two per-prompt fallbacks (members describe it differently,
+/// or it already has an argument named like the instance).
+fn add_family_prompts(muster_prefix: &str, family: &str, members: &FamilyMembers<'_>, catalog: &mut Catalog) {
+    let mut by_prompt: BTreeMap<&str, Vec<(&ServerCapabilities, &Prompt)>> = BTreeMap::new();
+    for server in &members.servers {
+        for prompt in server.prompts.iter() {
+            by_prompt.entry(prompt.name.as_str()).or_default().push((server, prompt));
+        }
+    }
+    for (prompt_name, offers) in by_prompt {
+        let descriptions: BTreeSet<Option<&str>> = offers.iter().map(|(_, p)| p.description.as_deref()).collect();
+        let collides = offers.iter().any(|(_, p)| p.arguments.iter().flatten().any(|a| a.name == members.instance_arg));
+        if descriptions.len() > 1 || collides {
+            let why = if collides {
+                format!("it already has a {:?} argument", members.instance_arg)
+            } else {
+                "members describe it differently".to_owned()
+            };
             catalog
-                .conflicts
-                .push(format!("prompt {name} from {} is already exposed by another server; ignored", server.name));
+                .warnings
+                .push(format!("family {family}: prompt {prompt_name} falls back to per-server names: {why}"));
+            for (server, prompt) in offers {
+                let name = exposed_name(muster_prefix, server_prefix(server), &prompt.name);
+                let route = ToolRoute::Server { server: server.name.clone(), tool: prompt.name.clone() };
+                insert_prompt(catalog, name, prompt.clone(), route, &server.name);
+            }
             continue;
         }
-        let mut exposed = prompt.clone();
-        exposed.name = name.clone();
-        catalog.prompts.push(exposed);
-        catalog.prompt_routes.insert(name, RouteTarget { server: server.name.clone(), name: prompt.name.clone() });
+        let member_names: Vec<String> = offers.iter().map(|(s, _)| s.name.clone()).collect();
+        let mut exposed = offers[0].1.clone();
+        let argument = PromptArgument::new(members.instance_arg.clone())
+            .with_description(format!(
+                "Target instance to get this prompt from: a server or its cluster's name. Available: {}",
+                member_names.join(", ")
+            ))
+            .with_required(true);
+        exposed.arguments.get_or_insert_with(Vec::new).push(argument);
+        let route = ToolRoute::Family {
+            family: family.to_owned(),
+            instance_arg: members.instance_arg.clone(),
+            members: offers.iter().map(|(s, p)| (s.name.clone(), p.name.clone())).collect(),
+        };
+        let name = exposed_name(muster_prefix, family, prompt_name);
+        insert_prompt(catalog, name, exposed, route, &format!("family {family}"));
     }
 }
 
+fn insert_prompt(catalog: &mut Catalog, name: String, mut prompt: Prompt, route: ToolRoute, source: &str) {
+    if catalog.prompt_routes.contains_key(&name) {
+        catalog.conflicts.push(format!("prompt {name} from {source} is already exposed by another server; ignored"));
+        return;
+    }
+    prompt.name = name.clone();
+    catalog.prompts.push(prompt);
+    catalog.prompt_routes.insert(name, route);
+}
+
 impl Catalog {
-    /// The server and upstream URI for a `resources/read` of `uri`.
     /// The cluster a family member serves: its name without the suffix all members of its
     /// family share (`cluster-b` for `cluster-b-mcp-kubernetes` beside `cluster-a-mcp-kubernetes`),
     /// or, for a family of one, without `-mcp-{family}`.
     pub fn cluster_of(&self, server: &str) -> Option<String> {
         let (family, members) = self.family_members.iter().find(|(_, members)| members.contains(server))?;
         let suffix = if members.len() > 1 {
-            let mut suffix = server;
-            for member in members {
-                let common = suffix.chars().rev().zip(member.chars().rev()).take_while(|(a, b)| a == b).count();
-                suffix = &suffix[suffix.len() - suffix.chars().rev().take(common).map(char::len_utf8).sum::<usize>()..];
-            }
-            // Cut at a '-', so `cluster-a`/`cluster-b` do not share the `a`-less tail of a name.
-            let dash = suffix.find('-')?;
-            suffix[dash..].to_owned()
+            shared_suffix(members.iter().map(String::as_str))?
         } else {
             format!("-mcp-{family}")
         };
         server.strip_suffix(suffix.as_str()).filter(|cluster| !cluster.is_empty()).map(str::to_owned)
     }
 
+    /// The server and upstream URI for a `resources/read` of `uri`.
     pub fn resource_target(&self, uri: &str) -> Option<RouteTarget> {
         if let Some(target) = self.resource_routes.get(uri) {
             return Some(target.clone());

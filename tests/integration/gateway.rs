@@ -40,14 +40,26 @@ async fn family_tools_route_by_instance_and_errors_are_structured() {
     assert_eq!(structured["code"], "instance_required");
     assert_eq!(
         structured["validValues"],
-        json!(["cluster-a-mcp-kubernetes", "cluster-b-mcp-kubernetes", "cluster-c-mcp-kubernetes"])
+        json!([
+            "cluster-a-mcp-kubernetes",
+            "cluster-b-mcp-kubernetes",
+            "cluster-c-mcp-kubernetes",
+            "cluster-a",
+            "cluster-b",
+            "cluster-c"
+        ])
     );
     assert!(text(&missing).contains("the \"management_cluster\" parameter is required"), "{}", text(&missing));
 
+    // One edit from every member: no member is suggested over the others.
     let wrong = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-d-mcp-kubernetes"})).await;
     let structured = wrong.structured_content.clone().expect("structuredContent");
     assert_eq!(structured["code"], "instance_unknown");
-    assert!(structured["closest"].as_str().is_some_and(|c| c.starts_with("cluster-")), "{structured}");
+    assert_eq!(structured.get("closest"), None, "{structured}");
+    assert!(!text(&wrong).contains("Did you mean"), "{}", text(&wrong));
+    let near = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-bb"})).await;
+    let structured = near.structured_content.clone().expect("structuredContent");
+    assert_eq!(structured["closest"], "cluster-b", "{structured}");
 
     let unknown = client.call("x_kubernetes_whoam", json!({})).await;
     assert_eq!(unknown.is_error, Some(true));
@@ -97,6 +109,48 @@ async fn meta_exposure_lists_meta_tools_and_call_tool_returns_an_envelope() {
     let envelope: Value = serde_json::from_str(&text(&called)).expect("envelope");
     assert_eq!(envelope["isError"], false);
     assert_eq!(envelope["content"][0]["text"], "b:yo");
+}
+
+#[actix_web::test]
+async fn a_familys_prompt_is_listed_once_and_routes_by_instance() {
+    let (_fleet, _upstreams, muster) = family_fleet("direct").await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    let peer = client.service.peer();
+    let prompts = peer.list_all_prompts().await.expect("prompts/list");
+    let names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["x_kubernetes_cluster-health-check"]);
+    let arguments: Vec<&str> = prompts[0].arguments.iter().flatten().map(|a| a.name.as_str()).collect();
+    assert_eq!(arguments, ["namespace", "management_cluster"]);
+
+    let mut request = rmcp::model::GetPromptRequestParams::new("x_kubernetes_cluster-health-check");
+    request.arguments = json!({"management_cluster": "cluster-b", "namespace": "kube-system"}).as_object().cloned();
+    let got = peer.get_prompt(request).await.expect("prompts/get");
+    let message = serde_json::to_value(&got.messages[0].content).expect("json");
+    // Member b answered, under its own prompt name, without the instance argument.
+    assert_eq!(message["text"], r#"b checks cluster-health-check with {"namespace":"kube-system"}"#);
+
+    let mut unknown = rmcp::model::GetPromptRequestParams::new("x_kubernetes_cluster-health-check");
+    unknown.arguments = json!({"management_cluster": "cluster-z"}).as_object().cloned();
+    let error = peer.get_prompt(unknown).await.expect_err("an unknown instance");
+    assert!(
+        error.to_string().contains("prompt x_kubernetes_cluster-health-check is not available on server \"cluster-z\""),
+        "{error}"
+    );
+
+    let prompt = rmcp::model::Reference::for_prompt("x_kubernetes_cluster-health-check");
+    let instance = rmcp::model::CompleteRequestParams::new(
+        prompt.clone(),
+        rmcp::model::ArgumentInfo::new("management_cluster", "cluster-c"),
+    );
+    let completed = peer.complete(instance).await.expect("completion/complete");
+    assert_eq!(completed.completion.values, ["cluster-c", "cluster-c-mcp-kubernetes"]);
+    let mut namespace =
+        rmcp::model::CompleteRequestParams::new(prompt, rmcp::model::ArgumentInfo::new("namespace", "kube"));
+    namespace.context = Some(rmcp::model::CompletionContext::with_arguments(
+        [("management_cluster".to_owned(), "cluster-a".to_owned())].into(),
+    ));
+    let completed = peer.complete(namespace).await.expect("completion/complete");
+    assert_eq!(completed.completion.values, ["a-kube"], "member a completed it");
 }
 
 #[actix_web::test]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rmcp::model::Tool;
+use rmcp::model::{Prompt, Tool};
 use serde_json::{Value, json};
 
 use super::*;
@@ -177,7 +177,7 @@ fn resolve_errors_use_musters_strings_plus_hints() {
         unknown.to_string(),
         "tool x_kubernetes_pods_list is not available on server \"cluster-bb-mcp-kubernetes\" (available: cluster-a-mcp-kubernetes, cluster-b-mcp-kubernetes). Did you mean \"cluster-b-mcp-kubernetes\"?"
     );
-    assert!(matches!(unknown, Error::InstanceUnknown { ref valid, .. } if valid.len() == 2));
+    assert!(matches!(unknown, Error::InstanceUnknown { ref valid, .. } if valid.servers.len() == 2));
     let not_found = resolve_tool(&catalog, "x_kubernetes_pod_list", None).expect_err("typo");
     assert_eq!(not_found.to_string(), "tool not found: x_kubernetes_pod_list. Did you mean: x_kubernetes_pods_list?");
 }
@@ -232,4 +232,107 @@ fn a_members_cluster_is_its_name_without_the_familys_shared_suffix() {
     assert_eq!(alone.cluster_of("only-mcp-kubernetes").as_deref(), Some("only"));
     let plain = build("x", &[server("github", None, vec![tool("issues", "issues", json!({}))])]);
     assert_eq!(plain.cluster_of("github"), None);
+}
+
+fn prompt(name: &str, description: &str, arguments: &[&str]) -> Prompt {
+    Prompt::new(name, Some(description), Some(arguments.iter().map(|a| rmcp::model::PromptArgument::new(*a)).collect()))
+}
+
+fn with_prompts(mut server: ServerCapabilities, prompts: Vec<Prompt>) -> ServerCapabilities {
+    server.prompts = Arc::new(prompts);
+    server
+}
+
+fn prompt_names(catalog: &Catalog) -> Vec<&str> {
+    catalog.prompts.iter().map(|p| p.name.as_str()).collect()
+}
+
+#[test]
+fn a_familys_prompts_collapse_into_one_with_a_required_instance_argument() {
+    let check = || prompt("cluster-health-check", "Checks a cluster", &["namespace"]);
+    let catalog = build(
+        "x",
+        &[
+            with_prompts(k8s("cluster-a", &[]), vec![check()]),
+            with_prompts(k8s("cluster-b", &[]), vec![check()]),
+            with_prompts(k8s("cluster-c", &[]), vec![check()]),
+            with_prompts(server("github", None, Vec::new()), vec![prompt("triage", "t", &[])]),
+        ],
+    );
+    assert_eq!(prompt_names(&catalog), ["x_github_triage", "x_kubernetes_cluster-health-check"]);
+    let collapsed = &catalog.prompts[1];
+    assert_eq!(collapsed.description.as_deref(), Some("Checks a cluster"));
+    let arguments = collapsed.arguments.as_deref().unwrap_or_default();
+    let names: Vec<&str> = arguments.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["namespace", "management_cluster"]);
+    assert_eq!(arguments[1].required, Some(true));
+    assert!(
+        arguments[1]
+            .description
+            .as_deref()
+            .is_some_and(|d| d
+                .ends_with("Available: cluster-a-mcp-kubernetes, cluster-b-mcp-kubernetes, cluster-c-mcp-kubernetes")),
+        "{:?}",
+        arguments[1].description
+    );
+    assert!(matches!(
+        catalog.prompt_routes.get("x_kubernetes_cluster-health-check"),
+        Some(ToolRoute::Family { members, .. }) if members.len() == 3
+    ));
+    assert!(catalog.conflicts.is_empty(), "{:?}", catalog.conflicts);
+}
+
+#[test]
+fn a_family_prompt_falls_back_per_server_like_a_tool() {
+    let catalog = build(
+        "x",
+        &[
+            with_prompts(k8s("cluster-a", &[]), vec![prompt("check", "one text", &[]), prompt("same", "s", &[])]),
+            with_prompts(k8s("cluster-b", &[]), vec![prompt("check", "another text", &[]), prompt("same", "s", &[])]),
+            with_prompts(k8s("cluster-c", &[]), vec![prompt("own", "o", &["management_cluster"])]),
+        ],
+    );
+    assert_eq!(
+        prompt_names(&catalog),
+        [
+            "x_cluster-a-mcp-kubernetes_check",
+            "x_cluster-b-mcp-kubernetes_check",
+            "x_cluster-c-mcp-kubernetes_own",
+            "x_kubernetes_same"
+        ]
+    );
+    assert!(catalog.warnings.iter().any(|w| w.contains("prompt check falls back")), "{:?}", catalog.warnings);
+    assert!(catalog.warnings.iter().any(|w| w.contains("prompt own falls back")), "{:?}", catalog.warnings);
+}
+
+#[test]
+fn a_template_several_members_share_is_listed_once_and_says_where_reads_go() {
+    let pods = || rmcp::model::ResourceTemplate::new("k8s://{namespace}/pods", "pods");
+    let mut a = k8s("cluster-a", &[]);
+    a.resource_templates = Arc::new(vec![pods()]);
+    let mut b = k8s("cluster-b", &[]);
+    b.resource_templates = Arc::new(vec![pods()]);
+    let mut c = b.clone();
+    c.name = "cluster-c-mcp-kubernetes".into();
+    let catalog = build("x", &[c, b, a]);
+    assert_eq!(catalog.resource_templates.len(), 1);
+    assert_eq!(
+        catalog.resource_templates[0].description.as_deref(),
+        Some("(reads go to cluster-a-mcp-kubernetes; other servers offer it too)")
+    );
+    assert_eq!(
+        catalog.resource_target("k8s://default/pods").map(|t| t.server).as_deref(),
+        Some("cluster-a-mcp-kubernetes")
+    );
+}
+
+#[test]
+fn a_family_suffix_splits_back_into_text_and_servers() {
+    let servers = vec!["cluster-a-mcp-kubernetes".to_owned(), "cluster-b-mcp-kubernetes".to_owned()];
+    let description = format!("Lists pods {}", family_suffix(&servers));
+    let (text, listed) = split_family_suffix(&description);
+    assert_eq!((text, listed.as_deref()), ("Lists pods", Some(servers.as_slice())));
+    assert_eq!(cluster_names(&servers), ["cluster-a", "cluster-b"]);
+    assert_eq!(cluster_names(&["only-mcp-kubernetes".to_owned()]), ["only"]);
+    assert_eq!(split_family_suffix("Plain text (with a note)"), ("Plain text (with a note)", None));
 }

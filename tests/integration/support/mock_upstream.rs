@@ -1,7 +1,8 @@
 //! An in-process rmcp upstream served over streamable HTTP (through muster's own actix bridge),
 //! with tools that let tests steer it: `whoami`, `echo`, `block` (waits for the test to release
 //! it), `grow` (adds a tool and announces list_changed), `progress`, `big` (a text of `bytes`
-//! bytes) and `flood` (progress notifications of 4 KiB each, without end until cancelled).
+//! bytes) and `flood` (progress notifications of 4 KiB each, without end until cancelled); and
+//! one prompt, `cluster-health-check`, whose text and `namespace` completions name the upstream.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use actix_web::{App, HttpRequest, HttpServer, web};
 use muster::frontend::bridge;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, CompletionInfo,
+    ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult, ListPromptsResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, Prompt, PromptArgument, PromptMessage, Role, ServerConfig, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -52,7 +54,38 @@ fn text(s: impl Into<String>) -> CallToolResponse {
 
 impl ServerHandler for Upstream {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(serde_json::from_value(json!({"tools": {"listChanged": true}})).expect("caps"))
+        let capabilities = json!({"tools": {"listChanged": true}, "prompts": {}, "completions": {}});
+        ServerConfig::new(serde_json::from_value(capabilities).expect("caps"))
+    }
+
+    async fn list_prompts(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let namespace = PromptArgument::new("namespace").with_description("the namespace to check");
+        let prompt = Prompt::new("cluster-health-check", Some("Checks a cluster's health"), Some(vec![namespace]));
+        Ok(ListPromptsResult::with_all_items(vec![prompt]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        // The text shows every argument that arrived, so tests see what was forwarded.
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let text = format!("{} checks {} with {arguments}", self.0.label, request.name);
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)]).into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let value = format!("{}-{}", self.0.label, request.argument.value);
+        Ok(CompleteResult::new(CompletionInfo::new(vec![value]).unwrap_or_default()))
     }
 
     async fn list_tools(
