@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muster-target}"
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"   # as scripts/test.sh: no incremental cache
 PEERS_DIR="${MUSTER_PEERS_DIR:-$HOME/.cache/muster-peers}"
 MUSTER="$CARGO_TARGET_DIR/debug/muster"
 
