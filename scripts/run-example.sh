@@ -25,10 +25,18 @@ FLEET="$WORK/fleet"
 mkdir "$FLEET"
 cp -r examples/fleet/. "$FLEET/"
 
-# Polls until 127.0.0.1:PORT accepts connections, or URL answers 2xx; gives up after 30 s.
-wait_port() { wait_for "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$1"; }
-wait_ok() { wait_for "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1"; }
-wait_for() { for _ in $(seq 300); do "$MUSTER_PYTHON" -c "$1" "$2" 2>/dev/null && return; sleep 0.1; done; }
+# Polls until 127.0.0.1:PORT accepts connections, or URL answers 2xx, while process PID lives;
+# gives up after 30 s.
+wait_port() { wait_for "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$@"; }
+wait_ok() { wait_for "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" "$@"; }
+wait_for() {
+  for _ in $(seq 300); do
+    kill -0 "$3" 2>/dev/null || return 1
+    "$MUSTER_PYTHON" -c "$1" "$2" 2>/dev/null && return
+    sleep 0.1
+  done
+  return 1
+}
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
@@ -41,16 +49,20 @@ for cluster in cluster-a cluster-b cluster-c; do
   pids+=("$!")
   # The fake writes its kubeconfig once it listens.
   for _ in $(seq 100); do [[ -e "$WORK/$cluster.kubeconfig" ]] && break; sleep 0.1; done
+  [[ -e "$WORK/$cluster.kubeconfig" ]] || { echo "the fake Kubernetes API of $cluster did not start" >&2; exit 1; }
   "$MUSTER_K8S_MCP" --port "$port" --bind-address 127.0.0.1 --read-only \
     --kubeconfig "$WORK/$cluster.kubeconfig" >/dev/null 2>&1 &
   pids+=("$!")
+  wait_port "$port" "$!" || { echo "kubernetes-mcp-server did not listen on 127.0.0.1:$port" >&2; exit 1; }
   port=$((port + 1))
 done
-for port in 18181 18182 18183; do wait_port "$port"; done
 
 "$MUSTER" serve --config-path "$FLEET" &
 pids+=("$!")
-wait_ok http://127.0.0.1:8090/readyz
+if ! wait_ok http://127.0.0.1:8090/readyz "${pids[-1]}"; then
+  echo "muster did not become ready on http://127.0.0.1:8090 (is the port taken?)" >&2
+  exit 1
+fi
 
 # Keep these commands identical to the README's "Try it" block (tests/integration/readme.rs
 # checks that they are).
