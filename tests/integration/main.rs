@@ -21,6 +21,7 @@ mod faults;
 mod gateway;
 mod kubernetes;
 mod peers;
+mod readme;
 mod sso;
 mod telemetry;
 mod tidy;
