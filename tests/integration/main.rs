@@ -22,5 +22,6 @@ mod gateway;
 mod kubernetes;
 mod peers;
 mod sso;
+mod sso_example;
 mod telemetry;
 mod tidy;
