@@ -112,7 +112,7 @@ Config, Secrets and logs: $FLEET
 
 In another terminal:
   export MUSTER_ENDPOINT=$ENDPOINT PATH="$(dirname "$MUSTER_BIN"):\$PATH"
-  muster auth login    # the browser opens the central IdP: any user name and password, then "Continue"
+  muster auth login    # the browser opens the central IdP: any user name and password, "Sign-in", then "Continue"
   muster auth status   # each cluster: Connected [SSO: Exchanged]
   muster call x_kubernetes_configuration_view --management_cluster=cluster-b-mcp-kubernetes --minified=false
 Without a browser, sign in as alice with:
