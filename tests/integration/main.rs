@@ -23,5 +23,6 @@ mod kubernetes;
 mod peers;
 mod readme;
 mod sso;
+mod sso_example;
 mod telemetry;
 mod tidy;
