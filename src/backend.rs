@@ -169,6 +169,14 @@ impl BackendHandle {
         self.addr.do_send(msg);
     }
 
+    /// Closes the session and stops the actor; resolves once the upstream session has ended.
+    pub fn close(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let sent = self.addr.send(Shutdown);
+        async move {
+            let _ = sent.await;
+        }
+    }
+
     pub fn status(&self) -> BackendStatus {
         self.status.borrow().clone()
     }

@@ -21,6 +21,7 @@ mod faults;
 mod gateway;
 mod kubernetes;
 mod peers;
+mod shutdown;
 mod sso;
 mod telemetry;
 mod tidy;

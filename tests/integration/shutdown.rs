@@ -1,0 +1,76 @@
+//! A plain stop (SIGTERM): muster closes its upstream sessions before the children and
+//! connections go, logs no errors or warnings doing so, and writes no `Deleted` event or
+//! `Stopped` status, because stopping muster deletes nothing.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::mock_upstream::MockUpstream;
+use crate::support::{Fleet, Muster, Peers, config, eventually, family, free_port, http_server, stdio_server};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[actix_web::test]
+async fn sigterm_stops_quietly_and_deletes_nothing() {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let mut upstreams = Vec::new();
+    let mut files = Vec::new();
+    for cluster in ["a", "b", "c"] {
+        let upstream = MockUpstream::start(cluster, free_port()).await;
+        let name = format!("cluster-{cluster}-mcp-kubernetes");
+        fleet.write_server(
+            &format!("{name}.yaml"),
+            &http_server(&name, &upstream.url(), &family("kubernetes", "management_cluster")),
+        );
+        files.push(format!("{name}.yaml"));
+        upstreams.push(upstream);
+    }
+    // A stdio member too: its child must be gone when muster is.
+    let peers = Peers::load();
+    let kubeconfig = Peers::repo_file("tests/peers/fake-kubeconfig.yaml").display().to_string();
+    fleet.write_server(
+        "local.yaml",
+        &stdio_server("local", peers.get("MUSTER_K8S_MCP"), &["--read-only", "--kubeconfig", &kubeconfig], ""),
+    );
+    files.push("local.yaml".to_owned());
+    let mut muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    for file in &files {
+        eventually(WAIT, &format!("{file} connected"), async || {
+            matches!(fleet.status(file)["state"].as_str(), Some("Connected" | "Running")).then_some(())
+        })
+        .await;
+    }
+    let before: Vec<String> =
+        files.iter().map(|f| std::fs::read_to_string(fleet.server_path(f)).expect("read")).collect();
+    let log_before = muster.log_text().len();
+    let children = muster.child_pids();
+    assert!(!children.is_empty(), "the stdio member runs as muster's child");
+
+    let pid = muster.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    // A script's cleanup removes the fleet while muster stops (scripts/run-example.sh does): that
+    // deletes nothing either.
+    let removed = files.remove(0);
+    fleet.remove_server(&removed);
+    let before = &before[1..];
+    let child = &mut muster.child;
+    let exited = eventually(WAIT, "muster to exit after SIGTERM", async || child.try_wait().expect("try_wait")).await;
+    assert!(exited.success(), "muster exited with {exited}:\n{}", muster.log_text());
+
+    let log = muster.log_text();
+    let shutdown_log = &log[log_before..];
+    let noisy: Vec<&str> = shutdown_log.lines().filter(|l| l.contains(" ERROR ") || l.contains(" WARN ")).collect();
+    assert!(noisy.is_empty(), "errors or warnings at shutdown:\n{}\n\nwhole log:\n{log}", noisy.join("\n"));
+    assert!(!log.contains("MCPServerDeleted"), "a stop is not a deletion:\n{log}");
+    for (file, before) in files.iter().zip(before) {
+        let after = std::fs::read_to_string(fleet.server_path(file)).expect("read");
+        assert_eq!(&after, before, "{file}'s status was rewritten at shutdown");
+    }
+    for pid in children {
+        let alive = Command::new("kill").args(["-0", &pid.to_string()]).status().expect("kill -0").success();
+        assert!(!alive, "stdio child {pid} outlived muster");
+    }
+    drop(upstreams);
+}
