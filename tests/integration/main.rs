@@ -25,3 +25,4 @@ mod shutdown;
 mod sso;
 mod telemetry;
 mod tidy;
+mod without_sign_in;
