@@ -42,7 +42,7 @@ pub use user_sessions::UpstreamAuth;
 
 pub use actor::{
     BackendActor, BackendStateChanged, CallHealth, CapabilitiesDiscovered, Connect, ConnectNow, ConnectionLost,
-    ListChanged, RetryScheduled, ServerUpdated, Shutdown,
+    Draining, ListChanged, RetryScheduled, ServerUpdated, Shutdown,
 };
 
 /// Why a backend call or connection failed. Messages name the server and say what failed in

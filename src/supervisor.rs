@@ -31,7 +31,7 @@ use actix::prelude::*;
 
 use crate::auth::exchange::{ExchangeTarget, Exchanger};
 use crate::backend::{
-    BackendActor, BackendHandle, BackendStateChanged, Connect, RetryScheduled, Shutdown, UpstreamAuth,
+    BackendActor, BackendHandle, BackendStateChanged, Connect, Draining, RetryScheduled, Shutdown, UpstreamAuth,
 };
 use crate::config::{Calls, Supervision};
 use crate::crd::McpServer;
@@ -416,6 +416,9 @@ impl Handler<Stopping> for SupervisorActor {
     fn handle(&mut self, _: Stopping, _: &mut Self::Context) {
         tracing::info!("muster is stopping; the servers' desired state is no longer followed");
         self.stopping = true;
+        for managed in self.servers.values() {
+            managed.handle.tell(Draining);
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! through rmcp), watches it, probes it with MCP `ping`, re-lists its capabilities when the
 //! upstream says they changed, and publishes it (`BackendStatus`) for the call path.
 //!
-//! Accepts `Connect` and `Shutdown` (from the supervisor), `RetryScheduled` (from the supervisor),
+//! Accepts `Connect`, `Draining` and `Shutdown` (from the supervisor), `RetryScheduled` (from the supervisor),
 //! `ConnectionLost` (from its session watcher, its health probe and the call path), `ConnectNow`
 //! and `CallHealth` (from the call path), `ListChanged` (from its upstream handler) and
 //! `CapabilitiesDiscovered` (from user sessions). Emits `BackendStateChanged` to the supervisor
@@ -436,6 +436,20 @@ impl Handler<CallHealth> for BackendActor {
             (connection.state, connection.last_error.clone())
         };
         self.report(state, error);
+    }
+}
+
+/// Supervisor -> backend: muster is stopping. The session stays for calls still draining, but
+/// its loss is neither reported nor repaired: upstreams that stop with muster did not fail.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Draining;
+
+impl Handler<Draining> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Draining, _: &mut Self::Context) {
+        self.stopping = true;
     }
 }
 
