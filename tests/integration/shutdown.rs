@@ -114,3 +114,33 @@ async fn stop_muster(upstreams_stop_too: bool) {
     }
     drop(agent);
 }
+
+/// Kubernetes mode: a pod stopping (SIGTERM) publishes no Event and patches no status, since the
+/// MCPServer resources are all still there.
+#[actix_web::test]
+async fn sigterm_in_kubernetes_mode_publishes_no_events() {
+    let api = crate::support::fake_kube::FakeKube::start(free_port()).await;
+    let one = MockUpstream::start("one", free_port()).await;
+    api.apply("muster", &http_server("one", &one.url(), ""));
+    let port = free_port();
+    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: muster\n", config(port, "")));
+    let kubeconfig = api.kubeconfig(fleet.dir.path());
+    let mut muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
+    muster.wait_ready().await;
+    eventually(WAIT, "one Connected, and its Started event", async || {
+        (api.status("muster", "one")["state"] == "Connected"
+            && api.event_reasons("one").contains(&"MCPServerStarted".to_owned()))
+        .then_some(())
+    })
+    .await;
+    let (events, status) = (api.event_reasons("one"), api.status("muster", "one"));
+
+    let pid = muster.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let child = &mut muster.child;
+    let exited = eventually(WAIT, "muster to exit after SIGTERM", async || child.try_wait().expect("try_wait")).await;
+    assert!(exited.success(), "muster exited with {exited}:\n{}", muster.log_text());
+    assert_eq!(api.event_reasons("one"), events, "Events published at shutdown:\n{}", muster.log_text());
+    assert_eq!(api.status("muster", "one"), status, "status patched at shutdown");
+    assert_eq!(one.sessions.sessions.read().await.len(), 0, "muster's upstream session was not ended");
+}
