@@ -15,7 +15,7 @@ use crate::crd::sink::Sink;
 use crate::frontend;
 use crate::mcp::sessions::{self, Sessions};
 use crate::routing::RouterHandle;
-use crate::supervisor::{DesiredState, SupervisorActor};
+use crate::supervisor::{CloseBackends, DesiredState, Stopping, SupervisorActor};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // 0. Metrics first, so every component records from the start.
@@ -59,7 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // 3. Desired state, then every change, through one path (`DesiredState`).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
-    let _watcher = match (&config.kubernetes, kube_client) {
+    let watcher = match (&config.kubernetes, kube_client) {
         (Some(kubernetes), Some(client)) => {
             tracing::info!(namespaces = ?kubernetes.namespaces, "watching MCPServer resources");
             let namespaces = kubernetes.namespaces.clone();
@@ -97,6 +97,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    // On SIGTERM or Ctrl-C (actix-web hears them too and drains the frontend), stop following
+    // the desired state at once: a script's cleanup may remove the folder while muster stops,
+    // and that deletes nothing. Dropping the watcher now, while the folder is there, also spares
+    // inotify's complaint about a watch on a removed folder.
+    let stopping = supervisor.clone();
+    actix::spawn(async move {
+        stop_signal().await;
+        drop(watcher);
+        stopping.do_send(Stopping);
+    });
+
     // 4. Agent sessions hear about catalog changes.
     let sessions = Arc::new(Sessions::new(sessions::IDLE_TIMEOUT, config.limits.into()));
     actix::spawn(sessions::watch_catalog(sessions.clone(), router.snapshot.clone()));
@@ -109,5 +120,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),
     };
     cancel.cancel();
+    // 6. The frontend has drained: close the upstream sessions while the upstreams (and muster's
+    //    stdio children) are still there, then exit.
+    let _ = supervisor.send(CloseBackends).await;
     served
+}
+
+/// SIGTERM (Kubernetes, `kill`) or SIGINT (Ctrl-C), whichever comes first.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers, actix-web's own still stop the frontend.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

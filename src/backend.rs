@@ -42,7 +42,7 @@ pub use user_sessions::UpstreamAuth;
 
 pub use actor::{
     BackendActor, BackendStateChanged, CallHealth, CapabilitiesDiscovered, Connect, ConnectNow, ConnectionLost,
-    ListChanged, RetryScheduled, ServerUpdated, Shutdown,
+    Draining, ListChanged, RetryScheduled, ServerUpdated, Shutdown,
 };
 
 /// Why a backend call or connection failed. Messages name the server and say what failed in
@@ -167,6 +167,14 @@ impl BackendHandle {
         BackendActor: Handler<M>,
     {
         self.addr.do_send(msg);
+    }
+
+    /// Closes the session and stops the actor; resolves once the upstream session has ended.
+    pub fn close(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let sent = self.addr.send(Shutdown);
+        async move {
+            let _ = sent.await;
+        }
     }
 
     pub fn status(&self) -> BackendStatus {

@@ -47,7 +47,7 @@ pub struct GatewayServer {
     agent_id: u64,
     router: RouterHandle,
     exposure: ToolExposure,
-    /// Inbound sign-in is on: `auth://status` is served.
+    /// Inbound sign-in is on: `auth://status` shows each user's sign-in state, not only each server's.
     sign_in: bool,
 }
 
@@ -390,13 +390,16 @@ impl GatewayServer {
 
     fn resources(&self) -> ListResourcesResult {
         let mut resources = self.snapshot().catalog.resources.clone();
-        if self.sign_in {
-            resources.push(
-                rmcp::model::Resource::new(auth_status::URI, "auth-status")
-                    .with_description("Your sign-in state at each server (SSO: exchanged, forwarded, failed)")
-                    .with_mime_type("application/json"),
-            );
-        }
+        let description = if self.sign_in {
+            "Your sign-in state at each server (SSO: exchanged, forwarded, failed)"
+        } else {
+            "Each server's state (sign-in is not enabled on this muster)"
+        };
+        resources.push(
+            rmcp::model::Resource::new(auth_status::URI, "auth-status")
+                .with_description(description)
+                .with_mime_type("application/json"),
+        );
         ListResourcesResult::with_all_items(resources)
     }
 
@@ -410,9 +413,13 @@ impl GatewayServer {
         caller: &Caller,
     ) -> Result<ReadResourceResult, ErrorData> {
         let snapshot = self.snapshot();
-        if self.sign_in && request.uri == auth_status::URI {
-            let status = auth_status::compute(&snapshot, caller.identity.as_deref()).await;
-            let text = serde_json::to_string(&status).unwrap_or_default();
+        if request.uri == auth_status::URI {
+            let text = if self.sign_in {
+                serde_json::to_string(&auth_status::compute(&snapshot, caller.identity.as_deref()).await)
+            } else {
+                serde_json::to_string(&auth_status::compute_without_sign_in(&snapshot))
+            }
+            .unwrap_or_default();
             let contents =
                 rmcp::model::ResourceContents::text(text, auth_status::URI).with_mime_type("application/json");
             return Ok(ReadResourceResult::new(vec![contents]));

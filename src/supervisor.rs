@@ -3,7 +3,8 @@
 //! remote alike.
 //!
 //! Accepts `DesiredState` (from `crd/files.rs` or `crd/kubernetes.rs`: one code path) and
-//! `BackendStateChanged` (from backends). Tells backends `Connect`/`Shutdown`, tells the router
+//! `BackendStateChanged` (from backends), and `Stopping` then `CloseBackends` (from `app.rs`, when
+//! muster is told to stop). Tells backends `Connect`/`Shutdown`, tells the router
 //! `ServerAdded`, `ServerRemoved` and `InitialSetKnown`, and writes each server's status and
 //! events through `crd::sink::Sink` (into the file, or the status subresource and Kubernetes Events).
 //! What a new desired state means (start, replace, stop, keep a version whose update was
@@ -14,6 +15,11 @@
 //! `BackendHandle::ready_session`). The failure count resets only when the backend had stayed
 //! connected for `stable_after` (crash-loop protection). The backend learns when its retry is
 //! (`RetryScheduled`), so an agent's error says when to call again.
+//!
+//! Stopping muster is not deleting its servers: from `Stopping` on, desired state and backend
+//! state changes are ignored and nothing is written, so no `Deleted` event or `Stopped` status
+//! claims the servers went away (in Kubernetes mode such Events would be false for every pod
+//! restart). `CloseBackends` then closes each upstream session and waits for it.
 
 mod plan;
 
@@ -25,7 +31,7 @@ use actix::prelude::*;
 
 use crate::auth::exchange::{ExchangeTarget, Exchanger};
 use crate::backend::{
-    BackendActor, BackendHandle, BackendStateChanged, Connect, RetryScheduled, Shutdown, UpstreamAuth,
+    BackendActor, BackendHandle, BackendStateChanged, Connect, Draining, RetryScheduled, Shutdown, UpstreamAuth,
 };
 use crate::config::{Calls, Supervision};
 use crate::crd::McpServer;
@@ -70,7 +76,24 @@ pub struct SupervisorActor {
     servers: BTreeMap<String, Supervised>,
     initial_done: bool,
     next_epoch: u64,
+    /// Muster is stopping: the desired state no longer changes anything, and nothing is written.
+    stopping: bool,
 }
+
+/// `app.rs` -> supervisor: muster was told to stop (SIGTERM, Ctrl-C). The servers keep running
+/// while the frontend drains, but nothing about them changes or is written from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stopping;
+
+/// `app.rs` -> supervisor, after the frontend has drained: close every upstream session (stdio
+/// children exit with theirs). Answers when all are closed or `CLOSE_TIMEOUT` has passed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseBackends;
+
+/// How long `CloseBackends` waits for the upstream sessions to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(8);
 
 impl SupervisorActor {
     pub fn new(
@@ -80,7 +103,17 @@ impl SupervisorActor {
         exchanger: Option<Arc<Exchanger>>,
         sink: Sink,
     ) -> Self {
-        Self { policy, calls, exchanger, router, sink, servers: BTreeMap::new(), initial_done: false, next_epoch: 0 }
+        Self {
+            policy,
+            calls,
+            exchanger,
+            router,
+            sink,
+            servers: BTreeMap::new(),
+            initial_done: false,
+            next_epoch: 0,
+            stopping: false,
+        }
     }
 
     /// Starts a backend for `definition`; `Err` (with the reason) leaves nothing running.
@@ -224,6 +257,9 @@ impl Handler<DesiredState> for SupervisorActor {
     type Result = ();
 
     fn handle(&mut self, DesiredState(snapshot): DesiredState, ctx: &mut Self::Context) {
+        if self.stopping {
+            return; // a folder removed while muster stops (a script's cleanup) deletes nothing
+        }
         for rejected in &snapshot.rejected {
             tracing::error!(source = %rejected.source, "{rejected}");
         }
@@ -300,6 +336,9 @@ impl Handler<BackendStateChanged> for SupervisorActor {
 
     fn handle(&mut self, msg: BackendStateChanged, ctx: &mut Self::Context) {
         let policy = self.policy;
+        if self.stopping {
+            return; // upstreams that go down with muster did not fail
+        }
         let Some(managed) = self.servers.get_mut(&msg.name) else { return };
         if managed.handle.instance != msg.instance {
             return; // from a backend this one replaced
@@ -343,6 +382,9 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                 self.sink.event(&source, Reason::Failed, note, true);
                 let sink = self.sink.clone();
                 ctx.run_later(delay, move |actor, _| {
+                    if actor.stopping {
+                        return;
+                    }
                     let Some(managed) = actor.servers.get_mut(&name) else { return };
                     if managed.epoch != epoch || managed.failure_seq != seq || managed.state != State::Failed {
                         return;
@@ -365,6 +407,32 @@ impl Handler<BackendStateChanged> for SupervisorActor {
         }
         let name = msg.name;
         self.write(&name);
+    }
+}
+
+impl Handler<Stopping> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stopping, _: &mut Self::Context) {
+        tracing::info!("muster is stopping; the servers' desired state is no longer followed");
+        self.stopping = true;
+        for managed in self.servers.values() {
+            managed.handle.tell(Draining);
+        }
+    }
+}
+
+impl Handler<CloseBackends> for SupervisorActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: CloseBackends, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        let closing: Vec<_> = std::mem::take(&mut self.servers).into_values().map(|m| m.handle.close()).collect();
+        Box::pin(async move {
+            if tokio::time::timeout(CLOSE_TIMEOUT, futures::future::join_all(closing)).await.is_err() {
+                tracing::info!(timeout_s = CLOSE_TIMEOUT.as_secs(), "not every upstream session closed in time");
+            }
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! through rmcp), watches it, probes it with MCP `ping`, re-lists its capabilities when the
 //! upstream says they changed, and publishes it (`BackendStatus`) for the call path.
 //!
-//! Accepts `Connect` and `Shutdown` (from the supervisor), `RetryScheduled` (from the supervisor),
+//! Accepts `Connect`, `Draining` and `Shutdown` (from the supervisor), `RetryScheduled` (from the supervisor),
 //! `ConnectionLost` (from its session watcher, its health probe and the call path), `ConnectNow`
 //! and `CallHealth` (from the call path), `ListChanged` (from its upstream handler) and
 //! `CapabilitiesDiscovered` (from user sessions). Emits `BackendStateChanged` to the supervisor
@@ -59,6 +59,8 @@ pub struct BackendActor {
     max_result_bytes: usize,
     degraded: Arc<AtomicBool>,
     session_cancel: Option<tokio_util::sync::CancellationToken>,
+    /// Cancelled once the current session has really ended (its DELETE sent, its child gone).
+    session_ended: Option<tokio_util::sync::CancellationToken>,
     health: Option<SpawnHandle>,
     stopping: bool,
     auth: Option<Arc<UpstreamAuth>>,
@@ -100,6 +102,7 @@ impl BackendActor {
             max_result_bytes: calls.max_result_bytes,
             degraded: degraded.clone(),
             session_cancel: None,
+            session_ended: None,
             health: None,
             stopping: false,
             auth: auth.clone(),
@@ -263,10 +266,13 @@ impl Handler<Connect> for BackendActor {
                 Ok(connected) => {
                     let peer = connected.peer.clone();
                     actor.session_cancel = Some(connected.cancel.clone());
+                    let ended = tokio_util::sync::CancellationToken::new();
+                    actor.session_ended = Some(ended.clone());
                     let addr = ctx.address();
                     let waiting = connected.closed;
                     actix::spawn(async move {
                         let reason = waiting.await;
+                        ended.cancel();
                         addr.do_send(ConnectionLost { generation, reason });
                     });
                     actor.start_health_probe(ctx, peer.clone(), generation);
@@ -433,15 +439,30 @@ impl Handler<CallHealth> for BackendActor {
     }
 }
 
-/// Supervisor -> backend: close the session and stop.
+/// Supervisor -> backend: muster is stopping. The session stays for calls still draining, but
+/// its loss is neither reported nor repaired: upstreams that stop with muster did not fail.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Draining;
+
+impl Handler<Draining> for BackendActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Draining, _: &mut Self::Context) {
+        self.stopping = true;
+    }
+}
+
+/// Supervisor -> backend: close the session and stop. Answers once the session has ended, so
+/// muster can close its upstream sessions before it exits (`BackendHandle::close`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
 
 impl Handler<Shutdown> for BackendActor {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
         self.stopping = true;
         self.drop_session(ctx);
         self.status.send_modify(|c| {
@@ -450,5 +471,11 @@ impl Handler<Shutdown> for BackendActor {
             c.last_error = None;
         });
         ctx.stop();
+        let ended = self.session_ended.take();
+        Box::pin(async move {
+            if let Some(ended) = ended {
+                ended.cancelled().await;
+            }
+        })
     }
 }

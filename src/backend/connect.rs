@@ -154,14 +154,22 @@ pub(super) async fn connect(
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let is_stdio = definition.spec.server_type == Some(ServerType::Stdio);
+    let rmcp_cancel = running.cancellation_token();
     let closed = Box::pin(async move {
+        let waiting = running.waiting();
+        tokio::pin!(waiting);
         tokio::select! {
-            reason = running.waiting() => {
+            reason = &mut waiting => {
                 tracing::debug!(?reason, "upstream session ended");
                 if is_stdio { "the process exited".to_owned() } else { "the session was closed".to_owned() }
             }
-            // Dropping `running` here closes the session (and kills a child).
-            () = stop.cancelled() => "closed by muster".to_owned(),
+            // Closed by muster: rmcp ends the session (a DELETE, or the child's exit) and this
+            // resolves only then, so muster can wait for it before it exits.
+            () = stop.cancelled() => {
+                rmcp_cancel.cancel();
+                let _ = waiting.await;
+                "closed by muster".to_owned()
+            }
         }
     });
     // The handshake and the listing carried the session id, so the `DirectPost` knows it by now; a

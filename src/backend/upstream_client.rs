@@ -121,7 +121,13 @@ impl StreamableHttpClient for UpstreamClient {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<(), StreamableHttpError<Self::Error>> {
-        self.0.delete_session(uri, session_id, auth_header, custom_headers).await
+        // Ending a session is a courtesy to the upstream. When it is already gone (it was stopped
+        // together with muster), there is nothing to end; rmcp would log that as an error, so it
+        // is said here at debug and rmcp hears the close went through.
+        if let Err(e) = self.0.delete_session(uri.clone(), session_id, auth_header, custom_headers).await {
+            tracing::debug!(%uri, error = %e, "could not end the upstream session; the upstream expires it");
+        }
+        Ok(())
     }
 
     async fn get_stream(

@@ -12,11 +12,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::client;
 use super::tokens::{self, StoredToken};
-use crate::mcp::auth_status::{AuthStatus, ServerStatus, SessionStatus, URI};
+use crate::mcp::auth_status::{AuthStatus, FleetStatus, ServerStatus, SessionStatus, URI};
 
 /// Exit codes (reference §4.7).
 pub(crate) const EXIT_AUTH_REQUIRED: i32 = 2;
 pub(crate) const EXIT_AUTH_FAILED: i32 = 3;
+/// `auth login` against a muster without sign-in: an error, with its own message.
+pub(crate) const EXIT_SIGN_IN_DISABLED: i32 = 1;
 
 #[derive(Deserialize)]
 struct ProtectedResource {
@@ -56,9 +58,30 @@ fn resource_metadata_url(endpoint: &str) -> anyhow::Result<String> {
     Ok(format!("{origin}/.well-known/oauth-protected-resource{}", url.path().trim_end_matches('/')))
 }
 
+/// Whether `endpoint`'s muster has sign-in on, or `None` when it cannot tell (unreachable).
+///
+/// The question goes to the OAuth protected-resource metadata (RFC 9728), which muster serves
+/// exactly when sign-in is on and answers 404 otherwise (`frontend::protected_resource`). Probing
+/// the MCP endpoint for a 401 instead would open a session just to ask, and a stored token would
+/// hide the answer. A 404 from something that is not muster is caught later: its MCP endpoint
+/// does not answer, and the command says so.
+async fn sign_in_enabled(http: &reqwest::Client, endpoint: &str) -> anyhow::Result<Option<bool>> {
+    let metadata_url = resource_metadata_url(endpoint)?;
+    Ok(match http.get(&metadata_url).send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => Some(false),
+        Ok(response) if response.status().is_success() => Some(true),
+        Ok(_) | Err(_) => None,
+    })
+}
+
 #[allow(clippy::print_stderr, reason = "the CLI talks to the user")]
 pub(crate) async fn login(endpoint: &str, config_dir: &Path, options: LoginOptions) -> anyhow::Result<i32> {
     let http = http()?;
+    if sign_in_enabled(&http, endpoint).await? == Some(false) {
+        eprintln!("Sign-in is not enabled on the muster at {endpoint}: there is nothing to log in to.");
+        eprintln!("Its tools work without `muster auth login`; `muster auth status` shows each server's state.");
+        return Ok(EXIT_SIGN_IN_DISABLED);
+    }
     let metadata_url = resource_metadata_url(endpoint)?;
     let metadata: ProtectedResource = http
         .get(&metadata_url)
@@ -205,6 +228,11 @@ async fn wait_for_sso(endpoint: &str, config_dir: &Path) {
 }
 
 async fn fetch_status(endpoint: &str, config_dir: &Path) -> Result<AuthStatus, anyhow::Error> {
+    Ok(serde_json::from_str(&read_status(endpoint, config_dir).await?)?)
+}
+
+/// The text of `auth://status`.
+async fn read_status(endpoint: &str, config_dir: &Path) -> Result<String, anyhow::Error> {
     let service = client::connect(endpoint, config_dir).await?;
     let result = service.peer().read_resource(rmcp::model::ReadResourceRequestParams::new(URI)).await;
     let _ = service.cancel().await;
@@ -217,13 +245,16 @@ async fn fetch_status(endpoint: &str, config_dir: &Path) -> Result<AuthStatus, a
             _ => None,
         })
         .context("auth://status had no text")?;
-    Ok(serde_json::from_str(&text)?)
+    Ok(text)
 }
 
 #[allow(clippy::print_stdout, reason = "the CLI's output")]
 pub(crate) async fn status(endpoint: &str, config_dir: &Path) -> anyhow::Result<i32> {
     println!("Muster Aggregator");
     println!("  Endpoint:  {endpoint}");
+    if sign_in_enabled(&http()?, endpoint).await? == Some(false) {
+        return status_without_sign_in(endpoint, config_dir).await;
+    }
     let Some(stored) = tokens::load(config_dir, endpoint) else {
         println!("  Status:    Not authenticated");
         println!("  Run: muster auth login");
@@ -258,6 +289,51 @@ pub(crate) async fn status(endpoint: &str, config_dir: &Path) -> anyhow::Result<
     println!();
     print!("{}", render_servers(&status));
     Ok(0)
+}
+
+/// `auth status` against a muster without sign-in: each server's state, and exit 0.
+#[allow(clippy::print_stdout, reason = "the CLI's output")]
+async fn status_without_sign_in(endpoint: &str, config_dir: &Path) -> anyhow::Result<i32> {
+    println!("  Sign-in:   Not enabled on this muster (nothing to log in to)");
+    let fleet = match read_status(endpoint, config_dir).await {
+        Ok(text) => serde_json::from_str::<FleetStatus>(&text).context("parsing auth://status")?,
+        Err(e) => {
+            println!("  Status:    Connection failed");
+            println!("  Reason:    {e:#}");
+            return Ok(e.downcast_ref::<client::ConnectError>().map_or(1, client::exit_code));
+        }
+    };
+    println!();
+    print!("{}", render_states(&fleet));
+    Ok(0)
+}
+
+/// The "MCP Servers" block without sign-in: each server's own state, and a failed one's reason
+/// and next retry.
+pub(crate) fn render_states(fleet: &FleetStatus) -> String {
+    let width = fleet.servers.iter().map(|s| s.name.len()).max().unwrap_or(0).max(20) + 3;
+    let mut out = String::from("MCP Servers\n");
+    for server in &fleet.servers {
+        let label = match server.status {
+            SessionStatus::Connected => "Connected",
+            SessionStatus::Failed => "Failed",
+            SessionStatus::AuthRequired | SessionStatus::ReauthRequired => "Requires authentication",
+            SessionStatus::SsoPending | SessionStatus::Disconnected => "Connecting",
+            SessionStatus::Error => "Error",
+            SessionStatus::Unreachable => "Unreachable",
+        };
+        let mut hint = server.error.clone().unwrap_or_default();
+        if let Some(secs) = server.retry_in_seconds {
+            hint.push_str(&format!("{}retrying in {secs} s", if hint.is_empty() { "" } else { "; " }));
+        }
+        let line = format!("  {:<width$}{label}", server.name);
+        if hint.is_empty() {
+            out.push_str(&format!("{line}\n"));
+        } else {
+            out.push_str(&format!("{line}  {hint}\n"));
+        }
+    }
+    out
 }
 
 fn human_duration(secs: u64) -> String {
@@ -331,6 +407,7 @@ pub(crate) fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mcp::auth_status::ServerState;
 
     fn server(name: &str, status: SessionStatus, exchange: bool, failed: bool) -> ServerStatus {
         ServerStatus {
@@ -369,6 +446,27 @@ mod tests {
         assert_eq!(
             render_servers(&status),
             "MCP Servers\n  (1 SSO in progress)\n  b                      SSO Pending\n  c                      Unreachable  token exchange for c: http://dex.c/token is unreachable: refused\n"
+        );
+    }
+
+    #[test]
+    fn without_sign_in_each_server_shows_its_state_and_a_failed_ones_retry() {
+        let state = |name: &str, status, error: Option<&str>, retry_in_seconds| ServerState {
+            name: name.to_owned(),
+            status,
+            error: error.map(str::to_owned),
+            retry_in_seconds,
+        };
+        let fleet = FleetStatus {
+            servers: vec![
+                state("a", SessionStatus::Connected, None, None),
+                state("b", SessionStatus::Failed, Some("connection refused"), Some(4)),
+                state("c", SessionStatus::Disconnected, None, None),
+            ],
+        };
+        assert_eq!(
+            render_states(&fleet),
+            "MCP Servers\n  a                      Connected\n  b                      Failed  connection refused; retrying in 4 s\n  c                      Connecting\n"
         );
     }
 

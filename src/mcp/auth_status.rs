@@ -1,6 +1,10 @@
 //! The `auth://status` resource: for the calling agent, each server's state as that user sees it
 //! (reference §4.6). One closed status enum; every formatter (this JSON, `muster auth status`)
 //! matches it exhaustively, so no state prints as "unhandled" (Muster #1000).
+//!
+//! Without sign-in (no `aggregator.oauth.server`) there is no per-user state: the resource is
+//! `FleetStatus`, each server's state as muster sees it, without the sign-in fields, and with
+//! when a failed server is retried. With sign-in its shape is `AuthStatus`, unchanged.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +48,52 @@ pub struct AuthStatus {
     pub servers: Vec<ServerStatus>,
 }
 
+/// `auth://status` without sign-in: `{servers: [{name, status, error?, retry_in_seconds?}]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub servers: Vec<ServerState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerState {
+    pub name: String,
+    pub status: SessionStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When muster tries a failed server again on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_seconds: Option<u64>,
+}
+
+/// Each server's state as muster sees it, for a muster without sign-in.
+pub fn compute_without_sign_in(snapshot: &CatalogSnapshot) -> FleetStatus {
+    let now = std::time::Instant::now();
+    let servers = snapshot
+        .servers
+        .iter()
+        .map(|(name, server)| {
+            let connection = server.handle.status();
+            let status = session_status(connection.state);
+            let retry_in_seconds = connection.retry_at.filter(|_| status == SessionStatus::Failed).map(|at| {
+                let left = at.saturating_duration_since(now);
+                left.as_secs() + u64::from(left.subsec_nanos() > 0)
+            });
+            ServerState { name: name.clone(), status, error: connection.last_error, retry_in_seconds }
+        })
+        .collect();
+    FleetStatus { servers }
+}
+
+/// A server's own connection state (no user involved) in the resource's words.
+fn session_status(state: State) -> SessionStatus {
+    match state {
+        State::Connected | State::Running => SessionStatus::Connected,
+        State::Failed => SessionStatus::Failed,
+        State::AuthRequired => SessionStatus::AuthRequired,
+        State::Starting | State::Connecting | State::Disconnected | State::Stopped => SessionStatus::Disconnected,
+    }
+}
+
 pub async fn compute(snapshot: &CatalogSnapshot, identity: Option<&Identity>) -> AuthStatus {
     let mut servers = Vec::new();
     for (name, server) in &snapshot.servers {
@@ -60,14 +110,7 @@ pub async fn compute(snapshot: &CatalogSnapshot, identity: Option<&Identity>) ->
         };
         match (server.handle.auth(), identity) {
             (None, _) => {
-                entry.status = match connection.state {
-                    State::Connected | State::Running => SessionStatus::Connected,
-                    State::Failed => SessionStatus::Failed,
-                    State::AuthRequired => SessionStatus::AuthRequired,
-                    State::Starting | State::Connecting | State::Disconnected | State::Stopped => {
-                        SessionStatus::Disconnected
-                    }
-                };
+                entry.status = session_status(connection.state);
                 entry.error = connection.last_error;
             }
             (Some(auth), identity) => {
