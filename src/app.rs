@@ -97,20 +97,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    // 4. Agent sessions hear about catalog changes.
+    let sessions = Arc::new(Sessions::new(sessions::IDLE_TIMEOUT, config.limits.into()));
+    actix::spawn(sessions::watch_catalog(sessions.clone(), router.snapshot.clone()));
+
     // On SIGTERM or Ctrl-C (actix-web hears them too and drains the frontend), stop following
     // the desired state at once: a script's cleanup may remove the folder while muster stops,
     // and that deletes nothing. Dropping the watcher now, while the folder is there, also spares
-    // inotify's complaint about a watch on a removed folder.
-    let stopping = supervisor.clone();
+    // inotify's complaint about a watch on a removed folder. Agents' standalone streams end
+    // too, so that an agent listening for list changes does not hold the drain up.
+    let (stopping, listening) = (supervisor.clone(), sessions.clone());
     actix::spawn(async move {
         stop_signal().await;
         drop(watcher);
         stopping.do_send(Stopping);
+        listening.end_standalone_streams();
     });
-
-    // 4. Agent sessions hear about catalog changes.
-    let sessions = Arc::new(Sessions::new(sessions::IDLE_TIMEOUT, config.limits.into()));
-    actix::spawn(sessions::watch_catalog(sessions.clone(), router.snapshot.clone()));
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();

@@ -294,6 +294,16 @@ impl Sessions {
         self.by_id.remove(id).is_some()
     }
 
+    /// Ends every standalone stream (muster is stopping): requests in flight still finish, but
+    /// no agent's open `GET` holds the shutdown up until actix's drain timeout.
+    pub fn end_standalone_streams(&self) {
+        for (_, session) in self.by_id.iter() {
+            if let Ok(mut standalone) = session.standalone.lock() {
+                standalone.take();
+            }
+        }
+    }
+
     pub fn len(&self) -> u64 {
         self.by_id.run_pending_tasks();
         self.by_id.entry_count()
