@@ -1,0 +1,258 @@
+//! muster as the OAuth 2.1 authorization server of its own `/mcp` (issue 14), end to end: a
+//! Rust-driven OAuth client does discovery, registration (DCR, or a CIMD document this test
+//! serves on loopback), authorize with PKCE, the headless login at the central IdP
+//! (`tests/peers/idp_login.mjs`), the token request, and family tool calls on clusters whose
+//! kubernetes-mcp-server accepts only that cluster's exchanged token; then the bad inputs.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::sso::{
+    Cluster, EXCHANGE_SECRET, call, cluster_with, exchange_auth, start_idp, stats, upstream_answered, write_secret,
+};
+use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, post_rpc, run};
+
+const MUSTER_SECRET: &str = "muster-secret";
+const REDIRECT: &str = "http://127.0.0.1/callback";
+
+/// muster, its central IdP (with muster as a confidential client) and `n_clusters` clusters.
+struct Setup {
+    _central: Process,
+    central: String,
+    clusters: Vec<Cluster>,
+    _fleet: Fleet,
+    muster: Muster,
+    http: reqwest::Client,
+}
+
+async fn setup(peers: &Peers, n_clusters: usize, central_env: &[(&str, &str)], cluster_args: &[&str]) -> Setup {
+    let port = free_port();
+    let callback = format!("--redirect=http://127.0.0.1:{port}/oauth/callback");
+    let client = format!("--client=muster:{MUSTER_SECRET}");
+    let (central_idp, central) =
+        start_idp(peers, &["central", &free_port().to_string(), &client, &callback], central_env).await;
+    let fleet = Fleet::new(&config(
+        port,
+        &format!(
+            "  toolExposure: direct\n  oauth:\n    server:\n      enabled: true\n      baseUrl: http://127.0.0.1:{port}\n      dex:\n        issuerUrl: {central}\n        clientId: muster\n        clientSecret: {MUSTER_SECRET}\n      storage: {{type: memory}}\n"
+        ),
+    ));
+    let mut clusters = Vec::new();
+    for name in ["cluster-a", "cluster-b"].into_iter().take(n_clusters) {
+        let (cluster, k8s_port) = cluster_with(peers, fleet.dir.path(), name, &central, None, cluster_args).await;
+        let secret_name = format!("{name}-token-exchange-credentials");
+        write_secret(&fleet, &secret_name, EXCHANGE_SECRET);
+        let server = format!("{name}-mcp-kubernetes");
+        fleet.write_server(
+            &format!("{server}.yaml"),
+            &format!(
+                "{}{}",
+                http_server(
+                    &server,
+                    &format!("http://127.0.0.1:{k8s_port}/mcp"),
+                    &family("kubernetes", "management_cluster")
+                ),
+                exchange_auth(&cluster.issuer, &secret_name, &[])
+            ),
+        );
+        clusters.push(cluster);
+    }
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    Setup { _central: central_idp, central, clusters, _fleet: fleet, muster, http }
+}
+
+/// A PKCE verifier and its S256 challenge.
+fn pkce() -> (String, String) {
+    use base64::Engine as _;
+    let verifier = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn authorize_url(muster: &Muster, client_id: &str, redirect: &str, challenge: Option<&str>, method: &str) -> String {
+    let mut url = reqwest::Url::parse(&muster.url("/oauth/authorize")).expect("url");
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("state", "agent-state")
+        .append_pair("scope", "openid")
+        .append_pair("resource", &muster.mcp_url());
+    if let Some(challenge) = challenge {
+        url.query_pairs_mut().append_pair("code_challenge", challenge).append_pair("code_challenge_method", method);
+    }
+    url.into()
+}
+
+fn query(location: &str) -> std::collections::HashMap<String, String> {
+    reqwest::Url::parse(location).expect("location").query_pairs().into_owned().collect()
+}
+
+/// Signs `user` in through muster for `client_id`: returns the agent's redirect (code, state, iss).
+fn sign_in(peers: &Peers, setup: &Setup, user: &str, client_id: &str, challenge: &str) -> String {
+    let redirect = "http://127.0.0.1:53123/callback";
+    let url = authorize_url(&setup.muster, client_id, redirect, Some(challenge), "S256");
+    let (code, stdout, stderr) = run(Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
+        .arg(Peers::repo_file("tests/peers/idp_login.mjs"))
+        .args([&setup.central, user, "--follow-url", &url, "--location"])
+        .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES")));
+    assert_eq!(code, 0, "sign-in failed: {stdout} {stderr}");
+    let answer: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert_eq!(answer["status"], 302, "{answer}");
+    let location = answer["location"].as_str().expect("location").to_owned();
+    assert!(location.starts_with(redirect), "{location}");
+    location
+}
+
+async fn token(setup: &Setup, form: &[(&str, &str)]) -> (u16, Value) {
+    let response = setup.http.post(setup.muster.url("/oauth/token")).form(form).send().await.expect("token");
+    let status = response.status().as_u16();
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    (status, response.json().await.expect("token json"))
+}
+
+async fn redeem(setup: &Setup, client_id: &str, location: &str, verifier: &str) -> (u16, Value) {
+    let code = query(location)["code"].clone();
+    let redirect = location.split('?').next().expect("uri");
+    token(
+        setup,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", redirect),
+            ("client_id", client_id),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+async fn register(setup: &Setup, redirect_uris: &[&str]) -> (u16, Value) {
+    let response = setup
+        .http
+        .post(setup.muster.url("/oauth/register"))
+        .json(&json!({"redirect_uris": redirect_uris, "client_name": "test agent"}))
+        .send()
+        .await
+        .expect("register");
+    (response.status().as_u16(), response.json().await.expect("json"))
+}
+
+/// Whether `/mcp` lets the bearer in (a ping).
+async fn admitted(setup: &Setup, token: &str) -> reqwest::Response {
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    post_rpc(&setup.http, &setup.muster.mcp_url(), Some(token), ping).send().await.expect("mcp")
+}
+
+fn view(peers: &Peers, setup: &Setup, token: &str, cluster: &str) -> Value {
+    call(
+        peers,
+        &setup.muster.mcp_url(),
+        token,
+        "x_kubernetes_configuration_view",
+        json!({"management_cluster": cluster}),
+    )
+}
+
+#[actix_web::test]
+async fn an_agent_registers_signs_in_once_and_reaches_every_cluster() {
+    let peers = Peers::load();
+    let setup = setup(&peers, 2, &[], &[]).await;
+    let muster = &setup.muster;
+
+    // Discovery: /mcp → 401 → RFC 9728 names muster → RFC 8414.
+    let anonymous = admitted(&setup, "").await;
+    assert_eq!(anonymous.status(), 401);
+    let prm: Value = setup
+        .http
+        .get(muster.url("/.well-known/oauth-protected-resource/mcp"))
+        .send()
+        .await
+        .expect("prm")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(prm["authorization_servers"], json!([muster.url("")]));
+    let metadata: Value = setup
+        .http
+        .get(muster.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .expect("as")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(metadata["issuer"], muster.url(""));
+    assert_eq!(metadata["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(metadata["client_id_metadata_document_supported"], true);
+    assert_eq!(metadata["registration_endpoint"], muster.url("/oauth/register"));
+
+    // DCR with a loopback redirect, no registration token needed.
+    let (status, client) = register(&setup, &[REDIRECT]).await;
+    assert_eq!(status, 201, "{client}");
+    let client_id = client["client_id"].as_str().expect("client_id").to_owned();
+
+    let (verifier, challenge) = pkce();
+    let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
+    let params = query(&location);
+    assert_eq!((params["state"].as_str(), params["iss"].as_str()), ("agent-state", muster.url("").as_str()));
+    let (status, tokens) = redeem(&setup, &client_id, &location, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().expect("access").to_owned();
+    let refresh = tokens["refresh_token"].as_str().expect("refresh").to_owned();
+    assert!(tokens["expires_in"].as_u64().expect("expires_in") <= 1800);
+
+    // The token reaches every cluster, each with its own exchanged token, exchanged once.
+    for cluster in &setup.clusters {
+        for _ in 0..2 {
+            let answer = view(&peers, &setup, &access, &cluster.name);
+            assert!(upstream_answered(&answer), "{}: {answer}", cluster.name);
+        }
+        assert_eq!(stats(&cluster.issuer).await["by_sub"]["alice"], 1, "{}", cluster.name);
+    }
+
+    // A reused code fails and revokes what it gave.
+    let (status, error) = redeem(&setup, &client_id, &location, &verifier).await;
+    assert_eq!((status, error["error"].as_str()), (400, Some("invalid_grant")), "{error}");
+    let revoked = admitted(&setup, &access).await;
+    assert_eq!(revoked.status(), 401);
+    assert!(revoked.headers()["www-authenticate"].to_str().expect("ascii").contains("invalid_token"));
+    let (status, _) =
+        token(&setup, &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", &client_id)]).await;
+    assert_eq!(status, 400, "the refresh token of a reused code's family is revoked too");
+
+    // Refresh rotates; reusing a rotated refresh token revokes the family.
+    let (verifier, challenge) = pkce();
+    let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
+    let (_, first) = redeem(&setup, &client_id, &location, &verifier).await;
+    let old_refresh = first["refresh_token"].as_str().expect("refresh").to_owned();
+    let refreshed =
+        [("grant_type", "refresh_token"), ("refresh_token", old_refresh.as_str()), ("client_id", client_id.as_str())];
+    let (status, second) = token(&setup, &refreshed).await;
+    assert_eq!(status, 200, "{second}");
+    let access = second["access_token"].as_str().expect("access").to_owned();
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    assert!(upstream_answered(&view(&peers, &setup, &access, "cluster-a")));
+    let (status, error) = token(&setup, &refreshed).await;
+    assert_eq!((status, error["error"].as_str()), (400, Some("invalid_grant")), "{error}");
+    assert_eq!(admitted(&setup, &access).await.status(), 401, "the whole family is revoked");
+    let newest = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", second["refresh_token"].as_str().expect("rt")),
+        ("client_id", client_id.as_str()),
+    ];
+    assert_eq!(token(&setup, &newest).await.0, 400);
+
+    // Bearer JWTs from the central IdP keep working beside muster's tokens.
+    let (code, stdout, stderr) = run(Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
+        .arg(Peers::repo_file("tests/peers/idp_login.mjs"))
+        .args([&setup.central, "bob", "--client", "muster", "--secret", MUSTER_SECRET])
+        .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES")));
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let bob: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert!(upstream_answered(&view(&peers, &setup, bob["id_token"].as_str().expect("id"), "cluster-b")));
+}
