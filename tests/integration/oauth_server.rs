@@ -19,7 +19,7 @@ const REDIRECT: &str = "http://127.0.0.1/callback";
 
 /// muster, its central IdP (with muster as a confidential client) and `n_clusters` clusters.
 struct Setup {
-    _central: Process,
+    central_idp: Process,
     central: String,
     clusters: Vec<Cluster>,
     _fleet: Fleet,
@@ -62,7 +62,7 @@ async fn setup(peers: &Peers, n_clusters: usize, central_env: &[(&str, &str)], c
     let muster = Muster::start(&fleet, port).await;
     muster.wait_ready().await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    Setup { _central: central_idp, central, clusters, _fleet: fleet, muster, http }
+    Setup { central_idp, central, clusters, _fleet: fleet, muster, http }
 }
 
 /// A PKCE verifier and its S256 challenge.
@@ -255,4 +255,138 @@ async fn an_agent_registers_signs_in_once_and_reaches_every_cluster() {
     assert_eq!(code, 0, "{stdout} {stderr}");
     let bob: Value = serde_json::from_str(stdout.trim()).expect("json");
     assert!(upstream_answered(&view(&peers, &setup, bob["id_token"].as_str().expect("id"), "cluster-b")));
+}
+
+/// Asserts a page for a person: status, text, and the headers that keep it safe; never a redirect.
+async fn assert_page(response: reqwest::Response, status: u16, text: &str) {
+    assert_eq!(response.status().as_u16(), status);
+    let headers = response.headers().clone();
+    assert!(headers.get("location").is_none(), "a page never redirects");
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(headers[name], value, "{name}");
+    }
+    assert!(headers["content-security-policy"].to_str().expect("csp").contains("default-src 'none'"));
+    let body = response.text().await.expect("page");
+    assert!(body.contains(text), "{body}");
+}
+
+async fn get(setup: &Setup, url: &str) -> reqwest::Response {
+    setup.http.get(url).send().await.expect("get")
+}
+
+#[actix_web::test]
+async fn bad_input_gets_a_precise_oauth_error_and_pages_never_redirect_elsewhere() {
+    let peers = Peers::load();
+    let mut setup = setup(&peers, 0, &[], &[]).await;
+    let muster = &setup.muster;
+    let (_, client) = register(&setup, &[REDIRECT]).await;
+    let client_id = client["client_id"].as_str().expect("client_id").to_owned();
+    let (verifier, challenge) = pkce();
+
+    // Unknown client, unregistered redirect URI: pages, no redirect.
+    assert_page(
+        get(&setup, &authorize_url(muster, "nobody", REDIRECT, Some(&challenge), "S256")).await,
+        400,
+        "not registered",
+    )
+    .await;
+    let evil = "https://evil.example/callback";
+    assert_page(
+        get(&setup, &authorize_url(muster, &client_id, evil, Some(&challenge), "S256")).await,
+        400,
+        "Redirect URI not registered",
+    )
+    .await;
+    // PKCE missing or plain, a foreign resource: back to the agent with the error.
+    for (challenge, method, error) in
+        [(None, "S256", "invalid_request"), (Some(challenge.as_str()), "plain", "invalid_request")]
+    {
+        let response = get(&setup, &authorize_url(muster, &client_id, REDIRECT, challenge, method)).await;
+        assert_eq!(response.status(), 302);
+        let params = query(response.headers()["location"].to_str().expect("ascii"));
+        assert_eq!((params["error"].as_str(), params["state"].as_str()), (error, "agent-state"), "{params:?}");
+        assert!(params["error_description"].contains("S256") || params["error_description"].contains("PKCE"));
+    }
+    let foreign = authorize_url(muster, &client_id, REDIRECT, Some(&challenge), "S256")
+        .replace("resource=", "resource=https%3A%2F%2Fother.example&x=");
+    let response = get(&setup, &foreign).await;
+    assert_eq!(query(response.headers()["location"].to_str().expect("ascii"))["error"], "invalid_target");
+    // A callback whose state muster never issued.
+    assert_page(get(&setup, &muster.url("/oauth/callback?state=forged&code=x")).await, 400, "state mismatch").await;
+
+    // The token endpoint.
+    let cases: [(&[(&str, &str)], u16, &str); 5] = [
+        (&[("grant_type", "authorization_code"), ("code", "x"), ("client_id", "nobody")], 401, "invalid_client"),
+        (&[("grant_type", "authorization_code"), ("code", "mac_x"), ("client_id", &client_id)], 400, "invalid_grant"),
+        (&[("code", "x"), ("client_id", &client_id)], 400, "invalid_request"),
+        (&[("grant_type", "password"), ("client_id", &client_id)], 400, "unsupported_grant_type"),
+        (
+            &[("grant_type", "refresh_token"), ("refresh_token", "mrt_x"), ("client_id", &client_id)],
+            400,
+            "invalid_grant",
+        ),
+    ];
+    for (form, status, error) in cases {
+        let (got, body) = token(&setup, form).await;
+        assert_eq!((got, body["error"].as_str()), (status, Some(error)), "{form:?}: {body}");
+    }
+    // A wrong PKCE verifier, then the code is spent.
+    let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
+    let (status, body) = redeem(&setup, &client_id, &location, &pkce().0).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(redeem(&setup, &client_id, &location, &verifier).await.0, 400);
+    // Revocation ends an access token at once; an unknown one is refused on /mcp.
+    let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
+    let (_, tokens) = redeem(&setup, &client_id, &location, &verifier).await;
+    let access = tokens["access_token"].as_str().expect("access");
+    assert_ne!(admitted(&setup, access).await.status(), 401, "let in");
+    let revoked = setup
+        .http
+        .post(muster.url("/oauth/revoke"))
+        .form(&[("token", access), ("client_id", &client_id)])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), 200);
+    for token in [access, "mat_unknown"] {
+        let refused = admitted(&setup, token).await;
+        assert_eq!(refused.status(), 401);
+        assert!(refused.headers()["www-authenticate"].to_str().expect("ascii").contains("error=\"invalid_token\""));
+    }
+
+    // Registration: an untrusted redirect needs the token; bodies are bounded and must be JSON.
+    let (status, body) = register(&setup, &["https://evil.example/callback"]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client_metadata")), "{body}");
+    let huge = json!({"redirect_uris": [REDIRECT], "client_name": "x".repeat(40_000)});
+    let response = setup.http.post(muster.url("/oauth/register")).json(&huge).send().await.expect("register");
+    assert_eq!(response.status(), 413);
+    let response = setup.http.post(muster.url("/oauth/register")).body("{").send().await.expect("register");
+    assert_eq!(response.status(), 400);
+
+    // The IdP down at the callback: a page naming it, never a 500.
+    let response = get(&setup, &authorize_url(muster, &client_id, REDIRECT, Some(&challenge), "S256")).await;
+    let idp_state = query(response.headers()["location"].to_str().expect("ascii"))["state"].clone();
+    drop(std::mem::replace(&mut setup.central_idp, Process(Command::new("true").spawn().expect("true"))));
+    let callback = muster.url(&format!("/oauth/callback?state={idp_state}&code=x"));
+    assert_page(get(&setup, &callback).await, 502, &setup.central).await;
+
+    // Sign-in attempts from one address are rate-limited, with a clear error.
+    let mut limited = None;
+    for _ in 0..70 {
+        let response = setup.http.post(muster.url("/oauth/register")).body("{}").send().await.expect("register");
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("rate-limited within 70 attempts");
+    assert!(limited.headers().contains_key("retry-after"));
+    let body: Value = limited.json().await.expect("json");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(body["error_description"].as_str().expect("text").contains("too many sign-in attempts"), "{body}");
 }
