@@ -390,3 +390,69 @@ async fn bad_input_gets_a_precise_oauth_error_and_pages_never_redirect_elsewhere
     assert_eq!(body["error"], "temporarily_unavailable");
     assert!(body["error_description"].as_str().expect("text").contains("too many sign-in attempts"), "{body}");
 }
+
+/// Serves a CIMD document at `http://127.0.0.1:PORT/client.json` (after `delay`): one naming
+/// its own URL as `client_id`, with `extra` fields on top. Returns the URL. It runs on threads of
+/// its own, since the test blocks its runtime while a sign-in runs.
+fn cimd_client(extra: Value, delay: std::time::Duration) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://127.0.0.1:{}/client.json", listener.local_addr().expect("addr").port());
+    let mut document = json!({"client_id": url, "client_name": "cimd agent", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+    document.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+    let body = document.to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer);
+                std::thread::sleep(delay);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body.as_bytes());
+            });
+        }
+    });
+    url
+}
+
+#[actix_web::test]
+async fn a_client_id_metadata_document_signs_in_and_bad_documents_are_refused() {
+    let peers = Peers::load();
+    let setup = setup(&peers, 1, &[], &[]).await;
+    let muster = &setup.muster;
+    let instant = std::time::Duration::ZERO;
+
+    // A CIMD client, no registration: sign in and reach the cluster.
+    let client_id = cimd_client(json!({}), instant);
+    let (verifier, challenge) = pkce();
+    let location = sign_in(&peers, &setup, "carol", &client_id, &challenge);
+    let (status, tokens) = redeem(&setup, &client_id, &location, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().expect("access");
+    assert!(upstream_answered(&view(&peers, &setup, access, "cluster-a")));
+    // Its redirect URIs are enforced.
+    let elsewhere = authorize_url(muster, &client_id, "http://127.0.0.1/other", Some(&challenge), "S256");
+    assert_page(get(&setup, &elsewhere).await, 400, "Redirect URI not registered").await;
+
+    // Documents muster refuses, each with its reason on the page.
+    let too_large = cimd_client(json!({"client_name": "x".repeat(6 * 1024)}), instant);
+    let slow = cimd_client(json!({}), std::time::Duration::from_secs(8));
+    let impostor = cimd_client(json!({"client_id": "https://someone.else/client.json"}), instant);
+    let confidential = cimd_client(json!({"token_endpoint_auth_method": "private_key_jwt"}), instant);
+    for (client_id, reason) in [
+        (too_large.as_str(), "larger than 5120 bytes"),
+        (slow.as_str(), "within 5 s"),
+        (impostor.as_str(), "not its own URL"),
+        (confidential.as_str(), "only public clients"),
+        ("https://10.0.0.1/client.json", "private network"),
+        ("https://169.254.169.254/latest/meta-data", "metadata"),
+    ] {
+        let url = authorize_url(muster, client_id, REDIRECT, Some(&challenge), "S256");
+        assert_page(get(&setup, &url).await, 400, reason).await;
+    }
+}

@@ -161,8 +161,8 @@ impl Cimd {
         let policy = crate::egress::Policy { allow_private_networks };
         let http = reqwest::Client::builder()
             .dns_resolver(crate::egress::Resolver { policy })
+            // The whole fetch is bounded by `CIMD_TIMEOUT` in `fetch`.
             .connect_timeout(CIMD_TIMEOUT)
-            .timeout(CIMD_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
