@@ -456,3 +456,34 @@ async fn a_client_id_metadata_document_signs_in_and_bad_documents_are_refused() 
         assert_page(get(&setup, &url).await, 400, reason).await;
     }
 }
+
+#[actix_web::test]
+async fn muster_refreshes_the_users_id_token_so_exchanges_outlive_it() {
+    let peers = Peers::load();
+    // ID tokens of 6 s; exchanged tokens of 2 s, so every call exchanges the current ID token.
+    let setup = setup(&peers, 1, &[("ID_TOKEN_TTL", "6")], &["--ttl", "2"]).await;
+    let (_, client) = register(&setup, &[REDIRECT]).await;
+    let client_id = client["client_id"].as_str().expect("client_id").to_owned();
+    let (verifier, challenge) = pkce();
+    let location = sign_in(&peers, &setup, "dave", &client_id, &challenge);
+    let (_, tokens) = redeem(&setup, &client_id, &location, &verifier).await;
+    assert!(tokens["expires_in"].as_u64().expect("expires_in") <= 6, "never longer than the IdP's tokens: {tokens}");
+    assert!(upstream_answered(&view(&peers, &setup, tokens["access_token"].as_str().expect("at"), "cluster-a")));
+
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    // The access token expired with the IdP's; the agent refreshes it.
+    assert_eq!(admitted(&setup, tokens["access_token"].as_str().expect("at")).await.status(), 401);
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens["refresh_token"].as_str().expect("rt")),
+        ("client_id", client_id.as_str()),
+    ];
+    let (status, fresh) = token(&setup, &refresh).await;
+    assert_eq!(status, 200, "{fresh}");
+    // The user's ID token expired too: muster refreshed it at the IdP, and the exchange works.
+    let answer = view(&peers, &setup, fresh["access_token"].as_str().expect("at"), "cluster-a");
+    assert!(upstream_answered(&answer), "{answer}");
+    let stats = stats(&setup.clusters[0].issuer).await;
+    assert!(stats["by_sub"]["dave"].as_u64().expect("exchanges") >= 2, "{stats}");
+    assert_eq!(stats["failures"], 0, "no exchange saw an expired ID token: {stats}");
+}
