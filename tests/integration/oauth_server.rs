@@ -17,6 +17,9 @@ use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, h
 const MUSTER_SECRET: &str = "muster-secret";
 const REDIRECT: &str = "http://127.0.0.1/callback";
 
+/// A form body: name and value pairs.
+type Form<'a> = &'a [(&'a str, &'a str)];
+
 /// muster, its central IdP (with muster as a confidential client) and `n_clusters` clusters.
 struct Setup {
     central_idp: Process,
@@ -320,7 +323,7 @@ async fn bad_input_gets_a_precise_oauth_error_and_pages_never_redirect_elsewhere
     assert_page(get(&setup, &muster.url("/oauth/callback?state=forged&code=x")).await, 400, "state mismatch").await;
 
     // The token endpoint.
-    let cases: [(&[(&str, &str)], u16, &str); 5] = [
+    let cases: [(Form<'_>, u16, &str); 5] = [
         (&[("grant_type", "authorization_code"), ("code", "x"), ("client_id", "nobody")], 401, "invalid_client"),
         (&[("grant_type", "authorization_code"), ("code", "mac_x"), ("client_id", &client_id)], 400, "invalid_grant"),
         (&[("code", "x"), ("client_id", &client_id)], 400, "invalid_request"),
