@@ -96,7 +96,7 @@ pub struct AuthorizationServer {
     cimd: Option<clients::Cimd>,
     per_address: limits::Limiter,
     per_client: limits::Limiter,
-    /// One IdP refresh per token family at a time.
+    /// One change to a token family at a time (an IdP refresh, a rotation).
     refreshing: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
 }
 

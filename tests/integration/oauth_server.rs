@@ -12,7 +12,9 @@ use sha2::Digest as _;
 use crate::sso::{
     Cluster, EXCHANGE_SECRET, call, cluster_with, exchange_auth, start_idp, stats, upstream_answered, write_secret,
 };
-use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, post_rpc, run};
+use crate::support::{
+    Fleet, Muster, Peers, Process, config, eventually, family, free_port, http_server, post_rpc, run,
+};
 
 const MUSTER_SECRET: &str = "muster-secret";
 const REDIRECT: &str = "http://127.0.0.1/callback";
@@ -209,6 +211,14 @@ async fn an_agent_registers_signs_in_once_and_reaches_every_cluster() {
     let refresh = tokens["refresh_token"].as_str().expect("refresh").to_owned();
     assert!(tokens["expires_in"].as_u64().expect("expires_in") <= 1800);
 
+    // Single sign-on at sign-in: every cluster's exchange ran before the first call.
+    for cluster in &setup.clusters {
+        let issuer = cluster.issuer.clone();
+        eventually(std::time::Duration::from_secs(10), "the exchange at sign-in", async || {
+            (stats(&issuer).await["by_sub"]["alice"] == 1).then_some(())
+        })
+        .await;
+    }
     // The token reaches every cluster, each with its own exchanged token, exchanged once.
     for cluster in &setup.clusters {
         for _ in 0..2 {
@@ -371,6 +381,15 @@ async fn bad_input_gets_a_precise_oauth_error_and_pages_never_redirect_elsewhere
     let response = setup.http.post(muster.url("/oauth/register")).body("{").send().await.expect("register");
     assert_eq!(response.status(), 400);
 
+    // The user cancels at the IdP: the agent hears access_denied at its own redirect URI.
+    let response = get(&setup, &authorize_url(muster, &client_id, REDIRECT, Some(&challenge), "S256")).await;
+    let idp_state = query(response.headers()["location"].to_str().expect("ascii"))["state"].clone();
+    let cancelled = get(&setup, &muster.url(&format!("/oauth/callback?state={idp_state}&error=access_denied"))).await;
+    let location = cancelled.headers()["location"].to_str().expect("ascii").to_owned();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    let params = query(&location);
+    assert_eq!((params["error"].as_str(), params["state"].as_str()), ("access_denied", "agent-state"));
+    assert!(params["error_description"].contains("cancelled"), "{params:?}");
     // The IdP down at the callback: a page naming it, never a 500.
     let response = get(&setup, &authorize_url(muster, &client_id, REDIRECT, Some(&challenge), "S256")).await;
     let idp_state = query(response.headers()["location"].to_str().expect("ascii"))["state"].clone();

@@ -271,6 +271,9 @@ impl AuthorizationServer {
         let token_hash = hash(token);
         let gone = || OAuthError::invalid_grant("the refresh token is unknown, expired or revoked");
         let record: RefreshRecord = self.get(&format!("refresh:{token_hash}")).await?.ok_or_else(gone)?;
+        // One change to a family at a time: two uses of one refresh token cannot both rotate it.
+        let lock = self.refreshing.get_with(record.family.clone(), Default::default);
+        let _held = lock.lock().await;
         let family = self.family(&record.family).await?.ok_or_else(gone)?;
         if family.client_id != client_id {
             return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));
