@@ -509,3 +509,24 @@ async fn muster_refreshes_the_users_id_token_so_exchanges_outlive_it() {
     assert!(stats["by_sub"]["dave"].as_u64().expect("exchanges") >= 2, "{stats}");
     assert_eq!(stats["failures"], 0, "no exchange saw an expired ID token: {stats}");
 }
+
+#[actix_web::test]
+async fn the_python_sdks_oauth_client_signs_in_through_muster_and_refreshes() {
+    let peers = Peers::load();
+    let setup = setup(&peers, 1, &[], &[]).await;
+    let args = json!({"management_cluster": "cluster-a"}).to_string();
+    let node = format!("{}/node", peers.get("MUSTER_NODE22"));
+    let login = Peers::repo_file("tests/peers/idp_login.mjs");
+    let mcp_url = setup.muster.mcp_url();
+    let (code, stdout, stderr) = run(peers
+        .python("py_oauth_client.py")
+        .args([&mcp_url, &setup.central, "erin", "x_kubernetes_configuration_view", &args, "--node", &node, "--login"])
+        .arg(&login)
+        .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES")));
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    let result: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert!(upstream_answered(&result["first"]), "{result}");
+    assert!(upstream_answered(&result["second"]), "{result}");
+    assert_eq!((result["refreshed"].as_bool(), result["logins"].as_u64()), (Some(true), Some(1)), "{result}");
+    assert!(result["client_id"].as_str().is_some_and(|id| id.starts_with("mcl_")), "registered: {result}");
+}
