@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::sso::{
-    Cluster, EXCHANGE_SECRET, call, cluster_with, exchange_auth, start_idp, stats, upstream_answered, write_secret,
+    Cluster, EXCHANGE_SECRET, call, cluster_with, exchange_auth, py_client, start_idp, stats, upstream_answered,
+    write_secret,
 };
 use crate::support::{
     Fleet, Muster, Peers, Process, config, eventually, family, free_port, http_server, post_rpc, run,
@@ -219,6 +220,12 @@ async fn an_agent_registers_signs_in_once_and_reaches_every_cluster() {
         })
         .await;
     }
+    // ...so auth://status shows every cluster connected by exchange before any call.
+    let status = py_client(&peers, &muster.mcp_url(), &access, &["read", "auth://status"]);
+    let status: Value = serde_json::from_str(status["contents"][0]["text"].as_str().expect("text")).expect("json");
+    let servers = status["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 2, "{status}");
+    assert!(servers.iter().all(|s| s["status"] == "connected" && s["token_exchange_enabled"] == true), "{status}");
     // The token reaches every cluster, each with its own exchanged token, exchanged once.
     for cluster in &setup.clusters {
         for _ in 0..2 {

@@ -207,6 +207,7 @@ impl AuthorizationServer {
         self.put(&format!("code:{}", hash(&code)), &record, CODE_TTL)
             .await
             .map_err(|e| page(503, "Sign-in unavailable", e.description))?;
+        tracing::info!(subject = %identity.subject_hash(), client = %pending.client_id, "a user signed in through muster");
         let mut params = vec![("code", code.as_str())];
         params.extend(pending.state.as_deref().map(|s| ("state", s)));
         params.push(("iss", self.issuer()));

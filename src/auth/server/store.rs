@@ -27,11 +27,20 @@ pub(super) trait Store: Send + Sync {
 
 /// Entries before expired ones are swept on the next write.
 const SWEEP_EVERY: usize = 1024;
+/// The most entries memory holds (about 500 bytes each): past it, a write fails rather than
+/// growing without bound (registrations are rate-limited, but an address has days to try).
+const MAX_ENTRIES: usize = 500_000;
 
 /// The store of one process.
-#[derive(Default)]
 pub(super) struct MemoryStore {
     entries: Mutex<Entries>,
+    capacity: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self { entries: Mutex::default(), capacity: MAX_ENTRIES }
+    }
 }
 
 #[derive(Default)]
@@ -62,15 +71,19 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn put<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Duration) -> BoxFuture<'a, Result<(), Error>> {
-        self.with(|entries| {
+        let stored = self.with(|entries| {
             let now = Instant::now();
             entries.writes += 1;
-            if entries.writes.is_multiple_of(SWEEP_EVERY) {
+            if entries.writes.is_multiple_of(SWEEP_EVERY) || entries.map.len() >= self.capacity {
                 entries.map.retain(|_, (expires, _)| *expires > now);
             }
+            if entries.map.len() >= self.capacity && !entries.map.contains_key(key) {
+                return Err(Error(format!("it holds {} entries, the most it keeps in memory", self.capacity)));
+            }
             entries.map.insert(key.to_owned(), (now + ttl, value));
+            Ok(())
         });
-        Box::pin(async { Ok(()) })
+        Box::pin(async move { stored })
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>> {
@@ -105,5 +118,15 @@ mod tests {
         store.put("c", b"3".to_vec(), Duration::from_secs(10)).await.expect("put");
         store.delete("c").await.expect("delete");
         assert_eq!(store.get("c").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_refuses_new_keys_after_dropping_expired_ones() {
+        let store = MemoryStore { entries: Mutex::default(), capacity: 2 };
+        store.put("a", vec![], Duration::from_secs(10)).await.expect("put");
+        store.put("b", vec![], Duration::ZERO).await.expect("put");
+        store.put("c", vec![], Duration::from_secs(10)).await.expect("the expired entry made room");
+        assert!(store.put("d", vec![], Duration::from_secs(10)).await.is_err(), "full");
+        store.put("a", b"1".to_vec(), Duration::from_secs(10)).await.expect("an existing key may change");
     }
 }
