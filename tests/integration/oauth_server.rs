@@ -397,6 +397,11 @@ async fn bad_input_gets_a_precise_oauth_error_and_pages_never_redirect_elsewhere
     let params = query(&location);
     assert_eq!((params["error"].as_str(), params["state"].as_str()), ("access_denied", "agent-state"));
     assert!(params["error_description"].contains("cancelled"), "{params:?}");
+    // The IdP refusing its code at the callback: a page naming it and its error.
+    let response = get(&setup, &authorize_url(muster, &client_id, REDIRECT, Some(&challenge), "S256")).await;
+    let idp_state = query(response.headers()["location"].to_str().expect("ascii"))["state"].clone();
+    let refused = get(&setup, &muster.url(&format!("/oauth/callback?state={idp_state}&code=forged"))).await;
+    assert_page(refused, 502, "invalid_grant").await;
     // The IdP down at the callback: a page naming it, never a 500.
     let response = get(&setup, &authorize_url(muster, &client_id, REDIRECT, Some(&challenge), "S256")).await;
     let idp_state = query(response.headers()["location"].to_str().expect("ascii"))["state"].clone();
@@ -536,4 +541,15 @@ async fn the_python_sdks_oauth_client_signs_in_through_muster_and_refreshes() {
     assert!(upstream_answered(&result["second"]), "{result}");
     assert_eq!((result["refreshed"].as_bool(), result["logins"].as_u64()), (Some(true), Some(1)), "{result}");
     assert!(result["client_id"].as_str().is_some_and(|id| id.starts_with("mcl_")), "registered: {result}");
+}
+
+#[actix_web::test]
+async fn an_identity_provider_down_at_authorize_gets_a_page_naming_it() {
+    let peers = Peers::load();
+    let mut setup = setup(&peers, 0, &[], &[]).await;
+    let (_, client) = register(&setup, &[REDIRECT]).await;
+    let client_id = client["client_id"].as_str().expect("client_id").to_owned();
+    drop(std::mem::replace(&mut setup.central_idp, Process(Command::new("true").spawn().expect("true"))));
+    let url = authorize_url(&setup.muster, &client_id, REDIRECT, Some(&pkce().1), "S256");
+    assert_page(get(&setup, &url).await, 502, &format!("{} is unreachable", setup.central)).await;
 }
