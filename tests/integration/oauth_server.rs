@@ -355,6 +355,41 @@ async fn bad_input_gets_a_precise_oauth_error_and_pages_never_redirect_elsewhere
         let (got, body) = token(&setup, form).await;
         assert_eq!((got, body["error"].as_str()), (status, Some(error)), "{form:?}: {body}");
     }
+    // A confidential client must authenticate (HTTP Basic or the form).
+    let response = setup
+        .http
+        .post(muster.url("/oauth/register"))
+        .json(&json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_basic"}))
+        .send()
+        .await
+        .expect("register");
+    let confidential: Value = response.json().await.expect("json");
+    let (id, secret) =
+        (confidential["client_id"].as_str().expect("id"), confidential["client_secret"].as_str().expect("secret"));
+    let code = [("grant_type", "authorization_code"), ("code", "mac_x"), ("redirect_uri", REDIRECT)];
+    let without = token(&setup, &[code.as_slice(), &[("client_id", id)]].concat()).await;
+    assert_eq!((without.0, without.1["error"].as_str()), (401, Some("invalid_client")), "{}", without.1);
+    let wrong = setup
+        .http
+        .post(muster.url("/oauth/token"))
+        .basic_auth(id, Some("nope"))
+        .form(&code)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(wrong.status(), 401);
+    let right = setup
+        .http
+        .post(muster.url("/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&code)
+        .send()
+        .await
+        .expect("token");
+    let right: Value = right.json().await.expect("json");
+    assert_eq!(right["error"], "invalid_grant", "authenticated, then the code is checked: {right}");
+    let posted = token(&setup, &[code.as_slice(), &[("client_id", id), ("client_secret", secret)]].concat()).await;
+    assert_eq!(posted.1["error"], "invalid_grant", "{}", posted.1);
     // A wrong PKCE verifier, then the code is spent.
     let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
     let (status, body) = redeem(&setup, &client_id, &location, &pkce().0).await;
