@@ -38,11 +38,15 @@ pub(super) async fn authorize(req: HttpRequest, state: web::Data<FrontendState>)
     let limited =
         server.check_address("authorize", &address(&req)).and_then(|()| server.check_client("authorize", client));
     if let Err(e) = limited {
+        record("authorize", "rate_limited");
         return page(StatusCode::TOO_MANY_REQUESTS, "Too many sign-in attempts", &e.description);
     }
     match server.authorize(request).await {
-        Ok(location) => redirect(&location),
-        Err(refusal) => refused(refusal),
+        Ok(location) => {
+            record("authorize", "ok");
+            redirect(&location)
+        }
+        Err(refusal) => refused("authorize", refusal),
     }
 }
 
@@ -54,11 +58,12 @@ pub(super) async fn callback(req: HttpRequest, state: web::Data<FrontendState>) 
     };
     match server.callback(request).await {
         Ok(done) => {
+            record("callback", "ok");
             // Single sign-on at sign-in: the user's exchanges and sessions start now.
             state.endpoint.gateway.warm_up(&Arc::new(done.identity));
             redirect(&done.redirect)
         }
-        Err(refusal) => refused(refusal),
+        Err(refusal) => refused("callback", refusal),
     }
 }
 
@@ -70,11 +75,14 @@ pub(super) async fn token(req: HttpRequest, payload: web::Payload, state: web::D
     };
     let client = request.basic.as_ref().map(|(id, _)| id.clone()).or_else(|| request.form.get("client_id").cloned());
     if let Err(e) = server.check_client("token", client.as_deref().unwrap_or_default()) {
-        return oauth_error(&e);
+        return oauth_error("token", &e);
     }
     match server.token(request).await {
-        Ok(tokens) => no_store(HttpResponse::Ok()).json(tokens),
-        Err(e) => oauth_error(&e),
+        Ok(tokens) => {
+            record("token", "ok");
+            no_store(HttpResponse::Ok()).json(tokens)
+        }
+        Err(e) => oauth_error("token", &e),
     }
 }
 
@@ -85,42 +93,50 @@ pub(super) async fn revoke(req: HttpRequest, payload: web::Payload, state: web::
         Err(response) => return *response,
     };
     match server.revoke(request).await {
-        Ok(()) => no_store(HttpResponse::Ok()).finish(),
-        Err(e) => oauth_error(&e),
+        Ok(()) => {
+            record("revoke", "ok");
+            no_store(HttpResponse::Ok()).finish()
+        }
+        Err(e) => oauth_error("revoke", &e),
     }
 }
 
 pub(super) async fn register(req: HttpRequest, payload: web::Payload, state: web::Data<FrontendState>) -> HttpResponse {
     let Some(server) = server(&state) else { return HttpResponse::NotFound().finish() };
     if let Err(e) = server.check_address("register", &address(&req)) {
-        return oauth_error(&e);
+        return oauth_error("register", &e);
     }
     let body = match read_body(&req, payload, server::MAX_REGISTRATION_BYTES, &state).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
     match server.register(&body, bearer(&req)).await {
-        Ok(client) => no_store(HttpResponse::Created()).json(client),
-        Err(e) => oauth_error(&e),
+        Ok(client) => {
+            record("register", "ok");
+            no_store(HttpResponse::Created()).json(client)
+        }
+        Err(e) => oauth_error("register", &e),
     }
 }
 
 /// The rate limit, the form and the client's HTTP Basic credentials of a token or revocation request.
 async fn read_token_request(
     server: &AuthorizationServer,
-    endpoint: &str,
+    endpoint: &'static str,
     req: &HttpRequest,
     payload: web::Payload,
     state: &FrontendState,
 ) -> Result<TokenRequest, Box<HttpResponse>> {
-    server.check_address(endpoint, &address(req)).map_err(|e| Box::new(oauth_error(&e)))?;
+    server.check_address(endpoint, &address(req)).map_err(|e| Box::new(oauth_error(endpoint, &e)))?;
     let body = read_body(req, payload, server::MAX_FORM_BYTES, state).await?;
     let text = std::str::from_utf8(&body)
-        .map_err(|_| Box::new(oauth_error(&OAuthError::invalid_request("the form is not UTF-8"))))?;
+        .map_err(|_| Box::new(oauth_error(endpoint, &OAuthError::invalid_request("the form is not UTF-8"))))?;
     let form = web::Query::<HashMap<String, String>>::from_query(text)
-        .map_err(|e| Box::new(oauth_error(&OAuthError::invalid_request(&format!("the form is malformed: {e}")))))?
+        .map_err(|e| {
+            Box::new(oauth_error(endpoint, &OAuthError::invalid_request(&format!("the form is malformed: {e}"))))
+        })?
         .into_inner();
-    let basic = basic_credentials(req).map_err(|e| Box::new(oauth_error(&e)))?;
+    let basic = basic_credentials(req).map_err(|e| Box::new(oauth_error(endpoint, &e)))?;
     Ok(TokenRequest { form, basic })
 }
 
@@ -172,8 +188,13 @@ fn address(req: &HttpRequest) -> String {
     req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
 }
 
+fn record(endpoint: &'static str, outcome: &'static str) {
+    crate::telemetry::metrics::oauth_request(endpoint, outcome);
+}
+
 /// An OAuth error as JSON (RFC 6749 §5.2), with its status code.
-fn oauth_error(error: &OAuthError) -> HttpResponse {
+fn oauth_error(endpoint: &'static str, error: &OAuthError) -> HttpResponse {
+    record(endpoint, if error.retry_after.is_some() { "rate_limited" } else { error.error });
     let status = match error.error {
         "invalid_client" | "invalid_token" => StatusCode::UNAUTHORIZED,
         "temporarily_unavailable" if error.retry_after.is_some() => StatusCode::TOO_MANY_REQUESTS,
@@ -188,10 +209,14 @@ fn oauth_error(error: &OAuthError) -> HttpResponse {
     response.json(serde_json::json!({"error": error.error, "error_description": error.description}))
 }
 
-fn refused(refusal: Refusal) -> HttpResponse {
+fn refused(endpoint: &'static str, refusal: Refusal) -> HttpResponse {
     match refusal {
-        Refusal::Redirect(location) => redirect(&location),
+        Refusal::Redirect(location) => {
+            record(endpoint, "redirected_error");
+            redirect(&location)
+        }
         Refusal::Page { status, title, message } => {
+            record(endpoint, "page");
             page(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), title, &message)
         }
     }

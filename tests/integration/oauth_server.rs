@@ -444,6 +444,17 @@ async fn bad_input_gets_a_precise_oauth_error_and_pages_never_redirect_elsewhere
     let callback = muster.url(&format!("/oauth/callback?state={idp_state}&code=x"));
     assert_page(get(&setup, &callback).await, 502, &setup.central).await;
 
+    // Metrics count the outcomes, and hold no token.
+    let metrics = get(&setup, &muster.url("/metrics")).await.text().await.expect("metrics");
+    for line in [
+        r#"muster_oauth_requests_total{endpoint="token",outcome="invalid_grant"}"#,
+        r#"muster_oauth_requests_total{endpoint="authorize",outcome="page"}"#,
+        r#"muster_oauth_requests_total{endpoint="authorize",outcome="redirected_error"}"#,
+        r#"muster_oauth_requests_total{endpoint="callback",outcome="ok"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(!metrics.contains("mat_") && !metrics.contains("mrt_") && !metrics.contains("mac_"));
     // Sign-in attempts from one address are rate-limited, with a clear error.
     let mut limited = None;
     for _ in 0..70 {
