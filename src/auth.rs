@@ -8,10 +8,12 @@
 pub mod exchange;
 pub mod inbound;
 pub mod secrets;
+pub mod server;
 pub mod token;
 
 pub use token::{Identity, Secret};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The HTTP client for identity providers (discovery, JWKS, token endpoints): short timeouts,
@@ -28,17 +30,20 @@ pub fn idp_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-/// Inbound sign-in as the frontend uses it: the validator and the RFC 9728 metadata.
+/// Inbound sign-in as the frontend uses it: the validator, the RFC 9728 metadata and, with
+/// `dex.clientSecret`, muster's own authorization server.
 pub struct InboundAuth {
-    pub validator: inbound::Validator,
+    pub validator: Arc<inbound::Validator>,
     /// `{baseUrl}/.well-known/oauth-protected-resource/mcp`, sent in `WWW-Authenticate`.
     pub resource_metadata_url: String,
     /// The RFC 9728 protected-resource metadata document.
     pub metadata: serde_json::Value,
+    /// muster as the authorization server of `/mcp` (issue 14); `None`: the central IdP is.
+    pub server: Option<server::AuthorizationServer>,
 }
 
 impl InboundAuth {
-    pub fn new(config: &crate::config::OAuthServer, http: reqwest::Client) -> Self {
+    pub fn new(config: &crate::config::OAuthServer, http: reqwest::Client) -> reqwest::Result<Self> {
         let mut issuers = vec![inbound::TrustedIssuer {
             issuer: config.issuer.clone(),
             jwks_url: None,
@@ -53,17 +58,25 @@ impl InboundAuth {
                 t.allowed_audiences.clone()
             },
         }));
+        let validator = Arc::new(inbound::Validator::new(http.clone(), issuers));
+        let server = match &config.authorization_server {
+            Some(server) => Some(server::AuthorizationServer::new(config, server, http, validator.clone())?),
+            None => None,
+        };
+        // Agents sign in where this names: muster itself when it is the authorization server.
+        let authorization_server = if server.is_some() { &config.base_url } else { &config.issuer };
         let resource = format!("{}/mcp", config.base_url);
-        Self {
-            validator: inbound::Validator::new(http, issuers),
+        Ok(Self {
+            validator,
             resource_metadata_url: format!("{}/.well-known/oauth-protected-resource/mcp", config.base_url),
             metadata: serde_json::json!({
                 "resource": resource,
-                "authorization_servers": [config.issuer],
+                "authorization_servers": [authorization_server],
                 "bearer_methods_supported": ["header"],
                 "scopes_supported": ["openid", "profile", "email", "groups"],
                 "resource_name": "muster",
             }),
-        }
+            server,
+        })
     }
 }

@@ -7,9 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod oauth;
+
 use serde::Deserialize;
 
-use crate::egress::is_https_or_loopback;
+pub use oauth::{AuthorizationServer, OAuthServer, TrustedIssuer};
+
+use oauth::{OAuthFile, parse_oauth};
 
 /// How real tools reach `tools/list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -53,27 +57,6 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kubernetes {
     pub namespaces: Vec<String>,
-}
-
-/// `aggregator.oauth.server`: muster as an OAuth protected resource of the central IdP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OAuthServer {
-    /// muster's public URL (for `resource_metadata` and RFC 9728 metadata).
-    pub base_url: String,
-    pub issuer: String,
-    pub client_id: String,
-    pub trusted_audiences: Vec<String>,
-    pub trusted_issuers: Vec<TrustedIssuer>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TrustedIssuer {
-    pub issuer: String,
-    #[serde(default)]
-    pub jwks_url: Option<String>,
-    #[serde(default)]
-    pub allowed_audiences: Vec<String>,
 }
 
 /// The frontend's limits (issue 11: refuse before reading, bounded connections and sessions).
@@ -183,44 +166,6 @@ struct AggregatorFile {
     /// Muster's read-only admin UI: accepted for compatibility, not served.
     #[serde(default)]
     admin: Option<serde_json::Value>,
-}
-
-/// Muster's `aggregator.oauth`. Only `server` is acted on; Muster's other keys (`mcpClient`,
-/// storage, DCR, ...) are accepted so its config files load, and reported as ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OAuthFile {
-    #[serde(default)]
-    server: Option<OAuthServerFile>,
-    #[serde(default)]
-    allow_private_networks: bool,
-    #[serde(flatten)]
-    ignored: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OAuthServerFile {
-    #[serde(default)]
-    enabled: bool,
-    base_url: Option<String>,
-    #[serde(default)]
-    dex: DexFile,
-    #[serde(default)]
-    trusted_audiences: Vec<String>,
-    #[serde(default)]
-    trusted_issuers: Vec<TrustedIssuer>,
-    #[serde(flatten)]
-    ignored: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DexFile {
-    issuer_url: Option<String>,
-    client_id: Option<String>,
-    #[serde(flatten)]
-    ignored: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// `aggregator.upstreams`: what MCPServer URLs may reach (muster extension).
@@ -348,7 +293,7 @@ impl Config {
                 calls.max_result_bytes
             ));
         }
-        let oauth = parse_oauth(&a.oauth, &mut problems);
+        let oauth = parse_oauth(dir, &a.oauth, &mut problems);
         let _ = a.admin;
         let allowed_hosts = a.allowed_hosts.unwrap_or_else(|| default_allowed_hosts(&host));
         let allowed_origins = a
@@ -405,51 +350,6 @@ fn parse_limits(a: &AggregatorFile, problems: &mut Vec<String>) -> Limits {
         }
     }
     limits
-}
-
-fn parse_oauth(file: &OAuthFile, problems: &mut Vec<String>) -> Option<OAuthServer> {
-    for key in file.ignored.keys() {
-        tracing::warn!("aggregator.oauth.{key} is not supported by muster and is ignored");
-    }
-    let server = file.server.as_ref().filter(|s| s.enabled)?;
-    for key in server.ignored.keys().chain(server.dex.ignored.keys()) {
-        tracing::warn!("aggregator.oauth.server setting {key} is not supported by muster and is ignored");
-    }
-    let mut require = |value: &Option<String>, field: &str| -> String {
-        match value.as_deref() {
-            Some(v) if !v.is_empty() => v.trim_end_matches('/').to_owned(),
-            _ => {
-                problems.push(format!("aggregator.oauth.server.{field}: is required when oauth.server is enabled"));
-                String::new()
-            }
-        }
-    };
-    let base_url = require(&server.base_url, "baseUrl");
-    let issuer = require(&server.dex.issuer_url, "dex.issuerUrl");
-    let client_id = require(&server.dex.client_id, "dex.clientId");
-    for (field, url) in [("baseUrl", &base_url), ("dex.issuerUrl", &issuer)] {
-        if !url.is_empty() && !is_https_or_loopback(url) {
-            problems.push(format!("aggregator.oauth.server.{field}: {url:?} must be https (http only on loopback)"));
-        }
-    }
-    for (i, trusted) in server.trusted_issuers.iter().enumerate() {
-        for (field, url) in [("issuer", Some(&trusted.issuer)), ("jwksUrl", trusted.jwks_url.as_ref())] {
-            if let Some(url) = url
-                && !is_https_or_loopback(url)
-            {
-                problems.push(format!(
-                    "aggregator.oauth.server.trustedIssuers[{i}].{field}: {url:?} must be https (http only on loopback)"
-                ));
-            }
-        }
-    }
-    Some(OAuthServer {
-        base_url,
-        issuer,
-        client_id,
-        trusted_audiences: server.trusted_audiences.clone(),
-        trusted_issuers: server.trusted_issuers.clone(),
-    })
 }
 
 fn default_allowed_hosts(host: &str) -> Vec<String> {

@@ -17,6 +17,7 @@ mod body;
 mod connections;
 mod error;
 mod host_guard;
+mod oauth;
 mod streamable;
 
 use std::sync::Arc;
@@ -91,7 +92,15 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .route("/.well-known/oauth-protected-resource", web::get().to(protected_resource))
-        .route("/.well-known/oauth-protected-resource/mcp", web::get().to(protected_resource));
+        .route("/.well-known/oauth-protected-resource/mcp", web::get().to(protected_resource))
+        .route("/.well-known/oauth-authorization-server", web::get().to(oauth::metadata))
+        .route("/.well-known/oauth-authorization-server/mcp", web::get().to(oauth::metadata))
+        .route("/.well-known/openid-configuration", web::get().to(oauth::metadata))
+        .route("/oauth/authorize", web::get().to(oauth::authorize))
+        .route("/oauth/callback", web::get().to(oauth::callback))
+        .route("/oauth/token", web::post().to(oauth::token))
+        .route("/oauth/register", web::post().to(oauth::register))
+        .route("/oauth/revoke", web::post().to(oauth::revoke));
 }
 
 /// Serves until the process is told to stop.
@@ -295,7 +304,10 @@ async fn authenticate(
         .or_else(|| header.strip_prefix("bearer "))
         .map(str::trim)
         .ok_or(crate::auth::inbound::Error::Missing)?;
-    auth.validator.validate(token).await
+    match &auth.server {
+        Some(server) if token.starts_with(crate::auth::server::ACCESS_TOKEN_PREFIX) => server.identity(token).await,
+        _ => auth.validator.validate(token).await,
+    }
 }
 
 /// The bridge without extra request extensions (tests serve their own upstreams with it).

@@ -17,6 +17,10 @@ pub const TOOL_CALL_DURATION: &str = "muster_tool_call_duration_seconds";
 pub const TOKEN_EXCHANGES: &str = "muster_token_exchanges_total";
 /// Exchanged-token cache hits. Labels: `cluster`.
 pub const TOKEN_CACHE_HITS: &str = "muster_token_exchange_cache_hits_total";
+/// Requests to muster's authorization server. Labels: `endpoint` (`authorize`, `callback`,
+/// `token`, `register`, `revoke`), `outcome` (`ok`, an OAuth error code, `redirected_error`,
+/// `page` for a refusal shown to a person, `rate_limited`).
+pub const OAUTH_REQUESTS: &str = "muster_oauth_requests_total";
 /// 1 for each server's current state. Labels: `server`, `state`.
 pub const BACKEND_STATE: &str = "muster_backend_state";
 /// Agent sessions open at muster's `/mcp`.
@@ -73,6 +77,10 @@ pub fn tool_call(tool: &str, server: &str, outcome: &'static str, elapsed: Durat
 pub fn token_exchange(cluster: &str, ok: bool) {
     let outcome = if ok { "ok" } else { "failed" };
     metrics::counter!(TOKEN_EXCHANGES, "cluster" => cluster.to_owned(), "outcome" => outcome).increment(1);
+}
+
+pub fn oauth_request(endpoint: &'static str, outcome: &'static str) {
+    metrics::counter!(OAUTH_REQUESTS, "endpoint" => endpoint, "outcome" => outcome).increment(1);
 }
 
 pub fn token_cache_hit(cluster: &str) {

@@ -20,6 +20,7 @@ mod desired_state;
 mod faults;
 mod gateway;
 mod kubernetes;
+mod oauth_server;
 mod peers;
 mod readme;
 mod shutdown;

@@ -11,14 +11,14 @@ use serde_json::{Value, json};
 use crate::support::mock_upstream::MockUpstream;
 use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, post_rpc, run, wait_port};
 
-const WAIT: Duration = Duration::from_secs(30);
-const CONNECTOR: &str = "central-dex";
-const EXCHANGE_CLIENT: &str = "muster-exchange";
-const EXCHANGE_SECRET: &str = "exchange-secret";
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECTOR: &str = "central-dex";
+pub(crate) const EXCHANGE_CLIENT: &str = "muster-exchange";
+pub(crate) const EXCHANGE_SECRET: &str = "exchange-secret";
 const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
 /// Starts `node idp.mjs ARGS` and waits for its `ready <issuer>` line.
-async fn start_idp(peers: &Peers, args: &[&str], env: &[(&str, &str)]) -> (Process, String) {
+pub(crate) async fn start_idp(peers: &Peers, args: &[&str], env: &[(&str, &str)]) -> (Process, String) {
     let mut child = Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
         .arg(Peers::repo_file("tests/peers/idp.mjs"))
         .args(args)
@@ -46,7 +46,7 @@ async fn start_idp(peers: &Peers, args: &[&str], env: &[(&str, &str)]) -> (Proce
 }
 
 /// Signs `user` in at the central IdP (authorization code + PKCE through its login forms).
-fn login(peers: &Peers, central: &str, user: &str) -> String {
+pub(crate) fn login(peers: &Peers, central: &str, user: &str) -> String {
     let (code, stdout, stderr) = run(Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
         .arg(Peers::repo_file("tests/peers/idp_login.mjs"))
         .args([central, user])
@@ -56,42 +56,54 @@ fn login(peers: &Peers, central: &str, user: &str) -> String {
     tokens["id_token"].as_str().expect("id_token").to_owned()
 }
 
-fn py_client(peers: &Peers, url: &str, token: &str, args: &[&str]) -> Value {
+pub(crate) fn py_client(peers: &Peers, url: &str, token: &str, args: &[&str]) -> Value {
     let bearer = format!("Authorization: Bearer {token}");
     let mut args = args.to_vec();
     args.extend(["--header", bearer.as_str()]);
     peers.py_client(url, &args)
 }
 
-fn call(peers: &Peers, url: &str, token: &str, tool: &str, args: Value) -> Value {
+pub(crate) fn call(peers: &Peers, url: &str, token: &str, tool: &str, args: Value) -> Value {
     py_client(peers, url, token, &["call", tool, &args.to_string()])
 }
 
 /// The upstream itself answered (it accepted the token): no muster error code. With
 /// `require_oauth`, kubernetes-mcp-server then reports that the fake kubeconfig has no such user,
 /// which is a tool error of its own, after authentication.
-fn upstream_answered(result: &Value) -> bool {
+pub(crate) fn upstream_answered(result: &Value) -> bool {
     result["structured"].get("code").is_none() && result["text"].as_str().is_some_and(|t| !t.is_empty())
 }
 
-async fn stats(issuer: &str) -> Value {
+pub(crate) async fn stats(issuer: &str) -> Value {
     reqwest::get(format!("{issuer}/test/stats")).await.expect("stats").json().await.expect("stats json")
 }
 
-struct Cluster {
-    name: String,
-    idp: Process,
-    issuer: String,
+pub(crate) struct Cluster {
+    pub(crate) name: String,
+    pub(crate) idp: Process,
+    pub(crate) issuer: String,
     _k8s: Process,
 }
 
 /// A cluster: its IdP, and its kubernetes-mcp-server accepting only tokens of that IdP with `audience`.
-async fn cluster(
+pub(crate) async fn cluster(
     peers: &Peers,
     dir: &std::path::Path,
     name: &str,
     central: &str,
     audience: Option<&str>,
+) -> (Cluster, u16) {
+    cluster_with(peers, dir, name, central, audience, &[]).await
+}
+
+/// `cluster`, with more arguments for its `idp.mjs` (`--ttl S`).
+pub(crate) async fn cluster_with(
+    peers: &Peers,
+    dir: &std::path::Path,
+    name: &str,
+    central: &str,
+    audience: Option<&str>,
+    idp_args: &[&str],
 ) -> (Cluster, u16) {
     let port = free_port().to_string();
     let client = format!("{EXCHANGE_CLIENT}:{EXCHANGE_SECRET}");
@@ -99,6 +111,7 @@ async fn cluster(
     if let Some(audience) = audience {
         args.extend(["--audience", audience]);
     }
+    args.extend(idp_args);
     let (idp, issuer) = start_idp(peers, &args, &[]).await;
     let k8s_port = free_port();
     let toml = dir.join(format!("{name}-k8s.toml"));
@@ -115,7 +128,7 @@ async fn cluster(
     (Cluster { name: name.to_owned(), idp, issuer, _k8s: k8s }, k8s_port)
 }
 
-fn exchange_auth(issuer: &str, secret_name: &str, audiences: &[&str]) -> String {
+pub(crate) fn exchange_auth(issuer: &str, secret_name: &str, audiences: &[&str]) -> String {
     let audiences = if audiences.is_empty() {
         String::new()
     } else {
@@ -126,7 +139,7 @@ fn exchange_auth(issuer: &str, secret_name: &str, audiences: &[&str]) -> String 
     )
 }
 
-fn write_secret(fleet: &Fleet, name: &str, secret: &str) {
+pub(crate) fn write_secret(fleet: &Fleet, name: &str, secret: &str) {
     let dir = fleet.dir.path().join("secrets");
     std::fs::create_dir_all(&dir).expect("secrets dir");
     std::fs::write(

@@ -12,6 +12,8 @@
 //     Drives login + consent for an authorize URL built by someone else (e.g. muster's CLI, which listens on its
 //     loopback redirect URI), then performs a real GET on the final redirect Location (the client's callback, with
 //     ?code=..&state=..) and prints that response's HTTP status as one line (e.g. `200`). Exit 0 iff status < 400.
+//     With --location, prints {"status":..,"location":..} instead: where that callback sent the browser next (muster
+//     as an authorization server redirects to its agent's redirect URI, which need not listen).
 //
 // Exit status 1 with a message on stderr on any failure (e.g. the OP answered an OAuth error to the redirect URI).
 import { createHash, randomBytes } from 'node:crypto';
@@ -22,7 +24,7 @@ const o = { client: 'muster', redirect: 'http://127.0.0.1:8765/callback', scope:
 for (let i = 0; i < args.length; i++) {
   if (args[i].startsWith('--')) {
     const [k, v] = args[i].slice(2).split(/=(.*)/s);
-    o[k] = v ?? args[++i];
+    o[k] = v ?? (k === 'location' ? '' : args[++i]);
   } else pos.push(args[i]);
 }
 const [ISSUER_RAW, USER] = pos;
@@ -98,7 +100,8 @@ if (o['follow-url']) {
   const r = await fetch(loc, { redirect: 'manual' });
   console.error(`idp_login: GET ${u.origin}${u.pathname} -> ${r.status}`);
   await r.arrayBuffer().catch(() => {});
-  console.log(String(r.status));
+  if (o.location !== undefined) console.log(JSON.stringify({ status: r.status, location: r.headers.get('location') }));
+  else console.log(String(r.status));
   process.exit(r.status < 400 ? 0 : 1);
 }
 
