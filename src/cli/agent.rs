@@ -221,9 +221,7 @@ impl Bridge {
         let method = message["method"].as_str().unwrap_or_default().to_owned();
         if method == "initialize" || method == "notifications/initialized" {
             match upstream.post(&message, Sink::Agent).await {
-                Ok(()) if method == "notifications/initialized" => {
-                    tokio::spawn(async move { upstream.listen().await });
-                }
+                Ok(()) if method == "notifications/initialized" => upstream.listen().await,
                 Ok(()) => {}
                 Err(failure) => self.on_failure(failure, message).await,
             }
@@ -330,7 +328,7 @@ impl Bridge {
         if self.initialized {
             let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
             if upstream.post(&initialized, Sink::Agent).await.is_ok() {
-                tokio::spawn(async move { upstream.listen().await });
+                upstream.listen().await;
             }
         }
         true

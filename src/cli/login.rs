@@ -45,9 +45,9 @@ pub(crate) struct AuthServer {
     token_endpoint: String,
     registration_endpoint: Option<String>,
     scopes_supported: Option<Vec<String>>,
-    /// Found through RFC 8414 (an OAuth authorization server), not OIDC discovery.
-    oauth_metadata: bool,
-    /// The protected resource (RFC 9728 `resource`), sent as RFC 8707 `resource`.
+    /// The protected resource (RFC 9728 `resource`), sent as RFC 8707 `resource` to muster's own
+    /// authorization server, which binds its tokens to it. A central IdP is not told: it knows
+    /// no such resource (oidc-provider answers `invalid_target`), and its ID token is the bearer.
     resource: Option<String>,
     /// The server is muster itself (same origin as the endpoint): its access token is the bearer.
     /// Otherwise it is the central IdP, whose ID token muster accepts.
@@ -147,17 +147,15 @@ pub(crate) async fn discover(http: &reqwest::Client, endpoint: &str) -> anyhow::
         .with_context(|| format!("reading {metadata_url} (is sign-in enabled on this muster?)"))?;
     let issuer = resource.authorization_servers.first().context("muster names no authorization server")?.clone();
     let trimmed = issuer.trim_end_matches('/');
-    let (metadata, oauth_metadata) =
-        match get_json::<Metadata>(http, &well_known(&issuer, "oauth-authorization-server")?).await {
-            Ok(metadata) => (metadata, true),
-            Err(rfc8414) => {
-                let oidc = format!("{trimmed}/.well-known/openid-configuration");
-                let metadata = get_json::<Metadata>(http, &oidc).await.with_context(|| {
-                    format!("reading {issuer}'s metadata (RFC 8414: {rfc8414:#}; OpenID configuration at {oidc})")
-                })?;
-                (metadata, false)
-            }
-        };
+    let metadata = match get_json::<Metadata>(http, &well_known(&issuer, "oauth-authorization-server")?).await {
+        Ok(metadata) => metadata,
+        Err(rfc8414) => {
+            let oidc = format!("{trimmed}/.well-known/openid-configuration");
+            get_json::<Metadata>(http, &oidc).await.with_context(|| {
+                format!("reading {issuer}'s metadata (RFC 8414: {rfc8414:#}; OpenID configuration at {oidc})")
+            })?
+        }
+    };
     if let Some(named) = &metadata.issuer
         && named.trim_end_matches('/') != trimmed
     {
@@ -171,7 +169,6 @@ pub(crate) async fn discover(http: &reqwest::Client, endpoint: &str) -> anyhow::
         token_endpoint: metadata.token_endpoint,
         registration_endpoint: metadata.registration_endpoint,
         scopes_supported: metadata.scopes_supported,
-        oauth_metadata,
         resource: resource.resource,
     })
 }
@@ -219,7 +216,7 @@ pub(crate) async fn start(http: &reqwest::Client, endpoint: &str, settings: &Set
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256")
             .append_pair("state", &state);
-        if let Some(resource) = server.resource.as_deref().filter(|_| server.oauth_metadata) {
+        if let Some(resource) = server.resource.as_deref().filter(|_| server.is_muster) {
             query.append_pair("resource", resource);
         }
     }
@@ -281,7 +278,7 @@ impl Pending {
             ("client_id", self.client_id.as_str()),
             ("code_verifier", self.verifier.as_str()),
         ];
-        if let Some(resource) = self.server.resource.as_deref().filter(|_| self.server.oauth_metadata) {
+        if let Some(resource) = self.server.resource.as_deref().filter(|_| self.server.is_muster) {
             form.push(("resource", resource));
         }
         let token = redeem(http, &self.server.token_endpoint, &form).await?;
@@ -304,7 +301,6 @@ pub(crate) async fn refresh(http: &reqwest::Client, old: &StoredToken) -> Result
         token_endpoint: token_endpoint.clone(),
         registration_endpoint: None,
         scopes_supported: None,
-        oauth_metadata: false,
         resource: None,
         is_muster: old.access_token_bearer,
     };

@@ -14,6 +14,7 @@
 mod support;
 
 mod abuse;
+mod agent_bridge;
 mod conformance;
 mod deploy;
 mod desired_state;

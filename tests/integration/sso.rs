@@ -18,7 +18,7 @@ const EXCHANGE_SECRET: &str = "exchange-secret";
 const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
 /// Starts `node idp.mjs ARGS` and waits for its `ready <issuer>` line.
-async fn start_idp(peers: &Peers, args: &[&str], env: &[(&str, &str)]) -> (Process, String) {
+pub async fn start_idp(peers: &Peers, args: &[&str], env: &[(&str, &str)]) -> (Process, String) {
     let mut child = Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
         .arg(Peers::repo_file("tests/peers/idp.mjs"))
         .args(args)
@@ -70,7 +70,7 @@ fn call(peers: &Peers, url: &str, token: &str, tool: &str, args: Value) -> Value
 /// The upstream itself answered (it accepted the token): no muster error code. With
 /// `require_oauth`, kubernetes-mcp-server then reports that the fake kubeconfig has no such user,
 /// which is a tool error of its own, after authentication.
-fn upstream_answered(result: &Value) -> bool {
+pub fn upstream_answered(result: &Value) -> bool {
     result["structured"].get("code").is_none() && result["text"].as_str().is_some_and(|t| !t.is_empty())
 }
 
@@ -78,7 +78,7 @@ async fn stats(issuer: &str) -> Value {
     reqwest::get(format!("{issuer}/test/stats")).await.expect("stats").json().await.expect("stats json")
 }
 
-struct Cluster {
+pub struct Cluster {
     name: String,
     idp: Process,
     issuer: String,
@@ -146,12 +146,12 @@ fn sso_config(port: u16, central: &str) -> String {
 }
 
 /// An extra in-process upstream: its name, and its `spec.auth` YAML given cluster-a's issuer.
-type ExtraServer<'a> = (&'a str, &'a dyn Fn(&str) -> String);
+pub type ExtraServer<'a> = (&'a str, &'a dyn Fn(&str) -> String);
 
 /// The fleet: three clusters in the `kubernetes` family (cluster-c also demands an audience),
 /// plus an in-process upstream behind cluster-a's IdP that reports whose token it received.
 /// `extra`: more in-process upstreams, as (server name, `spec.auth` YAML from cluster-a's issuer).
-async fn fleet(
+pub async fn fleet(
     peers: &Peers,
     central: &str,
     wrong_secret_for: Option<&str>,

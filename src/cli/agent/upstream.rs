@@ -5,7 +5,7 @@
 //! `Mcp-Session-Id` and `MCP-Protocol-Version` of the session, and reads the bearer for every
 //! request from a `watch`, so a refreshed token needs no new session.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -152,17 +152,28 @@ impl Upstream {
         }
     }
 
-    /// The standalone stream (GET): what muster sends outside any request, until the session
-    /// ends, muster says it has none (405), or `close` is called. Reopened after a drop.
-    pub(crate) async fn listen(&self) {
+    /// Opens the standalone stream (GET) and returns once muster has answered it, so what muster
+    /// sends from then on is not missed; a task then passes on its events until the session ends,
+    /// muster says it has none (4xx), or `close` is called. Reopened after a drop.
+    pub(crate) async fn listen(self: &Arc<Self>) {
+        let first = self.open_stream().await;
+        let upstream = Arc::clone(self);
+        tokio::spawn(async move { upstream.keep_listening(first).await });
+    }
+
+    async fn open_stream(&self) -> Option<Result<reqwest::Response, reqwest::Error>> {
+        tokio::select! {
+            () = self.closed.cancelled() => None,
+            response = self.request(reqwest::Method::GET).header("accept", "text/event-stream").send() => Some(response),
+        }
+    }
+
+    async fn keep_listening(&self, mut opened: Option<Result<reqwest::Response, reqwest::Error>>) {
         let mut backoff = Duration::from_millis(250);
         loop {
-            let opened = tokio::select! {
-                () = self.closed.cancelled() => return,
-                response = self.request(reqwest::Method::GET).header("accept", "text/event-stream").send() => response,
-            };
             match opened {
-                Ok(response) if response.status().is_success() => {
+                None => return,
+                Some(Ok(response)) if response.status().is_success() => {
                     backoff = Duration::from_millis(250);
                     let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
                     loop {
@@ -180,17 +191,18 @@ impl Upstream {
                         }
                     }
                 }
-                Ok(response) if response.status().is_client_error() => {
+                Some(Ok(response)) if response.status().is_client_error() => {
                     tracing::debug!(status = %response.status(), "muster offers no standalone stream for this session");
                     return;
                 }
-                Ok(_) | Err(_) => {}
+                Some(Ok(_) | Err(_)) => {}
             }
             tokio::select! {
                 () = self.closed.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
+            opened = self.open_stream().await;
         }
     }
 
