@@ -173,5 +173,6 @@ async fn auth_login_registers_at_musters_own_authorization_server_and_keeps_its_
     assert_eq!(stored["access_token_bearer"], true);
     assert_eq!(stored["refresh_token"], "muster-refresh-token");
     assert_eq!(&stored["client_id"], client_id);
+    drop(seen);
     server.stop(false).await;
 }
