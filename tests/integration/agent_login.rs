@@ -107,7 +107,7 @@ fn start(port: u16, seen: Arc<Mutex<Seen>>) -> actix_web::dev::ServerHandle {
 async fn auth_login_registers_at_musters_own_authorization_server_and_keeps_its_access_token() {
     let port = free_port();
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let server = start(port, seen.clone());
+    let _server = start(port, seen.clone());
     let endpoint = format!("http://127.0.0.1:{port}/mcp");
     let home = tempfile::tempdir().expect("tempdir");
     let mut login = Command::new(env!("CARGO_BIN_EXE_muster"))
@@ -173,6 +173,4 @@ async fn auth_login_registers_at_musters_own_authorization_server_and_keeps_its_
     assert_eq!(stored["access_token_bearer"], true);
     assert_eq!(stored["refresh_token"], "muster-refresh-token");
     assert_eq!(&stored["client_id"], client_id);
-    drop(seen);
-    server.stop(false).await;
 }
