@@ -279,6 +279,7 @@ impl Bridge {
                 tracing::warn!("sign-in to muster failed: {reason}");
             }
             Event::SessionGone(message) => {
+                tracing::info!("muster forgot the session; opening a new one");
                 if let Some(old) = self.upstream.take() {
                     old.close().await;
                 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::sso::{fleet, start_idp, upstream_answered};
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Peers, config, free_port, http_server, mock_family, run};
+use crate::support::{Fleet, Muster, Peers, config, free_port, http_server, mock_family, run};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -128,6 +128,24 @@ async fn the_bridge_forwards_tools_calls_and_list_changed_without_sign_in() {
     assert!(tools.contains(&"x_extra_whoami".to_owned()), "{tools:?}");
     let whoami = client.call("x_extra_whoami", json!({})).await;
     assert_eq!(whoami["text"], "extra", "{whoami}");
+
+    // muster restarts and forgets the session: the bridge opens a new one (replaying the agent's
+    // initialize) and retries the call, and listens on the new session's stream.
+    let port = muster.port;
+    drop(muster);
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let again = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-a"})).await;
+    assert_eq!(again["text"], "a", "{again}");
+    assert!(client.log_text().contains("opening a new one"), "{}", client.log_text());
+    fleet.remove_server("extra.yaml");
+    // Until the list no longer has it: the new muster may announce its members connecting too.
+    loop {
+        client.wait_for("notifications/tools/list_changed").await;
+        if !client.tools().await.contains(&"x_extra_whoami".to_owned()) {
+            break;
+        }
+    }
     drop(client);
     drop(muster);
 }
