@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::sso::{fleet, start_idp, upstream_answered};
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Muster, Peers, config, free_port, http_server, mock_family, run};
+use crate::support::{Fleet, Muster, Peers, config, eventually, free_port, http_server, mock_family, run};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -180,18 +180,7 @@ async fn the_bridge_signs_in_through_authenticate_muster_and_then_forwards() {
     let again = client.call("authenticate_muster", json!({})).await;
     assert!(again["text"].as_str().expect("text").contains(&url), "{again}");
 
-    let browser = Command::new(format!("{}/node", peers.get("MUSTER_NODE22")));
-    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        let mut browser = browser;
-        run(browser
-            .arg(Peers::repo_file("tests/peers/idp_login.mjs"))
-            .args([central.as_str(), "alice", "--follow-url", &url])
-            .env("MUSTER_NODE_MODULES", Peers::load().get("MUSTER_NODE_MODULES")))
-    })
-    .await
-    .expect("join");
-    assert_eq!(code, 0, "browser stand-in: {stdout} {stderr}");
-
+    browse(&central, "alice", &url).await;
     client.wait_for("notifications/tools/list_changed").await;
     let tools = client.tools().await;
     assert!(tools.contains(&"x_kubernetes_configuration_view".to_owned()), "{tools:?}");
@@ -206,6 +195,62 @@ async fn the_bridge_signs_in_through_authenticate_muster_and_then_forwards() {
     assert_eq!(tokens.len(), 1);
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(tokens[0].metadata().expect("meta").permissions().mode() & 0o777, 0o600);
+    drop(client);
+    drop(muster);
+}
+
+/// The headless browser stand-in signs `user` in at `central` for `url`, landing on the bridge's callback.
+async fn browse(central: &str, user: &str, url: &str) {
+    let peers = Peers::load();
+    let mut browser = Command::new(format!("{}/node", peers.get("MUSTER_NODE22")));
+    browser
+        .arg(Peers::repo_file("tests/peers/idp_login.mjs"))
+        .args([central, user, "--follow-url", url])
+        .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES"));
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run(&mut browser)).await.expect("join");
+    assert_eq!(code, 0, "browser stand-in: {stdout} {stderr}");
+}
+
+/// Starts the bridge's sign-in and completes it in the stand-in browser; returns once the agent
+/// was told the tools changed.
+async fn sign_in(client: &mut StdioClient, central: &str, user: &str) {
+    let started = client.call("authenticate_muster", json!({})).await;
+    let text = started["text"].as_str().expect("text");
+    let url = text.split_whitespace().find(|w| w.starts_with("http")).expect("a URL").to_owned();
+    browse(central, user, &url).await;
+    client.wait_for("notifications/tools/list_changed").await;
+}
+
+fn stored_bearer(home: &std::path::Path) -> Option<String> {
+    let file = std::fs::read_dir(home.join("tokens")).ok()?.flatten().next()?;
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(file.path()).ok()?).ok()?;
+    stored["id_token"].as_str().map(str::to_owned)
+}
+
+/// A short-lived ID token (16 s here; the rule is five minutes before expiry, or halfway for
+/// shorter lives) is refreshed by the bridge with the refresh token, and calls keep working on
+/// the same session with the new token.
+#[actix_web::test]
+async fn the_bridge_refreshes_the_sign_in_before_it_expires() {
+    let peers = Peers::load();
+    let (_central, central) =
+        start_idp(&peers, &["central", &free_port().to_string()], &[("ID_TOKEN_TTL", "16")]).await;
+    let (_fleet, _clusters, _probes, muster) = fleet(&peers, &central, None, &[]).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let endpoint = muster.mcp_url();
+    let mut client = StdioClient::start(
+        &peers,
+        &["agent", "--mcp-server", "--endpoint", &endpoint, "--no-browser"],
+        &[("MUSTER_CONFIG_PATH", home.path().as_os_str())],
+    )
+    .await;
+    sign_in(&mut client, &central, "alice").await;
+    let first = stored_bearer(home.path()).expect("a stored token");
+    eventually(WAIT, "the refreshed token", async || stored_bearer(home.path()).filter(|t| *t != first)).await;
+    let probe = client.call("x_probe_bearer", json!({})).await;
+    assert!(probe["text"].as_str().is_some_and(|t| t.starts_with("alice ")), "{probe}");
+    let log = client.log_text();
+    assert!(!log.contains("opening a new one") && !log.contains("refused the sign-in"), "{log}");
     drop(client);
     drop(muster);
 }
