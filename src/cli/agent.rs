@@ -52,7 +52,9 @@ enum Event {
     /// muster refused the bearer while forwarding this message.
     Unauthorized(Value),
     /// muster forgot the session (idle timeout, restart) while forwarding this message.
-    SessionGone(Value),
+    SessionGone(Value, Arc<Upstream>),
+    /// The standalone stream of this session found it gone.
+    StreamLost(Arc<Upstream>),
 }
 
 struct Bridge {
@@ -66,6 +68,8 @@ struct Bridge {
     /// The agent's `initialize` request, replayed to muster after a sign-in or a lost session.
     initialize: Option<Value>,
     initialized: bool,
+    /// The session at muster was lost and could not be reopened yet.
+    stale: bool,
     /// The URL of a sign-in that is waiting for the browser.
     pending: Option<String>,
     refresher: Option<tokio::task::JoinHandle<()>>,
@@ -87,6 +91,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<i32> {
         upstream: None,
         initialize: None,
         initialized: false,
+        stale: false,
         pending: None,
         refresher: None,
     };
@@ -208,6 +213,12 @@ impl Bridge {
             Some("notifications/initialized") => self.initialized = true,
             _ => {}
         }
+        if self.stale && message["method"] != "initialize" && !self.renew_session().await {
+            if let Some(error) = error_reply(&message, -32603, "muster does not answer; try again") {
+                self.send(error).await;
+            }
+            return;
+        }
         match self.upstream.clone() {
             Some(upstream) => self.forward(upstream, message).await,
             None => self.answer_signed_out(message).await,
@@ -221,9 +232,9 @@ impl Bridge {
         let method = message["method"].as_str().unwrap_or_default().to_owned();
         if method == "initialize" || method == "notifications/initialized" {
             match upstream.post(&message, Sink::Agent).await {
-                Ok(()) if method == "notifications/initialized" => upstream.listen().await,
-                Ok(()) => {}
-                Err(failure) => self.on_failure(failure, message).await,
+                Ok(()) if method == "notifications/initialized" => self.listen(&upstream).await,
+                Ok(()) => self.stale = false,
+                Err(failure) => self.on_failure(failure, message, upstream).await,
             }
             return;
         }
@@ -235,7 +246,7 @@ impl Bridge {
                     let _ = events.send(Event::Unauthorized(message)).await;
                 }
                 Err(Failure::SessionGone) => {
-                    let _ = events.send(Event::SessionGone(message)).await;
+                    let _ = events.send(Event::SessionGone(message, upstream)).await;
                 }
                 Err(Failure::Other(reason)) => {
                     if let Some(error) = error_reply(&message, -32603, &reason) {
@@ -246,10 +257,20 @@ impl Bridge {
         });
     }
 
-    async fn on_failure(&mut self, failure: Failure, message: Value) {
+    /// Opens the standalone stream, and reports when it finds the session gone.
+    async fn listen(&self, upstream: &Arc<Upstream>) {
+        upstream.listen().await;
+        let (lost, events, upstream) = (upstream.lost(), self.events.clone(), Arc::clone(upstream));
+        tokio::spawn(async move {
+            lost.await;
+            let _ = events.send(Event::StreamLost(upstream)).await;
+        });
+    }
+
+    async fn on_failure(&mut self, failure: Failure, message: Value, upstream: Arc<Upstream>) {
         match failure {
             Failure::Unauthorized => self.on_event(Event::Unauthorized(message)).await,
-            Failure::SessionGone => self.on_event(Event::SessionGone(message)).await,
+            Failure::SessionGone => self.on_event(Event::SessionGone(message, upstream)).await,
             Failure::Other(reason) => {
                 if let Some(error) = error_reply(&message, -32603, &reason) {
                     self.send(error).await;
@@ -278,33 +299,56 @@ impl Bridge {
                 self.pending = None;
                 tracing::warn!("sign-in to muster failed: {reason}");
             }
-            Event::SessionGone(message) => {
-                tracing::info!("muster forgot the session; opening a new one");
-                if let Some(old) = self.upstream.take() {
-                    old.close().await;
+            Event::SessionGone(message, gone) => {
+                // Renewed already (by the standalone stream, or another call)? Then just retry.
+                let current = self.upstream.as_ref().is_some_and(|current| Arc::ptr_eq(current, &gone));
+                let renewed = !current || self.renew_session().await;
+                match self.upstream.clone() {
+                    Some(upstream) if renewed => Box::pin(self.forward(upstream, message)).await,
+                    Some(_) => {
+                        if let Some(error) = error_reply(&message, -32603, "muster does not answer; try again") {
+                            self.send(error).await;
+                        }
+                    }
+                    None => Box::pin(self.answer_signed_out(message)).await,
                 }
-                self.upstream = Some(self.new_upstream());
-                if self.reopen().await
-                    && let Some(upstream) = self.upstream.clone()
-                {
-                    Box::pin(self.forward(upstream, message)).await;
+            }
+            Event::StreamLost(lost) => {
+                // Only if that is still the session in use (a failed call may have renewed it).
+                if self.upstream.as_ref().is_some_and(|current| Arc::ptr_eq(current, &lost)) {
+                    self.renew_session().await;
                 }
             }
             Event::Unauthorized(message) => {
                 tracing::warn!("muster refused the sign-in; offering {AUTHENTICATE_TOOL} again");
-                if let Some(old) = self.upstream.take() {
-                    old.close().await;
-                }
-                if let Some(refresher) = self.refresher.take() {
-                    refresher.abort();
-                }
-                self.bearer.send_replace(None);
-                if message["method"] != "initialize" && self.initialized {
-                    self.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})).await;
-                }
+                self.sign_out().await;
                 self.answer_signed_out(message).await;
             }
         }
+    }
+
+    /// Back to the sign-in tool (the agent is told its tools changed).
+    async fn sign_out(&mut self) {
+        if let Some(old) = self.upstream.take() {
+            old.close().await;
+        }
+        if let Some(refresher) = self.refresher.take() {
+            refresher.abort();
+        }
+        self.bearer.send_replace(None);
+        self.stale = false;
+        if self.initialized {
+            self.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})).await;
+        }
+    }
+
+    async fn renew_session(&mut self) -> bool {
+        tracing::info!("muster forgot the session; opening a new one");
+        if let Some(old) = self.upstream.take() {
+            old.close().await;
+        }
+        self.upstream = Some(self.new_upstream());
+        self.reopen().await
     }
 
     /// Replays the agent's `initialize` (and `initialized`) on a new session at muster, and opens
@@ -318,18 +362,27 @@ impl Bridge {
         let mut replies = Vec::new();
         let opened = match upstream.post(&replay, Sink::Collect(&mut replies)).await {
             Ok(()) if replies.iter().any(|r| r["id"] == REPLAY_ID && r.get("result").is_some()) => Ok(()),
-            Ok(()) => Err(format!("muster refused the initialize: {replies:?}")),
-            Err(failure) => Err(failure.to_string()),
+            Ok(()) => Err(Failure::Other(format!("muster refused the initialize: {replies:?}"))),
+            Err(failure) => Err(failure),
         };
-        if let Err(reason) = opened {
-            tracing::warn!("cannot open a session at muster: {reason}");
-            self.upstream = None;
-            return false;
+        match opened {
+            Ok(()) => self.stale = false,
+            Err(Failure::Unauthorized) => {
+                tracing::warn!("muster refused the sign-in; offering {AUTHENTICATE_TOOL} again");
+                self.sign_out().await;
+                return false;
+            }
+            Err(failure) => {
+                // Kept, to be reopened before the agent's next message (muster may be restarting).
+                tracing::warn!("cannot open a session at muster: {failure}");
+                self.stale = true;
+                return false;
+            }
         }
         if self.initialized {
             let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
             if upstream.post(&initialized, Sink::Agent).await.is_ok() {
-                upstream.listen().await;
+                self.listen(&upstream).await;
             }
         }
         true

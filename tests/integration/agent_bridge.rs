@@ -129,15 +129,13 @@ async fn the_bridge_forwards_tools_calls_and_list_changed_without_sign_in() {
     let whoami = client.call("x_extra_whoami", json!({})).await;
     assert_eq!(whoami["text"], "extra", "{whoami}");
 
-    // muster restarts and forgets the session: the bridge opens a new one (replaying the agent's
-    // initialize) and retries the call, and listens on the new session's stream.
+    // muster restarts and forgets the session: the bridge's standalone stream finds it gone, and
+    // the bridge opens a new one (replaying the agent's initialize) and listens there, before the
+    // agent says anything.
     let port = muster.port;
     drop(muster);
     let muster = Muster::start(&fleet, port).await;
     muster.wait_ready().await;
-    let again = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-a"})).await;
-    assert_eq!(again["text"], "a", "{again}");
-    assert!(client.log_text().contains("opening a new one"), "{}", client.log_text());
     fleet.remove_server("extra.yaml");
     // Until the list no longer has it: the new muster may announce its members connecting too.
     loop {
@@ -146,6 +144,9 @@ async fn the_bridge_forwards_tools_calls_and_list_changed_without_sign_in() {
             break;
         }
     }
+    assert!(client.log_text().contains("opening a new one"), "{}", client.log_text());
+    let again = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-a"})).await;
+    assert_eq!(again["text"], "a", "{again}");
     drop(client);
     drop(muster);
 }

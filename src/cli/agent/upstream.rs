@@ -33,6 +33,8 @@ pub(crate) struct Upstream {
     out: mpsc::Sender<Value>,
     /// Ends the standalone stream when the bridge lets this session go.
     closed: CancellationToken,
+    /// Cancelled when the standalone stream learns that muster forgot the session (404).
+    lost: CancellationToken,
 }
 
 /// Where the messages of a reply go.
@@ -57,6 +59,7 @@ impl Upstream {
             version: Mutex::new(None),
             out,
             closed: CancellationToken::new(),
+            lost: CancellationToken::new(),
         }
     }
 
@@ -191,6 +194,10 @@ impl Upstream {
                         }
                     }
                 }
+                Some(Ok(response)) if response.status() == reqwest::StatusCode::NOT_FOUND => {
+                    self.lost.cancel();
+                    return;
+                }
                 Some(Ok(response)) if response.status().is_client_error() => {
                     tracing::debug!(status = %response.status(), "muster offers no standalone stream for this session");
                     return;
@@ -204,6 +211,12 @@ impl Upstream {
             backoff = (backoff * 2).min(Duration::from_secs(10));
             opened = self.open_stream().await;
         }
+    }
+
+    /// Resolves when the standalone stream finds the session gone (muster restarted, or it timed
+    /// out), so the bridge can open a new one before the agent's next message.
+    pub(crate) fn lost(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.lost.clone().cancelled_owned()
     }
 
     /// Ends the standalone stream and, best effort, the session at muster (DELETE).
