@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use crate::sso::{fleet, start_idp, upstream_answered};
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Muster, Peers, config, eventually, free_port, http_server, mock_family, run};
+use crate::support::{
+    Fleet, Muster, Peers, Process, config, eventually, free_port, http_server, mock_family, run, wait_port,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -196,6 +198,37 @@ async fn the_bridge_signs_in_through_authenticate_muster_and_then_forwards() {
     assert_eq!(tokens.len(), 1);
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(tokens[0].metadata().expect("meta").permissions().mode() & 0o777, 0o600);
+    drop(client);
+    drop(muster);
+}
+
+/// A server-to-client request crosses the bridge both ways: the conformance fixture's
+/// `test_sampling` asks for a completion during the call, muster relays it on the call's reply,
+/// the bridge writes it to stdout, and the agent's answer (a line on stdin) goes back to muster.
+#[actix_web::test]
+async fn sampling_requests_cross_the_bridge_and_their_answers_come_back() {
+    let peers = Peers::load();
+    let fixture_port = free_port();
+    let _fixture = Process::spawn(
+        peers.python("conformance_fixture.py").args([&fixture_port.to_string(), "--quiet"]),
+        "the conformance fixture",
+    );
+    wait_port(fixture_port).await;
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    fleet.write_server("fixture.yaml", &http_server("fixture", &format!("http://127.0.0.1:{fixture_port}/mcp"), ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let endpoint = muster.mcp_url();
+    let mut client = StdioClient::start(
+        &peers,
+        &["agent", "--mcp-server", "--endpoint", &endpoint, "--no-browser"],
+        &[("MUSTER_CONFIG_PATH", home.path().as_os_str())],
+    )
+    .await;
+    let sampled = client.call("x_fixture_test_sampling", json!({"prompt": "which cluster?"})).await;
+    assert_eq!(sampled["text"], "LLM response: sampled: which cluster?", "{sampled}");
     drop(client);
     drop(muster);
 }

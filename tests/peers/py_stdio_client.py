@@ -10,6 +10,8 @@ Then reads one JSON command per line on stdin and prints one JSON line per comma
     {"op": "call", "tool": NAME, "args": {...}}     -> {"isError": bool, "text": str, "structured": obj|null}
     {"op": "wait", "method": METHOD}                -> {"notified": METHOD} once such a notification has
                                                        arrived (each arrival answers one wait)
+Sampling requests (from muster's upstreams, relayed by the bridge) are answered with the text
+"sampled: <the request's first message text>", model "py-stdio-client".
 Any failure of a command prints {"error": "..."}. EOF on stdin closes the session and exits 0.
 The child's environment is this process's environment; its stderr goes to this process's stderr.
 """
@@ -25,7 +27,7 @@ from collections import defaultdict
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import anyio  # noqa: E402
-from mcp import Client  # noqa: E402
+from mcp import Client, types  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
 
@@ -47,8 +49,16 @@ async def main(argv: list[str]) -> int:
             arrived[method] += 1
             state["changed"].set()
 
+    async def on_sampling(_context: object, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        asked = getattr(params.messages[0].content, "text", "") if params.messages else ""
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=f"sampled: {asked}"), model="py-stdio-client"
+        )
+
     params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
-    async with Client(stdio_client(params), mode="legacy", message_handler=on_message, cache=None) as client:
+    async with Client(
+        stdio_client(params), mode="legacy", message_handler=on_message, sampling_callback=on_sampling, cache=None
+    ) as client:
         out({"ready": True})
         while True:
             line = await anyio.to_thread.run_sync(sys.stdin.readline)
