@@ -118,12 +118,23 @@ impl Upstream {
             return Ok(());
         }
         let body = response.text().await.map_err(|e| Failure::Other(format!("reading muster's reply: {e}")))?;
+        let is_request = message.get("method").is_some() && message.get("id").is_some();
+        if !status.is_success() && !is_request {
+            // Nothing the agent could match a refusal of its notification or answer to.
+            tracing::warn!(method = %message["method"], %status, "muster refused a message that was not a request");
+            return Ok(());
+        }
         if body.trim().is_empty() && status.is_success() {
             return Ok(());
         }
         match serde_json::from_str::<Value>(&body) {
-            Ok(value) if value.get("jsonrpc").is_some() || value.is_array() => {
-                self.pass_on(&body, initialize, &mut sink).await;
+            Ok(mut value) if value.get("jsonrpc").is_some() || value.is_array() => {
+                // A refusal before muster read the request (400 without a session) carries no id;
+                // the agent waits for its own.
+                if is_request && value["id"].is_null() && value.get("error").is_some() {
+                    value["id"] = message["id"].clone();
+                }
+                self.pass_on(&value.to_string(), initialize, &mut sink).await;
                 Ok(())
             }
             _ => {
