@@ -63,6 +63,11 @@ impl StdioClient {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The bridge's log (written by a thread of its own) comes to say `text`.
+    async fn wait_for_log(&self, text: &str) {
+        eventually(WAIT, text, async || self.log_text().contains(text).then_some(())).await;
+    }
+
     async fn next(&mut self) -> Value {
         let line = tokio::time::timeout(WAIT, self.lines.recv()).await;
         let Ok(Some(line)) = line else { panic!("no answer from the stdio client:\n{}", self.log_text()) };
@@ -146,7 +151,7 @@ async fn the_bridge_forwards_tools_calls_and_list_changed_without_sign_in() {
             break;
         }
     }
-    assert!(client.log_text().contains("opening a new one"), "{}", client.log_text());
+    client.wait_for_log("opening a new one").await;
     let again = client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-a"})).await;
     assert_eq!(again["text"], "a", "{again}");
     drop(client);
@@ -164,6 +169,9 @@ async fn the_bridge_signs_in_through_authenticate_muster_and_then_forwards() {
     let (_fleet, _clusters, _probes, muster) = fleet(&peers, &central, None, &[]).await;
     let home = tempfile::tempdir().expect("tempdir");
     let endpoint = muster.mcp_url();
+    // A stored token muster refuses (revoked, or signed by a key it no longer trusts): the bridge
+    // forwards with it, gets 401, and falls back to the sign-in tool.
+    write_token(home.path(), &endpoint, "not-a-token-muster-accepts");
     let mut client = StdioClient::start(
         &peers,
         &["agent", "--mcp-server", "--endpoint", &endpoint, "--no-browser"],
@@ -172,6 +180,7 @@ async fn the_bridge_signs_in_through_authenticate_muster_and_then_forwards() {
     .await;
 
     assert_eq!(client.tools().await, ["authenticate_muster"]);
+    client.wait_for_log("refused the sign-in").await;
     let refused = client.call("x_kubernetes_configuration_view", json!({"management_cluster": "cluster-a"})).await;
     assert_eq!(refused["isError"], true, "{refused}");
     let started = client.call("authenticate_muster", json!({})).await;
@@ -253,6 +262,18 @@ async fn sign_in(client: &mut StdioClient, central: &str, user: &str) {
     let url = text.split_whitespace().find(|w| w.starts_with("http")).expect("a URL").to_owned();
     browse(central, user, &url).await;
     client.wait_for("notifications/tools/list_changed").await;
+}
+
+/// Stores `bearer` for `endpoint` as `muster auth login` would (valid for an hour, no refresh).
+fn write_token(home: &std::path::Path, endpoint: &str, bearer: &str) {
+    use sha2::Digest as _;
+    let dir = home.join("tokens");
+    std::fs::create_dir_all(&dir).expect("tokens dir");
+    let name = hex::encode(&sha2::Sha256::digest(endpoint.as_bytes())[..16]);
+    let expires_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 3600;
+    let stored = json!({"endpoint": endpoint, "issuer": "x", "id_token": bearer, "expires_at": expires_at});
+    std::fs::write(dir.join(format!("{name}.json")), stored.to_string()).expect("token file");
 }
 
 fn stored_bearer(home: &std::path::Path) -> Option<String> {
