@@ -23,6 +23,7 @@ mod upstream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -113,7 +114,9 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<i32> {
         refresher.abort();
     }
     drop(bridge);
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    // What is already on its way out gets two seconds; calls still running at muster (their tasks
+    // hold the writer open) are given up: the agent that asked has gone.
+    let _ = tokio::time::timeout(Duration::from_secs(2), tokio::task::spawn_blocking(move || writer.join())).await;
     Ok(0)
 }
 
