@@ -49,7 +49,8 @@ pub(crate) struct AuthServer {
     /// authorization server, which binds its tokens to it. A central IdP is not told: it knows
     /// no such resource (oidc-provider answers `invalid_target`), and its ID token is the bearer.
     resource: Option<String>,
-    /// The server is muster itself (same origin as the endpoint): its access token is the bearer.
+    /// The server is muster itself (the origin of the endpoint or of the RFC 9728 `resource`):
+    /// its access token is the bearer.
     /// Otherwise it is the central IdP, whose ID token muster accepts.
     is_muster: bool,
 }
@@ -162,8 +163,11 @@ pub(crate) async fn discover(http: &reqwest::Client, endpoint: &str) -> anyhow::
         bail!("the metadata of {issuer} names another issuer, {named}");
     }
     let origin = |url: &str| reqwest::Url::parse(url).map(|u| u.origin().ascii_serialization()).ok();
+    // muster names itself by its `baseUrl`, which is also the origin of its `resource`; the
+    // endpoint the CLI was given may be another name for it (a port-forward, 127.0.0.1).
+    let own_origins = [Some(endpoint), resource.resource.as_deref()].map(|url| url.and_then(origin));
     Ok(AuthServer {
-        is_muster: origin(&issuer).is_some() && origin(&issuer) == origin(endpoint),
+        is_muster: origin(&issuer).is_some_and(|o| own_origins.contains(&Some(o))),
         issuer,
         authorization_endpoint: metadata.authorization_endpoint,
         token_endpoint: metadata.token_endpoint,
