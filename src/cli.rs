@@ -1,9 +1,12 @@
-//! The command line: `muster serve`, `muster check-config`, and the client commands
-//! (`auth login|status|logout`, `list tools`, `call`), which talk MCP to a running muster.
+//! The command line: `muster serve`, `muster check-config`, the client commands
+//! (`auth login|status|logout`, `list tools`, `call`), which talk MCP to a running muster, and
+//! `agent --mcp-server` and `standalone`, the stdio bridge for IDEs that launch a command.
 
+mod agent;
 mod auth;
 mod check;
 mod client;
+mod login;
 mod tokens;
 
 use std::path::PathBuf;
@@ -58,6 +61,28 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A stdio MCP server for IDEs that launch a command: forwards to muster's `/mcp` and signs in
+    /// when muster requires it (the `authenticate_muster` tool).
+    Agent {
+        /// Serve MCP on stdin/stdout (the only mode so far).
+        #[arg(long)]
+        mcp_server: bool,
+        #[command(flatten)]
+        sign_in: SignInArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// `serve` and `agent --mcp-server` in one process: muster for one IDE, over stdio.
+    Standalone {
+        /// Folder holding config.yaml, mcpservers/ and secrets/.
+        #[arg(long, env = "MUSTER_CONFIG_PATH", default_value_os_t = default_config_path())]
+        config_path: PathBuf,
+        /// Log the server at debug level to stderr (silent otherwise).
+        #[arg(long)]
+        debug: bool,
+        #[command(flatten)]
+        sign_in: SignInArgs,
+    },
     /// Call a tool: `muster call x_kubernetes_pods_list --management_cluster=cluster-a`.
     Call {
         tool: String,
@@ -73,15 +98,8 @@ enum Command {
 enum AuthCommand {
     /// Sign in at the central identity provider (authorization code + PKCE, loopback callback).
     Login {
-        /// OAuth client id registered at the central identity provider for muster.
-        #[arg(long, env = "MUSTER_OAUTH_CLIENT_ID", default_value = "muster")]
-        client_id: String,
-        /// Local callback port (0 picks a free one).
-        #[arg(long, env = "MUSTER_OAUTH_CALLBACK_PORT", default_value_t = 0)]
-        callback_port: u16,
-        /// Print the URL instead of opening a browser.
-        #[arg(long)]
-        no_browser: bool,
+        #[command(flatten)]
+        sign_in: SignInArgs,
     },
     /// Show the sign-in state: exit 0 signed in, 1 error, 2 sign-in required, 3 sign-in failed.
     Status,
@@ -92,6 +110,27 @@ enum AuthCommand {
 #[derive(Debug, Subcommand)]
 enum ListWhat {
     Tools,
+}
+
+/// How the CLI signs in (`auth login`, and the agent bridge when muster requires it).
+#[derive(Debug, Args)]
+struct SignInArgs {
+    /// OAuth client id at the authorization server. Unset: register one (RFC 7591) when the
+    /// server offers registration, else `muster` (the central IdP's client for muster).
+    #[arg(long, env = "MUSTER_OAUTH_CLIENT_ID")]
+    client_id: Option<String>,
+    /// Local callback port (0 picks a free one).
+    #[arg(long, env = "MUSTER_OAUTH_CALLBACK_PORT", default_value_t = 0)]
+    callback_port: u16,
+    /// Print (or return) the URL instead of opening a browser.
+    #[arg(long)]
+    no_browser: bool,
+}
+
+impl SignInArgs {
+    fn settings(&self) -> login::Settings {
+        login::Settings { client_id: self.client_id.clone(), callback_port: self.callback_port }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -147,19 +186,74 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Auth { command, client } => {
             auth::check_endpoint(&client.endpoint)?;
             match command {
-                AuthCommand::Login { client_id, callback_port, no_browser } => {
-                    let options = auth::LoginOptions { client_id, callback_port, open_browser: !no_browser };
+                AuthCommand::Login { sign_in } => {
+                    let options =
+                        auth::LoginOptions { settings: sign_in.settings(), open_browser: !sign_in.no_browser };
                     auth::login(&client.endpoint, &client.config_path, options).await
                 }
                 AuthCommand::Status => auth::status(&client.endpoint, &client.config_path).await,
                 AuthCommand::Logout => Ok(auth::logout(&client.endpoint, &client.config_path)),
             }
         }
+        Command::Agent { mcp_server, sign_in, client } => {
+            if !mcp_server {
+                anyhow::bail!("only `muster agent --mcp-server` (the stdio bridge) is implemented");
+            }
+            auth::check_endpoint(&client.endpoint)?;
+            let _telemetry = crate::telemetry::init(false);
+            let options = agent::Options {
+                endpoint: client.endpoint,
+                config_dir: client.config_path,
+                settings: sign_in.settings(),
+                open_browser: !sign_in.no_browser,
+            };
+            agent::run(options).await
+        }
+        Command::Standalone { config_path, debug, sign_in } => standalone(config_path, debug, &sign_in).await,
         Command::List { what: ListWhat::Tools, client } => {
             client::list_tools(&client.endpoint, &client.config_path).await
         }
         Command::Call { tool, args, client } => {
             client::call_tool(&client.endpoint, &client.config_path, &tool, &args).await
         }
+    }
+}
+
+/// `serve` and the bridge in one process. The bridge reaches the server over loopback HTTP, as
+/// any agent does, so sign-in, sessions and notifications work as they do between two processes.
+/// The server logs nothing unless `--debug` (stdout carries the bridge's JSON-RPC only). When the
+/// agent closes stdin, the process ends.
+async fn standalone(config_path: PathBuf, debug: bool, sign_in: &SignInArgs) -> anyhow::Result<i32> {
+    let _telemetry = debug.then(|| crate::telemetry::init(true));
+    let config = Config::load(&config_path).context("loading config.yaml")?;
+    let host = match config.host.as_str() {
+        "0.0.0.0" | "::" | "" => "127.0.0.1".to_owned(),
+        host if host.contains(':') => format!("[{host}]"),
+        host => host.to_owned(),
+    };
+    let endpoint = format!("http://{host}:{}/mcp", config.port);
+    let health = format!("http://{host}:{}/health", config.port);
+    let options = agent::Options {
+        endpoint,
+        config_dir: config_path,
+        settings: sign_in.settings(),
+        open_browser: !sign_in.no_browser,
+    };
+    let server = crate::app::run(config);
+    tokio::pin!(server);
+    // The bridge starts once the server answers (it probes sign-in first).
+    let http = login::http()?;
+    let started = async {
+        while !http.get(&health).send().await.is_ok_and(|r| r.status().is_success()) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        served = &mut server => return served.context("muster stopped before it answered").map(|()| 1),
+        () = started => {}
+    }
+    tokio::select! {
+        served = &mut server => served.context("muster stopped").map(|()| 1),
+        bridged = agent::run(options) => bridged,
     }
 }

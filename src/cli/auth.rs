@@ -1,17 +1,14 @@
-//! `muster auth login|status|logout`: sign in once at the central identity provider (OAuth 2.1
-//! authorization code + PKCE, with a loopback callback), and see each cluster's SSO state.
+//! `muster auth login|status|logout`: sign in once (`cli/login.rs`: the authorization server
+//! muster names, authorization code + PKCE with a loopback callback), and see each cluster's SSO state.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
-use serde::Deserialize;
-use sha2::Digest as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::client;
-use super::tokens::{self, StoredToken};
+use super::login::{self, now};
+use super::tokens;
 use crate::mcp::auth_status::{AuthStatus, FleetStatus, ServerStatus, SessionStatus, URI};
 
 /// Exit codes (reference §4.7).
@@ -20,188 +17,47 @@ pub(crate) const EXIT_AUTH_FAILED: i32 = 3;
 /// `auth login` against a muster without sign-in: an error, with its own message.
 pub(crate) const EXIT_SIGN_IN_DISABLED: i32 = 1;
 
-#[derive(Deserialize)]
-struct ProtectedResource {
-    authorization_servers: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Discovery {
-    authorization_endpoint: String,
-    token_endpoint: String,
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    id_token: Option<String>,
-    refresh_token: Option<String>,
-    expires_in: Option<u64>,
-}
-
 pub(crate) struct LoginOptions {
-    pub(crate) client_id: String,
-    pub(crate) callback_port: u16,
+    pub(crate) settings: login::Settings,
     pub(crate) open_browser: bool,
-}
-
-fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?)
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
-}
-
-fn resource_metadata_url(endpoint: &str) -> anyhow::Result<String> {
-    let url = reqwest::Url::parse(endpoint).with_context(|| format!("endpoint {endpoint:?} is not a URL"))?;
-    let origin = url.origin().ascii_serialization();
-    Ok(format!("{origin}/.well-known/oauth-protected-resource{}", url.path().trim_end_matches('/')))
-}
-
-/// Whether `endpoint`'s muster has sign-in on, or `None` when it cannot tell (unreachable).
-///
-/// The question goes to the OAuth protected-resource metadata (RFC 9728), which muster serves
-/// exactly when sign-in is on and answers 404 otherwise (`frontend::protected_resource`). Probing
-/// the MCP endpoint for a 401 instead would open a session just to ask, and a stored token would
-/// hide the answer. A 404 from something that is not muster is caught later: its MCP endpoint
-/// does not answer, and the command says so.
-async fn sign_in_enabled(http: &reqwest::Client, endpoint: &str) -> anyhow::Result<Option<bool>> {
-    let metadata_url = resource_metadata_url(endpoint)?;
-    Ok(match http.get(&metadata_url).send().await {
-        Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => Some(false),
-        Ok(response) if response.status().is_success() => Some(true),
-        Ok(_) | Err(_) => None,
-    })
 }
 
 #[allow(clippy::print_stderr, reason = "the CLI talks to the user")]
 pub(crate) async fn login(endpoint: &str, config_dir: &Path, options: LoginOptions) -> anyhow::Result<i32> {
-    let http = http()?;
-    if sign_in_enabled(&http, endpoint).await? == Some(false) {
+    let http = login::http()?;
+    if login::sign_in_enabled(&http, endpoint).await? == Some(false) {
         eprintln!("Sign-in is not enabled on the muster at {endpoint}: there is nothing to log in to.");
         eprintln!("Its tools work without `muster auth login`; `muster auth status` shows each server's state.");
         return Ok(EXIT_SIGN_IN_DISABLED);
     }
-    let metadata_url = resource_metadata_url(endpoint)?;
-    let metadata: ProtectedResource = http
-        .get(&metadata_url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("reading {metadata_url} (is sign-in enabled on this muster?)"))?
-        .json()
-        .await
-        .context("parsing the protected-resource metadata")?;
-    let issuer = metadata.authorization_servers.first().context("muster names no authorization server")?.clone();
-    let discovery: Discovery = http
-        .get(format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("reading {issuer}'s OpenID configuration"))?
-        .json()
-        .await?;
-
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.callback_port))
-        .await
-        .context("binding the callback port")?;
-    let redirect_uri = format!("http://127.0.0.1:{}/callback", listener.local_addr()?.port());
-    let verifier = random_token();
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
-    let state = random_token();
-    let mut authorize = reqwest::Url::parse(&discovery.authorization_endpoint).context("authorization_endpoint")?;
-    authorize
-        .query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &options.client_id)
-        .append_pair("redirect_uri", &redirect_uri)
-        .append_pair("scope", "openid profile email groups")
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256")
-        .append_pair("state", &state);
+    let pending = login::start(&http, endpoint, &options.settings).await?;
     eprintln!("Opening browser for authentication...");
-    eprintln!("If it does not open, visit: {authorize}");
+    eprintln!("If it does not open, visit: {}", pending.url);
     if options.open_browser {
-        let _ = std::process::Command::new("xdg-open").arg(authorize.as_str()).spawn();
+        open_browser(&pending.url);
     }
-    let code = tokio::time::timeout(Duration::from_secs(300), receive_code(&listener, &state))
-        .await
-        .context("timed out waiting for the sign-in to finish")??;
-
-    let response = http
-        .post(&discovery.token_endpoint)
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", redirect_uri.as_str()),
-            ("client_id", options.client_id.as_str()),
-            ("code_verifier", verifier.as_str()),
-        ])
-        .send()
-        .await
-        .context("redeeming the authorization code")?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        eprintln!("Authentication failed: the identity provider answered {status}: {body}");
-        return Ok(EXIT_AUTH_FAILED);
-    }
-    let token: TokenResponse = response.json().await.context("parsing the token response")?;
-    let id_token =
-        token.id_token.context("the identity provider returned no id_token (is the openid scope allowed?)")?;
-    let expires_at = crate::auth::token::unverified_claims(&id_token)
-        .and_then(|c| c.get("exp").and_then(serde_json::Value::as_u64))
-        .unwrap_or_else(|| now() + token.expires_in.unwrap_or(300));
-    let stored =
-        StoredToken { endpoint: endpoint.to_owned(), issuer, id_token, refresh_token: token.refresh_token, expires_at };
+    let stored = match pending.finish(&http).await {
+        Ok(stored) => stored,
+        Err(login::Error::Refused { status, body }) => {
+            eprintln!("Authentication failed: the identity provider answered {status}: {body}");
+            return Ok(EXIT_AUTH_FAILED);
+        }
+        Err(login::Error::Other(e)) => return Err(e),
+    };
     tokens::save(config_dir, &stored).context("storing the token")?;
     eprintln!("Logged in to {endpoint}.");
     wait_for_sso(endpoint, config_dir).await;
     Ok(0)
 }
 
-/// Accepts one callback request and returns its `code` (after checking `state`).
-async fn receive_code(listener: &tokio::net::TcpListener, state: &str) -> anyhow::Result<String> {
-    loop {
-        let (mut stream, _) = listener.accept().await?;
-        let mut buf = vec![0u8; 16 * 1024];
-        let n = stream.read(&mut buf).await?;
-        let request = String::from_utf8_lossy(&buf[..n]);
-        let target = request.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_owned();
-        let url = reqwest::Url::parse(&format!("http://127.0.0.1{target}"))?;
-        if url.path() != "/callback" {
-            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-            continue;
-        }
-        let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
-        let (status, message, result) = match (query.get("code"), query.get("state"), query.get("error")) {
-            (_, _, Some(error)) => (
-                "400 Bad Request",
-                "Sign-in failed. You can close this window.",
-                Err(anyhow::anyhow!("sign-in failed: {error}")),
-            ),
-            (Some(code), Some(got), None) if got == state => {
-                ("200 OK", "Signed in to muster. You can close this window.", Ok(code.clone()))
-            }
-            _ => (
-                "400 Bad Request",
-                "Unexpected callback. You can close this window.",
-                Err(anyhow::anyhow!("callback without a matching state")),
-            ),
-        };
-        let body = format!("<!doctype html><title>muster</title><p>{message}</p>");
-        let reply = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(reply.as_bytes()).await;
-        return result;
-    }
-}
-
-fn random_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+/// Best effort: the URL is printed (or returned) too.
+pub(crate) fn open_browser(url: &str) {
+    let _ = std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
 }
 
 /// After sign-in, muster exchanges the token for every cluster; show progress for up to 30 s.
@@ -252,7 +108,7 @@ async fn read_status(endpoint: &str, config_dir: &Path) -> Result<String, anyhow
 pub(crate) async fn status(endpoint: &str, config_dir: &Path) -> anyhow::Result<i32> {
     println!("Muster Aggregator");
     println!("  Endpoint:  {endpoint}");
-    if sign_in_enabled(&http()?, endpoint).await? == Some(false) {
+    if login::sign_in_enabled(&login::http()?, endpoint).await? == Some(false) {
         return status_without_sign_in(endpoint, config_dir).await;
     }
     let Some(stored) = tokens::load(config_dir, endpoint) else {
@@ -467,14 +323,6 @@ mod tests {
         assert_eq!(
             render_states(&fleet),
             "MCP Servers\n  a                      Connected\n  b                      Failed  connection refused; retrying in 4 s\n  c                      Connecting\n"
-        );
-    }
-
-    #[test]
-    fn metadata_url_follows_rfc_9728_path_insertion() {
-        assert_eq!(
-            resource_metadata_url("http://127.0.0.1:8090/mcp").expect("url"),
-            "http://127.0.0.1:8090/.well-known/oauth-protected-resource/mcp"
         );
     }
 }

@@ -10,12 +10,21 @@ use sha2::Digest as _;
 pub(crate) struct StoredToken {
     pub(crate) endpoint: String,
     pub(crate) issuer: String,
-    /// The bearer muster accepts: the central IdP's ID token (audience: muster's client id).
+    /// The bearer muster accepts: the central IdP's ID token (audience: muster's client id), or
+    /// the access token of muster's own authorization server (`access_token_bearer`).
     pub(crate) id_token: String,
     #[serde(default)]
     pub(crate) refresh_token: Option<String>,
     /// Seconds since the epoch.
     pub(crate) expires_at: u64,
+    /// Where and as whom the refresh token is redeemed (absent in files of older versions).
+    #[serde(default)]
+    pub(crate) token_endpoint: Option<String>,
+    #[serde(default)]
+    pub(crate) client_id: Option<String>,
+    /// The bearer is an access token (muster's own authorization server), not an ID token.
+    #[serde(default)]
+    pub(crate) access_token_bearer: bool,
 }
 
 impl std::fmt::Debug for StoredToken {
@@ -88,6 +97,9 @@ mod tests {
             id_token: "secret-id-token".into(),
             refresh_token: None,
             expires_at: 1,
+            token_endpoint: None,
+            client_id: None,
+            access_token_bearer: false,
         };
         let file = save(dir.path(), &token).expect("save");
         #[cfg(unix)]

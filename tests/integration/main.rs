@@ -14,6 +14,8 @@
 mod support;
 
 mod abuse;
+mod agent_bridge;
+mod agent_login;
 mod conformance;
 mod deploy;
 mod desired_state;

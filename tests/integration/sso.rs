@@ -159,12 +159,12 @@ fn sso_config(port: u16, central: &str) -> String {
 }
 
 /// An extra in-process upstream: its name, and its `spec.auth` YAML given cluster-a's issuer.
-type ExtraServer<'a> = (&'a str, &'a dyn Fn(&str) -> String);
+pub type ExtraServer<'a> = (&'a str, &'a dyn Fn(&str) -> String);
 
 /// The fleet: three clusters in the `kubernetes` family (cluster-c also demands an audience),
 /// plus an in-process upstream behind cluster-a's IdP that reports whose token it received.
 /// `extra`: more in-process upstreams, as (server name, `spec.auth` YAML from cluster-a's issuer).
-async fn fleet(
+pub async fn fleet(
     peers: &Peers,
     central: &str,
     wrong_secret_for: Option<&str>,

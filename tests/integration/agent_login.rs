@@ -1,0 +1,176 @@
+//! `muster auth login` (the login code the agent bridge shares) against an authorization server
+//! that is muster itself: the RFC 9728 document names muster's own origin, whose RFC 8414
+//! metadata offers registration. The CLI must register (RFC 7591, loopback redirect), send PKCE
+//! S256 and the RFC 8707 `resource`, and keep the access token (not an ID token) as its bearer.
+//! The server here is a stand-in with exactly those documents and checks (test-only), until
+//! muster's authorization server lands.
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::support::free_port;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Seen {
+    /// (client id, redirect URIs) of each registration.
+    registrations: Vec<(String, Vec<String>)>,
+    /// The authorize request's query.
+    authorize: Option<web::Query<std::collections::HashMap<String, String>>>,
+    /// The token request's form.
+    token: Option<web::Form<std::collections::HashMap<String, String>>>,
+}
+
+type Shared = web::Data<(String, Arc<Mutex<Seen>>)>;
+
+/// The stand-in: muster's origin serving the RFC 9728 and RFC 8414 documents, `/oauth/register`,
+/// `/oauth/authorize` (straight back to the redirect URI with a code) and `/oauth/token`.
+fn start(port: u16, seen: Arc<Mutex<Seen>>) -> actix_web::dev::ServerHandle {
+    let base = format!("http://127.0.0.1:{port}");
+    let data: Shared = web::Data::new((base, seen));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route(
+                "/.well-known/oauth-protected-resource/mcp",
+                web::get().to(|data: Shared| async move {
+                    let base = &data.0;
+                    HttpResponse::Ok().json(json!({"resource": format!("{base}/mcp"), "authorization_servers": [base]}))
+                }),
+            )
+            .route(
+                "/.well-known/oauth-authorization-server",
+                web::get().to(|data: Shared| async move {
+                    let base = &data.0;
+                    HttpResponse::Ok().json(json!({
+                        "issuer": base,
+                        "authorization_endpoint": format!("{base}/oauth/authorize"),
+                        "token_endpoint": format!("{base}/oauth/token"),
+                        "registration_endpoint": format!("{base}/oauth/register"),
+                        "code_challenge_methods_supported": ["S256"],
+                        "scopes_supported": ["openid", "profile", "email", "groups", "offline_access"],
+                    }))
+                }),
+            )
+            .route(
+                "/oauth/register",
+                web::post().to(|data: Shared, body: web::Json<Value>| async move {
+                    let uris: Vec<String> = serde_json::from_value(body["redirect_uris"].clone()).unwrap_or_default();
+                    let mut seen = data.1.lock().expect("lock");
+                    let id = format!("registered-{}", seen.registrations.len() + 1);
+                    seen.registrations.push((id.clone(), uris.clone()));
+                    HttpResponse::Created().json(json!({"client_id": id, "redirect_uris": uris}))
+                }),
+            )
+            .route(
+                "/oauth/authorize",
+                web::get().to(
+                    |data: Shared, query: web::Query<std::collections::HashMap<String, String>>| async move {
+                        let location = format!("{}?code=the-code&state={}", query["redirect_uri"], query["state"]);
+                        data.1.lock().expect("lock").authorize = Some(query);
+                        HttpResponse::Found().insert_header(("location", location)).finish()
+                    },
+                ),
+            )
+            .route(
+                "/oauth/token",
+                web::post().to(|data: Shared, form: web::Form<std::collections::HashMap<String, String>>| async move {
+                    data.1.lock().expect("lock").token = Some(form);
+                    HttpResponse::Ok().json(json!({
+                        "access_token": "muster-access-token",
+                        "token_type": "Bearer",
+                        "expires_in": 1800,
+                        "refresh_token": "muster-refresh-token",
+                    }))
+                }),
+            )
+    })
+    .workers(1)
+    .shutdown_timeout(0)
+    .bind(("127.0.0.1", port))
+    .expect("bind")
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    handle
+}
+
+#[actix_web::test]
+async fn auth_login_registers_at_musters_own_authorization_server_and_keeps_its_access_token() {
+    let port = free_port();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let _server = start(port, seen.clone());
+    let endpoint = format!("http://127.0.0.1:{port}/mcp");
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut login = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["auth", "login", "--no-browser", "--endpoint", &endpoint])
+        .env("MUSTER_CONFIG_PATH", home.path())
+        .env_remove("MUSTER_OAUTH_CLIENT_ID")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("login");
+    let stderr = login.stderr.take().expect("stderr");
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("If it does not open, visit: ") {
+                let _ = url_tx.send(url.to_owned());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let authorize =
+        tokio::task::spawn_blocking(move || url_rx.recv_timeout(WAIT)).await.expect("join").expect("authorize URL");
+    assert!(authorize.starts_with(&format!("http://127.0.0.1:{port}/oauth/authorize?")), "{authorize}");
+
+    // The browser: the authorize endpoint redirects to the CLI's loopback callback.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let redirect = http.get(&authorize).send().await.expect("authorize");
+    let callback = redirect.headers()["location"].to_str().expect("ascii").to_owned();
+    let landed = http.get(&callback).send().await.expect("callback");
+    assert_eq!(landed.status(), 200);
+    let status = tokio::task::spawn_blocking(move || login.wait()).await.expect("join").expect("wait");
+    let output = reader.join().expect("reader").join("\n");
+    assert!(status.success(), "login failed:\n{output}");
+
+    let seen = seen.lock().expect("lock");
+    let [(client_id, redirect_uris)] = seen.registrations.as_slice() else {
+        panic!("one registration: {:?}", seen.registrations)
+    };
+    assert_eq!(redirect_uris.len(), 1);
+    assert!(redirect_uris[0].starts_with("http://127.0.0.1:") && redirect_uris[0].ends_with("/callback"));
+    let query = seen.authorize.as_ref().expect("authorize request");
+    assert_eq!(&query["client_id"], client_id);
+    assert_eq!(&query["redirect_uri"], &redirect_uris[0]);
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert_eq!(query["resource"], endpoint, "RFC 8707 resource: muster's /mcp");
+    assert!(query["scope"].contains("offline_access"), "{}", query["scope"]);
+    let form = seen.token.as_ref().expect("token request");
+    assert_eq!(form["grant_type"], "authorization_code");
+    assert_eq!(form["code"], "the-code");
+    assert_eq!(&form["client_id"], client_id);
+    assert_eq!(form["resource"], endpoint);
+    let challenge =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&form["code_verifier"]));
+    assert_eq!(query["code_challenge"], challenge, "PKCE S256");
+
+    // The stored bearer is the access token; the refresh token and where to use it are kept.
+    let files: Vec<_> = std::fs::read_dir(home.path().join("tokens")).expect("tokens").flatten().collect();
+    assert_eq!(files.len(), 1);
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(files[0].path()).expect("read")).expect("json");
+    assert_eq!(stored["id_token"], "muster-access-token", "{stored}");
+    assert_eq!(stored["access_token_bearer"], true);
+    assert_eq!(stored["refresh_token"], "muster-refresh-token");
+    assert_eq!(&stored["client_id"], client_id);
+}
