@@ -13,7 +13,7 @@ use std::time::Duration;
 use notify::Watcher as _;
 use tokio::sync::mpsc;
 
-use super::{McpServer, Problem, quoted};
+use super::{McpServer, Problem, first_line, quoted};
 
 /// Where a definition came from, and so where its status goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,16 +328,6 @@ pub fn parse(text: &str) -> Result<McpServer, (Option<String>, Vec<Problem>)> {
     server.status = None;
     let problems = server.validate();
     if problems.is_empty() { Ok(server) } else { Err((Some(server.metadata.name.clone()), problems)) }
-}
-
-/// The start of a parser error, at most 300 characters (it may quote the file).
-fn first_line(s: &str) -> String {
-    let text = s.lines().take(3).collect::<Vec<_>>().join(" ");
-    let text = text.trim();
-    match text.char_indices().nth(300) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 fn reject_duplicate_names(snapshot: &mut DesiredSet) {
