@@ -76,6 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!(
                 servers = initial.definitions.len(),
                 rejected = initial.rejected.len(),
+                workflows = initial.workflows.len(),
                 dir = %files::servers_dir(&config.dir).display(),
                 "loaded MCPServer definitions"
             );

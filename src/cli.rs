@@ -45,8 +45,12 @@ enum Command {
         #[arg(default_values_os_t = [default_config_path()])]
         paths: Vec<PathBuf>,
     },
-    /// Print the MCPServer CustomResourceDefinition (YAML), generated from the Rust types.
-    PrintCrd,
+    /// Print a CustomResourceDefinition (YAML), generated from the Rust types: MCPServer's unless
+    /// another kind is named.
+    PrintCrd {
+        #[arg(value_enum, default_value_t = CrdKind::Mcpserver)]
+        kind: CrdKind,
+    },
     /// Sign in to muster and see each server's sign-in state.
     Auth {
         #[command(subcommand)]
@@ -143,6 +147,15 @@ struct ClientArgs {
     config_path: PathBuf,
 }
 
+/// The kinds `print-crd` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrdKind {
+    #[value(alias = "MCPServer", alias = "mcpservers")]
+    Mcpserver,
+    #[value(alias = "Workflow", alias = "workflows", alias = "wf")]
+    Workflow,
+}
+
 fn default_config_path() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".config/muster")
 }
@@ -176,10 +189,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(code)
         }
-        Command::PrintCrd => {
+        Command::PrintCrd { kind } => {
+            let yaml = match kind {
+                CrdKind::Mcpserver => crate::crd::crd_yaml(),
+                CrdKind::Workflow => crate::crd::workflow::crd_yaml(),
+            };
             #[allow(clippy::print_stdout, reason = "the command's output")]
             {
-                print!("{}", crate::crd::crd_yaml());
+                print!("{yaml}");
             }
             Ok(0)
         }

@@ -1,4 +1,5 @@
 //! The MCPServer resource (`muster.giantswarm.io/v1alpha1`): its types and every validation rule.
+//! The Workflow resource is in `crd/workflow.rs`.
 //!
 //! The same types come from YAML files (filesystem mode, `crd/files.rs`) and, later, from the
 //! Kubernetes API. Validation collects every problem at once, so `muster check-config` can list
@@ -12,6 +13,7 @@ pub mod files;
 pub mod kubernetes;
 pub mod sink;
 pub mod status;
+pub mod workflow;
 
 use std::collections::BTreeMap;
 
@@ -443,6 +445,16 @@ impl ServerType {
             Self::StreamableHttp => "streamable-http",
             Self::Sse => "sse",
         }
+    }
+}
+
+/// The start of a parser error, at most 300 characters (it may quote the file).
+fn first_line(s: &str) -> String {
+    let text = s.lines().take(3).collect::<Vec<_>>().join(" ");
+    let text = text.trim();
+    match text.char_indices().nth(300) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 

@@ -18,3 +18,4 @@ pub mod mcp;
 pub mod routing;
 pub mod supervisor;
 pub mod telemetry;
+pub mod template;

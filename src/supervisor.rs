@@ -9,6 +9,8 @@
 //! events through `crd::sink::Sink` (into the file, or the status subresource and Kubernetes Events).
 //! What a new desired state means (start, replace, stop, keep a version whose update was
 //! refused) is decided by `plan::plan`, a pure function; the handler carries the plan out.
+//! Workflows in the desired state get their status (valid, validationErrors, referencedTools,
+//! stepCount) written through the same `Sink`; running them is issue 15's next part.
 //!
 //! Backoff: `initial × 2^(failures−1)`, capped at `max` (at most 30 s, so an idle failed member
 //! is re-probed at least that often; a call to it starts an attempt at once, see
@@ -35,9 +37,10 @@ use crate::backend::{
 };
 use crate::config::{Calls, Supervision};
 use crate::crd::McpServer;
-use crate::crd::files::{Definition, DesiredSet, Source};
+use crate::crd::files::{Definition, DesiredSet, Rejected, Source, WorkflowDefinition};
 use crate::crd::sink::Sink;
 use crate::crd::status::{Condition, Reason, State, Status};
+use crate::crd::workflow::WorkflowStatus;
 use crate::routing::{InitialSetKnown, RouterHandle, ServerAdded, ServerRemoved};
 use plan::{Action, Running};
 
@@ -256,13 +259,14 @@ impl Actor for SupervisorActor {
 impl Handler<DesiredState> for SupervisorActor {
     type Result = ();
 
-    fn handle(&mut self, DesiredState(snapshot): DesiredState, ctx: &mut Self::Context) {
+    fn handle(&mut self, DesiredState(mut snapshot): DesiredState, ctx: &mut Self::Context) {
         if self.stopping {
             return; // a folder removed while muster stops (a script's cleanup) deletes nothing
         }
         for rejected in &snapshot.rejected {
             tracing::error!(source = %rejected.source, "{rejected}");
         }
+        self.write_workflow_statuses(&std::mem::take(&mut snapshot.workflows), &snapshot.rejected_workflows);
         let actions = {
             let running = self
                 .servers
@@ -291,6 +295,31 @@ impl Handler<DesiredState> for SupervisorActor {
 }
 
 impl SupervisorActor {
+    /// Each workflow's status, into its file (skipped there when unchanged). A file that is not a
+    /// Workflow at all gets `valid: false` and the reason.
+    fn write_workflow_statuses(&self, workflows: &[WorkflowDefinition], rejected: &[Rejected]) {
+        for definition in workflows {
+            if !definition.status.valid {
+                tracing::warn!(
+                    source = %definition.source,
+                    workflow = definition.name(),
+                    errors = ?definition.status.validation_errors,
+                    "invalid workflow"
+                );
+            }
+            self.sink.write_workflow(&definition.source, &definition.status);
+        }
+        for rejected in rejected {
+            tracing::warn!(source = %rejected.source, "{rejected}");
+            let status = WorkflowStatus {
+                valid: false,
+                validation_errors: rejected.problems.iter().map(ToString::to_string).collect(),
+                ..WorkflowStatus::default()
+            };
+            self.sink.write_workflow(&rejected.source, &status);
+        }
+    }
+
     /// Carries out one step of a plan.
     fn execute(&mut self, ctx: &mut Context<Self>, action: Action) {
         match action {

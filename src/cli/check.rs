@@ -1,5 +1,5 @@
 //! `muster check-config`: every problem of a config folder (or of manifest files), printed with
-//! its file and field, and exit 1 when there is any.
+//! its file and field, and exit 1 when there is any. MCPServers and Workflows alike.
 //!
 //! Beyond what `serve` refuses (invalid resources, unreadable files), a folder check also reports
 //! what would fail on this machine: a URL on a private network that `config.yaml` forbids, and a
@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 
 use super::EXIT_INVALID;
 use crate::config::Config;
+use crate::crd::files::WorkflowDefinition;
+use crate::crd::workflow::{self, WorkflowStatus};
 use crate::crd::{McpServer, Problem, ServerType, files, quoted, shortened};
 use crate::egress;
 
-/// A config folder: `config.yaml` and `mcpservers/`.
+/// A config folder: `config.yaml`, `mcpservers/` and `workflows/`.
 #[allow(clippy::print_stdout, clippy::print_stderr, reason = "check-config reports to the terminal")]
 pub(super) fn config(dir: &Path) -> i32 {
     let mut bad = 0;
@@ -49,10 +51,30 @@ pub(super) fn config(dir: &Path) -> i32 {
         }
         bad += problems.len();
     }
+    for rejected in &snapshot.rejected_workflows {
+        eprintln!("{rejected}");
+        bad += rejected.problems.len();
+    }
+    for definition in &snapshot.workflows {
+        bad += report_workflow(&definition.source.to_string(), definition.name(), &definition.status);
+    }
     finish(bad)
 }
 
-/// MCPServer documents in a (multi-document) manifest file, as `kubectl apply -f` would see them.
+/// One workflow's verdict: `ok  workflow NAME (where)`, or each problem naming the workflow.
+/// Returns the number of problems.
+#[allow(clippy::print_stdout, clippy::print_stderr, reason = "check-config reports to the terminal")]
+fn report_workflow(place: &str, name: &str, status: &WorkflowStatus) -> usize {
+    if status.valid {
+        println!("ok  workflow {} ({place})", shortened(name));
+    }
+    for error in &status.validation_errors {
+        eprintln!("{place}: workflow {}: {error}", shortened(name));
+    }
+    status.validation_errors.len()
+}
+
+/// MCPServer and Workflow documents in a (multi-document) manifest file, as `kubectl apply -f` would see them.
 #[allow(clippy::print_stdout, clippy::print_stderr, reason = "check-config reports to the terminal")]
 pub(super) fn manifests(path: &Path) -> i32 {
     let text = match files::read_file(path) {
@@ -70,6 +92,23 @@ pub(super) fn manifests(path: &Path) -> i32 {
         }
     };
     let mut bad = 0;
+    for (i, document) in documents.iter().enumerate().filter(|(_, d)| d["kind"] == workflow::KIND) {
+        let yaml = serde_saphyr::to_string(document).unwrap_or_default();
+        let place = format!("{} document {}", path.display(), i + 1);
+        match workflow::parse(&yaml) {
+            Ok(parsed) => {
+                let definition = WorkflowDefinition::new(parsed, files::Source::File(path.to_owned()));
+                bad += report_workflow(&place, definition.name(), &definition.status);
+            }
+            Err((name, problems)) => {
+                let name = name.as_deref().map_or_else(|| "?".to_owned(), shortened);
+                for problem in &problems {
+                    eprintln!("{place}: workflow {name}: {problem}");
+                }
+                bad += problems.len();
+            }
+        }
+    }
     for (i, document) in documents.iter().enumerate().filter(|(_, d)| d["kind"] == crate::crd::KIND) {
         let yaml = serde_saphyr::to_string(document).unwrap_or_default();
         match files::parse(&yaml) {

@@ -1,4 +1,5 @@
-//! Filesystem mode: MCPServer resources as YAML files in `DIR/mcpservers/*.yaml`.
+//! Filesystem mode: MCPServer resources as YAML files in `DIR/mcpservers/*.yaml`, and Workflow
+//! resources in `DIR/workflows/*.yaml` (`files/workflows.rs`), both in one `DesiredSet`.
 //!
 //! `load` reads the folder and reports every bad file with its problems; a bad file rejects only
 //! its own server. `watch` re-reads the folder when it changes (notify, debounced) and on a slow
@@ -13,7 +14,11 @@ use std::time::Duration;
 use notify::Watcher as _;
 use tokio::sync::mpsc;
 
-use super::{McpServer, Problem, quoted};
+use super::{McpServer, Problem, first_line, quoted};
+
+pub mod workflows;
+
+pub use workflows::{WorkflowDefinition, workflows_dir};
 
 /// Where a definition came from, and so where its status goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +74,13 @@ pub struct DesiredSet {
     pub rejected: Vec<Rejected>,
     /// Files (or the folder itself) that could not be read. `Loader::read` keeps what they held at
     /// the last successful read, as `rejected` entries that name the server, so the supervisor
-    /// leaves it running.
+    /// leaves it running. Workflow files and the workflows folder are listed here too.
     pub unreadable: Vec<Unreadable>,
+    /// Every workflow that parsed, valid or not; its `status` says which. The supervisor writes
+    /// each status back; nothing runs them yet (issue 15, part 2).
+    pub workflows: Vec<WorkflowDefinition>,
+    /// Workflow files that are not a Workflow at all (bad YAML, no `spec`).
+    pub rejected_workflows: Vec<Rejected>,
 }
 
 /// A file or folder that could not be read, and why.
@@ -94,18 +104,25 @@ pub fn servers_dir(config_dir: &Path) -> PathBuf {
     config_dir.join("mcpservers")
 }
 
-/// Reads every `*.yaml`/`*.yml` file of `DIR/mcpservers` once, with no memory of earlier reads
-/// (`check-config`). A missing folder is an empty fleet; a folder that cannot be listed is one
-/// `unreadable` entry.
+/// Reads every `*.yaml`/`*.yml` file of `DIR/mcpservers` and `DIR/workflows` once, with no
+/// memory of earlier reads (`check-config`). A missing folder is an empty fleet; a folder that
+/// cannot be listed is one `unreadable` entry.
 pub fn load(config_dir: &Path) -> DesiredSet {
-    let dir = servers_dir(config_dir);
     let mut snapshot = DesiredSet::default();
+    load_servers(config_dir, &mut snapshot);
+    workflows::load_into(config_dir, &mut snapshot);
+    workflows::reject_duplicate_names(&mut snapshot);
+    snapshot
+}
+
+fn load_servers(config_dir: &Path, snapshot: &mut DesiredSet) {
+    let dir = servers_dir(config_dir);
     let paths = match list(&dir) {
         Ok(paths) => paths,
-        Err(Listing::Missing) => return snapshot,
+        Err(Listing::Missing) => return,
         Err(Listing::Failed(reason)) => {
             snapshot.unreadable.push(Unreadable { path: dir, reason });
-            return snapshot;
+            return;
         }
     };
     for path in paths {
@@ -121,8 +138,7 @@ pub fn load(config_dir: &Path) -> DesiredSet {
             Err((name, problems)) => snapshot.rejected.push(Rejected { source: Source::File(path), name, problems }),
         }
     }
-    reject_duplicate_names(&mut snapshot);
-    snapshot
+    reject_duplicate_names(snapshot);
 }
 
 /// Reads the folder again and again (the watcher), remembering what each file held at its last
@@ -140,6 +156,10 @@ enum Known {
     /// A valid server, by name.
     Valid(String),
     Invalid(Rejected),
+    /// A workflow file as last read (valid or not).
+    Workflow(Box<WorkflowDefinition>),
+    /// A workflow file that was not a Workflow at all.
+    InvalidWorkflow(Rejected),
 }
 
 impl Loader {
@@ -162,16 +182,17 @@ impl Loader {
                 rejected.name = match self.known.get(path) {
                     Some(Known::Valid(name)) => Some(name.clone()),
                     Some(Known::Invalid(before)) => before.name.clone(),
-                    None => None,
+                    _ => None,
                 };
             }
         }
-        let folder_read = !snapshot.unreadable.iter().any(|u| u.path == dir);
+        let unread_folders: Vec<PathBuf> = [dir, workflows_dir(&self.config_dir)]
+            .into_iter()
+            .filter(|folder| snapshot.unreadable.iter().any(|u| u.path == *folder))
+            .collect();
         let unreadable: Vec<&PathBuf> = snapshot.unreadable.iter().map(|u| &u.path).collect();
-        if folder_read {
-            // The listing succeeded: files no longer listed are gone.
-            self.known.retain(|path, _| unreadable.contains(&path));
-        }
+        // A listing that succeeded drops the files it no longer lists.
+        self.known.retain(|path, _| unreadable.contains(&path) || unread_folders.iter().any(|f| path.starts_with(f)));
         for definition in &snapshot.definitions {
             if let Source::File(path) = &definition.source {
                 self.known.insert(path.clone(), Known::Valid(definition.server.name().to_owned()));
@@ -180,6 +201,16 @@ impl Loader {
         for rejected in &snapshot.rejected {
             if let Source::File(path) = &rejected.source {
                 self.known.insert(path.clone(), Known::Invalid(rejected.clone()));
+            }
+        }
+        for definition in &snapshot.workflows {
+            if let Source::File(path) = &definition.source {
+                self.known.insert(path.clone(), Known::Workflow(Box::new(definition.clone())));
+            }
+        }
+        for rejected in &snapshot.rejected_workflows {
+            if let Source::File(path) = &rejected.source {
+                self.known.insert(path.clone(), Known::InvalidWorkflow(rejected.clone()));
             }
         }
         keep_known(&mut snapshot, &self.known);
@@ -193,9 +224,19 @@ impl Loader {
 /// status), an invalid one as it was.
 fn keep_known(snapshot: &mut DesiredSet, known: &BTreeMap<PathBuf, Known>) {
     let mut kept = Vec::new();
+    let mut kept_workflows = Vec::new();
     for unreadable in &snapshot.unreadable {
         for (path, outcome) in known.iter().filter(|(path, _)| path.starts_with(&unreadable.path)) {
             let rejected = match outcome {
+                // A workflow runs nothing on its own: keeping it is listing it as it was.
+                Known::Workflow(definition) => {
+                    kept_workflows.push(WorkflowDefinition::clone(definition));
+                    continue;
+                }
+                Known::InvalidWorkflow(rejected) => {
+                    snapshot.rejected_workflows.push(rejected.clone());
+                    continue;
+                }
                 Known::Invalid(rejected) => rejected.clone(),
                 Known::Valid(name) => Rejected {
                     source: Source::File(path.clone()),
@@ -232,6 +273,15 @@ fn keep_known(snapshot: &mut DesiredSet, known: &BTreeMap<PathBuf, Known>) {
         });
     }
     snapshot.rejected.extend(kept);
+    // A kept workflow's name stays taken, as a kept server's does.
+    if !kept_workflows.is_empty() {
+        kept_workflows.append(&mut snapshot.workflows);
+        snapshot.workflows = kept_workflows;
+        for definition in &mut snapshot.workflows {
+            definition.status = WorkflowDefinition::new(definition.workflow.clone(), definition.source.clone()).status;
+        }
+        workflows::reject_duplicate_names(snapshot);
+    }
 }
 
 enum Listing {
@@ -296,7 +346,7 @@ fn check_metadata(metadata: &std::fs::Metadata) -> Result<(), String> {
 }
 
 fn too_large(bytes: u64) -> String {
-    format!("is {bytes} bytes; an MCPServer file may hold at most {} KiB", MAX_FILE_BYTES / 1024)
+    format!("is {bytes} bytes; a resource file may hold at most {} KiB", MAX_FILE_BYTES / 1024)
 }
 
 /// Validates already-parsed resources (Kubernetes mode): the same rules and the same
@@ -328,16 +378,6 @@ pub fn parse(text: &str) -> Result<McpServer, (Option<String>, Vec<Problem>)> {
     server.status = None;
     let problems = server.validate();
     if problems.is_empty() { Ok(server) } else { Err((Some(server.metadata.name.clone()), problems)) }
-}
-
-/// The start of a parser error, at most 300 characters (it may quote the file).
-fn first_line(s: &str) -> String {
-    let text = s.lines().take(3).collect::<Vec<_>>().join(" ");
-    let text = text.trim();
-    match text.char_indices().nth(300) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 fn reject_duplicate_names(snapshot: &mut DesiredSet) {
@@ -382,6 +422,13 @@ pub fn watch(
         }
     })?;
     watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+    // Workflows are optional: a workflows folder that cannot be made or watched is still read on
+    // every resync tick.
+    let workflows = workflows_dir(loader.config_dir());
+    let _ = std::fs::create_dir_all(&workflows);
+    if let Err(e) = watcher.watch(&workflows, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %workflows.display(), error = %e, "cannot watch the workflows folder; reading it on resync only");
+    }
     tokio::spawn(async move {
         let mut loader = loader;
         let mut last = last;

@@ -1,10 +1,12 @@
 //! `Sink`: where a server's status and events go. In filesystem mode, the status block of the
 //! resource's own file (`status::write_to_file`) and the log; in Kubernetes mode, the status
 //! subresource and Kubernetes Events (`kubernetes.rs`). The supervisor is its only user.
+//! Workflows' status goes the same way (`write_workflow`).
 
 use super::files::Source;
 use super::kubernetes::{EventRecorder, StatusWriter};
 use super::status::{Reason, Status};
+use super::workflow::WorkflowStatus;
 
 /// Where status and events go: the resource's file, or the Kubernetes API.
 #[derive(Clone)]
@@ -25,6 +27,21 @@ impl Sink {
                 writer.write(namespace, name, status);
             }
             (Source::Kubernetes { .. }, Self::Files) => {}
+        }
+    }
+
+    /// A workflow's status. In filesystem mode, into its file; Workflow CRs are not watched yet,
+    /// so no Kubernetes source reaches here.
+    pub fn write_workflow(&self, source: &Source, status: &WorkflowStatus) {
+        match source {
+            Source::File(path) => {
+                if let Err(e) = super::status::write_to_file(path, status) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write workflow status");
+                }
+            }
+            Source::Kubernetes { namespace, name } => {
+                tracing::debug!(namespace, name, "workflow status in Kubernetes mode is not written yet");
+            }
         }
     }
 

@@ -134,12 +134,13 @@ impl Reason {
     }
 }
 
-/// Replaces (or appends) the `status:` block of the YAML file at `path`.
+/// Replaces (or appends) the `status:` block of the YAML file at `path`: an MCPServer's `Status`
+/// or a Workflow's `WorkflowStatus`.
 /// Returns `false` when the file already held exactly this status.
 ///
 /// A symlinked file stays a link: the status goes into the file it points to (wherever that is).
 /// A FIFO, device or oversized file is refused without blocking, as `files::read_file` refuses it.
-pub fn write_to_file(path: &Path, status: &Status) -> std::io::Result<bool> {
+pub fn write_to_file(path: &Path, status: &impl Serialize) -> std::io::Result<bool> {
     let target = std::fs::canonicalize(path)?;
     let text = super::files::read_file(&target)
         .map_err(|reason| std::io::Error::other(format!("{}: {reason}", target.display())))?;
@@ -157,7 +158,7 @@ pub fn write_to_file(path: &Path, status: &Status) -> std::io::Result<bool> {
     Ok(true)
 }
 
-fn render(status: &Status) -> String {
+fn render(status: &impl Serialize) -> String {
     let mut out = String::from("status:\n");
     let value = serde_json::to_value(status).unwrap_or_default();
     if let Some(map) = value.as_object() {
@@ -172,7 +173,7 @@ fn render(status: &Status) -> String {
     out
 }
 
-fn replace_status_block(text: &str, status: &Status) -> String {
+fn replace_status_block(text: &str, status: &impl Serialize) -> String {
     let mut kept = Vec::new();
     let mut in_status = false;
     for line in text.lines() {

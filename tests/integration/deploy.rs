@@ -1,4 +1,4 @@
-//! Every manifest under `deploy/` parses and says what the code needs: the CRD is the one the
+//! Every manifest under `deploy/` parses and says what the code needs: the CRDs are the ones the
 //! Rust types generate (stale = failure), MCPServer examples validate, the config loads, the
 //! Deployment probes the right endpoints, and RBAC grants exactly what muster uses.
 
@@ -52,6 +52,33 @@ fn the_committed_crd_is_generated_from_the_rust_types() {
         .collect();
     assert!(rules.iter().any(|r| r.contains("has(self.command)")), "{rules:?}");
     assert_eq!(crd["spec"]["versions"][0]["subresources"]["status"], serde_json::json!({}));
+}
+
+#[test]
+fn the_committed_workflow_crd_is_generated_from_the_rust_types() {
+    let committed = std::fs::read_to_string(deploy().join("crds/workflow.yaml")).expect("crd");
+    assert!(
+        committed == muster::crd::workflow::crd_yaml(),
+        "deploy/crds/workflow.yaml is stale: run `cargo run -- print-crd workflow > deploy/crds/workflow.yaml`"
+    );
+    let crd: Value = serde_saphyr::from_str(&committed).expect("yaml");
+    assert_eq!(crd["spec"]["names"]["kind"], "Workflow");
+    assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["wf"]));
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["required"], serde_json::json!(["steps"]));
+    let step = &spec["properties"]["steps"]["items"];
+    assert_eq!(step["required"], serde_json::json!(["id"]));
+    let rules: Vec<&str> =
+        step["x-kubernetes-validations"].as_array().expect("CEL").iter().filter_map(|r| r["rule"].as_str()).collect();
+    assert!(rules.iter().any(|r| r.contains("has(self.forEach)")), "{rules:?}");
+    // A default must satisfy its own schema, or the API server refuses the CRD: none is empty.
+    assert!(!committed.contains("default: \"\""), "an empty-string default in the CRD");
+    let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+    for field in ["valid", "validationErrors", "referencedTools", "stepCount"] {
+        assert!(status[field].is_object(), "status.{field} missing");
+    }
 }
 
 #[test]
@@ -123,6 +150,8 @@ fn rbac_grants_what_muster_uses_and_no_more() {
     };
     assert_eq!(grants("muster.giantswarm.io", "mcpservers"), ["get", "list", "watch"]);
     assert_eq!(grants("muster.giantswarm.io", "mcpservers/status"), ["patch"]);
+    assert_eq!(grants("muster.giantswarm.io", "workflows"), ["get", "list", "watch"]);
+    assert_eq!(grants("muster.giantswarm.io", "workflows/status"), ["patch"]);
     assert!(grants("events.k8s.io", "events").contains(&"create".to_owned()));
     assert_eq!(grants("", "secrets"), ["get"]);
     let secrets = rules

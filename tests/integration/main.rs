@@ -31,3 +31,4 @@ mod sso_example;
 mod telemetry;
 mod tidy;
 mod without_sign_in;
+mod workflows;

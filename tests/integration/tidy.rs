@@ -19,6 +19,7 @@ const LAYERS: &[&str] = &[
     "crd",
     "config",
     "egress",
+    "template",
     "telemetry",
 ];
 

@@ -92,7 +92,7 @@ fn fifos_devices_and_huge_files_are_refused_before_reading() {
     assert!(reasons[0].contains("dangling.yaml: is a symlink to"), "{reasons:#?}");
     assert!(reasons[1].contains("fifo.yaml: is not a regular file"), "{reasons:#?}");
     assert!(reasons[2].contains("folder.yaml: is not a regular file"), "{reasons:#?}");
-    assert!(reasons[3].contains("huge.yaml: is 1048577 bytes; an MCPServer file may hold at most 1024 KiB"));
+    assert!(reasons[3].contains("huge.yaml: is 1048577 bytes; a resource file may hold at most 1024 KiB"));
     assert!(reasons[4].contains("zero.yaml: is not a regular file"), "{reasons:#?}");
 }
 
@@ -140,6 +140,72 @@ fn only_changes_wake_the_watcher() {
     assert!(is_change(&event(EventKind::Create(CreateKind::File))));
     assert!(is_change(&event(EventKind::Modify(ModifyKind::Name(RenameMode::To)))));
     assert!(is_change(&event(EventKind::Remove(notify::event::RemoveKind::File))));
+}
+
+fn workflow(name: &str) -> String {
+    format!(
+        "apiVersion: muster.giantswarm.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  steps:\n    - id: a\n      tool: t\n"
+    )
+}
+
+fn workflow_names(snapshot: &DesiredSet) -> Vec<(&str, bool)> {
+    snapshot.workflows.iter().map(|w| (w.name(), w.status.valid)).collect()
+}
+
+#[test]
+fn workflows_load_beside_servers_and_invalid_ones_stay_listed() {
+    let (dir, servers) = folder();
+    std::fs::write(servers.join("s.yaml"), server("s")).expect("s");
+    let workflows = workflows_dir(dir.path());
+    std::fs::create_dir_all(&workflows).expect("workflows");
+    std::fs::write(workflows.join("a.yaml"), workflow("w")).expect("a");
+    std::fs::write(workflows.join("b.yaml"), workflow("w")).expect("b");
+    std::fs::write(workflows.join("c.yaml"), "kind: Workflow\nmetadata: {name: c}\n").expect("c");
+    let snapshot = load(dir.path());
+    assert_eq!(names(&snapshot), ["s"]);
+    assert_eq!(workflow_names(&snapshot), [("w", true), ("w", false)]);
+    let duplicate = &snapshot.workflows[1].status.validation_errors[0];
+    assert_eq!(
+        duplicate,
+        &format!("metadata.name: \"w\" is already defined in {}", workflows.join("a.yaml").display())
+    );
+    assert_eq!(snapshot.rejected_workflows.len(), 1, "{snapshot:?}");
+    assert_eq!(snapshot.rejected_workflows[0].name.as_deref(), Some("c"));
+}
+
+#[test]
+fn an_unreadable_workflow_file_or_folder_keeps_what_it_held() {
+    let (dir, servers) = folder();
+    std::fs::write(servers.join("s.yaml"), server("s")).expect("s");
+    let workflows = workflows_dir(dir.path());
+    std::fs::create_dir_all(&workflows).expect("workflows");
+    std::fs::write(workflows.join("a.yaml"), workflow("a")).expect("a");
+    std::fs::write(workflows.join("b.yaml"), workflow("b")).expect("b");
+    let mut loader = Loader::new(dir.path());
+    assert_eq!(workflow_names(&loader.read()), [("a", true), ("b", true)]);
+
+    // a.yaml replaced by a FIFO: refused without blocking, and a is kept as it was.
+    std::fs::remove_file(workflows.join("a.yaml")).expect("remove");
+    mkfifo(&workflows.join("a.yaml"));
+    let snapshot = loader.read();
+    assert!(snapshot.unreadable[0].reason.contains("not a regular file"), "{snapshot:?}");
+    assert_eq!(workflow_names(&snapshot), [("a", true), ("b", true)]);
+
+    // The folder replaced by a file: every workflow is kept, and the servers are untouched.
+    std::fs::rename(&workflows, dir.path().join("moved")).expect("move away");
+    std::fs::write(&workflows, "not a folder").expect("file in its place");
+    let snapshot = loader.read();
+    assert_eq!(workflow_names(&snapshot), [("a", true), ("b", true)]);
+    assert_eq!(names(&snapshot), ["s"]);
+    assert!(snapshot.rejected.is_empty(), "{snapshot:?}");
+
+    // Back, without a: a successful read removes it.
+    std::fs::remove_file(&workflows).expect("remove file");
+    std::fs::rename(dir.path().join("moved"), &workflows).expect("move back");
+    std::fs::remove_file(workflows.join("a.yaml")).expect("remove fifo");
+    let snapshot = loader.read();
+    assert_eq!(workflow_names(&snapshot), [("b", true)]);
+    assert!(snapshot.unreadable.is_empty(), "{snapshot:?}");
 }
 
 fn mkfifo(path: &Path) {

@@ -49,7 +49,7 @@ fn check(definitions: &[Definition], rejections: &[Rejected], running: &[Current
         })
         .collect();
     let desired =
-        DesiredSet { definitions: definitions.to_vec(), rejected: rejections.to_vec(), unreadable: Vec::new() };
+        DesiredSet { definitions: definitions.to_vec(), rejected: rejections.to_vec(), ..DesiredSet::default() };
     plan(desired, &running, None).iter().map(describe).collect()
 }
 
