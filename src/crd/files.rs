@@ -115,24 +115,29 @@ pub fn load(config_dir: &Path) -> DesiredSet {
     snapshot
 }
 
-fn load_servers(config_dir: &Path, snapshot: &mut DesiredSet) {
-    let dir = servers_dir(config_dir);
+/// The text of every `*.yaml`/`*.yml` file of `dir`, by path. A missing folder holds none; a folder
+/// that cannot be listed, and each file that cannot be read, is an `unreadable` entry of `snapshot`.
+fn read_folder(dir: PathBuf, snapshot: &mut DesiredSet) -> Vec<(PathBuf, String)> {
     let paths = match list(&dir) {
         Ok(paths) => paths,
-        Err(Listing::Missing) => return,
+        Err(Listing::Missing) => return Vec::new(),
         Err(Listing::Failed(reason)) => {
             snapshot.unreadable.push(Unreadable { path: dir, reason });
-            return;
+            return Vec::new();
         }
     };
+    let mut texts = Vec::with_capacity(paths.len());
     for path in paths {
-        let text = match read_file(&path) {
-            Ok(text) => text,
-            Err(reason) => {
-                snapshot.unreadable.push(Unreadable { path, reason });
-                continue;
-            }
-        };
+        match read_file(&path) {
+            Ok(text) => texts.push((path, text)),
+            Err(reason) => snapshot.unreadable.push(Unreadable { path, reason }),
+        }
+    }
+    texts
+}
+
+fn load_servers(config_dir: &Path, snapshot: &mut DesiredSet) {
+    for (path, text) in read_folder(servers_dir(config_dir), snapshot) {
         match parse(&text) {
             Ok(server) => snapshot.definitions.push(Definition { server, source: Source::File(path) }),
             Err((name, problems)) => snapshot.rejected.push(Rejected { source: Source::File(path), name, problems }),

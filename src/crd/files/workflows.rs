@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{DesiredSet, Listing, Rejected, Source, Unreadable, list, read_file};
+use super::{DesiredSet, Rejected, Source};
 use crate::crd::workflow::{self, Workflow, WorkflowStatus};
 use crate::crd::{Problem, quoted};
 
@@ -40,23 +40,7 @@ pub fn workflows_dir(config_dir: &Path) -> PathBuf {
 /// Reads every `*.yaml`/`*.yml` file of `DIR/workflows` into `snapshot`. A missing folder holds
 /// no workflows; a folder that cannot be listed is one `unreadable` entry.
 pub(super) fn load_into(config_dir: &Path, snapshot: &mut DesiredSet) {
-    let dir = workflows_dir(config_dir);
-    let paths = match list(&dir) {
-        Ok(paths) => paths,
-        Err(Listing::Missing) => return,
-        Err(Listing::Failed(reason)) => {
-            snapshot.unreadable.push(Unreadable { path: dir, reason });
-            return;
-        }
-    };
-    for path in paths {
-        let text = match read_file(&path) {
-            Ok(text) => text,
-            Err(reason) => {
-                snapshot.unreadable.push(Unreadable { path, reason });
-                continue;
-            }
-        };
+    for (path, text) in super::read_folder(workflows_dir(config_dir), snapshot) {
         match workflow::parse(&text) {
             Ok(workflow) => snapshot.workflows.push(WorkflowDefinition::new(workflow, Source::File(path))),
             Err((name, problems)) => {
