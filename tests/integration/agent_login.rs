@@ -5,8 +5,7 @@
 //! The server here is a stand-in with exactly those documents and checks (test-only), until
 //! muster's authorization server lands.
 
-use std::io::BufRead as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::support::free_port;
+use crate::support::{PendingLogin, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -110,28 +109,13 @@ async fn auth_login_registers_at_musters_own_authorization_server_and_keeps_its_
     let _server = start(port, seen.clone());
     let endpoint = format!("http://127.0.0.1:{port}/mcp");
     let home = tempfile::tempdir().expect("tempdir");
-    let mut login = Command::new(env!("CARGO_BIN_EXE_muster"))
-        .args(["auth", "login", "--no-browser", "--endpoint", &endpoint])
-        .env("MUSTER_CONFIG_PATH", home.path())
-        .env_remove("MUSTER_OAUTH_CLIENT_ID")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("login");
-    let stderr = login.stderr.take().expect("stderr");
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("If it does not open, visit: ") {
-                let _ = url_tx.send(url.to_owned());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let authorize =
-        tokio::task::spawn_blocking(move || url_rx.recv_timeout(WAIT)).await.expect("join").expect("authorize URL");
+    let mut login = PendingLogin::spawn(
+        Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["auth", "login", "--no-browser", "--endpoint", &endpoint])
+            .env("MUSTER_CONFIG_PATH", home.path())
+            .env_remove("MUSTER_OAUTH_CLIENT_ID"),
+    );
+    let authorize = login.authorize_url(WAIT).await;
     assert!(authorize.starts_with(&format!("http://127.0.0.1:{port}/oauth/authorize?")), "{authorize}");
 
     // The browser: the authorize endpoint redirects to the CLI's loopback callback.
@@ -140,9 +124,8 @@ async fn auth_login_registers_at_musters_own_authorization_server_and_keeps_its_
     let callback = redirect.headers()["location"].to_str().expect("ascii").to_owned();
     let landed = http.get(&callback).send().await.expect("callback");
     assert_eq!(landed.status(), 200);
-    let status = tokio::task::spawn_blocking(move || login.wait()).await.expect("join").expect("wait");
-    let output = reader.join().expect("reader").join("\n");
-    assert!(status.success(), "login failed:\n{output}");
+    let (succeeded, output) = login.finish().await;
+    assert!(succeeded, "login failed:\n{output}");
 
     let seen = seen.lock().expect("lock");
     let [(client_id, redirect_uris)] = seen.registrations.as_slice() else {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, post_rpc, run, wait_port};
+use crate::support::{
+    Fleet, Muster, Peers, PendingLogin, Process, config, family, free_port, http_server, post_rpc, run, wait_port,
+};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 pub(crate) const CONNECTOR: &str = "central-dex";
@@ -453,32 +455,14 @@ async fn the_cli_signs_in_once_and_reaches_the_fleet() {
     assert_eq!(code, 2, "{stderr}");
 
     // Login: the CLI prints the authorization URL and waits on its loopback callback.
-    let mut login = muster_cli(&["auth", "login", "--no-browser"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("login");
-    let stderr = login.stderr.take().expect("stderr");
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("If it does not open, visit: ") {
-                let _ = url_tx.send(url.to_owned());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let authorize =
-        tokio::task::spawn_blocking(move || url_rx.recv_timeout(WAIT)).await.expect("join").expect("authorize URL");
+    let mut login = PendingLogin::spawn(&mut muster_cli(&["auth", "login", "--no-browser"]));
+    let authorize = login.authorize_url(WAIT).await;
     let (code, stdout, stderr) = run(Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
         .arg(Peers::repo_file("tests/peers/idp_login.mjs"))
         .args([central.as_str(), "alice", "--follow-url", &authorize]));
     assert_eq!(code, 0, "browser stand-in: {stdout} {stderr}");
-    let status = tokio::task::spawn_blocking(move || login.wait()).await.expect("join").expect("wait");
-    let login_output = reader.join().expect("reader").join("\n");
-    assert!(status.success(), "login failed:\n{login_output}");
+    let (succeeded, login_output) = login.finish().await;
+    assert!(succeeded, "login failed:\n{login_output}");
     assert!(login_output.contains("Logged in"), "{login_output}");
 
     // Status in the seed's layout; cluster-b's wrong secret shows as a failed SSO.

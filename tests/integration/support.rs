@@ -325,3 +325,48 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `muster auth login --no-browser` running: the authorization URL it printed, then its end.
+pub struct PendingLogin {
+    child: std::process::Child,
+    url: Option<std::sync::mpsc::Receiver<String>>,
+    reader: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl PendingLogin {
+    /// Starts `cmd` (a login with `--no-browser`), reading its stderr for the URL it prints.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        use std::io::BufRead as _;
+        let mut child =
+            cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().expect("login");
+        let stderr = child.stderr.take().expect("stderr");
+        let (url_tx, url) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("If it does not open, visit: ") {
+                    let _ = url_tx.send(url.to_owned());
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        Self { child, url: Some(url), reader }
+    }
+
+    /// The authorization URL the login printed (within `wait`), read off the runtime's thread so
+    /// that servers on this runtime keep answering the login meanwhile.
+    pub async fn authorize_url(&mut self, wait: Duration) -> String {
+        let url = self.url.take().expect("asked once");
+        let (printed, url) = tokio::task::spawn_blocking(move || (url.recv_timeout(wait), url)).await.expect("join");
+        self.url = Some(url);
+        printed.expect("the login printed an authorization URL")
+    }
+
+    /// Waits for the login to end: whether it succeeded, and everything it wrote to stderr.
+    pub async fn finish(self) -> (bool, String) {
+        let Self { mut child, reader, .. } = self;
+        let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+        (status.success(), reader.join().expect("reader").join("\n"))
+    }
+}
