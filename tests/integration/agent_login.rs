@@ -2,8 +2,9 @@
 //! that is muster itself: the RFC 9728 document names muster's own origin, whose RFC 8414
 //! metadata offers registration. The CLI must register (RFC 7591, loopback redirect), send PKCE
 //! S256 and the RFC 8707 `resource`, and keep the access token (not an ID token) as its bearer.
-//! The server here is a stand-in with exactly those documents and checks (test-only), until
-//! muster's authorization server lands.
+//! The first test runs against a stand-in with exactly those documents and checks (test-only),
+//! so each request can be inspected; the second against muster's real authorization server in
+//! front of the central IdP, through to a call on a cluster with the exchanged token.
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::support::{PendingLogin, free_port};
+use crate::support::{Peers, PendingLogin, free_port, run};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -156,4 +157,52 @@ async fn auth_login_registers_at_musters_own_authorization_server_and_keeps_its_
     assert_eq!(stored["access_token_bearer"], true);
     assert_eq!(stored["refresh_token"], "muster-refresh-token");
     assert_eq!(&stored["client_id"], client_id);
+}
+
+/// The same login against muster's real authorization server: the browser goes muster →
+/// central IdP (login form) → muster's `/oauth/callback` → the CLI's loopback. The CLI then
+/// reaches a cluster whose server accepts only its own exchanged token, with no client
+/// registered by hand.
+#[actix_web::test]
+async fn auth_login_signs_in_through_musters_real_authorization_server_and_reaches_a_cluster() {
+    let peers = Peers::load();
+    let setup = crate::oauth_server::setup(&peers, 1, &[], &[]).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let muster_cli = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+        cmd.args(args)
+            .env("MUSTER_ENDPOINT", setup.muster.mcp_url())
+            .env("MUSTER_CONFIG_PATH", home.path())
+            .env("NO_COLOR", "1")
+            .env_remove("MUSTER_OAUTH_CLIENT_ID");
+        cmd
+    };
+    let mut login = PendingLogin::spawn(&mut muster_cli(&["auth", "login", "--no-browser"]));
+    let authorize = login.authorize_url(WAIT).await;
+    assert!(authorize.starts_with(&setup.muster.url("/oauth/authorize?")), "{authorize}");
+    let (code, stdout, stderr) = run(Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
+        .arg(Peers::repo_file("tests/peers/idp_login.mjs"))
+        .args([setup.central.as_str(), "alice", "--follow-url", &authorize])
+        .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES")));
+    assert_eq!(code, 0, "browser stand-in: {stdout} {stderr}");
+    let (succeeded, output) = login.finish().await;
+    assert!(succeeded, "login failed:\n{output}");
+
+    // The stored bearer is muster's own access token, not the IdP's ID token.
+    let files: Vec<_> = std::fs::read_dir(home.path().join("tokens")).expect("tokens").flatten().collect();
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(files[0].path()).expect("read")).expect("json");
+    assert_eq!(stored["access_token_bearer"], true, "{stored}");
+
+    let (code, stdout, stderr) = run(&mut muster_cli(&["auth", "status"]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let line = stdout.lines().find(|l| l.trim_start().starts_with("cluster-a-mcp-kubernetes")).unwrap_or_default();
+    assert_eq!(line.trim(), "cluster-a-mcp-kubernetes   Connected [SSO: Exchanged]", "{stdout}");
+    let (code, stdout, stderr) = run(&mut muster_cli(&[
+        "call",
+        "x_kubernetes_configuration_view",
+        "--management_cluster=cluster-a",
+        "--minified=false",
+    ]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("apiVersion"), "{stdout}");
 }

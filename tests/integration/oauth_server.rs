@@ -24,16 +24,21 @@ const REDIRECT: &str = "http://127.0.0.1/callback";
 type Form<'a> = &'a [(&'a str, &'a str)];
 
 /// muster, its central IdP (with muster as a confidential client) and `n_clusters` clusters.
-struct Setup {
+pub(crate) struct Setup {
     central_idp: Process,
-    central: String,
+    pub(crate) central: String,
     clusters: Vec<Cluster>,
     _fleet: Fleet,
-    muster: Muster,
+    pub(crate) muster: Muster,
     http: reqwest::Client,
 }
 
-async fn setup(peers: &Peers, n_clusters: usize, central_env: &[(&str, &str)], cluster_args: &[&str]) -> Setup {
+pub(crate) async fn setup(
+    peers: &Peers,
+    n_clusters: usize,
+    central_env: &[(&str, &str)],
+    cluster_args: &[&str],
+) -> Setup {
     let port = free_port();
     let callback = format!("--redirect=http://127.0.0.1:{port}/oauth/callback");
     let client = format!("--client=muster:{MUSTER_SECRET}");

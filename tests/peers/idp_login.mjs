@@ -10,8 +10,9 @@
 //
 //   node idp_login.mjs CENTRAL_ISSUER USER --follow-url AUTHORIZE_URL
 //     Drives login + consent for an authorize URL built by someone else (e.g. muster's CLI, which listens on its
-//     loopback redirect URI), then performs a real GET on the final redirect Location (the client's callback, with
-//     ?code=..&state=..) and prints that response's HTTP status as one line (e.g. `200`). Exit 0 iff status < 400.
+//     loopback redirect URI), then GETs the redirect that leaves the OP and follows redirects after it as a browser
+//     does (up to 5: muster's own /oauth/callback sends on to its client's loopback), and prints the last response's
+//     HTTP status as one line (e.g. `200`). Exit 0 iff status < 400.
 //     With --location, prints {"status":..,"location":..} instead: where that callback sent the browser next (muster
 //     as an authorization server redirects to its agent's redirect URI, which need not listen).
 //
@@ -94,15 +95,24 @@ function codeFrom(loc) {
 }
 
 if (o['follow-url']) {
-  const loc = await driveToRedirect(o['follow-url']);
-  const u = new URL(loc);
-  if (u.searchParams.get('error')) console.error(`idp_login: OP redirected with error=${u.searchParams.get('error')}`);
-  const r = await fetch(loc, { redirect: 'manual' });
-  console.error(`idp_login: GET ${u.origin}${u.pathname} -> ${r.status}`);
-  await r.arrayBuffer().catch(() => {});
-  if (o.location !== undefined) console.log(JSON.stringify({ status: r.status, location: r.headers.get('location') }));
-  else console.log(String(r.status));
-  process.exit(r.status < 400 ? 0 : 1);
+  let loc = await driveToRedirect(o['follow-url']);
+  // As a browser does: GET the redirect that left the OP and, unless --location, every redirect after it
+  // (muster as an authorization server sends the browser on from its callback to the client's loopback).
+  for (let hop = 0; ; hop++) {
+    const u = new URL(loc);
+    if (u.searchParams.get('error')) console.error(`idp_login: redirected with error=${u.searchParams.get('error')}`);
+    const r = await fetch(loc, { redirect: 'manual' });
+    console.error(`idp_login: GET ${u.origin}${u.pathname} -> ${r.status}`);
+    await r.arrayBuffer().catch(() => {});
+    const next = r.headers.get('location');
+    if (o.location !== undefined) {
+      console.log(JSON.stringify({ status: r.status, location: next }));
+      process.exit(r.status < 400 ? 0 : 1);
+    }
+    if (r.status >= 300 && r.status < 400 && next && hop < 5) { loc = new URL(next, loc).href; continue; }
+    console.log(String(r.status));
+    process.exit(r.status < 400 ? 0 : 1);
+  }
 }
 
 const disc = await (await fetch(`${ISSUER}/.well-known/openid-configuration`)).json();
