@@ -211,6 +211,33 @@ async fn the_bridge_signs_in_through_authenticate_muster_and_then_forwards() {
     drop(muster);
 }
 
+/// The bridge in front of muster's own authorization server: `authenticate_muster`'s URL is
+/// muster's `/oauth/authorize`, the browser goes on to the central IdP and back through muster's
+/// callback to the bridge's loopback, and the bridge then reaches a cluster with the exchanged token.
+#[actix_web::test]
+async fn the_bridge_signs_in_at_musters_own_authorization_server() {
+    let peers = Peers::load();
+    let setup = crate::oauth_server::setup(&peers, 1, &[], &[]).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let endpoint = setup.muster.mcp_url();
+    let mut client = StdioClient::start(
+        &peers,
+        &["agent", "--mcp-server", "--endpoint", &endpoint, "--no-browser"],
+        &[("MUSTER_CONFIG_PATH", home.path().as_os_str())],
+    )
+    .await;
+    assert_eq!(client.tools().await, ["authenticate_muster"]);
+    let started = client.call("authenticate_muster", json!({})).await;
+    let text = started["text"].as_str().expect("text");
+    let url = text.split_whitespace().find(|w| w.starts_with("http")).expect("a URL").to_owned();
+    assert!(url.starts_with(&setup.muster.url("/oauth/authorize?")), "muster's own authorize URL: {url}");
+    browse(&setup.central, "alice", &url).await;
+    client.wait_for("notifications/tools/list_changed").await;
+    let view = client.call("x_kubernetes_configuration_view", json!({"management_cluster": "cluster-a"})).await;
+    assert!(upstream_answered(&view), "{view}");
+    drop(client);
+}
+
 /// A server-to-client request crosses the bridge both ways: the conformance fixture's
 /// `test_sampling` asks for a completion during the call, muster relays it on the call's reply,
 /// the bridge writes it to stdout, and the agent's answer (a line on stdin) goes back to muster.
