@@ -39,6 +39,17 @@ pub(crate) async fn setup(
     central_env: &[(&str, &str)],
     cluster_args: &[&str],
 ) -> Setup {
+    setup_with_env(peers, n_clusters, central_env, cluster_args, &[]).await
+}
+
+/// [`setup`], with muster started with `muster_env` on top of the test's environment.
+async fn setup_with_env(
+    peers: &Peers,
+    n_clusters: usize,
+    central_env: &[(&str, &str)],
+    cluster_args: &[&str],
+    muster_env: &[(&str, &std::ffi::OsStr)],
+) -> Setup {
     let port = free_port();
     let callback = format!("--redirect=http://127.0.0.1:{port}/oauth/callback");
     let client = format!("--client=muster:{MUSTER_SECRET}");
@@ -70,7 +81,7 @@ pub(crate) async fn setup(
         );
         clusters.push(cluster);
     }
-    let muster = Muster::start(&fleet, port).await;
+    let muster = Muster::start_with_env(&fleet, port, muster_env).await;
     muster.wait_ready().await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     Setup { central_idp, central, clusters, _fleet: fleet, muster, http }
@@ -573,25 +584,67 @@ async fn muster_refreshes_the_users_id_token_so_exchanges_outlive_it() {
     assert_eq!(stats["failures"], 0, "no exchange saw an expired ID token: {stats}");
 }
 
-#[actix_web::test]
-async fn the_python_sdks_oauth_client_signs_in_through_muster_and_refreshes() {
-    let peers = Peers::load();
-    let setup = setup(&peers, 1, &[], &[]).await;
+/// The Python SDK's own OAuth client (`OAuthClientProvider`), as an IDE agent runs it: discovery,
+/// registration (DCR, or with `cimd` the https Client ID Metadata Document at that URL), PKCE,
+/// the login, a family call, then a refresh of its expired access token and a second call.
+fn python_sdk_client(peers: &Peers, setup: &Setup, user: &str, cimd: Option<&str>) -> Value {
     let args = json!({"management_cluster": "cluster-a"}).to_string();
     let node = format!("{}/node", peers.get("MUSTER_NODE22"));
     let login = Peers::repo_file("tests/peers/idp_login.mjs");
     let mcp_url = setup.muster.mcp_url();
-    let (code, stdout, stderr) = run(peers
-        .python("py_oauth_client.py")
-        .args([&mcp_url, &setup.central, "erin", "x_kubernetes_configuration_view", &args, "--node", &node, "--login"])
+    let mut client = peers.python("py_oauth_client.py");
+    client
+        .args([&mcp_url, &setup.central, user, "x_kubernetes_configuration_view", &args, "--node", &node, "--login"])
         .arg(&login)
-        .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES")));
+        .env("MUSTER_NODE_MODULES", peers.get("MUSTER_NODE_MODULES"));
+    if let Some(url) = cimd {
+        client.args(["--cimd", url]);
+    }
+    let (code, stdout, stderr) = run(&mut client);
     assert_eq!(code, 0, "{stdout} {stderr}");
     let result: Value = serde_json::from_str(stdout.trim()).expect("json");
     assert!(upstream_answered(&result["first"]), "{result}");
     assert!(upstream_answered(&result["second"]), "{result}");
     assert_eq!((result["refreshed"].as_bool(), result["logins"].as_u64()), (Some(true), Some(1)), "{result}");
+    result
+}
+
+#[actix_web::test]
+async fn the_python_sdks_oauth_client_signs_in_through_muster_and_refreshes() {
+    let peers = Peers::load();
+    let setup = setup(&peers, 1, &[], &[]).await;
+    let result = python_sdk_client(&peers, &setup, "erin", None);
     assert!(result["client_id"].as_str().is_some_and(|id| id.starts_with("mcl_")), "registered: {result}");
+}
+
+/// The same SDK client with a CIMD `client_id`: the SDK takes it only as an https URL, so the
+/// document is served over TLS on loopback with a throwaway CA that muster trusts through
+/// `SSL_CERT_FILE` (without it, muster refuses the document: "invalid peer certificate").
+/// No registration happens.
+#[actix_web::test]
+async fn the_python_sdks_oauth_client_signs_in_with_a_client_id_metadata_document() {
+    let peers = Peers::load();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = peers
+        .python("https_cimd.py")
+        .arg(dir.path())
+        .arg("http://127.0.0.1:53124/callback")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("https_cimd.py");
+    let url = {
+        use std::io::BufRead as _;
+        let stdout = server.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("the document's URL");
+        line.trim().to_owned()
+    };
+    let _server = Process(server);
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = dir.path().join("ca.pem");
+    let setup = setup_with_env(&peers, 1, &[], &[], &[("SSL_CERT_FILE", ca.as_os_str())]).await;
+    let result = python_sdk_client(&peers, &setup, "frank", Some(&url));
+    assert_eq!(result["client_id"], url.as_str(), "the document's URL is the client_id: {result}");
 }
 
 #[actix_web::test]

@@ -3,12 +3,13 @@
 authorization server, for muster's tests (test-only code).
 
 Usage:
-    py_oauth_client.py URL CENTRAL_ISSUER USER TOOL 'JSON-ARGS' --node NODE --login IDP_LOGIN_MJS
+    py_oauth_client.py URL CENTRAL_ISSUER USER TOOL 'JSON-ARGS' --node NODE --login IDP_LOGIN_MJS [--cimd URL]
 
 The SDK does everything an IDE agent does: /mcp -> 401 -> RFC 9728 -> RFC 8414 -> dynamic
 registration -> authorize with PKCE (it checks `state` and RFC 9207 `iss`) -> token. The browser
 step is `idp_login.mjs --follow-url AUTHORIZE_URL --location` (the central IdP's login forms).
-Calls TOOL, then marks the access token expired so that the SDK refreshes it, and calls TOOL again.
+With --cimd, the SDK uses that https Client ID Metadata Document URL as its client_id instead of
+registering (when the server advertises CIMD support). Calls TOOL, then marks the access token expired so that the SDK refreshes it, and calls TOOL again.
 Prints one JSON line: {"first": RESULT, "second": RESULT, "refreshed": bool, "logins": N, "client_id": str}
 where RESULT is {"isError", "text", "structured"}.
 """
@@ -95,6 +96,7 @@ async def main(argv: list[str]) -> dict:
         ),
         storage=storage,
         redirect_handler=redirect_handler,
+        client_metadata_url=opts.get("cimd"),
         callback_handler=callback_handler,
     )
 
