@@ -23,7 +23,7 @@ CONTEXT="$CARGO_TARGET_DIR/image-context"
 log() { printf '[build-image] %s\n' "$*" >&2; }
 
 if [[ "${CONTEXT_ONLY:-0}" != "1" ]] && ! command -v "$BUILDER" >/dev/null; then
-  log "$BUILDER is not installed (Debian: apt-get install buildah; scripts/install-peers.sh does it)"
+  log "$BUILDER is not installed (buildah: apt-get install buildah, or scripts/install-peers.sh)"
   exit 1
 fi
 # Checked before the long build: an image without roots cannot reach any https upstream.
