@@ -53,7 +53,16 @@ fi
 args=(-f Containerfile -t "$IMAGE" --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION")
 log "$BUILDER: $IMAGE from $CONTEXT ($version_line)"
 case "$BUILDER" in
-  buildah) buildah --storage-driver "${STORAGE_DRIVER:-vfs}" bud --pull=never --quiet "${args[@]}" "$CONTEXT" >&2 ;;
+  buildah)
+    BUILDAH=(buildah --storage-driver "${STORAGE_DRIVER:-vfs}")
+    previous="$("${BUILDAH[@]}" images --noheading --quiet "$IMAGE" 2>/dev/null | head -n1 || true)"
+    "${BUILDAH[@]}" bud --pull=never --quiet "${args[@]}" "$CONTEXT" >&2
+    # vfs keeps whole copies: drop the image this tag named before (kept if a container uses it).
+    current="$("${BUILDAH[@]}" images --noheading --quiet "$IMAGE" | head -n1)"
+    if [[ -n "$previous" && "$previous" != "$current" ]]; then
+      "${BUILDAH[@]}" rmi "$previous" >/dev/null 2>&1 || true
+    fi
+    ;;
   podman) podman build --pull=never "${args[@]}" "$CONTEXT" >&2 ;;
   *) "$BUILDER" build "${args[@]}" "$CONTEXT" >&2 ;;
 esac
