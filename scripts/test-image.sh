@@ -31,11 +31,12 @@ command -v buildah >/dev/null || die "buildah is not installed (scripts/install-
 # shellcheck disable=SC1091
 source "$PEERS_DIR/env.sh"
 
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muster-target}"
+HOST_BIN=""   # the binary the image was just built from, when this script built it
 if [[ -z "${IMAGE:-}" ]]; then
   IMAGE="$(scripts/build-image.sh | tail -n1)"
+  HOST_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/muster"
 fi
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/muster-target}"
-HOST_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/muster"
 
 WORK="$(mktemp -d)"
 ctr=""
@@ -80,7 +81,7 @@ log "ok  CA bundle ($ca_certs certificates), user muster 65532 with no login she
 # ---- 2. --version -------------------------------------------------------------------------------
 version="$(in_image "$ctr" -- "$MUSTER" --version)"
 [[ "$version" =~ ^muster\ [0-9]+\.[0-9]+\.[0-9]+\ \(commit\ [0-9a-z-]+\)$ ]] || die "--version: $version"
-if [[ -x "$HOST_BIN" ]]; then
+if [[ -n "$HOST_BIN" ]]; then
   [[ "$version" == "$("$HOST_BIN" --version)" ]] || die "--version inside ($version) differs from $HOST_BIN"
 fi
 log "ok  $version"
