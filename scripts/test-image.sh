@@ -14,7 +14,9 @@
 #      kubernetes-mcp-server per cluster on the host), answers /health and /readyz, and one MCP
 #      session (initialize + tools/list, the Python SDK's client) lists the fleet's tools; one
 #      tools/call reaches cluster-b's upstream (named `localhost`, so names resolve in the image)
-#      from inside the container; SIGTERM stops muster with exit 0.
+#      from inside the container; cluster-c is reached over https through a TLS proxy whose test
+#      CA is added to the image's bundle (mounted over /etc/ssl/certs/ca-certificates.crt), and
+#      refused when the image's bundle alone is there; SIGTERM stops muster with exit 0.
 # Ports are free ones picked at start; the copy says `toolExposure: direct` so tools/list shows the
 # fleet's tools themselves (the example's `meta` lists only the meta-tools).
 set -euo pipefail
@@ -70,6 +72,7 @@ ctr="$("${BUILDAH[@]}" from --pull=never --quiet "$IMAGE")"
 # The files: a CA bundle with many certificates, user 65532 without a shell, and no shell at all.
 rootfs="$("${BUILDAH[@]}" mount "$ctr")"
 ca_certs="$(grep -c 'BEGIN CERTIFICATE' "$rootfs/etc/ssl/certs/ca-certificates.crt" || true)"
+cp "$rootfs/etc/ssl/certs/ca-certificates.crt" "$WORK/image-ca.crt"
 passwd="$(cat "$rootfs/etc/passwd")"
 shells="$(find "$rootfs" -name sh -o -name bash | wc -l)"
 "${BUILDAH[@]}" umount "$ctr" >/dev/null
@@ -121,9 +124,11 @@ for cluster in cluster-a cluster-b cluster-c; do
   file="$FLEET/mcpservers/$cluster-mcp-kubernetes.yaml"
   grep -q "127.0.0.1:$default_port/mcp" "$file" || die "$file does not point at 127.0.0.1:$default_port"
   # cluster-b by name: the static glibc resolves `localhost` (/etc/hosts) inside the image.
-  host=127.0.0.1
-  [[ "$cluster" != cluster-b ]] || host=localhost
-  sed -i "s#127.0.0.1:$default_port/mcp#$host:$port/mcp#" "$file"
+  # cluster-c over https, through a TLS proxy whose certificate a test CA signed.
+  url="http://127.0.0.1:$port/mcp"
+  [[ "$cluster" != cluster-b ]] || url="http://localhost:$port/mcp"
+  [[ "$cluster" != cluster-c ]] || { TLS_UPSTREAM="$port"; TLS_PORT="$(free_port)"; url="https://localhost:$TLS_PORT/mcp"; }
+  sed -i "s#http://127.0.0.1:$default_port/mcp#$url#" "$file"
   "$MUSTER_PYTHON" examples/fake_kube_api.py "$cluster" "$WORK/$cluster.kubeconfig" &
   pids+=("$!")
   for _ in $(seq 100); do [[ -e "$WORK/$cluster.kubeconfig" ]] && break; sleep 0.1; done
@@ -134,6 +139,43 @@ for cluster in cluster-a cluster-b cluster-c; do
   wait_port "$port" "$!" || die "kubernetes-mcp-server did not listen on 127.0.0.1:$port"
   default_port=$((default_port + 1))
 done
+# The TLS proxy in front of cluster-c: a throwaway CA, a certificate for localhost, and the image's
+# own CA bundle plus that CA, mounted over the bundle's path in the image.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=muster-test-ca \
+  -keyout "$WORK/ca.key" -out "$WORK/ca.crt" 2>/dev/null || die "openssl: no test CA"
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$WORK/tls.key" -out "$WORK/tls.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost\n' >"$WORK/tls.ext"
+openssl x509 -req -days 1 -in "$WORK/tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" -CAcreateserial \
+  -extfile "$WORK/tls.ext" -out "$WORK/tls.crt" 2>/dev/null || die "openssl: no test certificate"
+cat "$WORK/image-ca.crt" "$WORK/ca.crt" >"$WORK/ca-bundle.crt"
+chmod 0644 "$WORK/ca-bundle.crt"
+cat >"$WORK/tls_proxy.py" <<'PY'
+import asyncio, ssl, sys
+listen, upstream, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+tls.load_cert_chain(cert, key)
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
+async def handle(reader, writer):
+    up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen, ssl=tls)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+PY
+"$MUSTER_PYTHON" "$WORK/tls_proxy.py" "$TLS_PORT" "$TLS_UPSTREAM" "$WORK/tls.crt" "$WORK/tls.key" 2>"$WORK/tls.log" &
+pids+=("$!")
+wait_port "$TLS_PORT" "$!" || die "the TLS proxy did not listen on 127.0.0.1:$TLS_PORT"
+CA_MOUNT=(-v "$WORK/ca-bundle.crt:/etc/ssl/certs/ca-certificates.crt:ro")
 # muster writes status back into the resource files: the fleet belongs to the image's user.
 chown -R 65532:65532 "$FLEET"
 MOUNT=(-v "$FLEET:/etc/muster")
@@ -146,7 +188,7 @@ log "ok  check-config on the example fleet ($oks ok lines)"
 
 # ---- 5. serve -----------------------------------------------------------------------------------
 started="$(date +%s%N)"
-in_image "${MOUNT[@]}" "$ctr" -- "$MUSTER" serve --config-path /etc/muster >"$WORK/serve.log" 2>&1 &
+in_image "${MOUNT[@]}" "${CA_MOUNT[@]}" "$ctr" -- "$MUSTER" serve --config-path /etc/muster >"$WORK/serve.log" 2>&1 &
 serve_pid="$!"
 pids+=("$serve_pid")
 show_log() { log "muster's log:"; sed 's/^/  /' "$WORK/serve.log" >&2; }
@@ -168,9 +210,30 @@ called="$("$MUSTER_PYTHON" tests/peers/py_client.py "$URL" call x_kubernetes_pod
 [[ "$called" == *'"isError": false'* && "$called" == *"-cluster-b-"* ]] || die "tools/call did not list cluster-b's pods: $called"
 log "ok  tools/call x_kubernetes_pods_list reached cluster-b's upstream (by name) from inside the container"
 
-innermost="$serve_pid"
-while child="$(pgrep -P "$innermost" | head -n1)" && [[ -n "$child" ]]; do innermost="$child"; done
-kill -TERM "$innermost"
-wait "$serve_pid" || { show_log; die "muster did not stop cleanly on SIGTERM"; }
+called="$("$MUSTER_PYTHON" tests/peers/py_client.py "$URL" call x_kubernetes_pods_list '{"management_cluster": "cluster-c"}')" \
+  || { show_log; die "tools/call: $called"; }
+[[ "$called" == *'"isError": false'* && "$called" == *"-cluster-c-"* ]] \
+  || { show_log; die "tools/call over https did not list cluster-c's pods: $called"; }
+log "ok  tools/call reached cluster-c over https, trusted through /etc/ssl/certs/ca-certificates.crt"
+
+stop_serve() {   # SIGTERM to muster itself (buildah run -> buildah-chroot-exec -> muster)
+  local innermost="$1" child
+  while child="$(pgrep -P "$innermost" | head -n1)" && [[ -n "$child" ]]; do innermost="$child"; done
+  kill -TERM "$innermost"
+  wait "$1"
+}
+stop_serve "$serve_pid" || { show_log; die "muster did not stop cleanly on SIGTERM"; }
 log "ok  SIGTERM stops muster inside the container (exit 0)"
+
+# ---- 6. the image's own bundle does not trust the test CA: https verification is on ----------
+in_image "${MOUNT[@]}" "$ctr" -- "$MUSTER" serve --config-path /etc/muster >"$WORK/serve.log" 2>&1 &
+serve_pid="$!"
+pids+=("$serve_pid")
+wait_ok "http://127.0.0.1:$MUSTER_PORT/readyz" "$serve_pid" || { show_log; die "not ready on the second start"; }
+called="$("$MUSTER_PYTHON" tests/peers/py_client.py "$URL" call x_kubernetes_pods_list '{"management_cluster": "cluster-c"}' || true)"
+[[ "$called" == *'"isError": true'* && "$called" != *"-cluster-c-"* ]] \
+  || die "cluster-c answered over https without its CA in the bundle: $called"
+grep -q 'UnknownIssuer' "$WORK/serve.log" || { show_log; die "cluster-c failed, but not on its certificate: $called"; }
+stop_serve "$serve_pid" || { show_log; die "muster did not stop cleanly on SIGTERM"; }
+log "ok  without the test CA in the bundle, cluster-c's certificate is refused (UnknownIssuer)"
 log "passed: $IMAGE starts and serves"
