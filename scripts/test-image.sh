@@ -28,6 +28,8 @@ MUSTER=/usr/local/bin/muster
 log() { printf '[test-image] %s\n' "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
+# Root: the mounted fleet is handed to user 65532, and `buildah mount` reads the image's files.
+[[ "$(id -u)" == 0 ]] || die "run as root (CI does); rootless buildah is not set up by this script"
 command -v buildah >/dev/null || die "buildah is not installed (scripts/install-peers.sh installs it)"
 [[ -f "$PEERS_DIR/env.sh" ]] || die "$PEERS_DIR/env.sh is missing: run scripts/install-peers.sh"
 # shellcheck disable=SC1091
