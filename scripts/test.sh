@@ -4,9 +4,11 @@
 #   scripts/test.sh
 #
 # Installs the pinned third-party peers (Node 22, the MCP conformance suite, kubernetes-mcp-server,
-# Python `mcp`) into ~/.cache/muster-peers, then checks formatting and lints and runs the whole
-# suite with cargo-nextest (unit tests, the integration binary with real peers, the conformance
-# suite). The build goes to $CARGO_TARGET_DIR (default ~/.cache/muster-target), outside the clone.
+# Python `mcp`, buildah, kubectl) into ~/.cache/muster-peers, then checks formatting and lints,
+# builds the static release binary and the container image once and proves the image starts and
+# serves (scripts/test-image.sh), and runs the whole suite with cargo-nextest (unit tests, the
+# integration binary with real peers, the conformance suite). The builds go to $CARGO_TARGET_DIR
+# (default ~/.cache/muster-target), outside the clone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,4 +20,5 @@ scripts/install-peers.sh
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+scripts/test-image.sh
 cargo nextest run --locked --no-fail-fast

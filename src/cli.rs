@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "muster", version, about = "An MCP gateway for Kubernetes fleets")]
+#[command(name = "muster", version = env!("MUSTER_VERSION"), about = "An MCP gateway for Kubernetes fleets")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,10 +1,15 @@
 //! Every manifest under `deploy/` parses and says what the code needs: the CRDs are the ones the
 //! Rust types generate (stale = failure), MCPServer examples validate, the config loads, the
-//! Deployment probes the right endpoints, and RBAC grants exactly what muster uses.
+//! Deployment probes the right endpoints, and RBAC grants exactly what muster uses. The same
+//! checks run again on what `kubectl kustomize` renders from `deploy/base` and
+//! `deploy/examples/fleet`, the way `kubectl apply -k` sees them.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
+
+use crate::support::Peers;
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -86,16 +91,21 @@ fn every_manifest_parses_and_has_its_kind() {
     let docs = all_documents();
     assert!(docs.len() >= 15, "{} documents", docs.len());
     for (path, doc) in &docs {
-        let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{}: no kind", path.display()));
-        assert!(doc["apiVersion"].is_string(), "{}: no apiVersion", path.display());
-        if kind != "Kustomization" {
-            assert!(doc["metadata"]["name"].is_string(), "{}: {kind} without a name", path.display());
-        }
-        if kind == "MCPServer" {
-            let text = serde_saphyr::to_string(doc).expect("yaml");
-            if let Err((name, problems)) = muster::crd::files::parse(&text) {
-                panic!("{}: MCPServer {name:?} is invalid: {problems:?}", path.display());
-            }
+        check_document(path, doc);
+    }
+}
+
+/// A kind, an apiVersion, a name; an MCPServer must also pass muster's own validation.
+fn check_document(path: &Path, doc: &Value) {
+    let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{}: no kind", path.display()));
+    assert!(doc["apiVersion"].is_string(), "{}: no apiVersion", path.display());
+    if kind != "Kustomization" {
+        assert!(doc["metadata"]["name"].is_string(), "{}: {kind} without a name", path.display());
+    }
+    if kind == "MCPServer" {
+        let text = serde_saphyr::to_string(doc).expect("yaml");
+        if let Err((name, problems)) = muster::crd::files::parse(&text) {
+            panic!("{}: MCPServer {name:?} is invalid: {problems:?}", path.display());
         }
     }
 }
@@ -110,9 +120,17 @@ fn kustomizations_list_existing_files() {
     }
 }
 
+/// The documents of `deploy/base`'s files, as written.
+fn base_documents() -> Vec<(PathBuf, Value)> {
+    all_documents().into_iter().filter(|(p, _)| p.starts_with(deploy().join("base"))).collect()
+}
+
 #[test]
 fn the_base_config_loads_and_the_deployment_probes_health_and_readiness() {
-    let docs = all_documents();
+    check_config_and_probes(&base_documents());
+}
+
+fn check_config_and_probes(docs: &[(PathBuf, Value)]) {
     let configmap = docs
         .iter()
         .find(|(_, d)| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "muster-config")
@@ -120,23 +138,26 @@ fn the_base_config_loads_and_the_deployment_probes_health_and_readiness() {
     let text = configmap.1["data"]["config.yaml"].as_str().expect("config.yaml");
     let config = muster::config::Config::parse(Path::new("/etc/muster"), text).expect("the shipped config is valid");
     assert_eq!(config.kubernetes.expect("kubernetes mode").namespaces, ["muster"]);
-    let deployment = docs
-        .iter()
-        .find(|(p, d)| {
-            d["kind"] == "Deployment" && d["metadata"]["name"] == "muster" && p.ends_with("base/deployment.yaml")
-        })
-        .expect("deployment");
-    let container = &deployment.1["spec"]["template"]["spec"]["containers"][0];
+    let deployment =
+        docs.iter().find(|(_, d)| d["kind"] == "Deployment" && d["metadata"]["name"] == "muster").expect("deployment");
+    let pod = &deployment.1["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(container["args"].as_array().expect("args").iter().any(|a| a == "--kubernetes"));
-    let grace = deployment.1["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().expect("grace");
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("grace");
     assert!(grace > 5, "longer than muster's 5 s drain");
+    // The image's user (Containerfile: USER 65532:65532), so runAsNonRoot holds.
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
 }
 
 #[test]
 fn rbac_grants_what_muster_uses_and_no_more() {
-    let docs = all_documents();
+    check_rbac(&base_documents());
+}
+
+fn check_rbac(docs: &[(PathBuf, Value)]) {
     let role = docs.iter().find(|(_, d)| d["kind"] == "Role" && d["metadata"]["name"] == "muster").expect("role");
     let rules = role.1["rules"].as_array().expect("rules");
     let grants = |group: &str, resource: &str| -> Vec<String> {
@@ -177,15 +198,94 @@ fn check_config_validates_manifests_against_the_crd_types() {
     let fleet: Vec<PathBuf> =
         ["a", "b", "c"].iter().map(|c| deploy().join(format!("examples/fleet/cluster-{c}.yaml"))).collect();
     let (code, stdout, stderr) =
-        crate::support::run(std::process::Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").args(&fleet));
+        crate::support::run(Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").args(&fleet));
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(stdout.lines().filter(|l| l.starts_with("ok  ")).count(), 6, "{stdout}");
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: muster.giantswarm.io/v1alpha1\nkind: MCPServer\nmetadata: {name: x}\nspec: {type: sse, args: [a]}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n").expect("write");
     let (code, _, stderr) =
-        crate::support::run(std::process::Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").arg(&bad));
+        crate::support::run(Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").arg(&bad));
     assert_eq!(code, 1);
     assert!(stderr.contains("document 1 (x): spec.url: is required when type is sse"), "{stderr}");
     assert!(stderr.contains("spec.args: is only allowed for stdio servers"), "{stderr}");
+}
+
+/// `kubectl kustomize deploy/<dir>` (kubectl from the peers, offline): the YAML stream it renders
+/// and its documents.
+fn render(dir: &str) -> (String, Vec<(PathBuf, Value)>) {
+    let out = Command::new(Peers::load().get("MUSTER_KUBECTL"))
+        .arg("kustomize")
+        .arg(deploy().join(dir))
+        .output()
+        .expect("run kubectl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kubectl kustomize deploy/{dir}: {}", String::from_utf8_lossy(&out.stderr));
+    let origin = PathBuf::from(format!("kubectl kustomize deploy/{dir}"));
+    let docs = serde_saphyr::from_multiple::<Value>(&stdout).unwrap_or_else(|e| panic!("{}: {e}", origin.display()));
+    (stdout.to_string(), docs.into_iter().map(|d| (origin.clone(), d)).collect())
+}
+
+/// Every namespaced object lands in `muster`, whatever its file said.
+fn check_namespaces(docs: &[(PathBuf, Value)]) {
+    for (origin, doc) in docs.iter().filter(|(_, d)| d["kind"] != "Namespace") {
+        assert_eq!(
+            doc["metadata"]["namespace"],
+            "muster",
+            "{}: {} {}",
+            origin.display(),
+            doc["kind"],
+            doc["metadata"]["name"]
+        );
+    }
+}
+
+#[test]
+fn the_rendered_base_passes_the_same_checks_and_takes_its_image_from_the_kustomization() {
+    let (_, docs) = render("base");
+    let kinds: Vec<&str> = docs.iter().filter_map(|(_, d)| d["kind"].as_str()).collect();
+    for kind in ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"] {
+        assert!(kinds.contains(&kind), "the rendered base has no {kind}: {kinds:?}");
+    }
+    for (origin, doc) in &docs {
+        check_document(origin, doc);
+    }
+    check_namespaces(&docs);
+    check_config_and_probes(&docs);
+    check_rbac(&docs);
+
+    // The image is named once, in the kustomization's `images:`; the Deployment only says `muster`.
+    let kustomization = documents(&deploy().join("base/kustomization.yaml")).remove(0);
+    let images = kustomization["images"].as_array().expect("an images entry in deploy/base/kustomization.yaml");
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(images[0]["name"], "muster");
+    let (name, tag) = (images[0]["newName"].as_str().expect("newName"), images[0]["newTag"].as_str().expect("newTag"));
+    let written = base_documents();
+    let placeholders: Vec<&Value> = written
+        .iter()
+        .flat_map(|(_, d)| d["spec"]["template"]["spec"]["containers"].as_array().into_iter().flatten())
+        .map(|c| &c["image"])
+        .collect();
+    assert_eq!(placeholders, [&Value::from("muster")], "the Deployment names the image only through `images:`");
+    let deployment = docs.iter().find(|(_, d)| d["kind"] == "Deployment").expect("deployment");
+    assert_eq!(deployment.1["spec"]["template"]["spec"]["containers"][0]["image"], format!("{name}:{tag}"));
+}
+
+#[test]
+fn the_rendered_example_fleet_passes_check_config() {
+    let (text, docs) = render("examples/fleet");
+    let servers = docs.iter().filter(|(_, d)| d["kind"] == "MCPServer").count();
+    assert_eq!(servers, 6, "two MCPServers per cluster");
+    for (origin, doc) in &docs {
+        check_document(origin, doc);
+    }
+    check_namespaces(&docs);
+    // muster's own check on the rendered stream, as `kubectl apply -k` would send it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = dir.path().join("fleet.yaml");
+    std::fs::write(&rendered, text).expect("write");
+    let (code, stdout, stderr) =
+        crate::support::run(Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").arg(&rendered));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok  ")).count(), 6, "{stdout}");
 }
