@@ -16,6 +16,7 @@ mod support;
 mod abuse;
 mod agent_bridge;
 mod agent_login;
+mod browser;
 mod conformance;
 mod deploy;
 mod desired_state;
