@@ -18,7 +18,7 @@ use crate::support::{Peers, Process, run};
 
 /// Chromium: `MUSTER_CHROMIUM` (the peers' env.sh sets it), else `chromium` on the PATH. `None`,
 /// with the reason printed, when it is absent and the peers are not required.
-fn chromium(peers: &Peers) -> Option<PathBuf> {
+pub(crate) fn chromium(peers: &Peers) -> Option<PathBuf> {
     let named = std::env::var_os("MUSTER_CHROMIUM").map(PathBuf::from).or_else(|| peers.optional("MUSTER_CHROMIUM"));
     let on_path = || {
         std::env::var_os("PATH")
@@ -39,7 +39,7 @@ fn chromium(peers: &Peers) -> Option<PathBuf> {
 }
 
 /// Runs `browser.mjs` with `args`; its JSON answer.
-fn browser(peers: &Peers, chromium: &PathBuf, args: &[&str]) -> Value {
+pub(crate) fn browser(peers: &Peers, chromium: &PathBuf, args: &[&str]) -> Value {
     let (code, stdout, stderr) = run(Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))
         .arg(Peers::repo_file("tests/peers/browser.mjs"))
         .arg(chromium)
@@ -49,7 +49,7 @@ fn browser(peers: &Peers, chromium: &PathBuf, args: &[&str]) -> Value {
 }
 
 /// An agent's loopback redirect URI that answers every request with a small page.
-fn agent_listener() -> String {
+pub(crate) fn agent_listener() -> String {
     use std::io::{Read as _, Write as _};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://127.0.0.1:{}/callback", listener.local_addr().expect("addr").port());

@@ -18,6 +18,7 @@ mod agent_bridge;
 mod agent_login;
 mod browser;
 mod conformance;
+mod cors;
 mod deploy;
 mod desired_state;
 mod faults;

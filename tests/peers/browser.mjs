@@ -17,6 +17,11 @@
 //     {"documents": [every document URL requested, redirect hops included], "finalUrl", "text", "steps"}
 //     Any other page (an error page of muster's, say) fails with its text.
 //
+//   node browser.mjs CHROMIUM script PAGE_URL EXPRESSION [--map HOST]
+//     Opens PAGE_URL, evaluates EXPRESSION in it (awaiting a promise; as the page's own script, so
+//     fetch() is held to CORS) and prints its value as one JSON line. --map HOST makes Chromium resolve
+//     HOST to 127.0.0.1, so that a page served on loopback can have another origin.
+//
 // Chromium runs with a fresh --user-data-dir (removed at exit) and the flags that keep it from reaching
 // out to the network (this machine has none, and Chromium hangs waiting on it otherwise); its DevTools
 // endpoint listens on 127.0.0.1 only (Chromium's default). Exit status 1 with a message on stderr on failure.
@@ -34,8 +39,8 @@ for (let i = 0; i < args.length; i++) {
   else pos.push(args[i]);
 }
 const [CHROMIUM, MODE, ...rest] = pos;
-if (!CHROMIUM || !['pages', 'signin'].includes(MODE)) {
-  console.error('usage: browser.mjs CHROMIUM pages URL... | browser.mjs CHROMIUM signin URL USER --until PREFIX');
+if (!CHROMIUM || !['pages', 'signin', 'script'].includes(MODE)) {
+  console.error('usage: browser.mjs CHROMIUM pages URL... | signin URL USER --until PREFIX | script URL EXPRESSION [--map HOST]');
   process.exit(2);
 }
 
@@ -43,7 +48,8 @@ const profile = mkdtempSync(join(tmpdir(), 'muster-chromium-'));
 const chromium = spawn(CHROMIUM, [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--disable-dev-shm-usage', `--user-data-dir=${profile}`, '--remote-debugging-port=0', 'about:blank',
+  '--disable-dev-shm-usage', `--user-data-dir=${profile}`, '--remote-debugging-port=0',
+  ...(opts.map ? [`--host-resolver-rules=MAP ${opts.map} 127.0.0.1`] : []), 'about:blank',
 ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TMPDIR: profile } });
 let chromiumLog = '';
 const exited = new Promise((resolve) => chromium.on('exit', resolve));
@@ -192,6 +198,11 @@ if (MODE === 'pages') {
     });
   }
   console.log(JSON.stringify(out));
+} else if (MODE === 'script') {
+  const [url, expression] = rest;
+  const state = await tab();
+  await navigate(state, url);
+  console.log(JSON.stringify(await evaluate(state, expression)));
 } else {
   const [url, user] = rest;
   const until = opts.until;
