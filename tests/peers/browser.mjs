@@ -172,6 +172,7 @@ const PAGE = `JSON.stringify({
 })`;
 
 async function navigate(state, url) {
+  state.loads.length = 0; // the blank tab's own load, should it have come late, is not this page's
   const { errorText } = await send('Page.navigate', { url }, state.sessionId);
   if (errorText) await die(`Chromium could not open ${url}: ${errorText}`);
   await loaded(state, url);
