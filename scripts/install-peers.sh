@@ -6,7 +6,7 @@
 #   source "${MUSTER_PEERS_DIR:-$HOME/.cache/muster-peers}/env.sh"
 #
 # Everything lands in ${MUSTER_PEERS_DIR:-$HOME/.cache/muster-peers} (never inside the repo).
-# Only package registries are used (npm + PyPI). Top-level versions are pinned below; transitive
+# Only package registries are used (npm + PyPI, and Debian's apt for `chromium`). Top-level versions are pinned below; transitive
 # versions are locked by tests/peers/npm/package-lock.json (honoured by npm install) and
 # tests/peers/requirements.lock.txt (pip). After changing a version here, regenerate those locks.
 set -euo pipefail
@@ -40,6 +40,27 @@ JOSE_PKG="$NODE_MODULES/jose/package.json"
 LOOPBACK_CJS="$PEERS_DIR/bin/loopback.cjs"
 
 log() { printf '[install-peers] %s\n' "$*" >&2; }
+
+# Debian's `chromium`, the real browser of tests/integration/browser.rs (driven by tests/peers/browser.mjs over
+# the DevTools protocol; browser builds that download themselves cannot be fetched here). Installed with apt-get
+# only when missing. Without root (or sudo) it is skipped with a warning, and the browser tests skip too -- unless
+# MUSTER_REQUIRE_PEERS is set (scripts/test.sh, CI), which makes a missing Chromium an error here and there.
+install_chromium() {
+  command -v chromium >/dev/null && return 0
+  local sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); else sudo=(missing); fi
+  fi
+  if [[ "${sudo[0]:-}" == missing ]] || ! command -v apt-get >/dev/null; then
+    [[ -z "${MUSTER_REQUIRE_PEERS:-}" ]] || { log "chromium is missing and cannot be installed (needs apt-get as root)"; exit 1; }
+    log "warning: chromium is missing (apt-get install chromium as root); the browser tests will skip"
+    return 0
+  fi
+  log "apt-get install chromium"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
+  chromium --version >/dev/null || { log "chromium does not run"; exit 1; }
+}
 
 case "$(uname -s)-$(uname -m)" in
   Linux-x86_64) ;;
@@ -81,6 +102,7 @@ export MUSTER_K8S_MCP="$K8S_MCP_BIN"
 export MUSTER_PYTHON="$PYTHON_BIN"
 export MUSTER_NODE_MODULES="$NODE_MODULES"
 export MUSTER_KUBECTL="$KUBECTL_BIN"
+export MUSTER_CHROMIUM="$(command -v chromium || true)"
 EOF
   mv "$PEERS_DIR/env.sh.tmp" "$PEERS_DIR/env.sh"
 }
@@ -111,6 +133,7 @@ install_ship_tools() {
 mkdir -p "$PEERS_DIR"
 install_ship_tools
 # ---- end ship ------------------------------------------------------------------------------------
+install_chromium
 
 if [[ "${FORCE:-0}" != "1" ]] && installed_ok; then
   write_env   # cheap; refreshes the wrapper and its copy of loopback.cjs

@@ -1,6 +1,9 @@
 //! The HTTP side: actix-web serving MCP streamable HTTP at `/mcp`, `/health`, `/readyz`,
 //! `/metrics` and the RFC 9728 metadata. `routes` is the one route table.
 //!
+//! Browser clients get CORS (`cors.rs`): any origin for the discovery documents and the token,
+//! registration and revocation endpoints, the guard's origins for `/mcp`.
+//!
 //! Every `/mcp` request passes the Host/Origin guard against DNS rebinding (`host_guard.rs`) and, with
 //! sign-in on, `authenticate`, both from the headers alone; only then is its body read
 //! (`body.rs`: `maxBodyBytes`, `bodyTimeoutMs`). Then sessions of the 2025 revisions
@@ -15,6 +18,7 @@
 
 mod body;
 mod connections;
+mod cors;
 mod error;
 mod host_guard;
 mod oauth;
@@ -130,8 +134,26 @@ pub async fn serve(
     let counted = connections.clone();
     let limit = connections.limit();
     let server = HttpServer::new(move || {
+        let guard = state.guard.clone();
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .configure(routes)
+            // CORS for browser clients (`cors.rs`): preflights answered here, headers added to answers.
+            .wrap_fn(move |req, service| {
+                if let Some(answer) = cors::preflight(req.request(), &guard) {
+                    let answer = req.into_response(answer).map_into_right_body();
+                    return Either::Left(futures::future::ready(Ok(answer)));
+                }
+                let headers = cors::headers(req.request(), &guard);
+                let response = service.call(req);
+                Either::Right(async move {
+                    let mut response = response.await?;
+                    for (name, value) in headers {
+                        response.headers_mut().insert(name, value);
+                    }
+                    Ok(response.map_into_left_body())
+                })
+            })
             .wrap_fn(move |req, service| {
                 if connections::refused(req.request()) {
                     let refused = req.into_response(error::overloaded(limit)).map_into_right_body();
@@ -140,7 +162,6 @@ pub async fn serve(
                 let response = service.call(req);
                 Either::Right(async move { response.await.map(ServiceResponse::map_into_left_body) })
             })
-            .configure(routes)
     })
     // Without TCP_NODELAY, a streamed (SSE) reply waits for the client's delayed ACK: ~40 ms a call.
     .on_connect(move |connection, extensions| {

@@ -118,6 +118,12 @@ impl HostGuard {
         Ok(())
     }
 
+    /// Whether `origin` is on a non-empty `allowedOrigins`: the origins a browser page may call
+    /// `/mcp` from (`cors.rs`). An empty list turns the Origin check off but grants no page.
+    pub(super) fn grants_origin(&self, origin: &str) -> bool {
+        !self.origins.is_empty() && self.origin_allowed(origin)
+    }
+
     fn host_allowed(&self, host: &str) -> bool {
         let Ok(authority) = Authority::try_from(host) else { return false };
         let (host, port) = (normalize(authority.host()), authority.port_u16());

@@ -18,19 +18,19 @@ use crate::support::{
 };
 
 const MUSTER_SECRET: &str = "muster-secret";
-const REDIRECT: &str = "http://127.0.0.1/callback";
+pub(crate) const REDIRECT: &str = "http://127.0.0.1/callback";
 
 /// A form body: name and value pairs.
 type Form<'a> = &'a [(&'a str, &'a str)];
 
 /// muster, its central IdP (with muster as a confidential client) and `n_clusters` clusters.
 pub(crate) struct Setup {
-    central_idp: Process,
+    pub(crate) central_idp: Process,
     pub(crate) central: String,
     clusters: Vec<Cluster>,
     _fleet: Fleet,
     pub(crate) muster: Muster,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 pub(crate) async fn setup(
@@ -88,14 +88,20 @@ async fn setup_with_env(
 }
 
 /// A PKCE verifier and its S256 challenge.
-fn pkce() -> (String, String) {
+pub(crate) fn pkce() -> (String, String) {
     use base64::Engine as _;
     let verifier = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     (verifier, challenge)
 }
 
-fn authorize_url(muster: &Muster, client_id: &str, redirect: &str, challenge: Option<&str>, method: &str) -> String {
+pub(crate) fn authorize_url(
+    muster: &Muster,
+    client_id: &str,
+    redirect: &str,
+    challenge: Option<&str>,
+    method: &str,
+) -> String {
     let mut url = reqwest::Url::parse(&muster.url("/oauth/authorize")).expect("url");
     url.query_pairs_mut()
         .append_pair("response_type", "code")
@@ -110,7 +116,7 @@ fn authorize_url(muster: &Muster, client_id: &str, redirect: &str, challenge: Op
     url.into()
 }
 
-fn query(location: &str) -> std::collections::HashMap<String, String> {
+pub(crate) fn query(location: &str) -> std::collections::HashMap<String, String> {
     reqwest::Url::parse(location).expect("location").query_pairs().into_owned().collect()
 }
 
@@ -153,7 +159,7 @@ async fn redeem(setup: &Setup, client_id: &str, location: &str, verifier: &str) 
     .await
 }
 
-async fn register(setup: &Setup, redirect_uris: &[&str]) -> (u16, Value) {
+pub(crate) async fn register(setup: &Setup, redirect_uris: &[&str]) -> (u16, Value) {
     let response = setup
         .http
         .post(setup.muster.url("/oauth/register"))

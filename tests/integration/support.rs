@@ -246,6 +246,11 @@ impl Peers {
         self.vars.get(key).unwrap_or_else(|| panic!("{key} missing from the peers' env.sh"))
     }
 
+    /// A variable of env.sh that older installs may lack.
+    pub fn optional(&self, key: &str) -> Option<PathBuf> {
+        self.vars.get(key).filter(|v| !v.is_empty()).map(PathBuf::from)
+    }
+
     pub fn repo_file(path: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
     }

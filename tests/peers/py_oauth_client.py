@@ -4,12 +4,17 @@ authorization server, for muster's tests (test-only code).
 
 Usage:
     py_oauth_client.py URL CENTRAL_ISSUER USER TOOL 'JSON-ARGS' --node NODE --login IDP_LOGIN_MJS [--cimd URL]
+        [--browser BROWSER_MJS --chromium PATH]
 
 The SDK does everything an IDE agent does: /mcp -> 401 -> RFC 9728 -> RFC 8414 -> dynamic
 registration -> authorize with PKCE (it checks `state` and RFC 9207 `iss`) -> token. The browser
-step is `idp_login.mjs --follow-url AUTHORIZE_URL --location` (the central IdP's login forms).
+step is `idp_login.mjs --follow-url AUTHORIZE_URL --location` (the central IdP's login forms), or
+with `--browser BROWSER_MJS --chromium PATH` a real Chromium (`browser.mjs signin`) that signs in at
+the IdP's pages and lands on this client's loopback listener (RFC 8252), which takes the code from
+that request as an IDE agent does; the result then carries "browser": browser.mjs's JSON.
 With --cimd, the SDK uses that https Client ID Metadata Document URL as its client_id instead of
-registering (when the server advertises CIMD support). Calls TOOL, then marks the access token expired so that the SDK refreshes it, and calls TOOL again.
+registering (when the server advertises CIMD support).
+Calls TOOL, then marks the access token expired so that the SDK refreshes it, and calls TOOL again.
 Prints one JSON line: {"first": RESULT, "second": RESULT, "refreshed": bool, "logins": N, "client_id": str}
 where RESULT is {"isError", "text", "structured"}.
 """
@@ -63,10 +68,41 @@ async def main(argv: list[str]) -> dict:
     url, central, user, tool, args = pos[0], pos[1], pos[2], pos[3], json.loads(pos[4])
     redirected: dict[str, str] = {}
     logins = 0
+    browser: dict = {}
+    redirect_uri = "http://127.0.0.1:53124/callback"
+    if "browser" in opts:
+        # The agent's loopback listener: the browser lands here with ?code=..&state=..&iss=..
+        async def on_callback(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            request_line = (await reader.readline()).decode("latin-1").split(" ")
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            target = urlparse(request_line[1] if len(request_line) > 1 else "/")
+            if target.path == "/callback":
+                redirected.clear()
+                redirected.update({k: v[0] for k, v in parse_qs(target.query).items()})
+            body = b"<!doctype html><title>python sdk agent</title><p>Signed in. You can close this window.</p>"
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\nconnection: close\r\ncontent-length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            await writer.drain()
+            writer.close()
+
+        listener = await asyncio.start_server(on_callback, "127.0.0.1", 0)
+        redirect_uri = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/callback"
 
     async def redirect_handler(authorization_url: str) -> None:
         nonlocal logins
         logins += 1
+        if "browser" in opts:
+            proc = await asyncio.create_subprocess_exec(
+                opts["node"], opts["browser"], opts["chromium"], "signin", authorization_url, user,
+                "--until", redirect_uri, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"browser sign-in failed: {out.decode()} {err.decode()}")
+            browser.clear()
+            browser.update(json.loads(out))
+            return
         proc = await asyncio.create_subprocess_exec(
             opts["node"], opts["login"], central, user, "--follow-url", authorization_url, "--location",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -88,7 +124,7 @@ async def main(argv: list[str]) -> dict:
     provider = OAuthClientProvider(
         server_url=url,
         client_metadata=OAuthClientMetadata(
-            redirect_uris=["http://127.0.0.1:53124/callback"],
+            redirect_uris=[redirect_uri],
             client_name="python sdk agent",
             grant_types=["authorization_code", "refresh_token"],
             response_types=["code"],
@@ -119,6 +155,7 @@ async def main(argv: list[str]) -> dict:
         "refreshed": before is not None and after is not None and before != after,
         "logins": logins,
         "client_id": storage.client.client_id if storage.client else None,
+        **({"browser": browser} if "browser" in opts else {}),
     }
 
 
