@@ -40,7 +40,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => (Sink::Files, SecretStore::new(&config.dir)),
     };
 
-    // 2. The router owns the catalog; the supervisor owns the backends.
+    // 2. The router owns the catalog; the supervisor owns the backends (and records their events).
+    let events = crate::supervisor::events::EventLog::default();
     let router = RouterHandle::start(config.muster_prefix.clone());
     let (inbound, exchanger) = match &config.oauth {
         Some(oauth) => {
@@ -54,7 +55,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let supervisor = SupervisorActor::new(config.supervision, config.calls, router.clone(), exchanger, sink).start();
+    let supervisor = SupervisorActor::new(config.supervision, config.calls, router.clone(), exchanger, sink, events.clone()).start();
 
     // 3. Desired state, then every change, through one path (`DesiredState`).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

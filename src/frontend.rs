@@ -290,6 +290,9 @@ async fn mcp(req: HttpRequest, payload: web::Payload, state: web::Data<FrontendS
     if let Some(identity) = identity {
         extensions.insert(identity);
     }
+    if req.peer_addr().is_some_and(|addr| addr.ip().to_canonical().is_loopback()) {
+        extensions.insert(crate::caller::Loopback);
+    }
     bridge_with(&state.mcp, &req, body, extensions).await
 }
 
