@@ -21,6 +21,7 @@ const SUMMARY_CHARS: usize = 120;
 
 const META_TOOLS: &[&str] = &[
     "list_tools",
+    "list_core_tools",
     "describe_tool",
     "filter_tools",
     "call_tool",
@@ -51,6 +52,14 @@ pub fn tools() -> Vec<Tool> {
                     "offset": {"type": "integer", "minimum": 0, "default": 0},
                     "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": LIST_TOOLS_DEFAULT_LIMIT},
                 },
+            }),
+        ),
+        tool(
+            "list_core_tools",
+            "List muster's own core_* management tools (call them with call_tool; the mutating ones are admin only).",
+            json!({
+                "type": "object",
+                "properties": {"include_schema": {"type": "boolean", "default": true}},
             }),
         ),
         tool(
@@ -112,6 +121,9 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
     let snapshot = gateway.snapshot();
     match name {
         "list_tools" => json_result(list_tools(&snapshot, &args)),
+        "list_core_tools" => {
+            json_result(super::core::list_core_tools(args.get("include_schema").and_then(Value::as_bool).unwrap_or(true)))
+        }
         "describe_tool" => describe_tool(&snapshot, &args),
         "filter_tools" => match args.get("pattern").and_then(Value::as_str) {
             Some(pattern) if pattern.chars().count() > MAX_PATTERN_CHARS => {
