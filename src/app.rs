@@ -56,7 +56,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let supervisor = SupervisorActor::new(config.supervision, config.calls, router.clone(), exchanger, sink, events.clone()).start();
+    let supervisor =
+        SupervisorActor::new(config.supervision, config.calls, router.clone(), exchanger, sink, events.clone()).start();
 
     // 3. Desired state, then every change, through one path (`DesiredState`).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -80,7 +80,8 @@ mod tests {
     fn secrets_never_print() {
         let secret = Secret::new("eyJhbGciOi.secret.value");
         assert_eq!(format!("{secret} {secret:?}"), "*** ***");
-        let identity = Identity { subject: "alice".into(), issuer: "i".into(), token: secret, expires_at: 0, groups: vec![] };
+        let identity =
+            Identity { subject: "alice".into(), issuer: "i".into(), token: secret, expires_at: 0, groups: vec![] };
         assert!(!format!("{identity:?}").contains("secret.value"));
     }
 

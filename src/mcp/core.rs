@@ -115,7 +115,8 @@ fn definitions() -> Vec<Definition> {
         destructive,
         admin: true,
     };
-    let flags = json!({"type": "object", "properties": {"showAll": {"type": "boolean"}, "verbose": {"type": "boolean"}}});
+    let flags =
+        json!({"type": "object", "properties": {"showAll": {"type": "boolean"}, "verbose": {"type": "boolean"}}});
     let events = json!({
         "type": "object",
         "properties": {
@@ -135,7 +136,11 @@ fn definitions() -> Vec<Definition> {
         write("core_mcpserver_create", "Create an MCP server (admin only).", server_args(true), false),
         write("core_mcpserver_update", "Change an MCP server (admin only).", server_args(false), true),
         write("core_mcpserver_delete", "Delete an MCP server (admin only).", name_only(), true),
-        read("core_service_list", "List the services (MCP servers) with state and health.", json!({"type": "object", "properties": {}})),
+        read(
+            "core_service_list",
+            "List the services (MCP servers) with state and health.",
+            json!({"type": "object", "properties": {}}),
+        ),
         read("core_service_status", "Show one service's state and health.", name_only()),
         write("core_service_start", "Start a service (admin only).", name_only(), false),
         write("core_service_stop", "Stop a service (admin only).", name_only(), true),
@@ -143,7 +148,11 @@ fn definitions() -> Vec<Definition> {
         read("core_events", "Recent lifecycle events of MCP servers and workflows.", events),
         Definition {
             admin: true,
-            ..read("core_config_get", "The effective configuration, secrets as *** (admin only).", json!({"type": "object", "properties": {}}))
+            ..read(
+                "core_config_get",
+                "The effective configuration, secrets as *** (admin only).",
+                json!({"type": "object", "properties": {}}),
+            )
         },
     ]
 }

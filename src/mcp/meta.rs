@@ -121,9 +121,9 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
     let snapshot = gateway.snapshot();
     match name {
         "list_tools" => json_result(list_tools(&snapshot, &args)),
-        "list_core_tools" => {
-            json_result(super::core::list_core_tools(args.get("include_schema").and_then(Value::as_bool).unwrap_or(true)))
-        }
+        "list_core_tools" => json_result(super::core::list_core_tools(
+            args.get("include_schema").and_then(Value::as_bool).unwrap_or(true),
+        )),
         "describe_tool" => describe_tool(&snapshot, &args),
         "filter_tools" => match args.get("pattern").and_then(Value::as_str) {
             Some(pattern) if pattern.chars().count() > MAX_PATTERN_CHARS => {

@@ -62,7 +62,8 @@ pub struct Filter {
 
 impl Filter {
     fn matches(&self, event: &Event) -> bool {
-        let same = |wanted: &Option<String>, value: &str| wanted.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(value));
+        let same =
+            |wanted: &Option<String>, value: &str| wanted.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(value));
         same(&self.resource_type, event.resource_type)
             && same(&self.resource_name, &event.resource_name)
             && same(&self.namespace, &event.namespace)

@@ -219,7 +219,10 @@ pub(super) async fn put(gateway: &GatewayServer, core: &Core, args: &JsonObject,
     let mut out = json!({"path": path.display().to_string(), "mcpServer": server});
     match snapshot.servers.get(&name) {
         Some(running) => out["status"] = info(&snapshot, running, true, true),
-        None => out["status"] = json!({"state": "Pending", "hint": "the change is written; the watcher has not applied it yet"}),
+        None => {
+            out["status"] =
+                json!({"state": "Pending", "hint": "the change is written; the watcher has not applied it yet"})
+        }
     }
     json_result(out)
 }
