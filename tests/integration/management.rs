@@ -151,9 +151,63 @@ async fn only_members_of_the_admin_groups_may_change_servers() {
     let read = call(&peers, &url, &alice, "core_mcpserver_list", json!({}));
     assert!(read["text"].as_str().is_some_and(|t| t.contains("mcpServers")), "{read}");
 
+    // The CLI without a stored sign-in: exit code 2.
+    let home = tempfile::tempdir().expect("tempdir");
+    assert_eq!(cli(&url, home.path(), &["list", "mcpservers"]).0, 2);
+
     // bob is in platform-admins.
     let bob = login(&peers, &central, "bob");
     let created = call(&peers, &url, &bob, "core_mcpserver_create", spec);
     assert!(created["text"].as_str().is_some_and(|t| t.contains("\"path\"")), "{created}");
     assert_eq!(server_files(&fleet), ["beta.yaml"]);
+}
+
+/// `muster <verb> … --endpoint URL`: (exit code, stdout, stderr).
+fn cli(url: &str, config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_muster"));
+    command.args(args).args(["--endpoint", url, "--config-path"]).arg(config);
+    crate::support::run(&mut command)
+}
+
+#[actix_web::test]
+async fn cli_verbs_manage_a_running_muster_with_musters_exit_codes() {
+    let upstream = MockUpstream::start("gamma", free_port()).await;
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let url = muster.mcp_url();
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let server_url = upstream.url();
+    let args = ["create", "mcpserver", "gamma", "--type", "streamable-http", "--url", &server_url, "--autoStart"];
+    let (code, out, err) = cli(&url, home, &args);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(fleet.server_path("gamma.yaml").exists());
+    let (code, out, err) = cli(&url, home, &["list", "mcpservers"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("NAME") && out.contains("gamma"), "{out}");
+    let (code, out, _) = cli(&url, home, &["get", "mcpserver", "gamma", "-o", "json"]);
+    assert_eq!(code, 0);
+    let got: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(got["name"], "gamma");
+    eventually(WAIT, "gamma available", async || {
+        (cli(&url, home, &["check", "mcpserver", "gamma"]).0 == 0).then_some(())
+    })
+    .await;
+    let (code, _, err) = cli(&url, home, &["stop", "service", "gamma"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(cli(&url, home, &["check", "mcpserver", "gamma"]).0, 1, "stopped: not available");
+    let (code, _, err) = cli(&url, home, &["start", "service", "gamma"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = cli(&url, home, &["events", "--resource-name", "gamma", "-o", "yaml"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("MCPServerCreated") && out.contains("MCPServerStopped"), "{out}");
+    // Errors: a tool error, an unknown type, and an unreachable muster all exit 1.
+    let (code, _, err) = cli(&url, home, &["get", "mcpserver", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no MCP server named"), "{err}");
+    assert_eq!(cli(&url, home, &["list", "gizmos"]).0, 1);
+    let closed = format!("http://127.0.0.1:{}/mcp", free_port());
+    assert_eq!(cli(&closed, home, &["list", "services"]).0, 1);
 }
