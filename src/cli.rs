@@ -342,11 +342,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stop { kind, name, client } => service_verb("stop", &kind, &name, &client).await,
         Command::Restart { kind, name, client } => service_verb("restart", &kind, &name, &client).await,
         Command::Check { kind, name, client } => {
-            match resources::Kind::parse(&kind)? {
-                resources::Kind::McpServer | resources::Kind::Service => {}
-                _ => anyhow::bail!("muster check supports mcpserver and service"),
+            let kind = resources::Kind::parse(&kind)?;
+            if !matches!(kind, resources::Kind::McpServer | resources::Kind::Service | resources::Kind::Workflow) {
+                anyhow::bail!("muster check supports mcpserver, service and workflow");
             }
-            resources::check(&client.endpoint, &client.config_path, &name).await
+            resources::check(&client.endpoint, &client.config_path, kind, &name).await
         }
         Command::Events { resource_type, resource_name, namespace, event_type, since, until, limit, client } => {
             let mut filters = serde_json::Map::new();

@@ -17,6 +17,7 @@ use super::output::{Format, render};
 pub(super) enum Kind {
     McpServer,
     Service,
+    Workflow,
     Tool,
     Resource,
     Prompt,
@@ -27,10 +28,11 @@ impl Kind {
         Ok(match text.to_ascii_lowercase().trim_end_matches('s') {
             "mcpserver" => Self::McpServer,
             "service" => Self::Service,
+            "workflow" | "wf" => Self::Workflow,
             "tool" => Self::Tool,
             "resource" => Self::Resource,
             "prompt" => Self::Prompt,
-            _ => bail!("unknown resource type {text:?}: use mcpserver, service, tool, resource or prompt"),
+            _ => bail!("unknown resource type {text:?}: use mcpserver, service, workflow, tool, resource or prompt"),
         })
     }
 }
@@ -64,6 +66,13 @@ pub(super) fn list(kind: Kind, all: bool, verbose: bool) -> Request {
             columns: SERVICE_COLUMNS,
             wide: &["lastError"],
         },
+        Kind::Workflow => Request {
+            tool: "core_workflow_list",
+            arguments: json!({}),
+            rows: Some("workflows"),
+            columns: &["name", "valid", "available", "stepCount"],
+            wide: &["description", "missing_tools"],
+        },
         Kind::Tool => Request {
             tool: "list_tools",
             arguments: json!({"limit": 500}),
@@ -92,6 +101,7 @@ pub(super) fn get(kind: Kind, name: &str) -> Request {
     let (tool, key) = match kind {
         Kind::McpServer => ("core_mcpserver_get", "name"),
         Kind::Service => ("core_service_status", "name"),
+        Kind::Workflow => ("core_workflow_get", "name"),
         Kind::Tool => ("describe_tool", "name"),
         Kind::Resource => ("get_resource", "uri"),
         Kind::Prompt => ("get_prompt", "name"),
@@ -152,9 +162,10 @@ pub(super) async fn run(endpoint: &str, config_dir: &Path, request: Request, for
     Ok(0)
 }
 
-/// `muster check mcpserver <name>`: 0 when the server has a session, 1 otherwise.
+/// `muster check mcpserver|workflow <name>`: 0 when the server has a session (the workflow can
+/// run), 1 otherwise.
 #[allow(clippy::print_stdout, clippy::print_stderr, reason = "the CLI's output")]
-pub(super) async fn check(endpoint: &str, config_dir: &Path, name: &str) -> anyhow::Result<i32> {
+pub(super) async fn check(endpoint: &str, config_dir: &Path, kind: Kind, name: &str) -> anyhow::Result<i32> {
     let service = match connect(endpoint, config_dir).await {
         Ok(service) => service,
         Err(e) => {
@@ -162,16 +173,18 @@ pub(super) async fn check(endpoint: &str, config_dir: &Path, name: &str) -> anyh
             return Ok(exit_code(&e));
         }
     };
-    let result = call(&service, "core_service_status", json!({"name": name})).await;
+    let tool = if kind == Kind::Workflow { "core_workflow_available" } else { "core_service_status" };
+    let result = call(&service, tool, json!({"name": name})).await;
     let _ = service.cancel().await;
     let result = result?;
     let body = result.structured_content.clone().unwrap_or_default();
-    if result.is_error == Some(true) || body["health"] != "healthy" {
+    let ok = if kind == Kind::Workflow { body["available"] == true } else { body["health"] == "healthy" };
+    if result.is_error == Some(true) || !ok {
         let text: String = result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect();
         eprintln!("{name} is not available: {text}");
         return Ok(1);
     }
-    println!("{name} is available ({})", body["state"].as_str().unwrap_or_default());
+    println!("{name} is available");
     Ok(0)
 }
 

@@ -9,6 +9,7 @@
 //! stay one code path.
 
 mod mcpserver;
+mod workflow;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,6 +99,22 @@ fn server_args(type_required: bool) -> Value {
     })
 }
 
+/// A Workflow's spec fields plus `name`.
+fn workflow_args() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "args": {"type": "object"},
+            "steps": {"type": "array", "items": {"type": "object"}},
+            "onFailure": {"type": "array", "items": {"type": "object"}},
+            "output": {"type": "object"},
+        },
+        "required": ["name", "steps"],
+    })
+}
+
 fn definitions() -> Vec<Definition> {
     let read = |name, description, schema| Definition {
         name,
@@ -145,6 +162,17 @@ fn definitions() -> Vec<Definition> {
         write("core_service_start", "Start a service (admin only).", name_only(), false),
         write("core_service_stop", "Stop a service (admin only).", name_only(), true),
         write("core_service_restart", "Restart a service (admin only).", name_only(), true),
+        read(
+            "core_workflow_list",
+            "List the workflows with validity and availability.",
+            json!({"type": "object", "properties": {"include_system": {"type": "boolean", "default": true}}}),
+        ),
+        read("core_workflow_get", "Show one workflow's spec and status.", name_only()),
+        read("core_workflow_validate", "Check a workflow definition without saving it.", workflow_args()),
+        read("core_workflow_available", "Whether a workflow can run now, and which tools it misses.", name_only()),
+        write("core_workflow_create", "Create a workflow (admin only).", workflow_args(), false),
+        write("core_workflow_update", "Change a workflow (admin only).", workflow_args(), true),
+        write("core_workflow_delete", "Delete a workflow (admin only).", name_only(), true),
         read("core_events", "Recent lifecycle events of MCP servers and workflows.", events),
         Definition {
             admin: true,
@@ -236,6 +264,13 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
         "core_service_start" => service(ServiceAction::Start).await,
         "core_service_stop" => service(ServiceAction::Stop).await,
         "core_service_restart" => service(ServiceAction::Restart).await,
+        "core_workflow_list" => workflow::list(gateway, core),
+        "core_workflow_get" => workflow::get(gateway, core, &args),
+        "core_workflow_validate" => workflow::validate(&args),
+        "core_workflow_available" => workflow::available(gateway, core, &args),
+        "core_workflow_create" => workflow::put(core, &args, true),
+        "core_workflow_update" => workflow::put(core, &args, false),
+        "core_workflow_delete" => workflow::delete(core, &args),
         "core_events" => events(core, &args),
         "core_config_get" => json_result(core.config.clone()),
         _ => error(format!("unknown core tool {name}")),

@@ -211,3 +211,55 @@ async fn cli_verbs_manage_a_running_muster_with_musters_exit_codes() {
     let closed = format!("http://127.0.0.1:{}/mcp", free_port());
     assert_eq!(cli(&closed, home, &["list", "services"]).0, 1);
 }
+
+#[actix_web::test]
+async fn workflows_are_created_checked_for_availability_and_deleted() {
+    let upstream = MockUpstream::start("delta", free_port()).await;
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    let steps = json!([{"id": "say", "tool": "x_delta_echo", "args": {"text": "{{ .input.text }}"}}]);
+    let spec =
+        json!({"name": "greet", "description": "Says hello", "args": {"text": {"type": "string"}}, "steps": steps});
+
+    // Bad input: every problem, nothing written.
+    let bad = client
+        .call(
+            "core_workflow_create",
+            json!({"name": "bad", "steps": [{"id": "a", "tool": "t", "forEach": {"items": "x", "steps": []}}]}),
+        )
+        .await;
+    assert_eq!(bad.is_error, Some(true), "{}", text(&bad));
+    assert!(text(&bad).contains("spec.steps[a]"), "{}", text(&bad));
+    assert!(!fleet.dir.path().join("workflows/bad.yaml").exists());
+
+    let created = client.call("core_workflow_create", spec).await;
+    assert_ne!(created.is_error, Some(true), "{}", text(&created));
+    let on_disk = std::fs::read_to_string(fleet.dir.path().join("workflows/greet.yaml")).expect("written");
+    assert!(on_disk.contains("kind: Workflow") && on_disk.contains("x_delta_echo"), "{on_disk}");
+    // Its tool is not served yet: listed, unavailable, with the missing tool named.
+    let available = body(&client.call("core_workflow_available", json!({"name": "greet"})).await);
+    assert_eq!(available["available"], false, "{available}");
+    assert_eq!(available["missing_tools"], json!(["x_delta_echo"]));
+
+    let server = json!({"name": "delta", "type": "streamable-http", "url": upstream.url(), "autoStart": true});
+    let made = client.call("core_mcpserver_create", server).await;
+    assert_ne!(made.is_error, Some(true), "{}", text(&made));
+    eventually(WAIT, "greet available", async || {
+        let listed = body(&client.call("core_workflow_list", json!({})).await);
+        (listed["workflows"][0]["available"] == true).then_some(())
+    })
+    .await;
+    let home = tempfile::tempdir().expect("tempdir");
+    assert_eq!(cli(&muster.mcp_url(), home.path(), &["check", "workflow", "greet"]).0, 0);
+
+    let deleted = client.call("core_workflow_delete", json!({"name": "greet"})).await;
+    assert_ne!(deleted.is_error, Some(true), "{}", text(&deleted));
+    assert!(!fleet.dir.path().join("workflows/greet.yaml").exists());
+    let events = body(&client.call("core_events", json!({"resourceType": "Workflow"})).await);
+    let reasons = events["events"].to_string();
+    assert!(reasons.contains("WorkflowValidationFailed") && reasons.contains("WorkflowCreated"), "{reasons}");
+    assert!(reasons.contains("WorkflowDeleted"), "{reasons}");
+}

@@ -247,8 +247,8 @@ pub(super) async fn delete(gateway: &GatewayServer, core: &Core, args: &JsonObje
 
 /// Writes the resource as YAML beside its final name, then renames it into place, so the watcher
 /// never reads half a file (it reads only `*.yaml`/`*.yml`).
-fn write_atomically(path: &Path, server: &McpServer) -> std::io::Result<()> {
-    let yaml = serde_saphyr::to_string(server).map_err(|e| std::io::Error::other(e.to_string()))?;
+pub(super) fn write_atomically(path: &Path, resource: &impl serde::Serialize) -> std::io::Result<()> {
+    let yaml = serde_saphyr::to_string(resource).map_err(|e| std::io::Error::other(e.to_string()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
