@@ -244,8 +244,9 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
     let target = string(&args, "name");
     let service = |action| async move {
         let Some(target) = target else { return error(format!("{name} needs a \"name\" argument")) };
+        let before = gateway.snapshot().servers.get(&target).map(|s| s.handle.instance);
         match core.services.control(&target, action).await {
-            Ok(()) => mcpserver::service_status(gateway, &target, true).await,
+            Ok(()) => mcpserver::service_status(gateway, &target, Some(before)).await,
             Err(e) => error(e),
         }
     };
@@ -258,7 +259,7 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
         "core_mcpserver_delete" => mcpserver::delete(gateway, core, &args).await,
         "core_service_list" => mcpserver::services(gateway, core),
         "core_service_status" => match string(&args, "name") {
-            Some(target) => mcpserver::service_status(gateway, &target, false).await,
+            Some(target) => mcpserver::service_status(gateway, &target, None).await,
             None => error(format!("{name} needs a \"name\" argument")),
         },
         "core_service_start" => service(ServiceAction::Start).await,

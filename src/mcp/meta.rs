@@ -251,7 +251,8 @@ fn describe_tool(snapshot: &CatalogSnapshot, args: &JsonObject) -> CallToolResul
     let Some(name) = args.get("name").and_then(Value::as_str) else {
         return invalid("describe_tool needs a \"name\" argument".to_owned());
     };
-    match snapshot.catalog.tools.iter().find(|t| t.name == name) {
+    let core = super::core::tools(true);
+    match snapshot.catalog.tools.iter().chain(&core).find(|t| t.name == name) {
         Some(tool) => json_result(json!({
             "name": tool.name,
             "description": tool.description,
@@ -310,7 +311,9 @@ fn filter_tools(snapshot: &CatalogSnapshot, args: &JsonObject) -> Value {
     let limit = usize_arg(args, "limit", FILTER_TOOLS_DEFAULT_LIMIT).max(1);
     let offset = usize_arg(args, "offset", 0);
 
-    let tools = &snapshot.catalog.tools;
+    // muster's own core_* tools are found too (the mutating ones say "admin only").
+    let with_core: Vec<Tool> = snapshot.catalog.tools.iter().cloned().chain(super::core::tools(true)).collect();
+    let tools = &with_core;
     let documents: Vec<String> = tools.iter().map(|t| format!("{} {}", t.name, summary(snapshot, t))).collect();
     let scores = query.map(|q| super::search::bm25(q, &documents));
     let mut matches: Vec<(usize, f64)> = tools

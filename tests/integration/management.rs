@@ -38,6 +38,8 @@ async fn an_admin_creates_restarts_and_deletes_a_server_through_core_tools() {
     assert!(client.tool_names().await.contains(&"list_core_tools".to_owned()), "meta exposure lists list_core_tools");
     let core = client.call("list_core_tools", json!({})).await;
     assert!(text(&core).contains("core_mcpserver_create"), "{}", text(&core));
+    let found = client.call("filter_tools", json!({"pattern": "core_service_*", "limit": 10})).await;
+    assert!(text(&found).contains("core_service_restart"), "{}", text(&found));
 
     let created = client
         .call(

@@ -291,12 +291,19 @@ fn service_info(snapshot: &CatalogSnapshot, server: &Server) -> Value {
     })
 }
 
-/// One service's status; after a start/stop/restart (`changed`), once the router shows the change.
-pub(super) async fn service_status(gateway: &GatewayServer, name: &str, changed: bool) -> CallToolResult {
-    let before = gateway.snapshot().servers.get(name).map(|s| s.handle.instance);
-    let snapshot = if changed {
+/// One service's status; after a start/stop/restart (`changed`, with the backend instance from
+/// before it), once the router shows the change: a new backend that has settled, or none.
+pub(super) async fn service_status(
+    gateway: &GatewayServer,
+    name: &str,
+    changed: Option<Option<u64>>,
+) -> CallToolResult {
+    let snapshot = if let Some(before) = changed {
         settle(gateway, |s| match s.servers.get(name) {
-            Some(server) => Some(server.handle.instance) != before || server.handle.status().session.is_some(),
+            Some(server) => {
+                let replaced = Some(server.handle.instance) != before;
+                (replaced && server.settled) || (!replaced && server.handle.status().session.is_some())
+            }
             None => true,
         })
         .await
@@ -305,7 +312,7 @@ pub(super) async fn service_status(gateway: &GatewayServer, name: &str, changed:
     };
     match snapshot.servers.get(name) {
         Some(server) => json_result(service_info(&snapshot, server)),
-        None if changed => json_result(json!({"name": name, "serviceType": "MCPServer", "state": "Stopped"})),
+        None if changed.is_some() => json_result(json!({"name": name, "serviceType": "MCPServer", "state": "Stopped"})),
         None => error(unknown(&snapshot, name)),
     }
 }
