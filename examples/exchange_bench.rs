@@ -71,6 +71,7 @@ async fn main() {
             issuer: "central".into(),
             token: Secret::new(format!("central-token-{u}")),
             expires_at: u64::MAX,
+            groups: Vec::new(),
         })
         .collect();
 

@@ -13,9 +13,10 @@ use crate::config::Config;
 use crate::crd::files;
 use crate::crd::sink::Sink;
 use crate::frontend;
+use crate::mcp::core::Core;
 use crate::mcp::sessions::{self, Sessions};
 use crate::routing::RouterHandle;
-use crate::supervisor::{CloseBackends, DesiredState, Stopping, SupervisorActor};
+use crate::supervisor::{CloseBackends, DesiredState, ServiceHandle, Stopping, SupervisorActor};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // 0. Metrics first, so every component records from the start.
@@ -40,7 +41,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => (Sink::Files, SecretStore::new(&config.dir)),
     };
 
-    // 2. The router owns the catalog; the supervisor owns the backends.
+    // 2. The router owns the catalog; the supervisor owns the backends (and records their events).
+    let events = crate::supervisor::events::EventLog::default();
     let router = RouterHandle::start(config.muster_prefix.clone());
     let (inbound, exchanger) = match &config.oauth {
         Some(oauth) => {
@@ -54,7 +56,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let supervisor = SupervisorActor::new(config.supervision, config.calls, router.clone(), exchanger, sink).start();
+    let supervisor =
+        SupervisorActor::new(config.supervision, config.calls, router.clone(), exchanger, sink, events.clone()).start();
 
     // 3. Desired state, then every change, through one path (`DesiredState`).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -117,9 +120,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();
-    let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone());
+    let core = Arc::new(Core::new(&config, ServiceHandle::new(&supervisor), events));
+    let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone(), core.clone());
     let served = tokio::select! {
-        served = frontend::serve(&config, mcp, router, sessions, inbound, metrics) => served.context("serving HTTP"),
+        served = frontend::serve(&config, mcp, router, sessions, inbound, metrics, core) => served.context("serving HTTP"),
         Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),
     };
     cancel.cancel();

@@ -177,6 +177,11 @@ impl BackendHandle {
         }
     }
 
+    /// The MCPServer definition this backend runs.
+    pub fn definition(&self) -> &Arc<McpServer> {
+        &self.definition
+    }
+
     pub fn status(&self) -> BackendStatus {
         self.status.borrow().clone()
     }

@@ -43,7 +43,13 @@ pub struct Caller {
     pub progress_token: Option<rmcp::model::ProgressToken>,
     /// Who the agent is, when inbound authentication is on.
     pub identity: Option<Arc<Identity>>,
+    /// The request came over a loopback connection (who may manage muster with sign-in off).
+    pub loopback: bool,
 }
+
+/// Put into a request's extensions by `frontend` when its connection is a loopback one.
+#[derive(Debug, Clone, Copy)]
+pub struct Loopback;
 
 impl Caller {
     /// A request rmcp serves (2026-07-28, or muster's own tools on any revision).
@@ -54,6 +60,10 @@ impl Caller {
             ct: context.ct.clone(),
             progress_token: context.meta.get_progress_token(),
             identity: identity_of(&context.extensions),
+            loopback: context
+                .extensions
+                .get::<http::request::Parts>()
+                .is_some_and(|parts| parts.extensions.get::<Loopback>().is_some()),
         }
     }
 }

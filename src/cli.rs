@@ -7,6 +7,8 @@ mod auth;
 mod check;
 mod client;
 mod login;
+mod output;
+mod resources;
 mod tokens;
 
 use std::path::PathBuf;
@@ -58,10 +60,89 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List what muster offers.
+    /// List mcpservers, services, tools, resources or prompts.
     List {
-        #[command(subcommand)]
-        what: ListWhat,
+        kind: String,
+        /// Also invalid definitions (mcpserver).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        verbose: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one mcpserver, service, tool, resource (by URI) or prompt.
+    Get {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create an MCP server (admin only).
+    Create {
+        kind: String,
+        name: String,
+        #[arg(long = "type")]
+        server_type: Option<String>,
+        #[arg(long)]
+        command: Option<String>,
+        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        args: Vec<String>,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        timeout: Option<u32>,
+        #[arg(long = "autoStart", alias = "auto-start")]
+        auto_start: bool,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start a service (admin only).
+    Start {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop a service (admin only).
+    Stop {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Restart a service (admin only).
+    Restart {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Exit 0 when the MCP server is available, 1 when not.
+    Check {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Recent lifecycle events.
+    Events {
+        #[arg(long)]
+        resource_type: Option<String>,
+        #[arg(long)]
+        resource_name: Option<String>,
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -111,11 +192,6 @@ enum AuthCommand {
     Logout,
 }
 
-#[derive(Debug, Subcommand)]
-enum ListWhat {
-    Tools,
-}
-
 /// How the CLI signs in (`auth login`, and the agent bridge when muster requires it).
 #[derive(Debug, Args)]
 struct SignInArgs {
@@ -145,6 +221,9 @@ struct ClientArgs {
     /// Where tokens are stored (under tokens/).
     #[arg(long, env = "MUSTER_CONFIG_PATH", default_value_os_t = default_config_path(), global = true)]
     config_path: PathBuf,
+    /// Output of the resource verbs.
+    #[arg(short = 'o', long, value_enum, default_value_t = output::Format::Table, global = true)]
+    output: output::Format,
 }
 
 /// The kinds `print-crd` knows.
@@ -227,8 +306,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             agent::run(options).await
         }
         Command::Standalone { config_path, debug, sign_in } => standalone(config_path, debug, &sign_in).await,
-        Command::List { what: ListWhat::Tools, client } => {
-            client::list_tools(&client.endpoint, &client.config_path).await
+        Command::List { kind, all, verbose, client } => {
+            let kind = resources::Kind::parse(&kind)?;
+            if kind == resources::Kind::Tool && client.output == output::Format::Table {
+                return client::list_tools(&client.endpoint, &client.config_path).await;
+            }
+            resources::run(&client.endpoint, &client.config_path, resources::list(kind, all, verbose), client.output)
+                .await
+        }
+        Command::Get { kind, name, client } => {
+            let request = resources::get(resources::Kind::parse(&kind)?, &name);
+            resources::run(&client.endpoint, &client.config_path, request, client.output).await
+        }
+        Command::Create { kind, name, server_type, command, args, url, timeout, auto_start, description, client } => {
+            if resources::Kind::parse(&kind)? != resources::Kind::McpServer {
+                anyhow::bail!("muster create supports mcpserver only");
+            }
+            let mut flags = serde_json::Map::new();
+            let mut set = |key: &str, value: Option<serde_json::Value>| {
+                if let Some(value) = value {
+                    flags.insert(key.to_owned(), value);
+                }
+            };
+            set("type", server_type.map(Into::into));
+            set("command", command.map(Into::into));
+            set("args", (!args.is_empty()).then(|| args.into()));
+            set("url", url.map(Into::into));
+            set("timeout", timeout.map(Into::into));
+            set("autoStart", Some(auto_start.into()));
+            set("description", description.map(Into::into));
+            let request = resources::create_mcpserver(&name, flags);
+            resources::run(&client.endpoint, &client.config_path, request, client.output).await
+        }
+        Command::Start { kind, name, client } => service_verb("start", &kind, &name, &client).await,
+        Command::Stop { kind, name, client } => service_verb("stop", &kind, &name, &client).await,
+        Command::Restart { kind, name, client } => service_verb("restart", &kind, &name, &client).await,
+        Command::Check { kind, name, client } => {
+            let kind = resources::Kind::parse(&kind)?;
+            if !matches!(kind, resources::Kind::McpServer | resources::Kind::Service | resources::Kind::Workflow) {
+                anyhow::bail!("muster check supports mcpserver, service and workflow");
+            }
+            resources::check(&client.endpoint, &client.config_path, kind, &name).await
+        }
+        Command::Events { resource_type, resource_name, namespace, event_type, since, until, limit, client } => {
+            let mut filters = serde_json::Map::new();
+            for (key, value) in [
+                ("resourceType", resource_type),
+                ("resourceName", resource_name),
+                ("namespace", namespace),
+                ("eventType", event_type),
+                ("since", since),
+                ("until", until),
+            ] {
+                if let Some(value) = value {
+                    filters.insert(key.to_owned(), value.into());
+                }
+            }
+            filters.insert("limit".to_owned(), limit.into());
+            resources::run(&client.endpoint, &client.config_path, resources::events(filters), client.output).await
         }
         Command::Call { tool, args, client } => {
             client::call_tool(&client.endpoint, &client.config_path, &tool, &args).await
@@ -240,6 +375,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 /// any agent does, so sign-in, sessions and notifications work as they do between two processes.
 /// The server logs nothing unless `--debug` (stdout carries the bridge's JSON-RPC only). When the
 /// agent closes stdin, the process ends.
+/// `muster start|stop|restart service <name>`.
+async fn service_verb(verb: &'static str, kind: &str, name: &str, client: &ClientArgs) -> anyhow::Result<i32> {
+    if !matches!(resources::Kind::parse(kind)?, resources::Kind::Service | resources::Kind::McpServer) {
+        anyhow::bail!("muster {verb} supports service (an MCP server) only");
+    }
+    resources::run(&client.endpoint, &client.config_path, resources::service(verb, name), client.output).await
+}
+
 async fn standalone(config_path: PathBuf, debug: bool, sign_in: &SignInArgs) -> anyhow::Result<i32> {
     let _telemetry = debug.then(|| crate::telemetry::init(true));
     let config = Config::load(&config_path).context("loading config.yaml")?;

@@ -52,6 +52,9 @@ pub struct Config {
     /// Kubernetes mode: MCPServer resources in these namespaces are the desired state (instead of
     /// `DIR/mcpservers`). `None` is filesystem mode.
     pub kubernetes: Option<Kubernetes>,
+    /// `aggregator.admin.groups`: group claims that may change muster through its `core_*` tools.
+    /// Empty: no one with sign-in on; loopback callers with sign-in off.
+    pub admin_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +166,8 @@ struct AggregatorFile {
     oauth: OAuthFile,
     #[serde(default)]
     upstreams: UpstreamsFile,
-    /// Muster's read-only admin UI: accepted for compatibility, not served.
+    /// `groups` (ours): who may use the mutating `core_*` tools. Muster's read-only admin UI
+    /// keys beside it are accepted for compatibility, not served.
     #[serde(default)]
     admin: Option<serde_json::Value>,
 }
@@ -294,7 +298,7 @@ impl Config {
             ));
         }
         let oauth = parse_oauth(dir, &a.oauth, &mut problems);
-        let _ = a.admin;
+        let admin_groups = parse_admin_groups(a.admin.as_ref(), &mut problems);
         let allowed_hosts = a.allowed_hosts.unwrap_or_else(|| default_allowed_hosts(&host));
         let allowed_origins = a
             .allowed_origins
@@ -323,7 +327,20 @@ impl Config {
                     .unwrap_or(crate::egress::Policy::UPSTREAM_DEFAULT.allow_private_networks),
             },
             kubernetes,
+            admin_groups,
         })
+    }
+}
+
+/// `aggregator.admin.groups`: a list of group names.
+fn parse_admin_groups(admin: Option<&serde_json::Value>, problems: &mut Vec<String>) -> Vec<String> {
+    let Some(groups) = admin.and_then(|a| a.get("groups")) else { return Vec::new() };
+    match serde_json::from_value::<Vec<String>>(groups.clone()) {
+        Ok(groups) if groups.iter().all(|g| !g.trim().is_empty()) => groups,
+        _ => {
+            problems.push("aggregator.admin.groups: must be a list of non-empty group names".to_owned());
+            Vec::new()
+        }
     }
 }
 
@@ -394,6 +411,16 @@ mod tests {
         assert_eq!(config.muster_prefix, "");
         assert_eq!(config.tool_exposure, ToolExposure::Direct);
         assert_eq!(config.supervision.initial_backoff, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn reads_the_admin_groups_beside_musters_admin_ui_keys() {
+        let yaml = "aggregator:\n  admin: {enabled: false, port: 9999, groups: [platform-admins, sre]}\n";
+        let config = Config::parse(Path::new("/x"), yaml).expect("valid");
+        assert_eq!(config.admin_groups, ["platform-admins", "sre"]);
+        assert!(Config::parse(Path::new("/x"), "").expect("valid").admin_groups.is_empty());
+        let err = Config::parse(Path::new("/x"), "aggregator:\n  admin: {groups: admins}\n").expect_err("not a list");
+        assert!(err.to_string().contains("aggregator.admin.groups"), "{err}");
     }
 
     #[test]

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::InboundAuth;
 use crate::config::Config;
 use crate::mcp::GatewayServer;
+use crate::mcp::core::Core;
 use crate::mcp::sessions::Sessions;
 use crate::routing::RouterHandle;
 
@@ -74,10 +75,13 @@ pub fn mcp_service(
     router: RouterHandle,
     sessions: Arc<Sessions>,
     cancel: CancellationToken,
+    core: Arc<Core>,
 ) -> McpService {
     let exposure = config.tool_exposure;
     let sign_in = config.oauth.is_some();
-    let factory = move || Ok(GatewayServer::new(sessions.next_agent_id(), router.clone(), exposure, sign_in));
+    let factory = move || {
+        Ok(GatewayServer::new(sessions.next_agent_id(), router.clone(), exposure, sign_in).with_core(core.clone()))
+    };
     // `guard` has checked Host and Origin before any request gets here, with the same lists.
     let server_config = StreamableHttpServerConfig::default()
         .with_cancellation_token(cancel)
@@ -115,8 +119,9 @@ pub async fn serve(
     sessions: Arc<Sessions>,
     auth: Option<Arc<InboundAuth>>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    core: Arc<Core>,
 ) -> std::io::Result<()> {
-    let gateway = GatewayServer::new(0, router.clone(), config.tool_exposure, config.oauth.is_some());
+    let gateway = GatewayServer::new(0, router.clone(), config.tool_exposure, config.oauth.is_some()).with_core(core);
     let state = FrontendState {
         endpoint: Arc::new(streamable::SessionRoutes { gateway, sessions }),
         mcp: Arc::new(mcp),
@@ -310,6 +315,9 @@ async fn mcp(req: HttpRequest, payload: web::Payload, state: web::Data<FrontendS
     let mut extensions = http::Extensions::new();
     if let Some(identity) = identity {
         extensions.insert(identity);
+    }
+    if req.peer_addr().is_some_and(|addr| addr.ip().to_canonical().is_loopback()) {
+        extensions.insert(crate::caller::Loopback);
     }
     bridge_with(&state.mcp, &req, body, extensions).await
 }

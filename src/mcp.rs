@@ -12,6 +12,7 @@
 #![allow(deprecated, reason = "logging/setLevel is deprecated by SEP-2577 but 2025-era agents send it")]
 
 pub mod auth_status;
+pub mod core;
 pub mod error;
 pub mod meta;
 pub mod search;
@@ -49,11 +50,20 @@ pub struct GatewayServer {
     exposure: ToolExposure,
     /// Inbound sign-in is on: `auth://status` shows each user's sign-in state, not only each server's.
     sign_in: bool,
+    /// The `core_*` tools' state (mcp/core.rs).
+    core: Option<Arc<core::Core>>,
 }
 
 impl GatewayServer {
     pub fn new(agent_id: u64, router: RouterHandle, exposure: ToolExposure, sign_in: bool) -> Self {
-        Self { agent_id, router, exposure, sign_in }
+        Self { agent_id, router, exposure, sign_in, core: None }
+    }
+
+    /// With the `core_*` management tools.
+    #[must_use]
+    pub fn with_core(mut self, core: Arc<core::Core>) -> Self {
+        self.core = Some(core);
+        self
     }
 
     fn snapshot(&self) -> Arc<CatalogSnapshot> {
@@ -92,6 +102,9 @@ impl GatewayServer {
         arguments: Option<rmcp::model::JsonObject>,
         caller: &Caller,
     ) -> Result<UpstreamResult, routing::Error> {
+        if core::is_core_tool(name) {
+            return Ok(core::call(self, name, arguments.unwrap_or_default(), caller).await.into());
+        }
         let started = std::time::Instant::now();
         let snapshot = self.snapshot();
         let resolved = resolve_tool(&snapshot.catalog, name, arguments)?;
@@ -339,9 +352,14 @@ impl GatewayServer {
 
     async fn tools(&self, caller: &Caller) -> ListToolsResult {
         self.discover_for(caller.identity.as_ref()).await;
-        let tools = match self.exposure {
-            ToolExposure::Direct => self.snapshot().catalog.tools.clone(),
-            ToolExposure::Meta => meta::tools(),
+        let tools = match (self.exposure, &self.core) {
+            (ToolExposure::Direct, Some(core)) => {
+                let mut tools = self.snapshot().catalog.tools.clone();
+                tools.extend(core::tools(core.is_admin(caller)));
+                tools
+            }
+            (ToolExposure::Direct, None) => self.snapshot().catalog.tools.clone(),
+            (ToolExposure::Meta, _) => meta::tools(),
         };
         ListToolsResult::with_all_items(tools)
     }

@@ -23,7 +23,9 @@
 //! claims the servers went away (in Kubernetes mode such Events would be false for every pod
 //! restart). `CloseBackends` then closes each upstream session and waits for it.
 
+pub mod events;
 mod plan;
+mod service;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,7 +44,9 @@ use crate::crd::sink::Sink;
 use crate::crd::status::{Condition, Reason, State, Status};
 use crate::crd::workflow::WorkflowStatus;
 use crate::routing::{InitialSetKnown, RouterHandle, ServerAdded, ServerRemoved};
+use events::{Event, EventLog};
 use plan::{Action, Running};
+pub use service::{ServiceAction, ServiceControl, ServiceHandle};
 
 /// The desired set: the folder's content, or the MCPServer resources in the watched namespaces.
 #[derive(Message)]
@@ -81,6 +85,11 @@ pub struct SupervisorActor {
     next_epoch: u64,
     /// Muster is stopping: the desired state no longer changes anything, and nothing is written.
     stopping: bool,
+    /// Every event published, for `core_events`.
+    events: EventLog,
+    /// Servers stopped by `core_service_stop`: kept out of the desired state until started again
+    /// or their definition changes.
+    stopped: BTreeMap<String, (Arc<McpServer>, Source)>,
 }
 
 /// `app.rs` -> supervisor: muster was told to stop (SIGTERM, Ctrl-C). The servers keep running
@@ -105,8 +114,11 @@ impl SupervisorActor {
         router: RouterHandle,
         exchanger: Option<Arc<Exchanger>>,
         sink: Sink,
+        events: EventLog,
     ) -> Self {
         Self {
+            events,
+            stopped: BTreeMap::new(),
             policy,
             calls,
             exchanger,
@@ -169,7 +181,7 @@ impl SupervisorActor {
         );
         if auto_start {
             tracing::info!(server = name, "starting backend");
-            self.sink.event(&source, Reason::Starting, format!("starting {name}"), false);
+            self.publish(&source, &name, Reason::Starting, format!("starting {name}"), false);
             handle.tell(Connect);
         } else {
             self.write(&name);
@@ -177,7 +189,7 @@ impl SupervisorActor {
     }
 
     fn fail_unstarted(&self, source: &Source, error: String) {
-        self.sink.event(source, Reason::Failed, error.clone(), true);
+        self.publish(source, &name_of(source), Reason::Failed, error.clone(), true);
         self.sink.write(
             source,
             &Status {
@@ -198,8 +210,15 @@ impl SupervisorActor {
             managed.handle.tell(Shutdown);
             self.router.addr.do_send(ServerRemoved { name: name.to_owned(), instance: managed.handle.instance });
             let reason = if deleted { Reason::Deleted } else { Reason::Stopped };
-            self.sink.event(&managed.source, reason, format!("{name} stopped"), false);
+            self.publish(&managed.source, name, reason, format!("{name} stopped"), false);
         }
+    }
+
+    /// An event: through the `Sink` (log, Kubernetes Event) and into `core_events`' ring.
+    fn publish(&self, source: &Source, name: &str, reason: Reason, note: String, warning: bool) {
+        let event = Event::new("MCPServer", name, namespace_of(source), reason.as_str(), note.clone());
+        self.events.record(event.warning(warning));
+        self.sink.event(source, reason, note, warning);
     }
 
     fn write(&self, name: &str) {
@@ -222,6 +241,23 @@ impl SupervisorActor {
                 conditions: m.degraded_since.iter().map(degraded_condition).collect(),
             },
         );
+    }
+}
+
+/// The resource name an event is about when only its source is known: the Kubernetes name, or
+/// the file's stem.
+fn name_of(source: &Source) -> String {
+    match source {
+        Source::Kubernetes { name, .. } => name.clone(),
+        Source::File(path) => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+    }
+}
+
+/// The namespace an event is about (`default` in filesystem mode, as Muster's events have it).
+fn namespace_of(source: &Source) -> &str {
+    match source {
+        Source::Kubernetes { namespace, .. } => namespace,
+        Source::File(_) => "default",
     }
 }
 
@@ -267,6 +303,7 @@ impl Handler<DesiredState> for SupervisorActor {
             tracing::error!(source = %rejected.source, "{rejected}");
         }
         self.write_workflow_statuses(&std::mem::take(&mut snapshot.workflows), &snapshot.rejected_workflows);
+        self.keep_stopped(&mut snapshot);
         let actions = {
             let running = self
                 .servers
@@ -355,7 +392,7 @@ impl SupervisorActor {
         reason: Reason,
     ) {
         let name = definition.server.name();
-        self.sink.event(&definition.source, reason, format!("{name} {}", reason.verb()), false);
+        self.publish(&definition.source, name, reason, format!("{name} {}", reason.verb()), false);
         self.start_backend(ctx, definition.server, definition.source, auth);
     }
 }
@@ -389,7 +426,7 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                 managed.last_error = None;
                 managed.next_retry = None;
                 let reason = if recovered { Reason::RecoverySucceeded } else { Reason::Started };
-                self.sink.event(&source, reason, format!("{} is {}", msg.name, msg.state), false);
+                self.publish(&source, &msg.name, reason, format!("{} is {}", msg.name, msg.state), false);
             }
             State::Failed => {
                 let uptime = managed.connected_at.take().map(|t| t.elapsed());
@@ -408,8 +445,7 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                     "scheduling restart"
                 );
                 let note = format!("{}; retrying in {} ms", msg.error.unwrap_or_default(), delay.as_millis());
-                self.sink.event(&source, Reason::Failed, note, true);
-                let sink = self.sink.clone();
+                self.publish(&source, &msg.name, Reason::Failed, note, true);
                 ctx.run_later(delay, move |actor, _| {
                     if actor.stopping {
                         return;
@@ -420,13 +456,15 @@ impl Handler<BackendStateChanged> for SupervisorActor {
                     }
                     managed.restart_count += 1;
                     managed.next_retry = None;
-                    sink.event(&managed.source, Reason::RecoveryStarted, format!("restarting {name}"), false);
                     managed.handle.tell(Connect);
+                    let source = managed.source.clone();
+                    actor.publish(&source, &name, Reason::RecoveryStarted, format!("restarting {name}"), false);
                 });
             }
             State::AuthRequired if previous != State::AuthRequired => {
-                self.sink.event(
+                self.publish(
                     &source,
+                    &msg.name,
                     Reason::AuthRequired,
                     format!("{} serves signed-in users only", msg.name),
                     false,

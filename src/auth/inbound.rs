@@ -77,6 +77,8 @@ struct Claims {
     sub: String,
     iss: String,
     exp: u64,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +137,7 @@ impl Validator {
             issuer: data.claims.iss,
             token: Secret::new(token),
             expires_at: data.claims.exp,
+            groups: data.claims.groups,
         })
     }
 

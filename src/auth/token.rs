@@ -47,6 +47,8 @@ pub struct Identity {
     pub token: Secret,
     /// `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// The `groups` claim (empty without one): `aggregator.admin.groups` is checked against it.
+    pub groups: Vec<String>,
 }
 
 impl Identity {
@@ -78,7 +80,8 @@ mod tests {
     fn secrets_never_print() {
         let secret = Secret::new("eyJhbGciOi.secret.value");
         assert_eq!(format!("{secret} {secret:?}"), "*** ***");
-        let identity = Identity { subject: "alice".into(), issuer: "i".into(), token: secret, expires_at: 0 };
+        let identity =
+            Identity { subject: "alice".into(), issuer: "i".into(), token: secret, expires_at: 0, groups: vec![] };
         assert!(!format!("{identity:?}").contains("secret.value"));
     }
 

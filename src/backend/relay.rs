@@ -269,7 +269,7 @@ mod tests {
     fn caller(agent_id: u64) -> Caller {
         let ct = CancellationToken::new();
         let reply_path = ReplyPath::Session { session: Arc::new(Agent), reply: None, ct: ct.clone() };
-        Caller { agent_id, reply_path, ct, progress_token: None, identity: None }
+        Caller { agent_id, reply_path, ct, progress_token: None, identity: None, loopback: false }
     }
 
     /// Which of `callers` a server-to-client request would go to.

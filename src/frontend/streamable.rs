@@ -150,6 +150,7 @@ async fn post(
                 ct: ct.clone(),
                 progress_token,
                 identity,
+                loopback: req.peer_addr().is_some_and(|addr| addr.ip().to_canonical().is_loopback()),
             };
             let in_flight = session.begin(request.id.clone(), ct.clone());
             let gateway = endpoint.gateway.clone();

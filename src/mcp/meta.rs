@@ -21,6 +21,7 @@ const SUMMARY_CHARS: usize = 120;
 
 const META_TOOLS: &[&str] = &[
     "list_tools",
+    "list_core_tools",
     "describe_tool",
     "filter_tools",
     "call_tool",
@@ -51,6 +52,14 @@ pub fn tools() -> Vec<Tool> {
                     "offset": {"type": "integer", "minimum": 0, "default": 0},
                     "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": LIST_TOOLS_DEFAULT_LIMIT},
                 },
+            }),
+        ),
+        tool(
+            "list_core_tools",
+            "List muster's own core_* management tools (call them with call_tool; the mutating ones are admin only).",
+            json!({
+                "type": "object",
+                "properties": {"include_schema": {"type": "boolean", "default": true}},
             }),
         ),
         tool(
@@ -112,6 +121,9 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
     let snapshot = gateway.snapshot();
     match name {
         "list_tools" => json_result(list_tools(&snapshot, &args)),
+        "list_core_tools" => json_result(super::core::list_core_tools(
+            args.get("include_schema").and_then(Value::as_bool).unwrap_or(true),
+        )),
         "describe_tool" => describe_tool(&snapshot, &args),
         "filter_tools" => match args.get("pattern").and_then(Value::as_str) {
             Some(pattern) if pattern.chars().count() > MAX_PATTERN_CHARS => {
@@ -239,7 +251,8 @@ fn describe_tool(snapshot: &CatalogSnapshot, args: &JsonObject) -> CallToolResul
     let Some(name) = args.get("name").and_then(Value::as_str) else {
         return invalid("describe_tool needs a \"name\" argument".to_owned());
     };
-    match snapshot.catalog.tools.iter().find(|t| t.name == name) {
+    let core = super::core::tools(true);
+    match snapshot.catalog.tools.iter().chain(&core).find(|t| t.name == name) {
         Some(tool) => json_result(json!({
             "name": tool.name,
             "description": tool.description,
@@ -298,7 +311,9 @@ fn filter_tools(snapshot: &CatalogSnapshot, args: &JsonObject) -> Value {
     let limit = usize_arg(args, "limit", FILTER_TOOLS_DEFAULT_LIMIT).max(1);
     let offset = usize_arg(args, "offset", 0);
 
-    let tools = &snapshot.catalog.tools;
+    // muster's own core_* tools are found too (the mutating ones say "admin only").
+    let with_core: Vec<Tool> = snapshot.catalog.tools.iter().cloned().chain(super::core::tools(true)).collect();
+    let tools = &with_core;
     let documents: Vec<String> = tools.iter().map(|t| format!("{} {}", t.name, summary(snapshot, t))).collect();
     let scores = query.map(|q| super::search::bm25(q, &documents));
     let mut matches: Vec<(usize, f64)> = tools

@@ -76,6 +76,7 @@ async fn meta_exposure_lists_meta_tools_and_call_tool_returns_an_envelope() {
         names,
         [
             "list_tools",
+            "list_core_tools",
             "describe_tool",
             "filter_tools",
             "call_tool",

@@ -24,6 +24,7 @@ mod desired_state;
 mod faults;
 mod gateway;
 mod kubernetes;
+mod management;
 mod oauth_server;
 mod peers;
 mod readme;

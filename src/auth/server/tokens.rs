@@ -139,11 +139,16 @@ impl AuthorizationServer {
         let family = self.family(&access.family).await.map_err(unavailable)?.ok_or_else(gone)?;
         let family = if needs_refresh(&family) { self.refresh_idp(&access.family).await? } else { family };
         let tokens = self.open(&access.family, &family).map_err(|_| gone())?;
+        // The IdP's ID token came over TLS from the IdP itself: its groups claim is the user's.
+        let groups = crate::auth::token::unverified_claims(&tokens.id_token)
+            .and_then(|claims| serde_json::from_value(claims["groups"].clone()).ok())
+            .unwrap_or_default();
         Ok(Identity {
             subject: family.subject,
             issuer: family.issuer,
             token: Secret::new(tokens.id_token),
             expires_at: access.expires_at,
+            groups,
         })
     }
 
