@@ -16,6 +16,7 @@ pub mod error;
 pub mod meta;
 pub mod search;
 pub mod sessions;
+mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +95,9 @@ impl GatewayServer {
     ) -> Result<UpstreamResult, routing::Error> {
         let started = std::time::Instant::now();
         let snapshot = self.snapshot();
+        if let Some(route) = workflows::route(&snapshot.catalog, name) {
+            return Ok(Box::pin(workflows::call(self, route, arguments, caller)).await);
+        }
         let resolved = resolve_tool(&snapshot.catalog, name, arguments)?;
         let span = tracing::Span::current();
         span.record("mcp.server", resolved.server.as_str());

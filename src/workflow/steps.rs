@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
 use super::{CallResult, Context, Dispatch, execution_id, is_output};
@@ -150,18 +151,17 @@ impl<'a> Run<'a> {
         }
         let snapshot = self.context.clone();
         let (name, dispatch) = (self.name.clone(), self.dispatch);
-        let runs = futures::stream::iter(subs.iter().map(|sub| {
+        let mut branches: Vec<BoxFuture<'_, (&WorkflowSubStep, Run<'_>, Stop)>> = Vec::new();
+        for sub in subs {
             let mut branch = Run::new(name.clone(), dispatch, 1, snapshot.input.clone());
             branch.context = snapshot.clone();
             branch.statuses = self.statuses.clone();
-            async move {
+            branches.push(Box::pin(async move {
                 let stop = branch.sub_step(sub, false).await;
                 (sub, branch, stop)
-            }
-        }))
-        .buffered(self.max_parallel)
-        .collect::<Vec<_>>()
-        .await;
+            }));
+        }
+        let runs = futures::stream::iter(branches).buffered(self.max_parallel).collect::<Vec<_>>().await;
         let mut first_stop = None;
         for (sub, branch, stop) in runs {
             if let Some(result) = branch.context.results.get(&sub.id) {
