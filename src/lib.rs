@@ -19,3 +19,4 @@ pub mod routing;
 pub mod supervisor;
 pub mod telemetry;
 pub mod template;
+pub mod workflow;

@@ -17,6 +17,7 @@ pub mod error;
 pub mod meta;
 pub mod search;
 pub mod sessions;
+mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +108,9 @@ impl GatewayServer {
         }
         let started = std::time::Instant::now();
         let snapshot = self.snapshot();
+        if let Some(route) = workflows::route(&snapshot.catalog, name) {
+            return Ok(Box::pin(workflows::call(self, route, arguments, caller)).await);
+        }
         let resolved = resolve_tool(&snapshot.catalog, name, arguments)?;
         let span = tracing::Span::current();
         span.record("mcp.server", resolved.server.as_str());

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod resolve;
+pub mod workflows;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -123,8 +124,14 @@ pub struct InitialSetKnown {
     pub auto_started: Vec<String>,
 }
 
+/// Supervisor -> router: the valid workflows of the desired state, each a tool.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkflowsChanged(pub Vec<crate::crd::workflow::Workflow>);
+
 pub struct RouterActor {
     muster_prefix: String,
+    workflows: Vec<Arc<crate::crd::workflow::Workflow>>,
     servers: BTreeMap<String, Server>,
     initial: Option<Vec<String>>,
     tx: watch::Sender<Arc<CatalogSnapshot>>,
@@ -140,7 +147,8 @@ pub struct RouterHandle {
 impl RouterHandle {
     pub fn start(muster_prefix: String) -> Self {
         let (tx, rx) = watch::channel(Arc::new(CatalogSnapshot::default()));
-        let addr = RouterActor { muster_prefix, servers: BTreeMap::new(), initial: None, tx }.start();
+        let addr =
+            RouterActor { muster_prefix, workflows: Vec::new(), servers: BTreeMap::new(), initial: None, tx }.start();
         Self { addr, snapshot: rx }
     }
 
@@ -157,7 +165,8 @@ impl RouterActor {
             .values()
             .map(|s| s.capabilities.clone().unwrap_or_else(|| s.handle.placeholder_capabilities()))
             .collect();
-        let catalog = catalog::build(&self.muster_prefix, &inputs);
+        let mut catalog = catalog::build(&self.muster_prefix, &inputs);
+        workflows::add(&mut catalog, &self.workflows);
         for conflict in &catalog.conflicts {
             tracing::warn!(conflict, "duplicate exposed name");
         }
@@ -194,6 +203,18 @@ impl Handler<ServerUpdated> for RouterActor {
             entry.capabilities = Some(capabilities);
         }
         self.publish();
+    }
+}
+
+impl Handler<WorkflowsChanged> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, WorkflowsChanged(workflows): WorkflowsChanged, _: &mut Self::Context) {
+        let workflows: Vec<_> = workflows.into_iter().map(Arc::new).collect();
+        if workflows != self.workflows {
+            self.workflows = workflows;
+            self.publish();
+        }
     }
 }
 

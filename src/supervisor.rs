@@ -302,7 +302,10 @@ impl Handler<DesiredState> for SupervisorActor {
         for rejected in &snapshot.rejected {
             tracing::error!(source = %rejected.source, "{rejected}");
         }
-        self.write_workflow_statuses(&std::mem::take(&mut snapshot.workflows), &snapshot.rejected_workflows);
+        let workflows = std::mem::take(&mut snapshot.workflows);
+        self.write_workflow_statuses(&workflows, &snapshot.rejected_workflows);
+        let valid = workflows.into_iter().filter(|w| w.status.valid).map(|w| w.workflow).collect();
+        self.router.addr.do_send(crate::routing::WorkflowsChanged(valid));
         self.keep_stopped(&mut snapshot);
         let actions = {
             let running = self

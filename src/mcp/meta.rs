@@ -197,16 +197,20 @@ pub fn summarize(description: &str, clusters: &[String]) -> String {
     out
 }
 
-fn labels(snapshot: &CatalogSnapshot, name: &str) -> BTreeMap<&'static str, String> {
+fn labels(snapshot: &CatalogSnapshot, name: &str) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     match snapshot.catalog.tool_routes.get(name) {
         Some(ToolRoute::Server { server, .. }) => {
-            labels.insert("server", server.clone());
+            labels.insert("server".into(), server.clone());
         }
         Some(ToolRoute::Family { family, .. }) => {
-            labels.insert("family", family.clone());
+            labels.insert("family".into(), family.clone());
         }
         None => {}
+    }
+    // A workflow's tool carries its resource's labels.
+    if let Some(route) = snapshot.catalog.workflows.get(name) {
+        labels.extend(route.workflow.metadata.labels.clone());
     }
     labels
 }

@@ -36,6 +36,13 @@ pub struct RouteTarget {
     pub name: String,
 }
 
+/// A workflow the catalog routes to, and the referenced tools it lacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowRoute {
+    pub workflow: Arc<crate::crd::workflow::Workflow>,
+    pub missing_tools: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     /// Exposed tools, sorted by name.
@@ -55,6 +62,8 @@ pub struct Catalog {
     /// Every configured member of each family, listed or not (a member that has not listed its
     /// tools yet, e.g. waiting for a user's sign-in, is still a valid instance).
     pub family_members: BTreeMap<String, BTreeSet<String>>,
+    /// `workflow_<name>` -> the workflow it runs (routing/workflows.rs).
+    pub workflows: BTreeMap<String, WorkflowRoute>,
 }
 
 /// The exposed name of `tool` from a server with `prefix`: `{muster}_{prefix}_{tool}`.

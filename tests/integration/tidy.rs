@@ -11,6 +11,7 @@ const LAYERS: &[&str] = &[
     "app",
     "frontend",
     "mcp",
+    "workflow",
     "supervisor",
     "routing",
     "backend",

@@ -142,3 +142,142 @@ fn check_config_validates_workflows() {
     // check-config reads, and never writes a status.
     assert_eq!(status(&place), serde_json::Value::Null);
 }
+
+const FOR_EACH: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: Workflow
+metadata:
+  name: views
+  labels: {team: fleet}
+spec:
+  description: The kubeconfig view of each cluster
+  args:
+    clusters: {type: array, required: true}
+  steps:
+    - id: each
+      forEach:
+        items: \"{{ .input.clusters }}\"
+        as: cluster
+        steps:
+          - id: view
+            tool: x_kubernetes_configuration_view
+            args: {management_cluster: \"{{ .vars.cluster }}\"}
+  output:
+    first: \"{{ .results.view_0 }}\"
+    count: \"{{ len .input.clusters }}\"
+";
+
+const ONE_CLUSTER: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: Workflow
+metadata: {name: one-view}
+spec:
+  args:
+    management_cluster: {type: string, required: true, description: The cluster.}
+  steps:
+    - id: view
+      tool: x_kubernetes_configuration_view
+      args: {management_cluster: \"{{ .input.management_cluster }}\"}
+      output: true
+    - id: bad
+      tool: x_kubernetes_configuration_view
+      condition: {template: '{{ eq .input.management_cluster \"cluster-b\" }}'}
+      args: {management_cluster: \"{{ .context.non_existent_value }}\"}
+";
+
+const MISSING: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: Workflow
+metadata: {name: needs-more}
+spec:
+  description: Needs tools nobody serves
+  steps:
+    - {id: a, tool: x_nothing_here}
+    - {id: b, tool: x_kubernetes_configuration_view}
+";
+
+#[actix_web::test]
+async fn workflows_run_against_the_real_kubernetes_family() {
+    use crate::support::client::{Client, text};
+    use crate::support::{Peers, Process, family, http_server, wait_port};
+
+    let peers = Peers::load();
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let mut k8s = Vec::new();
+    for cluster in ["a", "b"] {
+        let p = free_port();
+        k8s.push(Process::spawn(&mut peers.kubernetes_mcp_server(p), "kubernetes-mcp-server"));
+        let name = format!("cluster-{cluster}-mcp-kubernetes");
+        let url = format!("http://127.0.0.1:{p}/mcp");
+        fleet.write_server(
+            &format!("{name}.yaml"),
+            &http_server(&name, &url, &family("kubernetes", "management_cluster")),
+        );
+        wait_port(p).await;
+    }
+    write_workflow(&fleet, "views.yaml", FOR_EACH);
+    write_workflow(&fleet, "one.yaml", ONE_CLUSTER);
+    write_workflow(&fleet, "missing.yaml", MISSING);
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let client = Client::connect(&muster.mcp_url()).await;
+
+    let tools = eventually(WAIT, "the workflow tools", async || {
+        let tools = client.service.peer().list_all_tools().await.ok()?;
+        (tools.iter().filter(|t| t.name.starts_with("workflow_")).count() == 3).then_some(tools)
+    })
+    .await;
+    let described = |name: &str| {
+        let tool = tools.iter().find(|t| t.name == name).expect(name);
+        (
+            tool.description.as_deref().unwrap_or_default().to_owned(),
+            serde_json::Value::Object((*tool.input_schema).clone()),
+        )
+    };
+    let (description, _) = described("workflow_needs-more");
+    assert_eq!(description, "Needs tools nobody serves Unavailable: missing tools x_nothing_here");
+    let (_, schema) = described("workflow_one-view");
+    let contract = schema["properties"]["management_cluster"]["description"].as_str().unwrap_or_default();
+    assert_eq!(
+        contract,
+        "The cluster. The full server name, e.g. cluster-a-mcp-kubernetes; the bare cluster name is accepted."
+    );
+    assert_eq!(schema["required"], json!(["management_cluster"]));
+
+    // forEach over the family, the second item a bare cluster name; typed output.
+    let result = client.call("workflow_views", json!({"clusters": ["cluster-a-mcp-kubernetes", "cluster-b"]})).await;
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    let body: serde_json::Value = serde_json::from_str(&text(&result)).expect("json");
+    assert_eq!(body["count"], 2, "{body}");
+    assert!(body["first"].as_str().is_some_and(|t| t.contains("127.0.0.1:6443")), "{body}");
+
+    // A bare cluster name in a workflow argument resolves like a direct call.
+    let result = client.call("workflow_one-view", json!({"management_cluster": "cluster-a"})).await;
+    assert_ne!(result.is_error, Some(true), "{}", text(&result));
+    let body: serde_json::Value = serde_json::from_str(&text(&result)).expect("json");
+    assert_eq!(body["status"], "completed", "{body}");
+    assert!(body["steps"][0]["result"].as_str().is_some_and(|t| t.contains("127.0.0.1:6443")), "{body}");
+    assert_eq!(body["steps"][1]["status"], "skipped", "{body}");
+
+    // An unknown cluster: the step's error lists the valid values.
+    let result = client.call("workflow_one-view", json!({"management_cluster": "cluster-z"})).await;
+    assert_eq!(result.is_error, Some(true));
+    let error = text(&result);
+    assert!(error.contains("step view") && error.contains("cluster-a-mcp-kubernetes"), "{error}");
+
+    // A bad template at run time names the workflow, the step and the key.
+    let result = client.call("workflow_one-view", json!({"management_cluster": "cluster-b"})).await;
+    assert_eq!(result.is_error, Some(true));
+    let error = text(&result);
+    assert!(
+        error.contains(
+            "workflow one-view: step bad: args.management_cluster: map has no entry for key \\\"non_existent_value\\\""
+        ),
+        "{error}"
+    );
+
+    // The workflow with a missing tool says which when called; a missing argument is named.
+    let result = client.call("workflow_needs-more", json!({})).await;
+    assert_eq!(text(&result), "workflow needs-more is unavailable: missing tools x_nothing_here");
+    let result = client.call("workflow_one-view", json!({})).await;
+    assert_eq!(text(&result), "workflow one-view: required field 'management_cluster' is missing");
+    drop(k8s);
+}

@@ -1,0 +1,118 @@
+//! Calling a `workflow_<name>` tool: `workflow::run` with a `Dispatch` that sends each step
+//! through `GatewayServer::dispatch`, the agent's own path (the caller's identity, so token
+//! exchange and per-user sessions apply; family instances resolve as in a direct call).
+
+use futures::future::BoxFuture;
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::Value;
+
+use super::GatewayServer;
+use crate::backend::UpstreamResult;
+use crate::caller::Caller;
+use crate::routing::catalog::WorkflowRoute;
+use crate::workflow::{self, CallResult, Dispatch, Limits};
+
+/// How deep workflows may call workflows (`workflow nesting deeper than 8`).
+const MAX_DEPTH: usize = 8;
+
+tokio::task_local! {
+    /// How many workflows enclose the current call in this request's task.
+    static DEPTH: usize;
+}
+
+/// The workflow a tool name names: `workflow_<name>`, or Muster's `action_<name>` alias.
+pub(super) fn route<'a>(catalog: &'a crate::routing::catalog::Catalog, name: &str) -> Option<&'a WorkflowRoute> {
+    let name = match name.strip_prefix("action_") {
+        Some(workflow) => crate::routing::workflows::tool_name(workflow),
+        None => name.to_owned(),
+    };
+    catalog.workflows.get(&name)
+}
+
+/// Runs the workflow for `caller`; its failures are tool results with `isError`.
+pub(super) async fn call(
+    server: &GatewayServer,
+    route: &WorkflowRoute,
+    arguments: Option<rmcp::model::JsonObject>,
+    caller: &Caller,
+) -> UpstreamResult {
+    let name = route.workflow.name();
+    if !route.missing_tools.is_empty() {
+        return failure(format!("workflow {name} is unavailable: missing tools {}", route.missing_tools.join(", ")));
+    }
+    let depth = DEPTH.try_with(|d| *d).unwrap_or(0);
+    if depth >= MAX_DEPTH {
+        return failure(format!("workflow nesting deeper than {MAX_DEPTH} at {name}"));
+    }
+    let steps = Steps { server, caller };
+    let args = arguments.map_or(Value::Null, Value::Object);
+    let run = DEPTH.scope(depth + 1, workflow::run(&route.workflow, args, &steps, Limits::default()));
+    let outcome = tokio::select! {
+        outcome = run => outcome,
+        () = caller.ct.cancelled() => return failure(format!("workflow {name}: cancelled by the caller")),
+    };
+    let text = match &outcome.body {
+        Value::String(s) => s.clone(),
+        body => body.to_string(),
+    };
+    let mut result = if outcome.is_error {
+        CallToolResult::error(vec![ContentBlock::text(text)])
+    } else {
+        CallToolResult::success(vec![ContentBlock::text(text)])
+    };
+    if let Value::Object(body) = outcome.body {
+        result.structured_content = Some(Value::Object(body));
+    }
+    result.into()
+}
+
+fn failure(message: String) -> UpstreamResult {
+    CallToolResult::error(vec![ContentBlock::text(message)]).into()
+}
+
+/// The steps' way to tools: the gateway's dispatch, as the caller.
+struct Steps<'a> {
+    server: &'a GatewayServer,
+    caller: &'a Caller,
+}
+
+impl Dispatch for Steps<'_> {
+    fn call<'a>(&'a self, tool: &'a str, args: Value) -> BoxFuture<'a, Result<CallResult, String>> {
+        Box::pin(async move {
+            let arguments = match args {
+                Value::Object(map) => Some(map),
+                _ => None,
+            };
+            let answer = self.server.dispatch(tool, arguments, self.caller).await.map_err(|e| {
+                let error = super::error::tool_error(&e);
+                let mut text = first_text(&error).unwrap_or_else(|| e.to_string());
+                let valid = error.structured_content.as_ref().and_then(|s| s.get("validValues"));
+                if let Some(Value::Array(valid)) = valid {
+                    let names: Vec<&str> = valid.iter().filter_map(Value::as_str).collect();
+                    text.push_str(&format!(" (validValues: {})", names.join(", ")));
+                }
+                text
+            })?;
+            let is_error = answer.is_tool_error();
+            let result = match answer.into_result() {
+                Ok(rmcp::model::ServerResult::CallToolResult(result)) => result,
+                _ => return Err(format!("tool {tool} did not answer with a tool result")),
+            };
+            Ok(CallResult { value: value_of(&result), is_error })
+        })
+    }
+}
+
+/// Muster's result capture: the structured content, else the first text parsed as JSON, else
+/// the text itself.
+fn value_of(result: &CallToolResult) -> Value {
+    if let Some(structured) = &result.structured_content {
+        return structured.clone();
+    }
+    let Some(text) = first_text(result) else { return Value::Null };
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+fn first_text(result: &CallToolResult) -> Option<String> {
+    result.content.iter().find_map(|c| c.as_text().map(|t| t.text.clone()))
+}

@@ -1,0 +1,166 @@
+//! Running a workflow (docs/design/workflows.md §4): steps in order, `forEach`, `parallel` with a
+//! bound and snapshot results, conditions, `allowFailure`, `onFailure`, typed `spec.output`, a
+//! deadline, and Muster's default response.
+//!
+//! Steps call tools through a [`Dispatch`], which `mcp` implements with the agent's own call path
+//! (identity, token exchange, per-user sessions, family resolution); this module never names
+//! `mcp`. `steps.rs` runs one step of each kind and evaluates conditions.
+//!
+//! **Architecture Invariant:** no runtime state outside one run; uses `crd` types and `template`.
+
+mod steps;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Map, Value, json};
+
+use crate::crd::workflow::{Workflow, WorkflowStep};
+use crate::template;
+
+/// The default per-run deadline (`aggregator.workflows.timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default number of `parallel` sub-steps in flight at once (`aggregator.workflows.maxParallel`).
+pub const DEFAULT_MAX_PARALLEL: usize = 8;
+
+/// What a tool call gave: its value (the parsed JSON of the first text, or structured content)
+/// and whether the tool said it failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallResult {
+    pub value: Value,
+    pub is_error: bool,
+}
+
+/// How steps call tools: the agent's path, bound to the caller who started the run.
+pub trait Dispatch: Send + Sync {
+    /// Calls `tool` with `args`; `Err` is a call that did not reach a result, in words.
+    fn call<'a>(&'a self, tool: &'a str, args: Value) -> BoxFuture<'a, Result<CallResult, String>>;
+}
+
+/// Limits of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_parallel: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { timeout: DEFAULT_TIMEOUT, max_parallel: DEFAULT_MAX_PARALLEL }
+    }
+}
+
+/// The finished run: the response body and whether it is an error result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub body: Value,
+    pub is_error: bool,
+}
+
+/// The state templates see while a run goes on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Context {
+    input: Map<String, Value>,
+    vars: Map<String, Value>,
+    results: Map<String, Value>,
+}
+
+impl Context {
+    fn data(&self) -> template::Data {
+        let results = Value::Object(self.results.clone());
+        template::Data::new(json!({
+            "input": self.input, "vars": self.vars, "results": results, "context": results,
+        }))
+    }
+}
+
+/// Runs `workflow` with the agent's `args` (checked and defaulted first).
+pub async fn run(workflow: &Workflow, args: Value, dispatch: &dyn Dispatch, limits: Limits) -> Outcome {
+    let name = workflow.name().to_owned();
+    let input = match check_args(workflow, args) {
+        Ok(input) => input,
+        Err(message) => {
+            return Outcome { body: Value::String(format!("workflow {name}: {message}")), is_error: true };
+        }
+    };
+    let mut run = steps::Run::new(name.clone(), dispatch, limits.max_parallel, input);
+    let stopped = match tokio::time::timeout(limits.timeout, run.steps(&workflow.spec.steps)).await {
+        Ok(stopped) => stopped,
+        Err(_) => Some(format!(
+            "workflow {name} exceeded its deadline of {:?} during step {}",
+            limits.timeout,
+            run.current.clone().unwrap_or_default()
+        )),
+    };
+    if let Some(error) = stopped {
+        let cleanup = limits.timeout.max(Duration::from_secs(30));
+        let _ = tokio::time::timeout(cleanup, run.on_failure(&workflow.spec.on_failure)).await;
+        let mut body = run.response(&workflow.spec.steps, "failed");
+        body["error"] = Value::String(error);
+        return Outcome { body, is_error: true };
+    }
+    if let Some(output) = &workflow.spec.output {
+        let data = run.context.data();
+        return match template::resolve(&Value::Object(output.clone()), &data, "output") {
+            Ok(body) => Outcome { body, is_error: false },
+            Err(error) => {
+                let mut body = run.response(&workflow.spec.steps, "failed");
+                body["output_error"] = Value::String(format!("workflow {name}: spec.{error}"));
+                Outcome { body, is_error: true }
+            }
+        };
+    }
+    Outcome { body: run.response(&workflow.spec.steps, "completed"), is_error: false }
+}
+
+/// Muster's argument check (`validation.go`): required arguments, types, defaults.
+fn check_args(workflow: &Workflow, args: Value) -> Result<Map<String, Value>, String> {
+    let mut input = match args {
+        Value::Object(map) => map,
+        Value::Null => Map::new(),
+        _ => return Err("arguments must be an object".into()),
+    };
+    input.remove("_debug");
+    for (key, definition) in &workflow.spec.args {
+        match input.get(key) {
+            None | Some(Value::Null) => match &definition.default {
+                Some(default) => {
+                    input.insert(key.clone(), default.clone());
+                }
+                None if definition.required => return Err(format!("required field '{key}' is missing")),
+                None => {}
+            },
+            Some(value) => {
+                let fits = match definition.arg_type.as_str() {
+                    "string" => value.is_string(),
+                    "integer" | "number" => value.is_number(),
+                    "boolean" => value.is_boolean(),
+                    "object" => value.is_object(),
+                    "array" => value.is_array(),
+                    _ => true,
+                };
+                if !fits {
+                    return Err(format!("field '{key}' has wrong type, expected {}", definition.arg_type));
+                }
+            }
+        }
+    }
+    Ok(input)
+}
+
+/// Whether a top-level step's result is part of the response (`output`, or the deprecated `store`).
+fn is_output(step: &WorkflowStep) -> bool {
+    step.output.unwrap_or(step.store)
+}
+
+/// A random v4 UUID, as Muster names executions.
+fn execution_id() -> String {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = hex::encode(bytes);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! Unit tests of workflow execution against a fake `Dispatch`.
+
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// Answers `echo` with its arguments, `fail` with an error result, `broken` with a call error,
+/// and records every call.
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<(String, Value)>>,
+}
+
+impl Dispatch for Fake {
+    fn call<'a>(&'a self, tool: &'a str, args: Value) -> BoxFuture<'a, Result<CallResult, String>> {
+        self.calls.lock().expect("lock").push((tool.to_owned(), args.clone()));
+        Box::pin(async move {
+            match tool {
+                "echo" => {
+                    Ok(CallResult { value: json!({"said": args, "items": [{"kind": "Namespace"}]}), is_error: false })
+                }
+                "fail" => Ok(CallResult { value: json!("pod x not found"), is_error: true }),
+                "hang" => std::future::pending().await,
+                _ => Err(format!("tool {tool} not found")),
+            }
+        })
+    }
+}
+
+fn workflow(yaml: &str) -> Workflow {
+    let workflow = crate::crd::workflow::parse(yaml).expect("parses");
+    assert!(workflow.validate().is_empty(), "{:?}", workflow.validate());
+    workflow
+}
+
+async fn run_it(yaml: &str, args: Value) -> (Outcome, Fake) {
+    let fake = Fake::default();
+    let outcome = run(&workflow(yaml), args, &fake, Limits::default()).await;
+    (outcome, fake)
+}
+
+const HEAD: &str = "apiVersion: muster.giantswarm.io/v1alpha1\nkind: Workflow\nmetadata: {name: wf}\nspec:\n";
+
+#[tokio::test]
+async fn for_each_records_each_iteration_and_restores_vars() {
+    let yaml = format!(
+        "{HEAD}  args: {{clusters: {{type: array, required: true}}}}\n  steps:\n    - id: each\n      forEach:\n        items: \"{{{{ .input.clusters }}}}\"\n        as: cluster\n        steps:\n          - id: pods\n            tool: echo\n            args: {{management_cluster: \"{{{{ .vars.cluster }}}}\", i: \"{{{{ .vars.cluster_index }}}}\"}}\n  output:\n    first: \"{{{{ .results.pods_0.said }}}}\"\n    last: \"{{{{ .results.pods.said.management_cluster }}}}\"\n"
+    );
+    let (outcome, fake) = run_it(&yaml, json!({"clusters": ["a", "b"]})).await;
+    assert!(!outcome.is_error, "{outcome:?}");
+    assert_eq!(outcome.body, json!({"first": {"management_cluster": "a", "i": 0}, "last": "b"}));
+    assert_eq!(fake.calls.lock().expect("lock").len(), 2);
+
+    let failing = format!("{yaml}    n: \"{{{{ .vars.cluster_index }}}}\"\n");
+    let (outcome, _) = run_it(&failing, json!({"clusters": ["a"]})).await;
+    assert!(outcome.is_error);
+    let error = outcome.body["output_error"].as_str().expect("output_error");
+    assert!(error.contains("map has no entry for key \"cluster_index\""), "{error}");
+    assert_eq!(outcome.body["status"], "failed");
+}
+
+#[tokio::test]
+async fn for_each_over_something_not_a_list_names_the_step() {
+    let yaml = format!(
+        "{HEAD}  steps:\n    - id: each\n      forEach:\n        items: \"{{{{ .input.x }}}}\"\n        steps: [{{id: s, tool: echo}}]\n"
+    );
+    let (outcome, _) = run_it(&yaml, json!({"x": "text"})).await;
+    assert!(outcome.is_error);
+    assert_eq!(outcome.body["error"], "workflow wf: step each: forEach.items resolved to a string, expected a list");
+}
+
+#[tokio::test]
+async fn parallel_siblings_see_a_snapshot_and_results_merge() {
+    let yaml = format!(
+        "{HEAD}  steps:\n    - id: seed\n      tool: echo\n    - id: both\n      parallel:\n        - {{id: p1, tool: echo, args: {{s: \"{{{{ .results.seed.items }}}}\"}}}}\n        - {{id: p2, tool: echo}}\n  output: {{a: \"{{{{ .results.p1.said.s }}}}\", b: \"{{{{ .results.p2.said }}}}\"}}\n"
+    );
+    let (outcome, _) = run_it(&yaml, json!({})).await;
+    assert_eq!(outcome.body, json!({"a": [{"kind": "Namespace"}], "b": {}}), "{outcome:?}");
+
+    let sibling = format!(
+        "{HEAD}  steps:\n    - id: both\n      parallel:\n        - {{id: p1, tool: echo}}\n        - {{id: p2, tool: echo, args: {{s: \"{{{{ .results.p1 }}}}\"}}}}\n"
+    );
+    let (outcome, _) = run_it(&sibling, json!({})).await;
+    assert!(outcome.is_error);
+    let error = outcome.body["error"].as_str().expect("error");
+    assert!(error.contains("step p2: args.s: map has no entry for key \"p1\""), "{error}");
+}
+
+#[tokio::test]
+async fn conditions_follow_musters_rules() {
+    let yaml = format!(
+        "{HEAD}  args: {{env: {{type: string, default: dev}}}}\n  steps:\n    - id: prod\n      tool: echo\n      output: true\n      condition: {{template: '{{{{ eq .input.env \"production\" }}}}'}}\n    - id: check\n      tool: echo\n      output: true\n      condition:\n        tool: echo\n        expect: {{success: true, jsonPath: {{'{{{{ (index .result.items 0).kind }}}}': Namespace}}}}\n    - id: not\n      tool: echo\n      output: true\n      condition:\n        tool: echo\n        expectNot: {{success: true}}\n"
+    );
+    let (outcome, _) = run_it(&yaml, json!({})).await;
+    let steps = outcome.body["steps"].as_array().expect("steps");
+    let status: Vec<&str> = steps.iter().map(|s| s["status"].as_str().unwrap_or_default()).collect();
+    assert_eq!(status, ["skipped", "completed", "skipped"], "{outcome:?}");
+    assert_eq!(steps[0]["condition_evaluation"], false);
+    let (outcome, _) = run_it(&yaml, json!({"env": "production"})).await;
+    assert_eq!(outcome.body["steps"][0]["status"], "completed");
+    let (outcome, _) = run_it(&yaml, json!({"env": 3})).await;
+    assert_eq!(outcome.body, json!("workflow wf: field 'env' has wrong type, expected string"));
+}
+
+#[tokio::test]
+async fn allow_failure_and_from_step_give_typed_output() {
+    let yaml = format!(
+        "{HEAD}  steps:\n    - id: risky\n      tool: fail\n      allowFailure: true\n    - id: after\n      tool: echo\n      condition: {{fromStep: risky, expectNot: {{success: true}}}}\n  output: {{ok: \"{{{{ .results.risky.success }}}}\", err: \"{{{{ .results.risky.isError }}}}\", ran: \"{{{{ len .results.after.items }}}}\"}}\n"
+    );
+    let (outcome, _) = run_it(&yaml, json!({})).await;
+    assert_eq!(outcome, Outcome { body: json!({"ok": false, "err": true, "ran": 1}), is_error: false });
+}
+
+#[tokio::test]
+async fn on_failure_runs_after_a_failing_step_and_after_a_template_error() {
+    for (tool, args) in [("fail", "{}"), ("echo", "{x: \"{{ .context.non_existent_value }}\"}")] {
+        let yaml = format!(
+            "{HEAD}  steps:\n    - id: deploy\n      tool: {tool}\n      args: {args}\n    - id: never\n      tool: echo\n  onFailure:\n    - {{id: rollback, tool: echo}}\n    - {{id: broken, tool: nosuch}}\n"
+        );
+        let (outcome, fake) = run_it(&yaml, json!({})).await;
+        assert!(outcome.is_error, "{outcome:?}");
+        let called: Vec<String> = fake.calls.lock().expect("lock").iter().map(|c| c.0.clone()).collect();
+        assert!(!called.contains(&"never".to_owned()));
+        let steps = outcome.body["steps"].as_array().expect("steps");
+        let rollback = steps.iter().find(|s| s["id"] == "rollback").expect("rollback recorded");
+        assert_eq!(rollback["status"], "completed");
+        let error = outcome.body["error"].as_str().expect("error");
+        assert!(error.starts_with("workflow wf: step deploy"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn missing_arguments_and_the_deadline() {
+    let yaml = format!("{HEAD}  args: {{c: {{type: string, required: true}}}}\n  steps: [{{id: s, tool: hang}}]\n");
+    let (outcome, _) = run_it(&yaml, json!({})).await;
+    assert_eq!(outcome.body, json!("workflow wf: required field 'c' is missing"));
+    let fake = Fake::default();
+    let limits = Limits { timeout: Duration::from_millis(50), max_parallel: 2 };
+    let outcome = run(&workflow(&yaml), json!({"c": "x"}), &fake, limits).await;
+    assert!(outcome.is_error);
+    let error = outcome.body["error"].as_str().expect("error");
+    assert!(error.contains("exceeded its deadline") && error.ends_with("during step s"), "{error}");
+}
+
+#[tokio::test]
+async fn the_default_response_merges_the_last_steps_object() {
+    let yaml = format!("{HEAD}  steps: [{{id: a, tool: echo, output: true}}, {{id: b, tool: echo, args: {{k: 1}}}}]\n");
+    let (outcome, _) = run_it(&yaml, json!({})).await;
+    assert_eq!(outcome.body["status"], "completed");
+    assert_eq!(outcome.body["said"], json!({"k": 1}));
+    assert!(outcome.body["steps"][0].get("result").is_some());
+    assert!(outcome.body["steps"][1].get("result").is_none());
+    assert_eq!(outcome.body["execution_id"].as_str().map(str::len), Some(36));
+}
