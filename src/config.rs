@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod oauth;
+mod storage;
 
 use serde::Deserialize;
 
 pub use oauth::{AuthorizationServer, OAuthServer, TrustedIssuer};
+pub use storage::{SessionKeys, Storage, Valkey};
 
 use oauth::{OAuthFile, parse_oauth};
 
@@ -52,6 +54,10 @@ pub struct Config {
     /// Kubernetes mode: MCPServer resources in these namespaces are the desired state (instead of
     /// `DIR/mcpservers`). `None` is filesystem mode.
     pub kubernetes: Option<Kubernetes>,
+    /// Where the replicas share state (ADR 0009).
+    pub storage: Storage,
+    /// The keys that seal session ids; `None`: a key of this process (one replica).
+    pub session_keys: Option<SessionKeys>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +169,10 @@ struct AggregatorFile {
     oauth: OAuthFile,
     #[serde(default)]
     upstreams: UpstreamsFile,
+    #[serde(default)]
+    storage: storage::StorageFile,
+    #[serde(default)]
+    sessions: storage::SessionsFile,
     /// Muster's read-only admin UI: accepted for compatibility, not served.
     #[serde(default)]
     admin: Option<serde_json::Value>,
@@ -294,6 +304,8 @@ impl Config {
             ));
         }
         let oauth = parse_oauth(dir, &a.oauth, &mut problems);
+        let storage = storage::parse_storage(dir, &a.storage, &mut problems);
+        let session_keys = storage::parse_session_keys(dir, &a.sessions, &storage, &mut problems);
         let _ = a.admin;
         let allowed_hosts = a.allowed_hosts.unwrap_or_else(|| default_allowed_hosts(&host));
         let allowed_origins = a
@@ -323,6 +335,8 @@ impl Config {
                     .unwrap_or(crate::egress::Policy::UPSTREAM_DEFAULT.allow_private_networks),
             },
             kubernetes,
+            storage,
+            session_keys,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod auth_status;
 pub mod error;
 pub mod meta;
 pub mod search;
+pub mod session_ids;
 pub mod sessions;
 
 use std::sync::Arc;

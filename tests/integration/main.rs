@@ -25,6 +25,7 @@ mod kubernetes;
 mod oauth_server;
 mod peers;
 mod readme;
+mod replicas;
 mod shutdown;
 mod sso;
 mod sso_example;

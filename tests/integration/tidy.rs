@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "backend",
     "caller",
     "auth",
+    "store",
     "crd",
     "config",
     "egress",
