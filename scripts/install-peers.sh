@@ -41,25 +41,29 @@ LOOPBACK_CJS="$PEERS_DIR/bin/loopback.cjs"
 
 log() { printf '[install-peers] %s\n' "$*" >&2; }
 
-# Debian's `chromium`, the real browser of tests/integration/browser.rs (driven by tests/peers/browser.mjs over
-# the DevTools protocol; browser builds that download themselves cannot be fetched here). Installed with apt-get
-# only when missing. Without root (or sudo) it is skipped with a warning, and the browser tests skip too -- unless
-# MUSTER_REQUIRE_PEERS is set (scripts/test.sh, CI), which makes a missing Chromium an error here and there.
-install_chromium() {
-  command -v chromium >/dev/null && return 0
+# Debian packages, installed with apt-get only when their command is missing:
+# - `chromium`, the real browser of tests/integration/browser.rs (driven by tests/peers/browser.mjs over the
+#   DevTools protocol; browser builds that download themselves cannot be fetched here);
+# - `redis-server`, the shared store of tests/integration/replicas.rs (Valkey speaks its protocol; Debian has no
+#   valkey package in every release, redis-server is the same wire).
+# Without root (or sudo) a missing one is skipped with a warning, and its tests skip too -- unless
+# MUSTER_REQUIRE_PEERS is set (scripts/test.sh, CI), which makes it an error here and there.
+install_apt_peer() {
+  local command="$1" package="$2"
+  command -v "$command" >/dev/null && return 0
   local sudo=()
   if [[ "$(id -u)" != 0 ]]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); else sudo=(missing); fi
   fi
   if [[ "${sudo[0]:-}" == missing ]] || ! command -v apt-get >/dev/null; then
-    [[ -z "${MUSTER_REQUIRE_PEERS:-}" ]] || { log "chromium is missing and cannot be installed (needs apt-get as root)"; exit 1; }
-    log "warning: chromium is missing (apt-get install chromium as root); the browser tests will skip"
+    [[ -z "${MUSTER_REQUIRE_PEERS:-}" ]] || { log "$package is missing and cannot be installed (needs apt-get as root)"; exit 1; }
+    log "warning: $package is missing (apt-get install $package as root); its tests will skip"
     return 0
   fi
-  log "apt-get install chromium"
+  log "apt-get install $package"
   "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
-  chromium --version >/dev/null || { log "chromium does not run"; exit 1; }
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$package" >/dev/null
+  "$command" --version >/dev/null || { log "$package does not run"; exit 1; }
 }
 
 case "$(uname -s)-$(uname -m)" in
@@ -103,6 +107,7 @@ export MUSTER_PYTHON="$PYTHON_BIN"
 export MUSTER_NODE_MODULES="$NODE_MODULES"
 export MUSTER_KUBECTL="$KUBECTL_BIN"
 export MUSTER_CHROMIUM="$(command -v chromium || true)"
+export MUSTER_REDIS_SERVER="$(command -v redis-server || true)"
 EOF
   mv "$PEERS_DIR/env.sh.tmp" "$PEERS_DIR/env.sh"
 }
@@ -133,7 +138,8 @@ install_ship_tools() {
 mkdir -p "$PEERS_DIR"
 install_ship_tools
 # ---- end ship ------------------------------------------------------------------------------------
-install_chromium
+install_apt_peer chromium chromium
+install_apt_peer redis-server redis-server
 
 if [[ "${FORCE:-0}" != "1" ]] && installed_ok; then
   write_env   # cheap; refreshes the wrapper and its copy of loopback.cjs

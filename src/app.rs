@@ -41,6 +41,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => (Sink::Files, SecretStore::new(&config.dir)),
     };
 
+    // What the replicas share (ADR 0009). A configured Valkey that cannot be reached stops muster
+    // here: never a silent fallback to memory (Muster #1229).
+    let store = crate::store::Store::connect(&config.storage)
+        .await
+        .context("connecting to the shared store (aggregator.storage.valkey)")?;
+    if store.is_shared() {
+        tracing::info!("sharing sessions and exchanged tokens through the store");
+    }
+
     // 2. The router owns the catalog; the supervisor owns the backends (and records their events).
     let events = crate::supervisor::events::EventLog::default();
     let router = RouterHandle::start(config.muster_prefix.clone());
@@ -52,7 +61,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 // Keep serving: requests get a precise 503 until the IdP is back.
                 tracing::error!(error = %e, "cannot fetch the central identity provider's keys yet");
             }
-            (Some(inbound), Some(Exchanger::new(http, secrets, config.allow_private_networks)))
+            (
+                Some(inbound),
+                Some(Exchanger::new(http, secrets, config.allow_private_networks, &store, keyring(&config))),
+            )
         }
         None => (None, None),
     };
@@ -102,8 +114,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     // 4. Agent sessions hear about catalog changes.
-    let sessions = Arc::new(Sessions::new(sessions::IDLE_TIMEOUT, config.limits.into()));
+    let sessions = Arc::new(Sessions::shared(sessions::IDLE_TIMEOUT, config.limits.into(), keyring(&config), &store));
     actix::spawn(sessions::watch_catalog(sessions.clone(), router.snapshot.clone()));
+    actix::spawn(sessions::follow_ends(sessions.clone(), store.clone()));
 
     // On SIGTERM or Ctrl-C (actix-web hears them too and drains the frontend), stop following
     // the desired state at once: a script's cleanup may remove the folder while muster stops,
@@ -123,7 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let core = Arc::new(Core::new(&config, ServiceHandle::new(&supervisor), events));
     let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone(), core.clone());
     let served = tokio::select! {
-        served = frontend::serve(&config, mcp, router, sessions, inbound, metrics, core) => served.context("serving HTTP"),
+        served = frontend::serve(&config, mcp, router, sessions, inbound, metrics, core, store) => served.context("serving HTTP"),
         Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),
     };
     cancel.cancel();
@@ -131,6 +144,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     //    stdio children) are still there, then exit.
     let _ = supervisor.send(CloseBackends).await;
     served
+}
+
+/// The keys the replicas share (`aggregator.sessions.keyFile`), or one of this process.
+fn keyring(config: &Config) -> crate::store::Keyring {
+    crate::store::Keyring::new(config.session_keys.as_ref().map_or(&[][..], |keys| &keys.0))
 }
 
 /// SIGTERM (Kubernetes, `kill`) or SIGINT (Ctrl-C), whichever comes first.

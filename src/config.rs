@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod oauth;
+mod storage;
 
 use serde::Deserialize;
 
 pub use oauth::{AuthorizationServer, OAuthServer, TrustedIssuer};
+pub use storage::{SessionKeys, Storage, Valkey};
 
 use oauth::{OAuthFile, parse_oauth};
 
@@ -55,6 +57,10 @@ pub struct Config {
     /// `aggregator.admin.groups`: group claims that may change muster through its `core_*` tools.
     /// Empty: no one with sign-in on; loopback callers with sign-in off.
     pub admin_groups: Vec<String>,
+    /// Where the replicas share state (ADR 0009).
+    pub storage: Storage,
+    /// The keys that seal session ids; `None`: a key of this process (one replica).
+    pub session_keys: Option<SessionKeys>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +172,10 @@ struct AggregatorFile {
     oauth: OAuthFile,
     #[serde(default)]
     upstreams: UpstreamsFile,
+    #[serde(default)]
+    storage: storage::StorageFile,
+    #[serde(default)]
+    sessions: storage::SessionsFile,
     /// `groups` (ours): who may use the mutating `core_*` tools. Muster's read-only admin UI
     /// keys beside it are accepted for compatibility, not served.
     #[serde(default)]
@@ -299,6 +309,8 @@ impl Config {
         }
         let oauth = parse_oauth(dir, &a.oauth, &mut problems);
         let admin_groups = parse_admin_groups(a.admin.as_ref(), &mut problems);
+        let storage = storage::parse_storage(dir, &a.storage, &mut problems);
+        let session_keys = storage::parse_session_keys(dir, &a.sessions, &storage, &mut problems);
         let allowed_hosts = a.allowed_hosts.unwrap_or_else(|| default_allowed_hosts(&host));
         let allowed_origins = a
             .allowed_origins
@@ -328,6 +340,8 @@ impl Config {
             },
             kubernetes,
             admin_groups,
+            storage,
+            session_keys,
         })
     }
 }

@@ -66,6 +66,8 @@ struct FrontendState {
     body_timeout: Duration,
     connections: connections::Connections,
     body_budget: Arc<tokio::sync::Semaphore>,
+    /// The shared store, for `/readyz`.
+    store: crate::store::Store,
 }
 
 /// Builds rmcp's service for sessionless requests: one `GatewayServer` per request, each with a
@@ -120,6 +122,7 @@ pub async fn serve(
     auth: Option<Arc<InboundAuth>>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     core: Arc<Core>,
+    store: crate::store::Store,
 ) -> std::io::Result<()> {
     let gateway = GatewayServer::new(0, router.clone(), config.tool_exposure, config.oauth.is_some()).with_core(core);
     let state = FrontendState {
@@ -133,6 +136,7 @@ pub async fn serve(
         body_timeout: config.limits.body_timeout,
         connections: connections::Connections::within_open_files(config.limits.max_connections),
         body_budget: body::budget(),
+        store,
     };
     let connections = state.connections.clone();
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -241,10 +245,17 @@ async fn readyz(req: HttpRequest, state: web::Data<FrontendState>) -> HttpRespon
         return *refused;
     }
     let snapshot = state.router.current();
+    // A store that went away degrades muster (each replica serves what it holds); it stays ready.
+    let store = match (state.store.is_shared(), state.store.is_up()) {
+        (false, _) => "memory",
+        (true, true) => "up",
+        (true, false) => "down",
+    };
     let body = serde_json::json!({
         "ready": snapshot.ready,
         "servers": snapshot.servers.len(),
         "tools": snapshot.catalog.tools.len(),
+        "store": store,
     });
     if snapshot.ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
@@ -307,7 +318,7 @@ async fn mcp(req: HttpRequest, payload: web::Payload, state: web::Data<FrontendS
         && let ClientRequest::InitializeRequest(init) = &request.request
     {
         let owner = identity.as_ref().map(|i| i.key());
-        return streamable::initialize(&state.endpoint, &req, request.id.clone(), &init.params, owner);
+        return streamable::initialize(&state.endpoint, &req, request.id.clone(), &init.params, owner).await;
     }
     if let Some(refused) = streamable::needs_session(&req, message.as_ref()) {
         return refused;

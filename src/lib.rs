@@ -16,6 +16,7 @@ pub mod egress;
 pub mod frontend;
 pub mod mcp;
 pub mod routing;
+pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 pub mod template;

@@ -16,6 +16,7 @@ pub mod core;
 pub mod error;
 pub mod meta;
 pub mod search;
+pub mod session_ids;
 pub mod sessions;
 mod workflows;
 

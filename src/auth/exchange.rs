@@ -7,6 +7,8 @@
 //! - Failures are remembered per key for seconds (doubling, capped), so an IdP outage costs one
 //!   request per user and cluster per backoff step, and other clusters are untouched.
 //! - Transport failures (`Unreachable`) and refusals (`Rejected`) stay distinct (Muster #1140).
+//! - With a shared store (several replicas), a local miss asks the store first, and one replica
+//!   exchanges while the others wait for its token (`shared.rs`).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -20,6 +22,8 @@ use sha2::Digest as _;
 use super::secrets::{ClientCredentials, SecretStore};
 use super::token::{Identity, Secret, unverified_claims};
 use crate::egress;
+
+mod shared;
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
@@ -175,10 +179,19 @@ pub struct Exchanger {
     failures: moka::sync::Cache<String, Failure>,
     attempts: moka::sync::Cache<String, u32>,
     refreshing: Mutex<HashSet<String>>,
+    /// With several replicas: the tokens they share.
+    shared: Option<shared::Shared>,
 }
 
 impl Exchanger {
-    pub fn new(http: reqwest::Client, secrets: SecretStore, allow_private_networks: bool) -> Arc<Self> {
+    /// With a shared `store`, tokens are shared sealed under `keyring` (the replicas' keys).
+    pub fn new(
+        http: reqwest::Client,
+        secrets: SecretStore,
+        allow_private_networks: bool,
+        store: &crate::store::Store,
+        keyring: crate::store::Keyring,
+    ) -> Arc<Self> {
         Arc::new(Self {
             http,
             secrets,
@@ -189,6 +202,7 @@ impl Exchanger {
             failures: moka::sync::Cache::builder().time_to_live(FAILURE_BACKOFF_MAX).build(),
             attempts: moka::sync::Cache::builder().time_to_idle(Duration::from_secs(300)).build(),
             refreshing: Mutex::default(),
+            shared: store.is_shared().then(|| shared::Shared::new(store.clone(), keyring)),
         })
     }
 
@@ -210,7 +224,7 @@ impl Exchanger {
                 retry_in: failure.until.saturating_duration_since(Instant::now()),
             });
         }
-        let exchange = self.exchange(target, &identity.token, credentials.as_deref());
+        let exchange = self.obtain(&key, target, &identity.token, credentials.as_deref());
         match self.cache.try_get_with(key.clone(), exchange).await {
             Ok(entry) => {
                 self.attempts.invalidate(&key);
@@ -227,10 +241,46 @@ impl Exchanger {
         }
     }
 
-    /// Drops the cached token (after the upstream answered 401), so the next call re-exchanges.
+    /// A token from the other replicas, or exchanged here (by one replica at a time).
+    async fn obtain(
+        &self,
+        key: &str,
+        target: &ExchangeTarget,
+        subject_token: &Secret,
+        credentials: Option<&ClientCredentials>,
+    ) -> Result<Arc<Exchanged>, Error> {
+        let Some(shared) = &self.shared else { return self.exchange(target, subject_token, credentials).await };
+        let deadline = Instant::now() + shared::WAIT;
+        loop {
+            match shared.lookup(key).await {
+                shared::Lookup::Found(entry) => return Ok(entry),
+                shared::Lookup::Unavailable => return self.exchange(target, subject_token, credentials).await,
+                shared::Lookup::Missing => {}
+            }
+            match shared.lock(key).await {
+                Some(true) => {
+                    let result = self.exchange(target, subject_token, credentials).await;
+                    if let Ok(entry) = &result {
+                        shared.publish(key, entry).await;
+                    }
+                    shared.unlock(key).await;
+                    return result;
+                }
+                Some(false) if Instant::now() < deadline => tokio::time::sleep(shared::POLL).await,
+                // The holder is slow or gone, or the store failed: exchange here.
+                Some(false) | None => return self.exchange(target, subject_token, credentials).await,
+            }
+        }
+    }
+
+    /// Drops the cached token (after the upstream answered 401), here and for the other
+    /// replicas, so the next call re-exchanges.
     pub async fn invalidate(&self, target: &ExchangeTarget, identity: &Identity) {
         if let Ok((key, _)) = self.key(target, identity).await {
             self.cache.invalidate(&key).await;
+            if let Some(shared) = &self.shared {
+                shared.forget(&key).await;
+            }
         }
     }
 
@@ -287,14 +337,47 @@ impl Exchanger {
         drop(refreshing);
         let this = self.clone();
         tokio::spawn(async move {
-            match this.exchange(&target, &subject_token, credentials.as_deref()).await {
-                Ok(entry) => this.cache.insert(key.clone(), entry).await,
+            match this.refresh(&key, &target, &subject_token, credentials.as_deref()).await {
+                Ok(Some(entry)) => this.cache.insert(key.clone(), entry).await,
+                Ok(None) => {}
                 Err(e) => tracing::warn!(cluster = target.cluster, error = %e, "background token refresh failed"),
             }
             if let Ok(mut refreshing) = this.refreshing.lock() {
                 refreshing.remove(&key);
             }
         });
+    }
+
+    /// A fresher token for the background refresh: another replica's newer one, or exchanged
+    /// here; `None` while another replica is refreshing it (this one's is still valid).
+    async fn refresh(
+        &self,
+        key: &str,
+        target: &ExchangeTarget,
+        subject_token: &Secret,
+        credentials: Option<&ClientCredentials>,
+    ) -> Result<Option<Arc<Exchanged>>, Error> {
+        let Some(shared) = &self.shared else {
+            return self.exchange(target, subject_token, credentials).await.map(Some);
+        };
+        if let shared::Lookup::Found(entry) = shared.lookup(key).await
+            && !entry.needs_refresh()
+        {
+            return Ok(Some(entry));
+        }
+        match shared.lock(key).await {
+            Some(false) => Ok(None),
+            taken => {
+                let result = self.exchange(target, subject_token, credentials).await;
+                if let Ok(entry) = &result {
+                    shared.publish(key, entry).await;
+                }
+                if taken == Some(true) {
+                    shared.unlock(key).await;
+                }
+                result.map(Some)
+            }
+        }
     }
 
     async fn exchange(

@@ -4,7 +4,7 @@
 //! An agent registers (`clients.rs`: DCR or a CIMD URL), sends the user to `/oauth/authorize`,
 //! which sends the browser on to the IdP with muster's own PKCE and `state` (`upstream.rs`); the
 //! IdP returns to `/oauth/callback`, where muster keeps the user's IdP tokens sealed
-//! (`seal.rs`) in a token family and gives the agent a one-time code, which `/oauth/token`
+//! (`store::seal`) in a token family and gives the agent a one-time code, which `/oauth/token`
 //! turns into muster's opaque access token and a rotating refresh token (`flow.rs`, ADR 0007).
 //! On `/mcp`, `identity` turns an access token back into the user's `Identity`, whose token is
 //! the user's IdP ID token, refreshed through the IdP before it expires, so RFC 8693 exchanges
@@ -14,7 +14,6 @@ mod clients;
 mod flow;
 mod limits;
 pub mod pages;
-mod seal;
 mod store;
 mod tokens;
 mod upstream;
@@ -87,7 +86,7 @@ pub struct AuthorizationServer {
     resource: String,
     session_duration: Duration,
     store: Arc<dyn store::Store>,
-    sealer: seal::Sealer,
+    sealer: crate::store::seal::Sealer,
     upstream: upstream::Upstream,
     /// Validates the IdP's ID tokens at sign-in and refresh.
     validator: Arc<super::inbound::Validator>,
@@ -119,7 +118,7 @@ impl AuthorizationServer {
             resource: format!("{}/mcp", config.base_url),
             session_duration: server.session_duration,
             store: Arc::new(store::MemoryStore::default()),
-            sealer: seal::Sealer::new(&key),
+            sealer: crate::store::seal::Sealer::new(&key),
             upstream: upstream::Upstream::new(http, config, server),
             validator,
             registration: clients::Policy {

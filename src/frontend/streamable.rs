@@ -41,7 +41,7 @@ pub(super) struct SessionRoutes {
 }
 
 /// `initialize`: negotiates the version and opens a session owned by `owner`.
-pub(super) fn initialize(
+pub(super) async fn initialize(
     endpoint: &SessionRoutes,
     req: &HttpRequest,
     id: rmcp::model::RequestId,
@@ -56,6 +56,7 @@ pub(super) fn initialize(
         Ok(opened) => opened,
         Err(refused) => return error::sessions_refused(&refused),
     };
+    endpoint.sessions.announce(&session_id).await;
     let mut response =
         reply(req, answer_message(id, Ok(UpstreamResult::Result(ServerResult::InitializeResult(result)))));
     if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&session_id) {
@@ -97,7 +98,7 @@ pub(super) async fn on_session(
     session_id: &str,
     identity: Option<Arc<Identity>>,
 ) -> HttpResponse {
-    let Some(session) = endpoint.sessions.get(session_id) else {
+    let Some(session) = endpoint.sessions.find(session_id).await else {
         return error::jsonrpc_error(
             StatusCode::NOT_FOUND,
             error::INVALID_REQUEST,
@@ -120,7 +121,7 @@ pub(super) async fn on_session(
         ("POST", Some(message)) => post(endpoint, req, session_id, session, message, identity).await,
         ("GET", _) => standalone_stream(req, &endpoint.sessions, session_id, &session),
         ("DELETE", _) => {
-            endpoint.sessions.close(session_id);
+            endpoint.sessions.end(session_id).await;
             HttpResponse::Ok().finish()
         }
         _ => HttpResponse::MethodNotAllowed().insert_header(("allow", "GET, POST, DELETE")).finish(),

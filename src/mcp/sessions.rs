@@ -15,6 +15,9 @@
 //!
 //! `watch_catalog` follows the router's snapshots and sends `notifications/*/list_changed` to
 //! every session with an open standalone stream whose view changed.
+//!
+//! Ids are sealed records (`session_ids`): with a shared store, `find` resumes on this replica a
+//! session another replica opened, and `end` ends it on all of them (`follow_ends`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -25,8 +28,10 @@ use rmcp::model::{RequestId, ServerJsonRpcMessage, ServerNotification};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::session_ids::{self, Liveness, SessionIds};
 use crate::caller::{AgentChannel, AgentReply};
 use crate::routing::CatalogSnapshot;
+use crate::store::{Keyring, Store};
 
 /// A session without a request for this long is forgotten; its next request gets 404 and the
 /// agent starts a new one (as the MCP spec asks). rmcp's default, kept.
@@ -80,6 +85,8 @@ pub struct AgentSession {
     /// Server-to-client requests waiting for the agent's answer, by the id muster gave them.
     pending: Mutex<HashMap<RequestId, oneshot::Sender<AgentReply>>>,
     next_request: AtomicI64,
+    /// When this replica last refreshed the session's liveness in the shared store (Unix s).
+    touched: AtomicU64,
 }
 
 impl AgentSession {
@@ -186,13 +193,16 @@ impl Drop for TrackedRequest {
     }
 }
 
-/// Every agent session of this process, by session id.
+/// Every agent session of this process, by the key of its id (`session_ids::key_of`).
 pub struct Sessions {
-    by_id: moka::sync::Cache<Arc<str>, Arc<AgentSession>>,
+    by_id: moka::sync::Cache<String, Arc<AgentSession>>,
     next_agent: AtomicU64,
     limits: Limits,
     /// Open sessions, in all and per owner; the eviction listener counts them down.
     counts: Arc<Mutex<Counts>>,
+    ids: SessionIds,
+    /// With a shared store: which sessions are alive on any replica.
+    shared: Option<Liveness>,
 }
 
 #[derive(Default)]
@@ -202,6 +212,14 @@ struct Counts {
 }
 
 impl Counts {
+    /// A session another replica admitted, now served here too: counted, never refused.
+    fn resume(&mut self, owner: Option<&String>) {
+        self.total += 1;
+        if let Some(owner) = owner {
+            *self.by_owner.entry(owner.clone()).or_default() += 1;
+        }
+    }
+
     fn admit(&mut self, owner: Option<&String>, limits: Limits) -> Result<(), Refused> {
         let of_owner = owner.map_or(0, |o| self.by_owner.get(o).copied().unwrap_or(0));
         if owner.is_some() && of_owner >= limits.max_sessions_per_user {
@@ -237,7 +255,13 @@ impl Default for Sessions {
 }
 
 impl Sessions {
+    /// Sessions of this replica alone, with ids sealed by a key of this process.
     pub fn new(idle_timeout: Duration, limits: Limits) -> Self {
+        Self::shared(idle_timeout, limits, Keyring::new(&[]), &Store::local())
+    }
+
+    /// Sessions whose ids `keyring` seals; with a shared `store`, any replica serves them.
+    pub fn shared(idle_timeout: Duration, limits: Limits, keyring: Keyring, store: &Store) -> Self {
         let counts = Arc::new(Mutex::new(Counts::default()));
         let released = counts.clone();
         let by_id = moka::sync::Cache::builder()
@@ -249,7 +273,8 @@ impl Sessions {
                 session.end();
             })
             .build();
-        Self { by_id, next_agent: AtomicU64::new(1), limits, counts }
+        let shared = store.is_shared().then(|| Liveness::new(store.clone(), idle_timeout));
+        Self { by_id, next_agent: AtomicU64::new(1), limits, counts, ids: SessionIds::new(keyring), shared }
     }
 
     /// A unique agent id, also for requests served without a session (2026-07-28).
@@ -257,7 +282,8 @@ impl Sessions {
         self.next_agent.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Starts a session; returns its id (128 random bits, hex) and the session, or why not.
+    /// Starts a session; returns its id (its sealed record) and the session, or why not. With a
+    /// shared store, `announce` the id before the agent learns it.
     pub fn open(&self, owner: Option<String>) -> Result<(Arc<str>, Arc<AgentSession>), Refused> {
         let admitted = self.admit(owner.as_ref());
         if admitted.is_err() {
@@ -265,17 +291,69 @@ impl Sessions {
             self.by_id.run_pending_tasks();
             self.admit(owner.as_ref())?;
         }
-        let id: Arc<str> = Arc::from(hex::encode(rand::random::<[u8; 16]>()));
-        let session = Arc::new(AgentSession {
+        let id: Arc<str> = Arc::from(self.ids.mint(owner.as_deref()));
+        let session = self.insert(session_ids::key_of(&id), owner);
+        Ok((id, session))
+    }
+
+    fn insert(&self, key: String, owner: Option<String>) -> Arc<AgentSession> {
+        let session = self.new_session(owner);
+        self.by_id.insert(key, session.clone());
+        session
+    }
+
+    fn new_session(&self, owner: Option<String>) -> Arc<AgentSession> {
+        Arc::new(AgentSession {
             agent_id: self.next_agent_id(),
             owner,
             standalone: Mutex::default(),
             in_flight: Mutex::default(),
             pending: Mutex::default(),
             next_request: AtomicI64::new(0),
-        });
-        self.by_id.insert(id.clone(), session.clone());
-        Ok((id, session))
+            touched: AtomicU64::new(session_ids::now()),
+        })
+    }
+
+    /// Makes a new session known to every replica (one store write; nothing without a store).
+    pub async fn announce(&self, id: &str) {
+        if let Some(shared) = &self.shared {
+            shared.begin(&session_ids::key_of(id)).await;
+        }
+    }
+
+    /// The session with this id: this replica's, or, with a shared store, one another replica
+    /// opened that is still alive (resumed here from its sealed record).
+    pub async fn find(&self, id: &str) -> Option<Arc<AgentSession>> {
+        let key = session_ids::key_of(id);
+        if let Some(session) = self.by_id.get(&key) {
+            if let Some(shared) = &self.shared {
+                let now = session_ids::now();
+                let last = session.touched.load(Ordering::Relaxed);
+                if now.saturating_sub(last) >= session_ids::TOUCH_EVERY.as_secs()
+                    && session.touched.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+                {
+                    shared.touch(&key);
+                }
+            }
+            return Some(session);
+        }
+        let shared = self.shared.as_ref()?;
+        let record = self.ids.open(id)?;
+        if !shared.alive(&key).await {
+            return None;
+        }
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.resume(record.owner.as_ref());
+        }
+        // Two requests may resume it at once: the first one inserted wins.
+        let session = self.by_id.entry(key).or_insert_with(|| self.new_session(record.owner.clone()));
+        if !session.is_fresh()
+            && let Ok(mut counts) = self.counts.lock()
+        {
+            counts.release(record.owner.as_ref());
+        }
+        tracing::debug!(agent = session.value().agent_id, "resumed a session another replica opened");
+        Some(session.into_value())
     }
 
     fn admit(&self, owner: Option<&String>) -> Result<(), Refused> {
@@ -283,15 +361,28 @@ impl Sessions {
         counts.admit(owner, self.limits)
     }
 
-    /// The session, refreshing its idle timer.
+    /// This replica's session, refreshing its idle timer.
     pub fn get(&self, id: &str) -> Option<Arc<AgentSession>> {
-        self.by_id.get(id)
+        self.by_id.get(&session_ids::key_of(id))
     }
 
-    /// Ends a session (`DELETE`): its requests in flight are cancelled.
+    /// Ends a session here: its requests in flight are cancelled.
     pub fn close(&self, id: &str) -> bool {
+        self.forget(&session_ids::key_of(id))
+    }
+
+    /// Ends a session on every replica (`DELETE`).
+    pub async fn end(&self, id: &str) {
+        self.close(id);
+        if let Some(shared) = &self.shared {
+            shared.end(&session_ids::key_of(id)).await;
+        }
+    }
+
+    /// Drops the session with this key (its id's hash): it ended on another replica.
+    fn forget(&self, key: &str) -> bool {
         // The eviction listener ends it (moka calls it on removal too).
-        self.by_id.remove(id).is_some()
+        self.by_id.remove(key).is_some()
     }
 
     /// Ends every standalone stream (muster is stopping): requests in flight still finish, but
@@ -332,6 +423,23 @@ fn fingerprint(snapshot: &CatalogSnapshot) -> Fingerprint {
         tools: serde_json::to_string(&catalog.tools).unwrap_or_default(),
         resources: serde_json::to_string(&(&catalog.resources, &catalog.resource_templates)).unwrap_or_default(),
         prompts: serde_json::to_string(&catalog.prompts).unwrap_or_default(),
+    }
+}
+
+/// Ends here the sessions that ended on another replica.
+pub async fn follow_ends(sessions: Arc<Sessions>, store: Store) {
+    let mut events = store.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(message) if message.topic == session_ids::ENDED => {
+                sessions.forget(&message.payload);
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "missed shared-store messages; some ended sessions linger until idle");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

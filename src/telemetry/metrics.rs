@@ -34,6 +34,8 @@ pub const UPSTREAM_CONNECTIONS: &str = "muster_upstream_connections";
 /// Files of `mcpservers/` (or the folder itself) that could not be read at the last read; what
 /// they held before is kept.
 pub const UNREADABLE_SOURCES: &str = "muster_desired_state_unreadable";
+/// 1 while the shared store (Valkey) answers, 0 from a failed operation until one succeeds.
+pub const STORE_UP: &str = "muster_store_up";
 
 const DURATION_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];

@@ -16,26 +16,10 @@ use crate::oauth_server::{REDIRECT, Setup, authorize_url, pkce, query, register,
 use crate::sso::upstream_answered;
 use crate::support::{Peers, Process, run};
 
-/// Chromium: `MUSTER_CHROMIUM` (the peers' env.sh sets it), else `chromium` on the PATH. `None`,
-/// with the reason printed, when it is absent and the peers are not required.
+/// Chromium: `MUSTER_CHROMIUM` (the peers' env.sh sets it), else `chromium` on the PATH; see
+/// [`Peers::system`].
 pub(crate) fn chromium(peers: &Peers) -> Option<PathBuf> {
-    let named = std::env::var_os("MUSTER_CHROMIUM").map(PathBuf::from).or_else(|| peers.optional("MUSTER_CHROMIUM"));
-    let on_path = || {
-        std::env::var_os("PATH")
-            .into_iter()
-            .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-            .map(|dir| dir.join("chromium"))
-            .find(|candidate| candidate.is_file())
-    };
-    let found = named.filter(|p| p.is_file()).or_else(on_path);
-    if found.is_none() {
-        assert!(
-            std::env::var_os("MUSTER_REQUIRE_PEERS").is_none(),
-            "Chromium is missing and MUSTER_REQUIRE_PEERS is set: run scripts/install-peers.sh (it installs Debian's chromium)"
-        );
-        eprintln!("skipping: Chromium is not installed (scripts/install-peers.sh installs Debian's chromium)");
-    }
-    found
+    peers.system("MUSTER_CHROMIUM", "chromium")
 }
 
 /// Runs `browser.mjs` with `args`; its JSON answer.

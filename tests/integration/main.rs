@@ -28,6 +28,7 @@ mod management;
 mod oauth_server;
 mod peers;
 mod readme;
+mod replicas;
 mod shutdown;
 mod sso;
 mod sso_example;

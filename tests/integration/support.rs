@@ -251,6 +251,29 @@ impl Peers {
         self.vars.get(key).filter(|v| !v.is_empty()).map(PathBuf::from)
     }
 
+    /// A peer installed from the system's packages (scripts/install-peers.sh, apt-get): `key` in the
+    /// environment or the peers' env.sh, else `command` on the PATH. `None`, with the reason printed,
+    /// when it is absent and the peers are not required (`MUSTER_REQUIRE_PEERS`: a failure instead).
+    pub fn system(&self, key: &str, command: &str) -> Option<PathBuf> {
+        let named = std::env::var_os(key).map(PathBuf::from).or_else(|| self.optional(key));
+        let on_path = || {
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+                .map(|dir| dir.join(command))
+                .find(|candidate| candidate.is_file())
+        };
+        let found = named.filter(|p| p.is_file()).or_else(on_path);
+        if found.is_none() {
+            assert!(
+                std::env::var_os("MUSTER_REQUIRE_PEERS").is_none(),
+                "{command} is missing and MUSTER_REQUIRE_PEERS is set: run scripts/install-peers.sh (it installs Debian's {command})"
+            );
+            eprintln!("skipping: {command} is not installed (scripts/install-peers.sh installs Debian's {command})");
+        }
+        found
+    }
+
     pub fn repo_file(path: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
     }

@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "backend",
     "caller",
     "auth",
+    "store",
     "crd",
     "config",
     "egress",

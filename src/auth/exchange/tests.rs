@@ -95,15 +95,23 @@ fn a_refreshed_entry_gets_a_fresh_lifetime() {
     assert_eq!(after_update, Some(Duration::from_secs(270)));
 }
 
+fn local() -> crate::store::Store {
+    crate::store::Store::local()
+}
+
+use crate::store::Keyring;
+
 #[tokio::test]
 async fn token_endpoints_follow_the_egress_rule() {
     let secrets = SecretStore::new(std::path::Path::new("/nonexistent"));
     let endpoint = |url: &str| ExchangeTarget::from_spec("a", "muster", &spec(url)).expect("valid");
-    let open = Exchanger::new(crate::auth::idp_client().expect("client"), secrets.clone(), true);
+    let open =
+        Exchanger::new(crate::auth::idp_client().expect("client"), secrets.clone(), true, &local(), Keyring::new(&[]));
     let metadata = open.check_endpoint(&endpoint("https://169.254.169.254/token")).await.expect_err("never");
     assert!(metadata.to_string().contains("link-local or cloud metadata"), "{metadata}");
     assert!(open.check_endpoint(&endpoint("https://10.0.0.1/token")).await.is_ok());
-    let closed = Exchanger::new(crate::auth::idp_client().expect("client"), secrets, false);
+    let closed =
+        Exchanger::new(crate::auth::idp_client().expect("client"), secrets, false, &local(), Keyring::new(&[]));
     let private = closed.check_endpoint(&endpoint("https://10.0.0.1/token")).await.expect_err("opt-in");
     assert!(private.to_string().contains("set aggregator.oauth.allowPrivateNetworks"), "{private}");
     assert!(closed.check_endpoint(&endpoint("http://127.0.0.1:5556/token")).await.is_ok());

@@ -211,12 +211,12 @@ impl AuthorizationServer {
         Ok(base64::engine::general_purpose::STANDARD.encode(sealed))
     }
 
-    fn open(&self, id: &str, family: &Family) -> Result<IdpTokens, super::seal::Error> {
+    fn open(&self, id: &str, family: &Family) -> Result<IdpTokens, crate::store::seal::Error> {
         use base64::Engine as _;
         let sealed =
-            base64::engine::general_purpose::STANDARD.decode(&family.sealed).map_err(|_| super::seal::Error)?;
+            base64::engine::general_purpose::STANDARD.decode(&family.sealed).map_err(|_| crate::store::seal::Error)?;
         let plain = self.sealer.open(&sealed, id)?;
-        serde_json::from_slice(&plain).map_err(|_| super::seal::Error)
+        serde_json::from_slice(&plain).map_err(|_| crate::store::seal::Error)
     }
 }
 

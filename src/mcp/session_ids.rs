@@ -1,0 +1,158 @@
+//! Agent session ids that any replica can serve (ADR 0009).
+//!
+//! - An id is the session's record sealed (AES-256-GCM under `aggregator.sessions.keyFile`): its
+//!   owner and when it began. A replica that never saw the session opens the id and serves it;
+//!   nobody can forge one or read the owner out of it.
+//! - With a shared store, the session's liveness is a store key (`session:<key>`): `initialize`
+//!   sets it before the agent learns the id, requests refresh it (at most every `TOUCH_EVERY` per
+//!   replica, off the request's path) and it expires after `IDLE_TIMEOUT` without any; `DELETE`
+//!   removes it and publishes `session-ended`, so every replica drops its copy at once.
+//! - A replica meets an unknown id only on a local miss: one store read then, none per request.
+//!   With the store down, a sealed id is served (degraded: an ended session may be resumed).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::store::{Keyring, Message, Store};
+
+/// What a sealed id holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(rename = "o")]
+    pub owner: Option<String>,
+    /// When the session began (Unix seconds).
+    #[serde(rename = "t")]
+    pub created: u64,
+}
+
+/// The associated data of every sealed id: an id opens only as an id.
+const SEALED_AS: &str = "muster agent session";
+/// The topic on the store's channel when a session ends; the payload is its key.
+pub const ENDED: &str = "session-ended";
+/// A replica refreshes a session's liveness at most this often.
+pub const TOUCH_EVERY: Duration = Duration::from_secs(30);
+
+pub struct SessionIds {
+    keyring: Keyring,
+}
+
+impl SessionIds {
+    pub fn new(keyring: Keyring) -> Self {
+        Self { keyring }
+    }
+
+    /// A new id for a session of `owner`.
+    pub fn mint(&self, owner: Option<&str>) -> String {
+        let record = Record { owner: owner.map(str::to_owned), created: now() };
+        let plain = serde_json::to_vec(&record).unwrap_or_default();
+        match self.keyring.seal(&plain, SEALED_AS) {
+            Ok(sealed) => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed),
+            // Sealing fails only without a key, which `Keyring` never is: fall back to a random id,
+            // which this replica still serves.
+            Err(_) => hex::encode(rand::random::<[u8; 16]>()),
+        }
+    }
+
+    /// The record an id holds, if it is one of ours.
+    pub fn open(&self, id: &str) -> Option<Record> {
+        if id.len() > 1024 {
+            return None;
+        }
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(id).ok()?;
+        let plain = self.keyring.open(&sealed, SEALED_AS).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+}
+
+/// The key of an id in this replica's map and in the store: a hash, so neither holds the id.
+pub fn key_of(id: &str) -> String {
+    hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16])
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Session liveness in the shared store.
+pub struct Liveness {
+    store: Store,
+    idle: Duration,
+}
+
+impl Liveness {
+    pub fn new(store: Store, idle: Duration) -> Self {
+        Self { store, idle }
+    }
+
+    fn store_key(key: &str) -> String {
+        format!("session:{key}")
+    }
+
+    /// The session began: set before its id reaches the agent.
+    pub async fn begin(&self, key: &str) {
+        if let Err(e) = self.store.set(&Self::store_key(key), b"1", self.idle).await {
+            tracing::warn!(error = %e, "a new session is not shared; other replicas will not know it");
+        }
+    }
+
+    /// The session is in use here: refresh its liveness, off the request's path.
+    pub fn touch(&self, key: &str) {
+        let (store, key, idle) = (self.store.clone(), Self::store_key(key), self.idle);
+        tokio::spawn(async move {
+            let _ = store.set(&key, b"1", idle).await;
+        });
+    }
+
+    /// Whether the session is still alive somewhere; true when the store cannot say (degraded).
+    pub async fn alive(&self, key: &str) -> bool {
+        match self.store.get(&Self::store_key(key)).await {
+            Ok(value) => value.is_some(),
+            Err(_) => true,
+        }
+    }
+
+    /// The session ended (`DELETE`): every replica drops it.
+    pub async fn end(&self, key: &str) {
+        let _ = self.store.delete(&Self::store_key(key)).await;
+        let _ = self.store.publish(Message { topic: ENDED.to_owned(), payload: key.to_owned() }).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_opens_to_its_record_and_nothing_else_opens() {
+        let ids = SessionIds::new(Keyring::new(&[[3; 32]]));
+        let id = ids.mint(Some("https://idp|alice"));
+        assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)), "visible ASCII: {id}");
+        assert!(!id.contains("alice"));
+        let record = ids.open(&id).expect("opens");
+        assert_eq!(record.owner.as_deref(), Some("https://idp|alice"));
+        assert!(record.created > 0);
+        assert_ne!(ids.mint(None), ids.mint(None), "unique");
+        assert_eq!(SessionIds::new(Keyring::new(&[[4; 32]])).open(&id), None, "another deployment's key");
+        let mut forged = id.clone().into_bytes();
+        forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+        assert_eq!(ids.open(&String::from_utf8(forged).expect("ascii")), None);
+        assert_eq!(ids.open("0123456789abcdef"), None);
+        assert_eq!(ids.open(&"A".repeat(5000)), None);
+    }
+
+    #[tokio::test]
+    async fn liveness_begins_ends_and_is_published() {
+        let store = Store::local();
+        let mut events = store.subscribe();
+        let liveness = Liveness::new(store, Duration::from_secs(60));
+        assert!(!liveness.alive("k").await);
+        liveness.begin("k").await;
+        assert!(liveness.alive("k").await);
+        liveness.end("k").await;
+        assert!(!liveness.alive("k").await);
+        assert_eq!(events.recv().await.expect("published"), Message { topic: ENDED.into(), payload: "k".into() });
+    }
+}

@@ -1,0 +1,240 @@
+//! Several muster replicas sharing a real `redis-server` (Valkey's protocol; ADR 0009): one agent
+//! session served round-robin by three replicas and ended on all by one `DELETE`; exactly one
+//! token exchange per (user, cluster) for calls spread over the replicas, simultaneous first
+//! calls included; a store that cannot be reached at start stops muster, naming it.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::sso::{login, start_idp, stats, upstream_answered};
+use crate::support::mock_upstream::MockUpstream;
+use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, wait_port};
+
+/// A `redis-server` on a private loopback port, with nothing saved to disk.
+struct Valkey {
+    _process: Process,
+    port: u16,
+}
+
+impl Valkey {
+    /// `None` when redis-server is not installed (see [`Peers::system`]).
+    async fn start(peers: &Peers) -> Option<Self> {
+        let server = peers.system("MUSTER_REDIS_SERVER", "redis-server")?;
+        let port = free_port();
+        let process = Process::spawn(
+            Command::new(server).args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]),
+            "redis-server (scripts/install-peers.sh installs it)",
+        );
+        wait_port(port).await;
+        Some(Self { _process: process, port })
+    }
+
+    /// The `aggregator` keys that point a replica at this store, with the shared session key.
+    fn config(&self) -> String {
+        format!(
+            "  storage:\n    type: valkey\n    valkey:\n      url: redis://127.0.0.1:{}\n  sessions:\n    keyFile: session-keys\n",
+            self.port
+        )
+    }
+}
+
+const SESSION_KEY: &str = "c2Vzc2lvbi1rZXktb2YtdGhlLXRlc3QtcmVwbGljYXM=\n";
+
+/// `replicas` copies of `fleet`'s folder, each on its own port, sharing `valkey`, started.
+async fn replicate(fleet: &Fleet, valkey: &Valkey, replicas: usize) -> Vec<(Fleet, Muster)> {
+    let text = std::fs::read_to_string(fleet.dir.path().join("config.yaml")).expect("config");
+    let port_line = text.lines().find(|l| l.trim_start().starts_with("port:")).expect("port").to_owned();
+    let mut started = Vec::new();
+    for _ in 0..replicas {
+        let port = free_port();
+        let copy = Fleet::new(&format!("{}{}", text.replace(&port_line, &format!("  port: {port}")), valkey.config()));
+        copy_tree(fleet.dir.path(), copy.dir.path());
+        std::fs::write(copy.dir.path().join("session-keys"), SESSION_KEY).expect("keys");
+        let muster = Muster::start(&copy, port).await;
+        muster.wait_ready().await;
+        started.push((copy, muster));
+    }
+    started
+}
+
+/// Copies everything but `config.yaml` and logs.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let name = entry.file_name();
+        if name == "config.yaml" || name.to_string_lossy().ends_with(".log") {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// One JSON-RPC message to `muster` on `session`, answered as JSON: (status, body).
+async fn send(muster: &Muster, session: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(muster.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body.to_string());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn open_session(muster: &Muster) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "replicas", "version": "1"}}});
+    let response = reqwest::Client::new()
+        .post(muster.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(init.to_string())
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(response.status(), 200);
+    response.headers()["mcp-session-id"].to_str().expect("ascii").to_owned()
+}
+
+#[actix_web::test]
+async fn one_session_is_served_by_every_replica_and_ended_by_one_delete() {
+    let Some(valkey) = Valkey::start(&Peers::load()).await else { return };
+    let fleet = Fleet::new(&config(free_port(), "  toolExposure: direct\n"));
+    let mut upstreams = Vec::new();
+    for cluster in ["a", "b"] {
+        let upstream = MockUpstream::start(cluster, free_port()).await;
+        let name = format!("cluster-{cluster}-mcp-kubernetes");
+        fleet.write_server(
+            &format!("{name}.yaml"),
+            &http_server(&name, &upstream.url(), &family("kubernetes", "management_cluster")),
+        );
+        upstreams.push(upstream);
+    }
+    let replicas = replicate(&fleet, &valkey, 3).await;
+    let session = open_session(&replicas[0].1).await;
+    let (status, _) =
+        send(&replicas[1].1, Some(&session), json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    assert_eq!(status, 202, "another replica accepts the session's notification");
+
+    // Round robin: every replica serves the session's calls, to both clusters.
+    for n in 0..12_u64 {
+        let (_, muster) = &replicas[n as usize % 3];
+        let cluster = if n % 2 == 0 { "cluster-a" } else { "cluster-b" };
+        let call = json!({"jsonrpc": "2.0", "id": n + 1, "method": "tools/call", "params": {
+            "name": "x_kubernetes_echo", "arguments": {"management_cluster": cluster, "text": format!("call {n}")}}});
+        let (status, body) = send(muster, Some(&session), call).await;
+        assert_eq!(status, 200, "replica {}: {body}", n % 3);
+        let text = body["result"]["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(text.contains(&format!("call {n}")), "replica {}: {body}", n % 3);
+    }
+
+    // A forged id opens nowhere.
+    let forged = format!("{}A", &session[..session.len() - 1]);
+    let ping = json!({"jsonrpc": "2.0", "id": 99, "method": "ping"});
+    for (_, muster) in &replicas {
+        assert_eq!(send(muster, Some(&forged), ping.clone()).await.0, 404);
+    }
+
+    // DELETE on one replica ends the session on all, those that served it included.
+    let deleted = reqwest::Client::new()
+        .delete(replicas[1].1.mcp_url())
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+    for (n, (_, muster)) in replicas.iter().enumerate() {
+        let (status, body) = send(muster, Some(&session), ping.clone()).await;
+        assert_eq!(status, 404, "replica {n} still serves the ended session: {body}");
+    }
+}
+
+#[actix_web::test]
+async fn a_user_and_cluster_are_exchanged_once_across_replicas() {
+    let peers = Peers::load();
+    let Some(valkey) = Valkey::start(&peers).await else { return };
+    let (_central, central) = start_idp(&peers, &["central", &free_port().to_string()], &[]).await;
+    let (fleet, clusters, _probes, first) = crate::sso::fleet(&peers, &central, None, &[]).await;
+    drop(first);
+    let replicas = replicate(&fleet, &valkey, 3).await;
+    let urls: Vec<String> = replicas.iter().map(|(_, m)| m.mcp_url()).collect();
+    let alice = login(&peers, &central, "alice");
+    let bob = login(&peers, &central, "bob");
+
+    // Simultaneous first calls on the three replicas, for two users.
+    let mut first_calls = Vec::new();
+    for url in &urls {
+        for token in [&alice, &bob] {
+            let (url, token) = (url.clone(), token.clone());
+            first_calls.push(tokio::task::spawn_blocking(move || {
+                crate::sso::call(
+                    &Peers::load(),
+                    &url,
+                    &token,
+                    "x_kubernetes_configuration_view",
+                    json!({"management_cluster": "cluster-a"}),
+                )
+            }));
+        }
+    }
+    for call in first_calls {
+        let answer = call.await.expect("join");
+        assert!(upstream_answered(&answer), "{answer}");
+    }
+    // Then more calls spread over the replicas.
+    for url in urls.iter().cycle().take(6) {
+        let answer = crate::sso::call(
+            &peers,
+            url,
+            &alice,
+            "x_kubernetes_configuration_view",
+            json!({"management_cluster": "cluster-a"}),
+        );
+        assert!(upstream_answered(&answer), "{answer}");
+    }
+    let stats = stats(&clusters[0].issuer).await;
+    assert_eq!(stats["by_sub"]["alice"], 1, "one exchange for alice at cluster-a across 3 replicas: {stats}");
+    assert_eq!(stats["by_sub"]["bob"], 1, "one exchange for bob at cluster-a across 3 replicas: {stats}");
+}
+
+#[actix_web::test]
+async fn a_store_that_cannot_be_reached_at_start_stops_muster_naming_it() {
+    let closed = free_port();
+    let fleet = Fleet::new(&config(
+        free_port(),
+        &format!(
+            "  storage:\n    type: valkey\n    valkey:\n      url: redis://127.0.0.1:{closed}\n  sessions:\n    keyFile: session-keys\n"
+        ),
+    ));
+    std::fs::write(fleet.dir.path().join("session-keys"), SESSION_KEY).expect("keys");
+    let (mut child, log) = Muster::spawn(&fleet, &[]);
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(log).expect("log");
+    assert!(
+        log.contains("shared store")
+            && log.contains(&format!("127.0.0.1:{closed}"))
+            && log.contains("connection refused"),
+        "{log}"
+    );
+}
