@@ -48,7 +48,13 @@ async fn main() {
     actix_web::rt::spawn(server.run());
 
     let dir = std::env::temp_dir();
-    let exchanger = Exchanger::new(muster::auth::idp_client().expect("client"), SecretStore::new(&dir), false);
+    let exchanger = Exchanger::new(
+        muster::auth::idp_client().expect("client"),
+        SecretStore::new(&dir),
+        false,
+        &muster::store::Store::local(),
+        muster::store::Keyring::new(&[]),
+    );
     let targets: Vec<ExchangeTarget> = (0..CLUSTERS)
         .map(|c| {
             let spec = muster::crd::TokenExchange {

@@ -12,7 +12,7 @@ use crate::auth::secrets::SecretStore;
 use crate::config::Config;
 use crate::crd::files;
 use crate::crd::sink::Sink;
-use crate::frontend;
+use crate::frontend::{self, Parts};
 use crate::mcp::core::Core;
 use crate::mcp::sessions::{self, Sessions};
 use crate::routing::RouterHandle;
@@ -136,7 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let core = Arc::new(Core::new(&config, ServiceHandle::new(&supervisor), events));
     let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone(), core.clone());
     let served = tokio::select! {
-        served = frontend::serve(&config, mcp, router, sessions, inbound, metrics, core, store) => served.context("serving HTTP"),
+        served = frontend::serve(&config, Parts { mcp, router, sessions, auth: inbound, metrics, core, store }) => served.context("serving HTTP"),
         Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),
     };
     cancel.cancel();

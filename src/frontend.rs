@@ -113,17 +113,25 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/oauth/revoke", web::post().to(oauth::revoke));
 }
 
+/// What the HTTP frontend serves, built by `app::run`.
+pub struct Parts {
+    /// The stateless (2026-era) MCP service.
+    pub mcp: McpService,
+    pub router: RouterHandle,
+    /// The agents' sessions (2025 era).
+    pub sessions: Arc<Sessions>,
+    /// Sign-in: `None` when `aggregator.oauth` is off.
+    pub auth: Option<Arc<InboundAuth>>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The `core_*` management tools.
+    pub core: Arc<Core>,
+    /// What the replicas share (`/readyz` reports it).
+    pub store: crate::store::Store,
+}
+
 /// Serves until the process is told to stop.
-pub async fn serve(
-    config: &Config,
-    mcp: McpService,
-    router: RouterHandle,
-    sessions: Arc<Sessions>,
-    auth: Option<Arc<InboundAuth>>,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-    core: Arc<Core>,
-    store: crate::store::Store,
-) -> std::io::Result<()> {
+pub async fn serve(config: &Config, parts: Parts) -> std::io::Result<()> {
+    let Parts { mcp, router, sessions, auth, metrics, core, store } = parts;
     let gateway = GatewayServer::new(0, router.clone(), config.tool_exposure, config.oauth.is_some()).with_core(core);
     let state = FrontendState {
         endpoint: Arc::new(streamable::SessionRoutes { gateway, sessions }),
