@@ -56,7 +56,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (inbound, exchanger) = match &config.oauth {
         Some(oauth) => {
             let http = crate::auth::idp_client().context("building the identity-provider HTTP client")?;
-            let inbound = Arc::new(InboundAuth::new(oauth, http.clone()).context("building the authorization server")?);
+            let inbound =
+                Arc::new(InboundAuth::new(oauth, http.clone(), &store).context("building the authorization server")?);
             if let Err(e) = inbound.validator.prefetch().await {
                 // Keep serving: requests get a precise 503 until the IdP is back.
                 tracing::error!(error = %e, "cannot fetch the central identity provider's keys yet");

@@ -43,7 +43,12 @@ pub struct InboundAuth {
 }
 
 impl InboundAuth {
-    pub fn new(config: &crate::config::OAuthServer, http: reqwest::Client) -> reqwest::Result<Self> {
+    /// `store`: where the authorization server keeps sign-ins (shared by the replicas, or not).
+    pub fn new(
+        config: &crate::config::OAuthServer,
+        http: reqwest::Client,
+        store: &crate::store::Store,
+    ) -> reqwest::Result<Self> {
         let mut issuers = vec![inbound::TrustedIssuer {
             issuer: config.issuer.clone(),
             jwks_url: None,
@@ -60,7 +65,7 @@ impl InboundAuth {
         }));
         let validator = Arc::new(inbound::Validator::new(http.clone(), issuers));
         let server = match &config.authorization_server {
-            Some(server) => Some(server::AuthorizationServer::new(config, server, http, validator.clone())?),
+            Some(server) => Some(server::AuthorizationServer::new(config, server, http, validator.clone(), store)?),
             None => None,
         };
         // Agents sign in where this names: muster itself when it is the authorization server.

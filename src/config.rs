@@ -311,6 +311,14 @@ impl Config {
         let admin_groups = parse_admin_groups(a.admin.as_ref(), &mut problems);
         let storage = storage::parse_storage(dir, &a.storage, &mut problems);
         let session_keys = storage::parse_session_keys(dir, &a.sessions, &storage, &mut problems);
+        let server = oauth.as_ref().and_then(|o| o.authorization_server.as_ref());
+        if matches!(storage, Storage::Valkey(_)) && server.is_some_and(|s| s.encryption_key.is_none()) {
+            problems.push(
+                "aggregator.oauth.server.encryptionKey (or encryptionKeyFile) is required with aggregator.storage.type \
+                 valkey: every replica must open the identity-provider tokens the others sealed"
+                    .to_owned(),
+            );
+        }
         let allowed_hosts = a.allowed_hosts.unwrap_or_else(|| default_allowed_hosts(&host));
         let allowed_origins = a
             .allowed_origins

@@ -155,6 +155,15 @@ impl Store {
         self.observe(result)
     }
 
+    /// Gets and deletes `key` at once: a value taken is seen by one caller, on any replica.
+    pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let result = match &self.inner.backend {
+            Backend::Local(cache) => Ok(cache.remove(key).map(|e| e.value.to_vec())),
+            Backend::Valkey(valkey) => valkey.take(key).await,
+        };
+        self.observe(result)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
         let result = match &self.inner.backend {
             Backend::Local(cache) => {
@@ -194,6 +203,8 @@ mod tests {
         assert!(!store.is_shared());
         store.set("a", b"1", Duration::from_secs(60)).await.expect("set");
         assert_eq!(store.get("a").await.expect("get").as_deref(), Some(&b"1"[..]));
+        assert_eq!(store.take("a").await.expect("take").as_deref(), Some(&b"1"[..]));
+        assert_eq!(store.take("a").await.expect("take"), None, "a value is taken once");
         assert!(store.set_if_absent("lock", b"me", Duration::from_millis(50)).await.expect("lock"));
         assert!(!store.set_if_absent("lock", b"you", Duration::from_millis(50)).await.expect("lock"));
         tokio::time::sleep(Duration::from_millis(80)).await;

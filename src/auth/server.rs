@@ -14,6 +14,7 @@ mod clients;
 mod flow;
 mod limits;
 pub mod pages;
+mod recent;
 mod store;
 mod tokens;
 mod upstream;
@@ -86,6 +87,8 @@ pub struct AuthorizationServer {
     resource: String,
     session_duration: Duration,
     store: Arc<dyn store::Store>,
+    /// Access tokens resolved a moment ago (no store round trip per call).
+    recent: Arc<recent::Recent>,
     sealer: crate::store::seal::Sealer,
     upstream: upstream::Upstream,
     /// Validates the IdP's ID tokens at sign-in and refresh.
@@ -105,6 +108,7 @@ impl AuthorizationServer {
         server: &crate::config::AuthorizationServer,
         http: reqwest::Client,
         validator: Arc<super::inbound::Validator>,
+        shared: &crate::store::Store,
     ) -> reqwest::Result<Self> {
         let key = server.encryption_key.unwrap_or_else(|| {
             tracing::warn!(
@@ -117,7 +121,12 @@ impl AuthorizationServer {
             base_url: config.base_url.clone(),
             resource: format!("{}/mcp", config.base_url),
             session_duration: server.session_duration,
-            store: Arc::new(store::MemoryStore::default()),
+            store: if shared.is_shared() {
+                Arc::new(store::Shared(shared.clone()))
+            } else {
+                Arc::new(store::MemoryStore::default())
+            },
+            recent: recent::Recent::new(shared),
             sealer: crate::store::seal::Sealer::new(&key),
             upstream: upstream::Upstream::new(http, config, server),
             validator,

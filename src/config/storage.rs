@@ -202,6 +202,12 @@ mod tests {
         for expected in ["valkey.url: \"http://x\"", "passwordFile: missing", "sessions.keyFile: needed"] {
             assert!(problems.contains(expected), "{expected}: {problems}");
         }
+        let sign_in = "  oauth:\n    server:\n      enabled: true\n      baseUrl: https://muster.example.com\n      dex: {issuerUrl: https://dex.example.com, clientId: muster, clientSecret: s3cret}\n";
+        let replicated = "aggregator:\n  storage:\n    type: valkey\n    valkey: {url: 'redis://valkey:6379'}\n  sessions: {keyFile: keys}\n";
+        let problems = parse(&format!("{replicated}{sign_in}")).expect_err("refused").problems.join("\n");
+        assert!(problems.contains("encryptionKey (or encryptionKeyFile) is required"), "{problems}");
+        let key = "      encryptionKey: AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n";
+        parse(&format!("{replicated}{sign_in}{key}")).expect("with a shared key");
         let problems = parse("aggregator:\n  storage: {type: etcd}\n").expect_err("refused").problems.join("\n");
         assert!(problems.contains("\"etcd\" is not one of memory, valkey"), "{problems}");
     }

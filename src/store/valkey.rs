@@ -128,6 +128,11 @@ impl Valkey {
         Ok(set.is_some())
     }
 
+    /// `GETDEL` (Valkey, Redis 6.2 and later).
+    pub(super) async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        redis::cmd("GETDEL").arg(self.key(key)).query_async(&mut self.manager.clone()).await.map_err(|e| self.error(&e))
+    }
+
     pub(super) async fn delete(&self, key: &str) -> Result<(), Error> {
         redis::cmd("DEL")
             .arg(self.key(key))

@@ -27,8 +27,8 @@ type Form<'a> = &'a [(&'a str, &'a str)];
 pub(crate) struct Setup {
     pub(crate) central_idp: Process,
     pub(crate) central: String,
-    clusters: Vec<Cluster>,
-    _fleet: Fleet,
+    pub(crate) clusters: Vec<Cluster>,
+    pub(crate) fleet: Fleet,
     pub(crate) muster: Muster,
     pub(crate) http: reqwest::Client,
 }
@@ -50,6 +50,21 @@ async fn setup_with_env(
     cluster_args: &[&str],
     muster_env: &[(&str, &std::ffi::OsStr)],
 ) -> Setup {
+    setup_with_config(peers, n_clusters, central_env, cluster_args, muster_env, "", &[]).await
+}
+
+/// [`setup_with_env`], with `keys` (YAML lines, indented for where they go: six spaces under
+/// `aggregator.oauth.server`, two under `aggregator`) appended to the config, and `files` written
+/// into the fleet's folder before muster starts.
+pub(crate) async fn setup_with_config(
+    peers: &Peers,
+    n_clusters: usize,
+    central_env: &[(&str, &str)],
+    cluster_args: &[&str],
+    muster_env: &[(&str, &std::ffi::OsStr)],
+    keys: &str,
+    files: &[(&str, &str)],
+) -> Setup {
     let port = free_port();
     let callback = format!("--redirect=http://127.0.0.1:{port}/oauth/callback");
     let client = format!("--client=muster:{MUSTER_SECRET}");
@@ -58,9 +73,12 @@ async fn setup_with_env(
     let fleet = Fleet::new(&config(
         port,
         &format!(
-            "  toolExposure: direct\n  oauth:\n    server:\n      enabled: true\n      baseUrl: http://127.0.0.1:{port}\n      dex:\n        issuerUrl: {central}\n        clientId: muster\n        clientSecret: {MUSTER_SECRET}\n      storage: {{type: memory}}\n"
+            "  toolExposure: direct\n  oauth:\n    server:\n      enabled: true\n      baseUrl: http://127.0.0.1:{port}\n      dex:\n        issuerUrl: {central}\n        clientId: muster\n        clientSecret: {MUSTER_SECRET}\n      storage: {{type: memory}}\n{keys}"
         ),
     ));
+    for (name, text) in files {
+        std::fs::write(fleet.dir.path().join(name), text).expect("write a fleet file");
+    }
     let mut clusters = Vec::new();
     for name in ["cluster-a", "cluster-b"].into_iter().take(n_clusters) {
         let (cluster, k8s_port) = cluster_with(peers, fleet.dir.path(), name, &central, None, cluster_args).await;
@@ -84,7 +102,7 @@ async fn setup_with_env(
     let muster = Muster::start_with_env(&fleet, port, muster_env).await;
     muster.wait_ready().await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    Setup { central_idp, central, clusters, _fleet: fleet, muster, http }
+    Setup { central_idp, central, clusters, fleet, muster, http }
 }
 
 /// A PKCE verifier and its S256 challenge.
@@ -121,7 +139,7 @@ pub(crate) fn query(location: &str) -> std::collections::HashMap<String, String>
 }
 
 /// Signs `user` in through muster for `client_id`: returns the agent's redirect (code, state, iss).
-fn sign_in(peers: &Peers, setup: &Setup, user: &str, client_id: &str, challenge: &str) -> String {
+pub(crate) fn sign_in(peers: &Peers, setup: &Setup, user: &str, client_id: &str, challenge: &str) -> String {
     let redirect = "http://127.0.0.1:53123/callback";
     let url = authorize_url(&setup.muster, client_id, redirect, Some(challenge), "S256");
     let (code, stdout, stderr) = run(Command::new(format!("{}/node", peers.get("MUSTER_NODE22")))

@@ -48,16 +48,25 @@ impl Valkey {
     }
 }
 
+/// `aggregator.oauth.server.encryptionKey`, the same on every replica.
+const ENCRYPTION_KEY: &str = "ZW5jcnlwdGlvbi1rZXktb2YtdGhlLXJlcGxpY2FzLTE=";
+
 const SESSION_KEY: &str = "c2Vzc2lvbi1rZXktb2YtdGhlLXRlc3QtcmVwbGljYXM=\n";
 
 /// `replicas` copies of `fleet`'s folder, each on its own port, sharing `valkey`, started.
 async fn replicate(fleet: &Fleet, valkey: &Valkey, replicas: usize) -> Vec<(Fleet, Muster)> {
+    copies(fleet, &valkey.config(), replicas).await
+}
+
+/// `replicas` copies of `fleet`'s folder with `keys` appended to its config, each on its own port,
+/// started.
+async fn copies(fleet: &Fleet, keys: &str, replicas: usize) -> Vec<(Fleet, Muster)> {
     let text = std::fs::read_to_string(fleet.dir.path().join("config.yaml")).expect("config");
     let port_line = text.lines().find(|l| l.trim_start().starts_with("port:")).expect("port").to_owned();
     let mut started = Vec::new();
     for _ in 0..replicas {
         let port = free_port();
-        let copy = Fleet::new(&format!("{}{}", text.replace(&port_line, &format!("  port: {port}")), valkey.config()));
+        let copy = Fleet::new(&format!("{}{keys}", text.replace(&port_line, &format!("  port: {port}"))));
         copy_tree(fleet.dir.path(), copy.dir.path());
         std::fs::write(copy.dir.path().join("session-keys"), SESSION_KEY).expect("keys");
         let muster = Muster::start(&copy, port).await;
@@ -237,4 +246,101 @@ async fn a_store_that_cannot_be_reached_at_start_stops_muster_naming_it() {
             && log.contains("connection refused"),
         "{log}"
     );
+}
+
+/// The token endpoint of `muster`: (status, JSON answer).
+async fn token_at(muster: &Muster, form: &[(&str, &str)]) -> (u16, Value) {
+    let response = reqwest::Client::new().post(muster.url("/oauth/token")).form(form).send().await.expect("token");
+    (response.status().as_u16(), response.json().await.expect("token json"))
+}
+
+/// The status of a ping without a session on `muster`'s `/mcp` with `token`: 401 when the token
+/// is refused, 400 (no session) when it is let in.
+async fn admitted_at(muster: &Muster, token: &str) -> u16 {
+    let response = reqwest::Client::new()
+        .post(muster.mcp_url())
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .expect("mcp");
+    response.status().as_u16()
+}
+
+#[actix_web::test]
+async fn a_sign_in_at_one_replica_works_at_every_replica_and_a_revocation_reaches_all() {
+    use crate::oauth_server::{REDIRECT, pkce, query, register, setup_with_config, sign_in};
+    let peers = Peers::load();
+    let Some(valkey) = Valkey::start(&peers).await else { return };
+    // Replica A is the setup's muster (its port is the baseUrl the IdP returns to); B and C copy it.
+    let shared = format!("      encryptionKey: {ENCRYPTION_KEY}\n{}", valkey.config());
+    let setup = setup_with_config(&peers, 1, &[], &[], &[], &shared, &[("session-keys", SESSION_KEY)]).await;
+    let others = copies(&setup.fleet, "", 2).await;
+    let (a, b, c) = (&setup.muster, &others[0].1, &others[1].1);
+
+    // Registered at A; signed in through A (the browser's way back is A's callback).
+    let (status, client) = register(&setup, &[REDIRECT]).await;
+    assert_eq!(status, 201, "{client}");
+    let client_id = client["client_id"].as_str().expect("client_id").to_owned();
+    let (verifier, challenge) = pkce();
+    let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
+    // The code is redeemed at B, once.
+    let code = query(&location)["code"].clone();
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", location.split('?').next().expect("uri")),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, tokens) = token_at(b, &redeem).await;
+    assert_eq!(status, 200, "B redeems a code A issued: {tokens}");
+    assert_eq!(token_at(c, &redeem).await.0, 400, "a code works once across replicas");
+    // The grant was revoked by the reused code; sign in again for the rest.
+    let (verifier, challenge) = pkce();
+    let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
+    let code = query(&location)["code"].clone();
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", location.split('?').next().expect("uri")),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, tokens) = token_at(c, &redeem).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().expect("access").to_owned();
+
+    // The access token reaches the cluster through every replica (the exchange done once).
+    for muster in [a, b, c] {
+        let answer = crate::sso::call(
+            &peers,
+            &muster.mcp_url(),
+            &access,
+            "x_kubernetes_configuration_view",
+            json!({"management_cluster": "cluster-a"}),
+        );
+        assert!(upstream_answered(&answer), "{answer}");
+    }
+    assert_eq!(stats(&setup.clusters[0].issuer).await["by_sub"]["alice"], 1, "one exchange for the deployment");
+
+    // Refreshed at A; the rotated refresh token reused at B revokes the family everywhere, C
+    // (which holds the newest access token from a moment ago) included.
+    let refresh = tokens["refresh_token"].as_str().expect("refresh").to_owned();
+    let rotate =
+        [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", client_id.as_str())];
+    let (status, newer) = token_at(a, &rotate).await;
+    assert_eq!(status, 200, "{newer}");
+    let newest = newer["access_token"].as_str().expect("access").to_owned();
+    assert_eq!(admitted_at(c, &newest).await, 400, "let in (and told it has no session)");
+    assert_eq!(token_at(b, &rotate).await.0, 400, "a rotated refresh token is refused on another replica");
+    for muster in [a, b, c] {
+        crate::support::eventually(std::time::Duration::from_secs(3), "the revocation on every replica", async || {
+            (admitted_at(muster, &newest).await == 401).then_some(())
+        })
+        .await;
+    }
 }

@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use super::{Exchanged, Secret};
 use crate::store::{Keyring, Store};
 
-/// A lock holder that died frees the lock after this.
-const LOCK_TTL: Duration = Duration::from_secs(10);
-/// How long a replica waits for another one's exchange.
-pub(super) const WAIT: Duration = Duration::from_secs(5);
+/// A lock holder that died frees the lock after this: longer than an exchange can take (the
+/// identity-provider client's 15 s timeout), so a slow exchange keeps its lock.
+const LOCK_TTL: Duration = Duration::from_secs(20);
+/// How long a replica waits for another one's exchange: as long as that exchange may take. A
+/// holder that fails unlocks at once, so waiters only wait this long for a holder that died.
+pub(super) const WAIT: Duration = Duration::from_secs(15);
 pub(super) const POLL: Duration = Duration::from_millis(20);
 
 pub(super) struct Shared {

@@ -1,8 +1,8 @@
 //! Where the authorization server keeps its state: registered clients, pending authorizations,
 //! codes, token families (with the sealed IdP tokens) and token hashes. `Store` is a small
-//! key-value interface with expiry and an atomic `take`, so a later issue can put it in Valkey
-//! (`SET … PX`, `GET`, `GETDEL`, `DEL`); `MemoryStore` keeps it in this process and loses it on
-//! restart.
+//! key-value interface with expiry and an atomic `take`. `MemoryStore` keeps it in this process
+//! and loses it on restart; `Shared` keeps it in the replicas' shared store (Valkey: `SET … PX`,
+//! `GET`, `GETDEL`, `DEL` under `oauth:`), so a sign-in made at one replica works at every one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +23,34 @@ pub(super) trait Store: Send + Sync {
     /// Gets and deletes at once: a value taken is seen by one caller only (one-time codes).
     fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>>;
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+/// The replicas' shared store (ADR 0009).
+pub(super) struct Shared(pub crate::store::Store);
+
+const SHARED_PREFIX: &str = "oauth:";
+
+fn shared_error(e: crate::store::Error) -> Error {
+    let crate::store::Error::Unavailable { at, reason } = e;
+    Error(format!("{at}: {reason}"))
+}
+
+impl Store for Shared {
+    fn put<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Duration) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move { self.0.set(&format!("{SHARED_PREFIX}{key}"), &value, ttl).await.map_err(shared_error) })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>> {
+        Box::pin(async move { self.0.get(&format!("{SHARED_PREFIX}{key}")).await.map_err(shared_error) })
+    }
+
+    fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, Error>> {
+        Box::pin(async move { self.0.take(&format!("{SHARED_PREFIX}{key}")).await.map_err(shared_error) })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move { self.0.delete(&format!("{SHARED_PREFIX}{key}")).await.map_err(shared_error) })
+    }
 }
 
 /// Entries before expired ones are swept on the next write.

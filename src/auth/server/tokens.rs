@@ -20,7 +20,7 @@ pub(super) const REFRESH_TOKEN_PREFIX: &str = "mrt_";
 /// The IdP ID token is refreshed this long before it expires (or a quarter of its life, if shorter).
 const ID_TOKEN_MARGIN: u64 = 60;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(super) struct Family {
     pub client_id: String,
     pub subject: String,
@@ -43,8 +43,8 @@ struct IdpTokens {
     refresh_token: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct AccessRecord {
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct AccessRecord {
     family: String,
     expires_at: u64,
 }
@@ -116,28 +116,40 @@ impl AuthorizationServer {
         self.get(&format!("family:{id}")).await
     }
 
-    /// Ends a family: every access and refresh token it issued stops working.
+    /// Ends a family: every access and refresh token it issued stops working, on every replica.
     pub(super) async fn revoke_family(&self, id: &str) -> Result<(), OAuthError> {
         tracing::info!("a token family was revoked");
-        Ok(self.store.delete(&format!("family:{id}")).await?)
+        self.store.delete(&format!("family:{id}")).await?;
+        self.recent.forget_all().await;
+        Ok(())
     }
 
-    /// Forgets one access token.
+    /// Forgets one access token, on every replica.
     pub(super) async fn revoke_access(&self, token: &str) -> Result<(), OAuthError> {
-        Ok(self.store.delete(&format!("access:{}", hash(token))).await?)
+        self.store.delete(&format!("access:{}", hash(token))).await?;
+        self.recent.forget_all().await;
+        Ok(())
     }
 
     /// Who a muster access token belongs to, with a fresh IdP ID token as its subject token.
     pub async fn identity(&self, token: &str) -> Result<Identity, Refused> {
         let gone = || Refused::Invalid("the access token is unknown, expired or revoked".to_owned());
         let unavailable = |e: OAuthError| Refused::Unavailable { issuer: self.base_url.clone(), reason: e.description };
-        let access: AccessRecord =
-            self.get(&format!("access:{}", hash(token))).await.map_err(unavailable)?.ok_or_else(gone)?;
+        let key = hash(token);
+        let (access, family) = match self.recent.get(&key) {
+            Some(known) => known,
+            None => {
+                let access: AccessRecord =
+                    self.get(&format!("access:{key}")).await.map_err(unavailable)?.ok_or_else(gone)?;
+                let family = self.family(&access.family).await.map_err(unavailable)?.ok_or_else(gone)?;
+                (access, family)
+            }
+        };
         if access.expires_at <= now() {
             return Err(gone());
         }
-        let family = self.family(&access.family).await.map_err(unavailable)?.ok_or_else(gone)?;
         let family = if needs_refresh(&family) { self.refresh_idp(&access.family).await? } else { family };
+        self.recent.remember(key, &access, &family);
         let tokens = self.open(&access.family, &family).map_err(|_| gone())?;
         // The IdP's ID token came over TLS from the IdP itself: its groups claim is the user's.
         let groups = crate::auth::token::unverified_claims(&tokens.id_token)
