@@ -22,6 +22,8 @@ pub use seal::Keyring;
 
 /// Messages a subscriber has not read yet; a slower one skips ahead (and is told so).
 const EVENTS_QUEUE: usize = 1024;
+/// How often a store that is down is asked whether it is back.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// At most this many keys in the local store.
 const LOCAL_CAPACITY: u64 = 100_000;
 
@@ -117,11 +119,37 @@ impl Store {
         if self.inner.up.swap(up, Ordering::Relaxed) != up {
             match &result {
                 Ok(_) => tracing::info!("the shared store is reachable again"),
-                Err(e) => tracing::warn!(error = %e, "the shared store failed; serving from what this replica holds"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the shared store failed; serving from what this replica holds");
+                    self.probe_until_up();
+                }
             }
             metrics::gauge!(crate::telemetry::metrics::STORE_UP).set(if up { 1.0 } else { 0.0 });
         }
         result
+    }
+
+    /// While the store is down, asks it every `PROBE_EVERY` whether it is back, so `/readyz` and
+    /// the gauge say so even when no request needs the store.
+    fn probe_until_up(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let store = Self { inner };
+                if store.is_up() {
+                    return;
+                }
+                let result = match &store.inner.backend {
+                    Backend::Local(_) => Ok(()),
+                    Backend::Valkey(valkey) => valkey.ping().await,
+                };
+                if store.observe(result).is_ok() {
+                    return;
+                }
+            }
+        });
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {

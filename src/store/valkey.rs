@@ -128,6 +128,10 @@ impl Valkey {
         Ok(set.is_some())
     }
 
+    pub(super) async fn ping(&self) -> Result<(), Error> {
+        redis::cmd("PING").query_async::<String>(&mut self.manager.clone()).await.map(drop).map_err(|e| self.error(&e))
+    }
+
     /// `GETDEL` (Valkey, Redis 6.2 and later).
     pub(super) async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         redis::cmd("GETDEL").arg(self.key(key)).query_async(&mut self.manager.clone()).await.map_err(|e| self.error(&e))

@@ -9,11 +9,14 @@ use serde_json::{Value, json};
 
 use crate::sso::{login, start_idp, stats, upstream_answered};
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Muster, Peers, Process, config, family, free_port, http_server, wait_port};
+use crate::support::{Fleet, Muster, Peers, Process, config, eventually, family, free_port, http_server, wait_port};
 
-/// A `redis-server` on a private loopback port, with nothing saved to disk.
+/// A `redis-server` on a private loopback port, its data in a temporary folder (append-only
+/// file, so a restart keeps what it held, as a Valkey with persistence does).
 struct Valkey {
-    _process: Process,
+    server: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    process: Option<Process>,
     port: u16,
 }
 
@@ -21,22 +24,27 @@ impl Valkey {
     /// `None` when redis-server is not installed (see [`Peers::system`]).
     async fn start(peers: &Peers) -> Option<Self> {
         let server = peers.system("MUSTER_REDIS_SERVER", "redis-server")?;
-        let port = free_port();
+        let mut valkey = Self { server, dir: tempfile::tempdir().expect("tempdir"), process: None, port: free_port() };
+        valkey.restart().await;
+        Some(valkey)
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients).
+    fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Starts the server again on its port, with what it had written.
+    async fn restart(&mut self) {
         let process = Process::spawn(
-            Command::new(server).args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]),
+            Command::new(&self.server)
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(self.dir.path()),
             "redis-server (scripts/install-peers.sh installs it)",
         );
-        wait_port(port).await;
-        Some(Self { _process: process, port })
+        wait_port(self.port).await;
+        self.process = Some(process);
     }
 
     /// The `aggregator` keys that point a replica at this store, with the shared session key.
@@ -343,4 +351,68 @@ async fn a_sign_in_at_one_replica_works_at_every_replica_and_a_revocation_reache
         })
         .await;
     }
+}
+
+/// `/readyz`'s `store` field on `muster`.
+async fn store_state(muster: &Muster) -> String {
+    let body: Value = reqwest::get(muster.url("/readyz")).await.expect("readyz").json().await.expect("json");
+    body["store"].as_str().unwrap_or_default().to_owned()
+}
+
+#[actix_web::test]
+async fn a_store_that_goes_away_degrades_serving_and_recovers_when_it_returns() {
+    let Some(mut valkey) = Valkey::start(&Peers::load()).await else { return };
+    let fleet = Fleet::new(&config(free_port(), "  toolExposure: direct\n"));
+    let upstream = MockUpstream::start("a", free_port()).await;
+    fleet.write_server(
+        "cluster-a-mcp-kubernetes.yaml",
+        &http_server("cluster-a-mcp-kubernetes", &upstream.url(), &family("kubernetes", "management_cluster")),
+    );
+    let replicas = replicate(&fleet, &valkey, 2).await;
+    let (r0, r1) = (&replicas[0].1, &replicas[1].1);
+    let mut n = 0_u64;
+    let mut call = async |muster: &Muster, session: &str| {
+        n += 1;
+        let body = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {
+            "name": "x_kubernetes_echo", "arguments": {"management_cluster": "cluster-a", "text": format!("call {n}")}}});
+        let (status, answer) = send(muster, Some(session), body).await;
+        let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+        assert!(status == 200 && text.contains(&format!("call {n}")), "{status} {answer}");
+    };
+    let before = open_session(r0).await;
+    call(r1, &before).await;
+    assert_eq!(store_state(r0).await, "up");
+
+    valkey.stop();
+    // Both replicas keep serving the session; a session opened now is served by the other replica
+    // too (from its sealed id alone), and /readyz says the store is down while muster stays ready.
+    call(r0, &before).await;
+    call(r1, &before).await;
+    let during = open_session(r0).await;
+    call(r1, &during).await;
+    call(r0, &during).await;
+    for muster in [r0, r1] {
+        assert_eq!(reqwest::get(muster.url("/readyz")).await.expect("readyz").status(), 200);
+    }
+    assert_eq!(store_state(r0).await, "down");
+
+    valkey.restart().await;
+    for muster in [r0, r1] {
+        eventually(std::time::Duration::from_secs(10), "the store is up again", async || {
+            (store_state(muster).await == "up").then_some(())
+        })
+        .await;
+    }
+    call(r1, &before).await;
+    // Writes resume: a DELETE on r1 ends the session r0 opened while the store was down, on r0 too
+    // (the replicas subscribed again).
+    let deleted =
+        reqwest::Client::new().delete(r1.mcp_url()).header("mcp-session-id", &during).send().await.expect("delete");
+    assert_eq!(deleted.status(), 200);
+    let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
+    eventually(std::time::Duration::from_secs(5), "the session ended on r0", async || {
+        (send(r0, Some(&during), ping.clone()).await.0 == 404).then_some(())
+    })
+    .await;
+    call(r0, &before).await;
 }
