@@ -416,3 +416,81 @@ async fn a_store_that_goes_away_degrades_serving_and_recovers_when_it_returns() 
     .await;
     call(r0, &before).await;
 }
+
+#[actix_web::test]
+async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
+    const SESSIONS: usize = 16;
+    const CALLS: usize = 30;
+    let Some(valkey) = Valkey::start(&Peers::load()).await else { return };
+    let fleet = Fleet::new(&config(free_port(), "  toolExposure: direct\n"));
+    let upstream = MockUpstream::start("a", free_port()).await;
+    fleet.write_server(
+        "cluster-a-mcp-kubernetes.yaml",
+        &http_server("cluster-a-mcp-kubernetes", &upstream.url(), &family("kubernetes", "management_cluster")),
+    );
+    let mut replicas = replicate(&fleet, &valkey, 3).await;
+    let urls: Vec<String> = replicas.iter().map(|(_, m)| m.mcp_url()).collect();
+    let mut sessions = Vec::new();
+    for s in 0..SESSIONS {
+        sessions.push(open_session(&replicas[s % 3].1).await);
+    }
+    // Replica 2 is killed once a third of the calls are done; a load balancer then stops sending it
+    // calls (here: the next call of each session goes to another replica).
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut agents = Vec::new();
+    for (s, session) in sessions.into_iter().enumerate() {
+        let (urls, killed, done) = (urls.clone(), killed.clone(), done.clone());
+        agents.push(actix_web::rt::spawn(async move {
+            let http = reqwest::Client::new();
+            let (mut ok, mut failed_on_killed, mut failed_elsewhere) = (0, 0, 0);
+            for c in 0..CALLS {
+                let mut replica = (s + c) % 3;
+                if replica == 2 && killed.load(std::sync::atomic::Ordering::SeqCst) {
+                    replica = c % 2;
+                }
+                let call = json!({"jsonrpc": "2.0", "id": c, "method": "tools/call", "params": {
+                    "name": "x_kubernetes_echo",
+                    "arguments": {"management_cluster": "cluster-a", "text": format!("{s}/{c}")}}});
+                let answer = http
+                    .post(&urls[replica])
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json")
+                    .header("mcp-protocol-version", "2025-06-18")
+                    .header("mcp-session-id", &session)
+                    .body(call.to_string())
+                    .send()
+                    .await;
+                let answered = match answer {
+                    Ok(response) if response.status() == 200 => {
+                        let body: Value = response.json().await.unwrap_or(Value::Null);
+                        body["result"]["content"][0]["text"].as_str().is_some_and(|t| t.contains(&format!("{s}/{c}")))
+                    }
+                    _ => false,
+                };
+                match (answered, replica) {
+                    (true, _) => ok += 1,
+                    (false, 2) => failed_on_killed += 1,
+                    (false, _) => failed_elsewhere += 1,
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            (ok, failed_on_killed, failed_elsewhere)
+        }));
+    }
+    eventually(std::time::Duration::from_secs(60), "a third of the calls", async || {
+        (done.load(std::sync::atomic::Ordering::SeqCst) >= SESSIONS * CALLS / 3).then_some(())
+    })
+    .await;
+    replicas[2].1.child.kill().expect("SIGKILL replica 2");
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut failed_on_killed, mut failed_elsewhere) = (0, 0, 0);
+    for agent in agents {
+        let (o, k, e) = agent.await.expect("agent");
+        (ok, failed_on_killed, failed_elsewhere) = (ok + o, failed_on_killed + k, failed_elsewhere + e);
+    }
+    eprintln!("{ok} answered, {failed_on_killed} failed on the killed replica, {failed_elsewhere} elsewhere");
+    assert_eq!(failed_elsewhere, 0, "no call to a surviving replica failed");
+    assert!(failed_on_killed <= SESSIONS, "at most one call in flight per session was lost: {failed_on_killed}");
+    assert_eq!(ok + failed_on_killed, SESSIONS * CALLS, "every call is counted");
+}
