@@ -5,6 +5,8 @@
 #
 #   loadtests/compare.sh BIN_A BIN_B            # e.g. a release build of main and of a branch
 #   ROUNDS=3 SECONDS_PER_RUN=10 loadtests/compare.sh BIN_A BIN_B
+#   EXTRA_B="$(printf '  storage: {type: valkey, valkey: {url: redis://127.0.0.1:6390}}\n  sessions: {keyFile: /tmp/keys}\n')" \
+#     loadtests/compare.sh BIN BIN                  # one binary, two configs (EXTRA_A, EXTRA_B: aggregator keys)
 #
 # Stages: 1 session and 16 sessions in a closed loop, then 1,000 sessions that think 500 ms.
 # Prints calls/s, p50, p99 and muster's CPU per call for each run. Builds the release echo
@@ -28,7 +30,8 @@ ECHO_PORT=18300
 declare -A PORT PID
 start() { # label binary port
   mkdir -p "$WORK/$1/mcpservers"
-  printf 'aggregator:\n  port: %s\n  toolExposure: direct\n' "$3" >"$WORK/$1/config.yaml"
+  local extra="EXTRA_$1"
+  printf 'aggregator:\n  port: %s\n  toolExposure: direct\n%s\n' "$3" "${!extra:-}" >"$WORK/$1/config.yaml"
   cat >"$WORK/$1/mcpservers/echo.yaml" <<YAML
 apiVersion: muster.giantswarm.io/v1alpha1
 kind: MCPServer

@@ -117,7 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // 4. Agent sessions hear about catalog changes.
     let sessions = Arc::new(Sessions::shared(sessions::IDLE_TIMEOUT, config.limits.into(), keyring(&config), &store));
     actix::spawn(sessions::watch_catalog(sessions.clone(), router.snapshot.clone()));
-    actix::spawn(sessions::follow_ends(sessions.clone(), store.clone()));
+    actix::spawn(sessions::follow_replicas(sessions.clone(), store.clone()));
 
     // On SIGTERM or Ctrl-C (actix-web hears them too and drains the frontend), stop following
     // the desired state at once: a script's cleanup may remove the folder while muster stops,

@@ -28,6 +28,7 @@ use crate::auth::Identity;
 use crate::backend::UpstreamResult;
 use crate::caller::{self, Caller, Outgoing, ReplyPath};
 use crate::mcp::GatewayServer;
+use crate::mcp::session_ids::Relayed;
 use crate::mcp::sessions::{AgentSession, Sessions};
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -169,8 +170,10 @@ async fn post(
         ClientJsonRpcMessage::Notification(notification) => {
             match notification.notification {
                 ClientNotification::CancelledNotification(cancelled) => {
-                    if let Some(id) = &cancelled.params.request_id {
-                        session.cancel(id);
+                    if let Some(id) = cancelled.params.request_id
+                        && !session.cancel(&id)
+                    {
+                        endpoint.sessions.relay(session_id, Relayed::Cancel { id }).await;
                     }
                 }
                 ClientNotification::InitializedNotification(_) => {
@@ -183,12 +186,17 @@ async fn post(
             HttpResponse::Accepted().finish()
         }
         ClientJsonRpcMessage::Response(response) => {
-            session.deliver_reply(&response.id, Ok(response.result));
+            let (id, reply) = (response.id, Ok(response.result));
+            if let Err(reply) = session.deliver_reply(&id, reply) {
+                endpoint.sessions.relay(session_id, Relayed::Reply { id, reply }).await;
+            }
             HttpResponse::Accepted().finish()
         }
         ClientJsonRpcMessage::Error(e) => {
-            if let Some(id) = &e.id {
-                session.deliver_reply(id, Err(e.error));
+            if let Some(id) = e.id
+                && let Err(reply) = session.deliver_reply(&id, Err(e.error))
+            {
+                endpoint.sessions.relay(session_id, Relayed::Reply { id, reply }).await;
             }
             HttpResponse::Accepted().finish()
         }

@@ -9,6 +9,9 @@
 //!   removes it and publishes `session-ended`, so every replica drops its copy at once.
 //! - A replica meets an unknown id only on a local miss: one store read then, none per request.
 //!   With the store down, a sealed id is served (degraded: an ended session may be resumed).
+//! - What an agent posts to one replica for a call another replica runs (its answer to a
+//!   server-to-client request, `notifications/cancelled`) is published as `session-relay`
+//!   (`Relayed`); the replica holding that request takes it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,8 +35,26 @@ pub struct Record {
 const SEALED_AS: &str = "muster agent session";
 /// The topic on the store's channel when a session ends; the payload is its key.
 pub const ENDED: &str = "session-ended";
+/// The topic of what an agent posted to a replica that does not run the call it is about.
+pub const RELAYED: &str = "session-relay";
 /// A replica refreshes a session's liveness at most this often.
 pub const TOUCH_EVERY: Duration = Duration::from_secs(30);
+
+/// What an agent posted about a call that another replica runs.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Relayed {
+    /// The agent's answer to the server-to-client request `id`.
+    Reply { id: rmcp::model::RequestId, reply: crate::caller::AgentReply },
+    /// `notifications/cancelled` for the agent's request `id`.
+    Cancel { id: rmcp::model::RequestId },
+}
+
+/// A `Relayed` for the session with key `session`, as it crosses the store.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub session: String,
+    pub relayed: Relayed,
+}
 
 pub struct SessionIds {
     keyring: Keyring,
@@ -111,6 +132,15 @@ impl Liveness {
         match self.store.get(&Self::store_key(key)).await {
             Ok(value) => value.is_some(),
             Err(_) => true,
+        }
+    }
+
+    /// Hands `relayed` to the replica that runs the call it is about.
+    pub async fn relay(&self, key: &str, relayed: Relayed) {
+        let envelope = Envelope { session: key.to_owned(), relayed };
+        let Ok(payload) = serde_json::to_string(&envelope) else { return };
+        if let Err(e) = self.store.publish(Message { topic: RELAYED.to_owned(), payload }).await {
+            tracing::warn!(error = %e, "an agent's answer for a call on another replica could not be passed on");
         }
     }
 

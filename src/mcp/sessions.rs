@@ -17,7 +17,10 @@
 //! every session with an open standalone stream whose view changed.
 //!
 //! Ids are sealed records (`session_ids`): with a shared store, `find` resumes on this replica a
-//! session another replica opened, and `end` ends it on all of them (`follow_ends`).
+//! session another replica opened, `end` ends it on all of them, and `relay` passes an agent's
+//! answer or cancellation to the replica running the call it is about (`follow_replicas`). A
+//! session's server-to-client request ids then start at a random number, so two replicas
+//! serving one session do not hand the agent the same id.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -98,12 +101,10 @@ impl AgentSession {
         TrackedRequest { session: self.clone(), id, ct }
     }
 
-    /// `notifications/cancelled` from the agent.
-    pub fn cancel(&self, id: &RequestId) {
+    /// `notifications/cancelled` from the agent; false when no such request runs here.
+    pub fn cancel(&self, id: &RequestId) -> bool {
         let ct = self.in_flight.lock().ok().and_then(|mut m| m.remove(id));
-        if let Some(ct) = ct {
-            ct.cancel();
-        }
+        ct.map(|ct| ct.cancel()).is_some()
     }
 
     /// Opens the standalone stream, replacing an older one (the agent reconnected).
@@ -135,10 +136,18 @@ impl AgentSession {
         }
     }
 
-    /// The agent replied to a server-to-client request; false when nobody asked under that id.
-    pub fn deliver_reply(&self, id: &RequestId, reply: AgentReply) -> bool {
+    /// The agent replied to a server-to-client request: handed to the call that asked, here.
+    /// The reply comes back when nothing here asked under that id (another replica may have).
+    pub fn deliver_reply(&self, id: &RequestId, reply: AgentReply) -> Result<(), AgentReply> {
         let waiting = self.pending.lock().ok().and_then(|mut p| p.remove(id));
-        waiting.is_some_and(|tx| tx.send(reply).is_ok())
+        match waiting {
+            // A call that ended meanwhile drops the answer.
+            Some(tx) => {
+                let _ = tx.send(reply);
+                Ok(())
+            }
+            None => Err(reply),
+        }
     }
 }
 
@@ -309,9 +318,22 @@ impl Sessions {
             standalone: Mutex::default(),
             in_flight: Mutex::default(),
             pending: Mutex::default(),
-            next_request: AtomicI64::new(0),
+            // Below 2^52, so ids stay exact in any agent's JSON numbers.
+            next_request: AtomicI64::new(if self.shared.is_some() {
+                rand::random::<i64>() & ((1 << 52) - 1)
+            } else {
+                0
+            }),
             touched: AtomicU64::new(session_ids::now()),
         })
+    }
+
+    /// Passes what the agent posted about a call this replica does not run to the replica that
+    /// runs it (nothing without a shared store: the call is not anywhere).
+    pub async fn relay(&self, id: &str, relayed: session_ids::Relayed) {
+        if let Some(shared) = &self.shared {
+            shared.relay(&session_ids::key_of(id), relayed).await;
+        }
     }
 
     /// Makes a new session known to every replica (one store write; nothing without a store).
@@ -426,13 +448,26 @@ fn fingerprint(snapshot: &CatalogSnapshot) -> Fingerprint {
     }
 }
 
-/// Ends here the sessions that ended on another replica.
-pub async fn follow_ends(sessions: Arc<Sessions>, store: Store) {
+/// Ends here the sessions that ended on another replica, and takes the agents' answers and
+/// cancellations other replicas received for calls that run here.
+pub async fn follow_replicas(sessions: Arc<Sessions>, store: Store) {
     let mut events = store.subscribe();
     loop {
         match events.recv().await {
             Ok(message) if message.topic == session_ids::ENDED => {
                 sessions.forget(&message.payload);
+            }
+            Ok(message) if message.topic == session_ids::RELAYED => {
+                let Ok(envelope) = serde_json::from_str::<session_ids::Envelope>(&message.payload) else { continue };
+                let Some(session) = sessions.by_id.get(&envelope.session) else { continue };
+                match envelope.relayed {
+                    session_ids::Relayed::Reply { id, reply } => {
+                        let _ = session.deliver_reply(&id, reply);
+                    }
+                    session_ids::Relayed::Cancel { id } => {
+                        session.cancel(&id);
+                    }
+                }
             }
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
@@ -482,10 +517,10 @@ mod tests {
         let (first, mut first_rx) = session.expect_reply();
         let (second, mut second_rx) = session.expect_reply();
         assert_ne!(first, second);
-        assert!(session.deliver_reply(&second, Ok(ClientResult::empty(()))));
+        assert!(session.deliver_reply(&second, Ok(ClientResult::empty(()))).is_ok());
         assert!(second_rx.try_recv().is_ok());
         assert!(first_rx.try_recv().is_err(), "the first request is still waiting");
-        assert!(!session.deliver_reply(&second, Ok(ClientResult::empty(()))), "an id is answered once");
+        assert!(session.deliver_reply(&second, Ok(ClientResult::empty(()))).is_err(), "an id is answered once");
     }
 
     #[test]

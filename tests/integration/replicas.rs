@@ -120,7 +120,7 @@ async fn send(muster: &Muster, session: Option<&str>, body: Value) -> (u16, Valu
 
 async fn open_session(muster: &Muster) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "replicas", "version": "1"}}});
+        "protocolVersion": "2025-06-18", "capabilities": {"roots": {}}, "clientInfo": {"name": "replicas", "version": "1"}}});
     let response = reqwest::Client::new()
         .post(muster.mcp_url())
         .header("content-type", "application/json")
@@ -493,4 +493,88 @@ async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
     assert_eq!(failed_elsewhere, 0, "no call to a surviving replica failed");
     assert!(failed_on_killed <= SESSIONS, "at most one call in flight per session was lost: {failed_on_killed}");
     assert_eq!(ok + failed_on_killed, SESSIONS * CALLS, "every call is counted");
+}
+
+/// The next JSON-RPC message on an SSE answer that `pick` accepts.
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buffer: &mut String,
+    pick: impl Fn(&Value) -> bool,
+) -> Value {
+    use futures::StreamExt as _;
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            for line in event.lines() {
+                if let Some(data) = line.strip_prefix("data:")
+                    && let Ok(message) = serde_json::from_str::<Value>(data.trim())
+                    && pick(&message)
+                {
+                    return message;
+                }
+            }
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream ended")
+            .expect("a chunk");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[actix_web::test]
+async fn an_answer_or_a_cancellation_posted_to_another_replica_reaches_the_call() {
+    let Some(valkey) = Valkey::start(&Peers::load()).await else { return };
+    let fleet = Fleet::new(&config(free_port(), "  toolExposure: direct\n"));
+    let upstream = MockUpstream::start("a", free_port()).await;
+    fleet.write_server(
+        "cluster-a-mcp-kubernetes.yaml",
+        &http_server("cluster-a-mcp-kubernetes", &upstream.url(), &family("kubernetes", "management_cluster")),
+    );
+    let replicas = replicate(&fleet, &valkey, 2).await;
+    let (r0, r1) = (&replicas[0].1, &replicas[1].1);
+    let session = open_session(r0).await;
+    let post = |muster: &Muster, body: Value| {
+        reqwest::Client::new()
+            .post(muster.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("mcp-session-id", &session)
+            .body(body.to_string())
+            .send()
+    };
+
+    // The upstream asks the agent for its roots during a call on r0; the agent answers on r1.
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "x_kubernetes_roots", "arguments": {"management_cluster": "cluster-a"}}});
+    let response = post(r0, call).await.expect("call");
+    assert_eq!(response.status(), 200);
+    let (mut stream, mut buffer) = (Box::pin(response.bytes_stream()), String::new());
+    let question = next_event(&mut stream, &mut buffer, |m| m["method"] == "roots/list").await;
+    let answer = json!({"jsonrpc": "2.0", "id": question["id"], "result": {
+        "roots": [{"uri": "file:///answered-at-r1", "name": "r1"}]}});
+    assert_eq!(post(r1, answer).await.expect("answer").status(), 202);
+    let result = next_event(&mut stream, &mut buffer, |m| m["id"] == 1).await;
+    assert_eq!(result["result"]["content"][0]["text"], "file:///answered-at-r1", "{result}");
+
+    // A call blocked on r0 is cancelled by a notifications/cancelled posted to r1.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "x_kubernetes_block", "arguments": {"management_cluster": "cluster-a"}}});
+    let blocked = post(r0, call);
+    let blocked = actix_web::rt::spawn(async move { blocked.await.map(|r| r.status().as_u16()) });
+    let shared = upstream.shared.clone();
+    let wait = std::time::Duration::from_secs(10);
+    eventually(wait, "the call to reach the upstream", async || {
+        (shared.blocked.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}});
+    assert_eq!(post(r1, cancel).await.expect("cancel").status(), 202);
+    eventually(wait, "the upstream to see the cancellation", async || {
+        (shared.cancelled.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let _ = blocked.await;
 }

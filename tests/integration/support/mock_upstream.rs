@@ -1,7 +1,8 @@
 //! An in-process rmcp upstream served over streamable HTTP (through muster's own actix bridge),
 //! with tools that let tests steer it: `whoami`, `echo`, `block` (waits for the test to release
 //! it), `grow` (adds a tool and announces list_changed), `progress`, `big` (a text of `bytes`
-//! bytes) and `flood` (progress notifications of 4 KiB each, without end until cancelled); and
+//! bytes), `roots` (asks the agent for its roots: a server-to-client request) and `flood`
+//! (progress notifications of 4 KiB each, without end until cancelled); and
 //! one prompt, `cluster-health-check`, whose text and `namespace` completions name the upstream.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,6 +103,7 @@ impl ServerHandler for Upstream {
             tool("flood", "Sends progress until cancelled", json!({})),
             tool("bearer", "Says whose token (sub, iss) this call carried", json!({})),
             tool("big", "Answers with a text of `bytes` bytes", json!({"bytes": {"type": "integer"}})),
+            tool("roots", "Asks the agent for its roots and answers with their URIs", json!({})),
         ];
         for name in self.0.extra_tools.lock().expect("lock").iter() {
             tools.push(tool(name, "grown", json!({})));
@@ -128,6 +130,12 @@ impl ServerHandler for Upstream {
         let args = request.arguments.clone().unwrap_or_default();
         match request.name.as_ref() {
             "whoami" => Ok(text(self.0.label.clone())),
+            // Roots are deprecated by the newest draft (SEP-2577) and still part of 2025-06-18.
+            #[allow(deprecated, reason = "a 2025-06-18 server-to-client request")]
+            "roots" => match context.peer.list_roots().await {
+                Ok(roots) => Ok(text(roots.roots.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>().join(" "))),
+                Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(format!("no roots: {e}"))]).into()),
+            },
             "big" => {
                 let bytes = args.get("bytes").and_then(Value::as_u64).unwrap_or(0);
                 Ok(text("x".repeat(usize::try_from(bytes).unwrap_or(0))))
