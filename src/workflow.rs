@@ -8,13 +8,17 @@
 //!
 //! **Architecture Invariant:** no runtime state outside one run; uses `crd` types and `template`.
 
+mod record;
 mod steps;
+
+pub use record::Recorder;
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
+use crate::crd::execution::WorkflowExecution;
 use crate::crd::workflow::{Workflow, WorkflowStep};
 use crate::template;
 
@@ -50,11 +54,12 @@ impl Default for Limits {
     }
 }
 
-/// The finished run: the response body and whether it is an error result.
+/// The finished run: the response body, whether it is an error result, and its execution record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub body: Value,
     pub is_error: bool,
+    pub execution: WorkflowExecution,
 }
 
 /// The state templates see while a run goes on.
@@ -77,10 +82,13 @@ impl Context {
 /// Runs `workflow` with the agent's `args` (checked and defaulted first).
 pub async fn run(workflow: &Workflow, args: Value, dispatch: &dyn Dispatch, limits: Limits) -> Outcome {
     let name = workflow.name().to_owned();
-    let input = match check_args(workflow, args) {
+    let started = record::Started::now();
+    let input = match check_args(workflow, args.clone()) {
         Ok(input) => input,
         Err(message) => {
-            return Outcome { body: Value::String(format!("workflow {name}: {message}")), is_error: true };
+            let message = format!("workflow {name}: {message}");
+            let execution = started.refused(execution_id(), &name, args, &message);
+            return Outcome { body: Value::String(message), is_error: true, execution };
         }
     };
     let mut run = steps::Run::new(name.clone(), dispatch, limits.max_parallel, input);
@@ -96,21 +104,22 @@ pub async fn run(workflow: &Workflow, args: Value, dispatch: &dyn Dispatch, limi
         let cleanup = limits.timeout.max(Duration::from_secs(30));
         let _ = tokio::time::timeout(cleanup, run.on_failure(&workflow.spec.on_failure)).await;
         let mut body = run.response(&workflow.spec.steps, "failed");
-        body["error"] = Value::String(error);
-        return Outcome { body, is_error: true };
+        body["error"] = Value::String(error.clone());
+        return started.finish(&run, body, Some(error));
     }
     if let Some(output) = &workflow.spec.output {
         let data = run.context.data();
         return match template::resolve(&Value::Object(output.clone()), &data, "output") {
-            Ok(body) => Outcome { body, is_error: false },
+            Ok(body) => started.finish(&run, body, None),
             Err(error) => {
                 let mut body = run.response(&workflow.spec.steps, "failed");
-                body["output_error"] = Value::String(format!("workflow {name}: spec.{error}"));
-                Outcome { body, is_error: true }
+                let error = format!("workflow {name}: spec.{error}");
+                body["output_error"] = Value::String(error.clone());
+                started.finish(&run, body, Some(error))
             }
         };
     }
-    Outcome { body: run.response(&workflow.spec.steps, "completed"), is_error: false }
+    started.finish(&run, run.response(&workflow.spec.steps, "completed"), None)
 }
 
 /// Muster's argument check (`validation.go`): required arguments, types, defaults.

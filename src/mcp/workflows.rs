@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::GatewayServer;
 use crate::backend::UpstreamResult;
 use crate::caller::Caller;
+use crate::crd::execution::SUBJECT_ANNOTATION;
 use crate::routing::catalog::WorkflowRoute;
 use crate::workflow::{self, CallResult, Dispatch, Limits};
 
@@ -47,10 +48,16 @@ pub(super) async fn call(
     let steps = Steps { server, caller };
     let args = arguments.map_or(Value::Null, Value::Object);
     let run = DEPTH.scope(depth + 1, workflow::run(&route.workflow, args, &steps, Limits::default()));
-    let outcome = tokio::select! {
+    let mut outcome = tokio::select! {
         outcome = run => outcome,
         () = caller.ct.cancelled() => return failure(format!("workflow {name}: cancelled by the caller")),
     };
+    if let Some(recorder) = server.core.as_deref().and_then(super::core::Core::recorder) {
+        if let Some(subject) = super::core::subject_of(caller) {
+            outcome.execution.metadata.annotations.insert(SUBJECT_ANNOTATION.to_owned(), subject);
+        }
+        recorder.save(outcome.execution.clone()).await;
+    }
     let text = match &outcome.body {
         Value::String(s) => s.clone(),
         body => body.to_string(),

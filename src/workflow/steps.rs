@@ -13,20 +13,28 @@ use crate::crd::workflow::{Expectation, WorkflowCondition, WorkflowStep, Workflo
 use crate::template;
 
 pub(super) struct Run<'a> {
-    name: String,
+    pub(super) name: String,
     dispatch: &'a dyn Dispatch,
     max_parallel: usize,
     pub(super) context: Context,
     /// Step records in the order they finished (Muster's `steps[]`).
-    records: Vec<Map<String, Value>>,
+    pub(super) records: Vec<Map<String, Value>>,
     /// Each step's status, for a `fromStep` condition on a step without a stored result.
     statuses: BTreeMap<String, String>,
     pub(super) current: Option<String>,
-    id: String,
+    pub(super) id: String,
 }
 
 /// A step that stops the run, with its error in words.
 type Stop = Option<String>;
+
+/// Keys of a step's record that only the execution record shows (`record.rs`), not the response.
+pub(super) const STARTED_AT: &str = "startedAt";
+pub(super) const COMPLETED_AT: &str = "completedAt";
+pub(super) const DURATION_MS: &str = "durationMs";
+pub(super) const INPUT: &str = "input";
+pub(super) const STORED_AS: &str = "storedAs";
+const RECORD_ONLY: [&str; 5] = [STARTED_AT, COMPLETED_AT, DURATION_MS, INPUT, STORED_AS];
 
 impl<'a> Run<'a> {
     pub(super) fn new(
@@ -85,6 +93,9 @@ impl<'a> Run<'a> {
                 if !outputs.contains(&id) {
                     r.remove("result");
                 }
+                for key in RECORD_ONLY {
+                    r.remove(key);
+                }
                 Value::Object(r)
             })
             .collect();
@@ -131,6 +142,9 @@ impl<'a> Run<'a> {
                 let failed = self.sub_step(sub, false).await;
                 if let Some(result) = self.context.results.get(&sub.id).cloned() {
                     self.context.results.insert(format!("{}_{i}", sub.id), result);
+                    if let Some(record) = self.records.last_mut().filter(|r| r.get("id") == Some(&json!(sub.id))) {
+                        record.insert(STORED_AS.into(), format!("{}_{i}", sub.id).into());
+                    }
                 }
                 if failed.is_some() {
                     stop = failed;
@@ -191,34 +205,20 @@ impl<'a> Run<'a> {
             Ok(false) => return self.skip(&step.id, &step.tool, Some(record)),
             Err(e) => return Some(e),
         }
+        let started = (chrono::Utc::now(), std::time::Instant::now());
         let (status, stop) = match template::resolve(&Value::Object(map(&step.args)), &self.context.data(), "args") {
             Err(e) => {
                 record.insert("status".into(), "failed".into());
                 (String::from("failed"), Some(format!("workflow {}: step {}: {e}", self.name, step.id)))
             }
-            Ok(args) => match self.dispatch.call(&step.tool, args).await {
-                Ok(CallResult { value, is_error: false }) => {
-                    self.context.results.insert(step.id.clone(), value.clone());
-                    record.insert("result".into(), value);
-                    ("completed".into(), None)
-                }
-                Ok(CallResult { value, is_error: true }) => {
-                    let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
-                    let failure = json!({"success": false, "isError": true, "error": text});
-                    self.context.results.insert(step.id.clone(), failure.clone());
-                    record.insert("result".into(), failure);
-                    (
-                        "failed".into(),
-                        Some(format!("workflow {}: step {} ({}) failed: {text}", self.name, step.id, step.tool)),
-                    )
-                }
-                Err(e) => {
-                    let failure = json!({"success": false, "isError": true, "error": e});
-                    self.context.results.insert(step.id.clone(), failure);
-                    ("failed".into(), Some(format!("workflow {}: step {} ({}): {e}", self.name, step.id, step.tool)))
-                }
-            },
+            Ok(args) => {
+                record.insert(INPUT.into(), args.clone());
+                self.call(step, args, &mut record).await
+            }
         };
+        record.insert(STARTED_AT.into(), json!(started.0));
+        record.insert(COMPLETED_AT.into(), json!(chrono::Utc::now()));
+        record.insert(DURATION_MS.into(), json!(u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX)));
         record.insert("status".into(), status.clone().into());
         if let Some(error) = &stop {
             record.insert("error".into(), error.clone().into());
@@ -230,6 +230,29 @@ impl<'a> Run<'a> {
 }
 
 impl Run<'_> {
+    /// The step's tool call; its result goes into `.results` and the record.
+    async fn call(&mut self, step: &WorkflowSubStep, args: Value, record: &mut Map<String, Value>) -> (String, Stop) {
+        let (value, stop) = match self.dispatch.call(&step.tool, args).await {
+            Ok(CallResult { value, is_error: false }) => (value, None),
+            Ok(CallResult { value, is_error: true }) => {
+                let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                let stop = format!("workflow {}: step {} ({}) failed: {text}", self.name, step.id, step.tool);
+                (json!({"success": false, "isError": true, "error": text}), Some(stop))
+            }
+            Err(e) => {
+                let stop = format!("workflow {}: step {} ({}): {e}", self.name, step.id, step.tool);
+                let failure = json!({"success": false, "isError": true, "error": e});
+                self.context.results.insert(step.id.clone(), failure);
+                record.insert(STORED_AS.into(), step.id.clone().into());
+                return ("failed".into(), Some(stop));
+            }
+        };
+        self.context.results.insert(step.id.clone(), value.clone());
+        record.insert("result".into(), value);
+        record.insert(STORED_AS.into(), step.id.clone().into());
+        (if stop.is_some() { "failed" } else { "completed" }.into(), stop)
+    }
+
     fn skip(&mut self, id: &str, tool: &str, record: Option<Map<String, Value>>) -> Stop {
         let mut record = record.unwrap_or_default();
         record.insert("id".into(), id.into());

@@ -110,7 +110,48 @@ async fn allow_failure_and_from_step_give_typed_output() {
         "{HEAD}  steps:\n    - id: risky\n      tool: fail\n      allowFailure: true\n    - id: after\n      tool: echo\n      condition: {{fromStep: risky, expectNot: {{success: true}}}}\n  output: {{ok: \"{{{{ .results.risky.success }}}}\", err: \"{{{{ .results.risky.isError }}}}\", ran: \"{{{{ len .results.after.items }}}}\"}}\n"
     );
     let (outcome, _) = run_it(&yaml, json!({})).await;
-    assert_eq!(outcome, Outcome { body: json!({"ok": false, "err": true, "ran": 1}), is_error: false });
+    assert_eq!((outcome.body, outcome.is_error), (json!({"ok": false, "err": true, "ran": 1}), false));
+}
+
+#[tokio::test]
+async fn the_execution_record_has_each_steps_input_result_and_time() {
+    let yaml = format!(
+        "{HEAD}  args: {{clusters: {{type: array, required: true}}}}\n  steps:\n    - id: risky\n      tool: fail\n      allowFailure: true\n    - id: each\n      forEach:\n        items: \"{{{{ .input.clusters }}}}\"\n        steps:\n          - id: pods\n            tool: echo\n            args: {{c: \"{{{{ .vars.item }}}}\"}}\n"
+    );
+    let (outcome, _) = run_it(&yaml, json!({"clusters": ["a", "b"]})).await;
+    let record = outcome.execution;
+    assert_eq!(record.kind, "WorkflowExecution");
+    assert_eq!(record.id(), outcome.body["execution_id"], "the record's id is the response's");
+    let spec = &record.spec;
+    assert_eq!((spec.workflow_name.as_str(), spec.status.as_str()), ("wf", "completed"));
+    assert_eq!(spec.input, Some(json!({"clusters": ["a", "b"]})));
+    assert_eq!(spec.result.as_ref(), Some(&outcome.body));
+    assert!(spec.completed_at.is_some_and(|end| end >= spec.started_at));
+    let steps: Vec<(&str, &str, Option<&str>)> =
+        spec.steps.iter().map(|s| (s.step_id.as_str(), s.status.as_str(), s.stored_as.as_deref())).collect();
+    assert_eq!(
+        steps,
+        [
+            ("risky", "failed", Some("risky")),
+            ("pods", "completed", Some("pods_0")),
+            ("pods", "completed", Some("pods_1"))
+        ]
+    );
+    assert_eq!(spec.steps[0].result, Some(json!({"success": false, "isError": true, "error": "pod x not found"})));
+    assert!(spec.steps[0].error.as_deref().is_some_and(|e| e.contains("step risky (fail) failed")));
+    assert_eq!(spec.steps[2].input, Some(json!({"c": "b"})));
+    assert!(spec.steps.iter().all(|s| s.started_at.is_some() && s.completed_at >= s.started_at));
+    // The agent's answer keeps Muster's step shape: no record-only keys.
+    let answered = outcome.body["steps"][1].as_object().expect("a step");
+    assert!(!answered.contains_key("startedAt") && !answered.contains_key("input"), "{answered:?}");
+
+    let (refused, _) = run_it(&yaml, json!({})).await;
+    assert_eq!(refused.execution.spec.status, "failed");
+    assert_eq!(refused.execution.spec.error.as_deref(), Some("workflow wf: required field 'clusters' is missing"));
+    let stopped = format!("{HEAD}  steps:\n    - id: deploy\n      tool: fail\n");
+    let (failed, _) = run_it(&stopped, json!({})).await;
+    assert_eq!(failed.execution.spec.status, "failed");
+    assert_eq!(failed.execution.spec.error.as_deref(), Some("workflow wf: step deploy (fail) failed: pod x not found"));
 }
 
 #[tokio::test]

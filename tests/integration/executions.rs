@@ -1,0 +1,121 @@
+//! WorkflowExecution records end to end (issue 15 item 5): a run of a `workflow_<name>` tool
+//! leaves one record in `DIR/workflow_executions/`, which `core_workflow_execution_list` and
+//! `core_workflow_execution_get` read back, failed runs with their error and large results cut
+//! to Muster's marker.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::client::{Client, text};
+use crate::support::{Fleet, config, eventually, mock_family};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+const GREET: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: Workflow
+metadata: {name: greet}
+spec:
+  description: Says hello on one cluster
+  args:
+    management_cluster: {type: string, required: true}
+    bytes: {type: integer, default: 0}
+  steps:
+    - id: hello
+      tool: x_kubernetes_echo
+      args: {management_cluster: \"{{ .input.management_cluster }}\", text: hi}
+      output: true
+    - id: large
+      tool: x_kubernetes_big
+      condition: {template: \"{{ gt .input.bytes 0 }}\"}
+      args: {management_cluster: \"{{ .input.management_cluster }}\", bytes: \"{{ .input.bytes }}\"}
+";
+
+fn body(result: &rmcp::model::CallToolResult) -> Value {
+    result.structured_content.clone().unwrap_or_else(|| serde_json::from_str(&text(result)).unwrap_or(Value::Null))
+}
+
+pub fn write_workflow(fleet: &Fleet, file: &str, yaml: &str) {
+    let dir = fleet.dir.path().join("workflows");
+    std::fs::create_dir_all(&dir).expect("workflows dir");
+    let tmp = fleet.dir.path().join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, yaml).expect("write workflow");
+    std::fs::rename(&tmp, dir.join(file)).expect("rename workflow");
+}
+
+pub async fn wait_for_tool(client: &Client, name: &str) {
+    eventually(WAIT, name, async || client.tool_names().await.iter().any(|n| n == name).then_some(())).await;
+}
+
+#[actix_web::test]
+async fn each_run_is_recorded_and_read_back_through_the_core_tools() {
+    let (fleet, _upstreams, muster) = mock_family(|port| config(port, "  toolExposure: direct\n"), &["a"]).await;
+    write_workflow(&fleet, "greet.yaml", GREET);
+    let client = Client::connect(&muster.mcp_url()).await;
+    wait_for_tool(&client, "workflow_greet").await;
+
+    let ran = client.call("workflow_greet", json!({"management_cluster": "cluster-a"})).await;
+    assert_ne!(ran.is_error, Some(true), "{}", text(&ran));
+    let id = body(&ran)["execution_id"].as_str().expect("an execution id").to_owned();
+    let file = fleet.dir.path().join("workflow_executions").join(format!("{id}.json"));
+    let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("the record file")).expect("json");
+    assert_eq!(on_disk["kind"], "WorkflowExecution");
+    assert_eq!(on_disk["metadata"]["name"], id);
+
+    let got = client.call("core_workflow_execution_get", json!({"execution_id": id})).await;
+    assert_ne!(got.is_error, Some(true), "{}", text(&got));
+    let record = body(&got);
+    assert_eq!(record["workflowName"], "greet");
+    assert_eq!(record["status"], "completed");
+    assert_eq!(record["input"], json!({"management_cluster": "cluster-a", "bytes": 0}));
+    assert!(record["durationMs"].is_u64() && record["completedAt"].is_string(), "{record}");
+    assert_eq!(record["steps"][0]["stepId"], "hello");
+    assert_eq!(record["steps"][0]["result"], "a:hi");
+    assert_eq!(record["steps"][0]["input"], json!({"management_cluster": "cluster-a", "text": "hi"}));
+    assert_eq!(record["steps"][1]["status"], "skipped");
+
+    // A failed run is recorded with its error, which names the workflow and the step.
+    let failed = client.call("workflow_greet", json!({"management_cluster": "cluster-z"})).await;
+    assert_eq!(failed.is_error, Some(true));
+    let failed_id = body(&failed)["execution_id"].as_str().expect("an execution id").to_owned();
+    let record = body(&client.call("core_workflow_execution_get", json!({"execution_id": failed_id})).await);
+    assert_eq!(record["status"], "failed", "{record}");
+    let error = record["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("workflow greet: step hello (x_kubernetes_echo)"), "{error}");
+    assert!(error.contains("cluster-a-mcp-kubernetes"), "the valid values are named: {error}");
+
+    // A 400 KB step result: the run completes, its record carries Muster's marker.
+    let large = client.call("workflow_greet", json!({"management_cluster": "cluster-a", "bytes": 400_000})).await;
+    assert_ne!(large.is_error, Some(true), "{}", text(&large));
+    let large_id = body(&large)["execution_id"].as_str().expect("an execution id").to_owned();
+    let step =
+        body(&client.call("core_workflow_execution_get", json!({"execution_id": large_id, "step_id": "large"})).await);
+    assert_eq!(step["result"], "[truncated: payload exceeded retention size limit]", "{step}");
+    let size = std::fs::metadata(fleet.dir.path().join("workflow_executions").join(format!("{large_id}.json")))
+        .expect("record")
+        .len();
+    assert!(size <= 256 * 1024, "{size} bytes");
+
+    // The list: newest first, filtered by status and workflow, paged.
+    let all = body(&client.call("core_workflow_execution_list", json!({})).await);
+    assert_eq!(all["total"], 3, "{all}");
+    let ids: Vec<&str> = all["executions"].as_array().expect("list").iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids, [large_id.as_str(), failed_id.as_str(), id.as_str()]);
+    let failures = body(&client.call("core_workflow_execution_list", json!({"status": "failed"})).await);
+    assert_eq!((failures["total"].clone(), failures["executions"][0]["id"].clone()), (json!(1), json!(failed_id)));
+    let page = body(&client.call("core_workflow_execution_list", json!({"limit": 1, "offset": 1})).await);
+    assert_eq!(page["executions"][0]["id"], failed_id, "{page}");
+    let other = body(&client.call("core_workflow_execution_list", json!({"workflow_name": "other"})).await);
+    assert_eq!(other["total"], 0);
+
+    // Bad input is named.
+    let unknown = client.call("core_workflow_execution_get", json!({"execution_id": "nope"})).await;
+    assert_eq!(text(&unknown), "core_workflow_execution_get: no workflow execution with id \"nope\"");
+    let traversal = client.call("core_workflow_execution_get", json!({"execution_id": "../config"})).await;
+    assert_eq!(traversal.is_error, Some(true));
+    assert!(text(&traversal).contains("is not an execution id"), "{}", text(&traversal));
+    let no_step = client.call("core_workflow_execution_get", json!({"execution_id": id, "step_id": "x"})).await;
+    assert!(text(&no_step).contains("has no step \"x\"; its steps: hello"), "{}", text(&no_step));
+    let bad_status = client.call("core_workflow_execution_list", json!({"status": "done"})).await;
+    assert!(text(&bad_status).contains("is not one of inprogress, completed, failed"), "{}", text(&bad_status));
+}
