@@ -119,3 +119,60 @@ async fn each_run_is_recorded_and_read_back_through_the_core_tools() {
     let bad_status = client.call("core_workflow_execution_list", json!({"status": "done"})).await;
     assert!(text(&bad_status).contains("is not one of inprogress, completed, failed"), "{}", text(&bad_status));
 }
+
+/// `muster <args> --endpoint URL`, off the test's runtime (the mock upstreams answer on it).
+async fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_muster"));
+    command.args(args).args(["--endpoint", url, "--config-path"]).arg(home.path());
+    tokio::task::spawn_blocking(move || crate::support::run(&mut command)).await.expect("the CLI ran")
+}
+
+#[actix_web::test]
+async fn the_cli_calls_a_workflow_and_reads_its_record() {
+    let (fleet, _upstreams, muster) = mock_family(|port| config(port, ""), &["a"]).await;
+    write_workflow(&fleet, "greet.yaml", GREET);
+    let client = Client::connect(&muster.mcp_url()).await;
+    eventually(WAIT, "workflow_greet", async || {
+        let listed = body(&client.call("list_tools", json!({"limit": 500})).await);
+        listed.to_string().contains("workflow_greet").then_some(())
+    })
+    .await;
+    let url = muster.mcp_url();
+
+    let (code, out, err) = cli(&url, &["call", "workflow_greet", "--management_cluster=cluster-a", "-o", "json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let answer: Value = serde_json::from_str(&out).expect("-o json prints JSON");
+    assert_eq!(answer["status"], "completed", "{answer}");
+    let id = answer["execution_id"].as_str().expect("an execution id").to_owned();
+    // The default (table) shows a JSON object's fields.
+    let (code, out, _) = cli(&url, &["call", "workflow_greet", "--management_cluster", "cluster-a"]).await;
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l == "status: completed"), "{out}");
+    let (code, out, err) = cli(&url, &["call", "workflow_greet", "--management_cluster=cluster-z"]).await;
+    assert_eq!(code, 1, "a failed run is an error: {out}{err}");
+    assert!(out.contains("step hello"), "{out}");
+
+    let (code, out, err) = cli(&url, &["list", "workflow-execution"]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].contains("WORKFLOW_NAME") && lines[0].contains("STATUS"), "{out}");
+    assert_eq!(lines.len(), 4, "a header and three runs: {out}");
+    assert!(lines[1].contains("failed") && lines[3].contains(&id) && lines[3].contains("completed"), "{out}");
+    let (code, out, _) = cli(&url, &["list", "wfe", "--status", "failed", "-o", "json"]).await;
+    assert_eq!(code, 0);
+    let failed: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(failed["total"], 1, "{failed}");
+
+    let (code, out, err) = cli(&url, &["get", "workflow-execution", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("workflowName: greet") && out.contains("status: completed"), "{out}");
+    let steps = out.split("\n\n").nth(1).unwrap_or_default();
+    assert!(steps.starts_with("STEPID") && steps.contains("hello") && steps.contains("x_kubernetes_echo"), "{out}");
+    let (code, out, _) = cli(&url, &["get", "workflow-execution", &id, "-o", "yaml"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("stepId: hello"), "{out}");
+    let (code, _, err) = cli(&url, &["get", "workflow-execution", "0000"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no workflow execution with id \"0000\""), "{err}");
+}
