@@ -3,10 +3,12 @@
 //! `expect`/`expectNot` rules, and `onFailure`.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::{CallResult, Context, Dispatch, execution_id, is_output};
 use crate::crd::workflow::{Expectation, WorkflowCondition, WorkflowStep, WorkflowSubStep};
@@ -21,8 +23,11 @@ pub(super) struct Run<'a> {
     pub(super) records: Vec<Map<String, Value>>,
     /// Each step's status, for a `fromStep` condition on a step without a stored result.
     statuses: BTreeMap<String, String>,
-    pub(super) current: Option<String>,
+    /// The top-level step running now, shared so the deadline can name it while the run is busy.
+    pub(super) current: Arc<Mutex<String>>,
     pub(super) id: String,
+    /// What the calls run under: cancelled by the agent, or at the deadline (`workflow.rs`).
+    pub(super) stop: CancellationToken,
 }
 
 /// A step that stops the run, with its error in words.
@@ -51,15 +56,18 @@ impl<'a> Run<'a> {
             context,
             records: Vec::new(),
             statuses: BTreeMap::new(),
-            current: None,
+            current: Arc::default(),
             id: execution_id(),
+            stop: CancellationToken::new(),
         }
     }
 
     /// Runs the top-level steps in order; `Some(error)` when one stopped the run.
     pub(super) async fn steps(&mut self, steps: &[WorkflowStep]) -> Stop {
         for step in steps {
-            self.current = Some(step.id.clone());
+            if let Ok(mut current) = self.current.lock() {
+                current.clone_from(&step.id);
+            }
             let stop = if let Some(each) = &step.for_each {
                 self.for_each(step, each).await
             } else if let Some(parallel) = &step.parallel {
@@ -168,6 +176,8 @@ impl<'a> Run<'a> {
         let mut branches: Vec<BoxFuture<'_, (&WorkflowSubStep, Run<'_>, Stop)>> = Vec::new();
         for sub in subs {
             let mut branch = Run::new(name.clone(), dispatch, 1, snapshot.input.clone());
+            branch.stop = self.stop.clone();
+            branch.current = self.current.clone();
             branch.context = snapshot.clone();
             branch.statuses = self.statuses.clone();
             branches.push(Box::pin(async move {
@@ -232,7 +242,7 @@ impl<'a> Run<'a> {
 impl Run<'_> {
     /// The step's tool call; its result goes into `.results` and the record.
     async fn call(&mut self, step: &WorkflowSubStep, args: Value, record: &mut Map<String, Value>) -> (String, Stop) {
-        let (value, stop) = match self.dispatch.call(&step.tool, args).await {
+        let (value, stop) = match self.dispatch.call(&step.tool, args, &self.stop).await {
             Ok(CallResult { value, is_error: false }) => (value, None),
             Ok(CallResult { value, is_error: true }) => {
                 let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
@@ -275,7 +285,7 @@ impl Run<'_> {
         let result = if let Some(tool) = &condition.tool {
             let args = template::resolve(&Value::Object(map(&condition.args)), &self.context.data(), "condition.args")
                 .map_err(at)?;
-            match self.dispatch.call(tool, args).await {
+            match self.dispatch.call(tool, args, &self.stop).await {
                 Ok(result) => result,
                 Err(_) => return Ok(false),
             }

@@ -176,3 +176,66 @@ async fn the_cli_calls_a_workflow_and_reads_its_record() {
     assert_eq!(code, 1);
     assert!(err.contains("no workflow execution with id \"0000\""), "{err}");
 }
+
+const HANG: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: Workflow
+metadata: {name: hang}
+spec:
+  steps:
+    - id: wait
+      tool: x_kubernetes_block
+      args: {management_cluster: cluster-a}
+  onFailure:
+    - id: undo
+      tool: x_kubernetes_echo
+      args: {management_cluster: cluster-a, text: undo}
+";
+
+#[actix_web::test]
+async fn an_agents_cancellation_stops_a_hung_run_and_its_cleanup_still_runs() {
+    use std::sync::atomic::Ordering;
+
+    let (fleet, upstreams, muster) = mock_family(|port| config(port, "  toolExposure: direct\n"), &["a"]).await;
+    write_workflow(&fleet, "hang.yaml", HANG);
+    let client = Client::connect(&muster.mcp_url()).await;
+    wait_for_tool(&client, "workflow_hang").await;
+
+    let params = rmcp::model::CallToolRequestParams::new("workflow_hang");
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(params));
+    let handle = client
+        .service
+        .peer()
+        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+        .await
+        .expect("send");
+    let upstream = &upstreams[0].shared;
+    eventually(WAIT, "the step to reach the upstream", async || {
+        (upstream.blocked.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    handle.cancel(Some("the agent gave up".into())).await.expect("cancel");
+    eventually(WAIT, "the upstream to hear the cancellation", async || {
+        (upstream.cancelled.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+
+    // The run is recorded as failed, with the step it stopped, and onFailure ran after it.
+    let listed = eventually(WAIT, "the failed run's record", async || {
+        let listed = body(&client.call("core_workflow_execution_list", json!({"workflow_name": "hang"})).await);
+        (listed["total"] == 1).then_some(listed)
+    })
+    .await;
+    let id = listed["executions"][0]["id"].as_str().expect("an id");
+    let record = body(&client.call("core_workflow_execution_get", json!({"execution_id": id})).await);
+    assert_eq!(record["status"], "failed", "{record}");
+    assert_eq!(record["error"], "workflow hang: cancelled by the caller during step wait");
+    let steps: Vec<(&str, &str)> = record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| (s["stepId"].as_str().unwrap_or_default(), s["status"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(steps, [("wait", "failed"), ("undo", "completed")], "{record}");
+    assert_eq!(record["steps"][1]["result"], "a:undo");
+    assert_eq!(upstream.calls.load(Ordering::SeqCst), 2, "block, then the cleanup's echo");
+}
