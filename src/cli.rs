@@ -60,7 +60,7 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List mcpservers, services, tools, resources or prompts.
+    /// List mcpservers, services, workflows, workflow-executions, tools, resources or prompts.
     List {
         kind: String,
         /// Also invalid definitions (mcpserver).
@@ -68,10 +68,19 @@ enum Command {
         all: bool,
         #[arg(long)]
         verbose: bool,
+        /// Only runs of this workflow (workflow-execution).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only runs with this status: inprogress, completed or failed (workflow-execution).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many runs, newest first (workflow-execution; default 50).
+        #[arg(long)]
+        limit: Option<u32>,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show one mcpserver, service, tool, resource (by URI) or prompt.
+    /// Show one mcpserver, service, workflow, workflow-execution (by id), tool, resource (by URI) or prompt.
     Get {
         kind: String,
         name: String,
@@ -306,13 +315,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             agent::run(options).await
         }
         Command::Standalone { config_path, debug, sign_in } => standalone(config_path, debug, &sign_in).await,
-        Command::List { kind, all, verbose, client } => {
+        Command::List { kind, all, verbose, workflow, status, limit, client } => {
             let kind = resources::Kind::parse(&kind)?;
             if kind == resources::Kind::Tool && client.output == output::Format::Table {
                 return client::list_tools(&client.endpoint, &client.config_path).await;
             }
-            resources::run(&client.endpoint, &client.config_path, resources::list(kind, all, verbose), client.output)
-                .await
+            let flags = resources::ListFlags { all, verbose, workflow, status, limit };
+            resources::run(&client.endpoint, &client.config_path, resources::list(kind, flags), client.output).await
         }
         Command::Get { kind, name, client } => {
             let request = resources::get(resources::Kind::parse(&kind)?, &name);
@@ -366,7 +375,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             resources::run(&client.endpoint, &client.config_path, resources::events(filters), client.output).await
         }
         Command::Call { tool, args, client } => {
-            client::call_tool(&client.endpoint, &client.config_path, &tool, &args).await
+            let (flags, args) = client::split_call_flags(&args)?;
+            let endpoint = flags.endpoint.unwrap_or(client.endpoint);
+            let config_path = flags.config_path.unwrap_or(client.config_path);
+            client::call_tool(&endpoint, &config_path, &tool, &args, flags.output.unwrap_or(client.output)).await
         }
     }
 }

@@ -9,6 +9,7 @@
 #![allow(unreachable_pub, reason = "false positive from kube's KubeSchema derive")]
 #![allow(clippy::duplicated_attributes, reason = "several printcolumn(type_ = \"string\") are not duplicates")]
 
+pub mod execution;
 pub mod files;
 pub mod kubernetes;
 pub mod sink;

@@ -8,18 +8,28 @@
 //!
 //! **Architecture Invariant:** no runtime state outside one run; uses `crd` types and `template`.
 
+mod record;
 mod steps;
+
+pub use record::Recorder;
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
+use crate::crd::execution::WorkflowExecution;
 use crate::crd::workflow::{Workflow, WorkflowStep};
 use crate::template;
 
-/// The default per-run deadline (`aggregator.workflows.timeout`).
+/// Every run's deadline. Muster has none (only each call's own); ours bounds a run whose step
+/// hangs, and names that step.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long `onFailure` may take at least, even after the deadline or the agent's cancellation.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long stopped steps get to hear their cancellation before they are dropped.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The default number of `parallel` sub-steps in flight at once (`aggregator.workflows.maxParallel`).
 pub const DEFAULT_MAX_PARALLEL: usize = 8;
 
@@ -33,8 +43,14 @@ pub struct CallResult {
 
 /// How steps call tools: the agent's path, bound to the caller who started the run.
 pub trait Dispatch: Send + Sync {
-    /// Calls `tool` with `args`; `Err` is a call that did not reach a result, in words.
-    fn call<'a>(&'a self, tool: &'a str, args: Value) -> BoxFuture<'a, Result<CallResult, String>>;
+    /// Calls `tool` with `args` under `stop`: when it is cancelled the call is cancelled (upstream
+    /// too) and ends. `Err` is a call that did not reach a result, in words.
+    fn call<'a>(
+        &'a self,
+        tool: &'a str,
+        args: Value,
+        stop: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<CallResult, String>>;
 }
 
 /// Limits of one run.
@@ -50,11 +66,12 @@ impl Default for Limits {
     }
 }
 
-/// The finished run: the response body and whether it is an error result.
+/// The finished run: the response body, whether it is an error result, and its execution record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub body: Value,
     pub is_error: bool,
+    pub execution: WorkflowExecution,
 }
 
 /// The state templates see while a run goes on.
@@ -74,43 +91,91 @@ impl Context {
     }
 }
 
-/// Runs `workflow` with the agent's `args` (checked and defaulted first).
-pub async fn run(workflow: &Workflow, args: Value, dispatch: &dyn Dispatch, limits: Limits) -> Outcome {
+/// Runs `workflow` with the agent's `args` (checked and defaulted first), until the steps end,
+/// the deadline passes or `cancel` (the agent's cancellation) fires. A stopped run cancels its
+/// calls in flight, then runs `onFailure` under a token of its own (the agent has gone, the
+/// cleanup has not), within `CLEANUP_TIMEOUT` or what is left of the deadline if that is more.
+pub async fn run(
+    workflow: &Workflow,
+    args: Value,
+    dispatch: &dyn Dispatch,
+    cancel: &CancellationToken,
+    limits: Limits,
+) -> Outcome {
     let name = workflow.name().to_owned();
-    let input = match check_args(workflow, args) {
+    let started = record::Started::now();
+    let input = match check_args(workflow, args.clone()) {
         Ok(input) => input,
         Err(message) => {
-            return Outcome { body: Value::String(format!("workflow {name}: {message}")), is_error: true };
+            let message = format!("workflow {name}: {message}");
+            let execution = started.refused(execution_id(), &name, args, &message);
+            return Outcome { body: Value::String(message), is_error: true, execution };
         }
     };
+    let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut run = steps::Run::new(name.clone(), dispatch, limits.max_parallel, input);
-    let stopped = match tokio::time::timeout(limits.timeout, run.steps(&workflow.spec.steps)).await {
-        Ok(stopped) => stopped,
-        Err(_) => Some(format!(
-            "workflow {name} exceeded its deadline of {:?} during step {}",
-            limits.timeout,
-            run.current.clone().unwrap_or_default()
-        )),
+    run.stop = cancel.child_token();
+    let current = run.current.clone();
+    let step = || current.lock().map(|c| c.clone()).unwrap_or_default();
+    let stop = run.stop.clone();
+    let stopped = match bounded(run.steps(&workflow.spec.steps), deadline, cancel, &stop).await {
+        Bounded::Done(stopped) => stopped,
+        Bounded::Deadline => {
+            Some(format!("workflow {name} exceeded its deadline of {:?} during step {}", limits.timeout, step()))
+        }
+        Bounded::Cancelled => Some(format!("workflow {name}: cancelled by the caller during step {}", step())),
     };
     if let Some(error) = stopped {
-        let cleanup = limits.timeout.max(Duration::from_secs(30));
-        let _ = tokio::time::timeout(cleanup, run.on_failure(&workflow.spec.on_failure)).await;
+        let stop = CancellationToken::new();
+        run.stop = stop.clone();
+        let now = tokio::time::Instant::now();
+        let cleanup = now + CLEANUP_TIMEOUT.max(deadline.saturating_duration_since(now));
+        let on_failure = run.on_failure(&workflow.spec.on_failure);
+        let _ = bounded(on_failure, cleanup, &CancellationToken::new(), &stop).await;
         let mut body = run.response(&workflow.spec.steps, "failed");
-        body["error"] = Value::String(error);
-        return Outcome { body, is_error: true };
+        body["error"] = Value::String(error.clone());
+        return started.finish(&run, body, Some(error));
     }
     if let Some(output) = &workflow.spec.output {
         let data = run.context.data();
         return match template::resolve(&Value::Object(output.clone()), &data, "output") {
-            Ok(body) => Outcome { body, is_error: false },
+            Ok(body) => started.finish(&run, body, None),
             Err(error) => {
                 let mut body = run.response(&workflow.spec.steps, "failed");
-                body["output_error"] = Value::String(format!("workflow {name}: spec.{error}"));
-                Outcome { body, is_error: true }
+                let error = format!("workflow {name}: spec.{error}");
+                body["output_error"] = Value::String(error.clone());
+                started.finish(&run, body, Some(error))
             }
         };
     }
-    Outcome { body: run.response(&workflow.spec.steps, "completed"), is_error: false }
+    started.finish(&run, run.response(&workflow.spec.steps, "completed"), None)
+}
+
+/// How a bounded piece of a run ended.
+enum Bounded<T> {
+    Done(T),
+    Deadline,
+    Cancelled,
+}
+
+/// Runs `work` until it ends, `deadline` passes or `cancel` fires. On a stop it cancels `stop`
+/// (the calls in flight) and gives `work` `STOP_GRACE` to wind down, so the upstream hears the
+/// cancellation; a call that ignores it is dropped.
+async fn bounded<T>(
+    work: impl Future<Output = T>,
+    deadline: tokio::time::Instant,
+    cancel: &CancellationToken,
+    stop: &CancellationToken,
+) -> Bounded<T> {
+    let mut work = std::pin::pin!(work);
+    let ended = tokio::select! {
+        done = &mut work => return Bounded::Done(done),
+        () = tokio::time::sleep_until(deadline) => Bounded::Deadline,
+        () = cancel.cancelled() => Bounded::Cancelled,
+    };
+    stop.cancel();
+    let _ = tokio::time::timeout(STOP_GRACE, &mut work).await;
+    ended
 }
 
 /// Muster's argument check (`validation.go`): required arguments, types, defaults.

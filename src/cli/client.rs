@@ -9,6 +9,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::Value;
 
+use super::output::{Format, render};
 use super::tokens;
 
 /// Why connecting failed, so commands can pick their exit code.
@@ -96,28 +97,83 @@ fn summary(description: &str) -> String {
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr, reason = "the CLI's output")]
-pub(crate) async fn call_tool(endpoint: &str, config_dir: &Path, tool: &str, args: &[String]) -> anyhow::Result<i32> {
+pub(super) async fn call_tool(
+    endpoint: &str,
+    config_dir: &Path,
+    tool: &str,
+    args: &[String],
+    format: Format,
+) -> anyhow::Result<i32> {
     let arguments = parse_arguments(args)?;
     let service = match connect(endpoint, config_dir).await {
         Ok(service) => service,
         Err(e) => return fail(&e),
     };
-    let result = call(&service, tool, Value::Object(arguments)).await?;
-    for content in &result.content {
-        if let Some(text) = content.as_text() {
-            println!("{}", text.text);
-        } else {
-            println!("{}", serde_json::to_string(content).unwrap_or_default());
-        }
-    }
+    let result = call(&service, tool, Value::Object(arguments)).await;
     let _ = service.cancel().await;
+    let result = result?;
+    let text: Vec<String> = result
+        .content
+        .iter()
+        .map(|c| c.as_text().map_or_else(|| serde_json::to_string(c).unwrap_or_default(), |t| t.text.clone()))
+        .collect();
+    let body = result.structured_content.clone().or_else(|| serde_json::from_str(&text.concat()).ok());
     if result.is_error == Some(true) {
+        println!("{}", text.join("\n"));
         if let Some(structured) = &result.structured_content {
             eprintln!("{structured}");
         }
         return Ok(1);
     }
+    match body {
+        // A JSON object answer: its fields (table), or the whole of it (json, yaml).
+        Some(body) if body.is_object() || !matches!(format, Format::Table | Format::Wide) => {
+            println!("{}", render(&body, format, None, &[], &[]));
+        }
+        _ => println!("{}", text.join("\n")),
+    }
     Ok(0)
+}
+
+/// The CLI's own flags among a call's arguments, where clap leaves them to the tool (after the
+/// tool's name): as in Muster, `--endpoint`, `--config-path` and `-o`/`--output` are the CLI's.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct CallFlags {
+    pub(super) endpoint: Option<String>,
+    pub(super) config_path: Option<std::path::PathBuf>,
+    pub(super) output: Option<Format>,
+}
+
+/// Splits `args` into the CLI's flags and the tool's arguments.
+pub(super) fn split_call_flags(args: &[String]) -> anyhow::Result<(CallFlags, Vec<String>)> {
+    let mut flags = CallFlags::default();
+    let mut rest = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_owned())),
+            _ if arg.starts_with("-o") && arg.len() > 2 && !arg.starts_with("--") => ("-o", Some(arg[2..].to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        if !matches!(name, "-o" | "--output" | "--endpoint" | "--config-path") {
+            rest.push(arg.clone());
+            continue;
+        }
+        let value = match inline {
+            Some(value) => value,
+            None => iter.next().cloned().with_context(|| format!("{name} needs a value"))?,
+        };
+        match name {
+            "--endpoint" => flags.endpoint = Some(value),
+            "--config-path" => flags.config_path = Some(value.into()),
+            _ => {
+                let format = <Format as clap::ValueEnum>::from_str(&value, true)
+                    .map_err(|_| anyhow::anyhow!("-o {value}: use table, wide, json or yaml"))?;
+                flags.output = Some(format);
+            }
+        }
+    }
+    Ok((flags, rest))
 }
 
 #[allow(clippy::print_stderr, reason = "the CLI's output")]
@@ -183,5 +239,28 @@ mod tests {
             serde_json::json!({"management_cluster": "cluster-b", "limit": 5, "verbose": true, "ns": "x"})
         );
         assert!(parse_arguments(&["positional".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn the_clis_flags_are_its_own_wherever_they_stand() {
+        let args: Vec<String> = ["--a=1", "-o", "json", "--endpoint", "http://h/mcp", "--b=2", "--config-path=/c"]
+            .map(str::to_owned)
+            .into();
+        let (flags, rest) = split_call_flags(&args).expect("valid");
+        assert_eq!(rest, ["--a=1", "--b=2"]);
+        assert_eq!(
+            flags,
+            CallFlags {
+                endpoint: Some("http://h/mcp".into()),
+                config_path: Some("/c".into()),
+                output: Some(Format::Json)
+            }
+        );
+        let output = |args: &[&str]| split_call_flags(&args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(output(&["--output=yaml"]).expect("valid").0.output, Some(Format::Yaml));
+        assert_eq!(output(&["-ojson"]).expect("valid").0.output, Some(Format::Json));
+        let refused = output(&["-o", "xml"]).expect_err("unknown");
+        assert_eq!(refused.to_string(), "-o xml: use table, wide, json or yaml");
+        assert_eq!(output(&["--endpoint"]).expect_err("no value").to_string(), "--endpoint needs a value");
     }
 }

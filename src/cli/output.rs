@@ -30,6 +30,22 @@ pub(super) fn render(body: &Value, format: Format, rows: Option<&str>, columns: 
     }
 }
 
+/// One object whose `key` list is shown as a table below its other fields (`-o table|wide`).
+pub(super) fn render_with_list(body: &Value, format: Format, key: &str, columns: &[&str]) -> String {
+    if matches!(format, Format::Json | Format::Yaml) {
+        return render(body, format, None, &[], &[]);
+    }
+    let mut head = body.clone();
+    let rows = head.as_object_mut().and_then(|o| o.remove(key));
+    if let Some(object) = head.as_object_mut() {
+        object.retain(|_, v| !v.is_null());
+    }
+    match rows.as_ref().and_then(Value::as_array) {
+        Some(rows) if !rows.is_empty() => format!("{}\n\n{}", fields(&head), table(rows, columns)),
+        _ => fields(&head),
+    }
+}
+
 fn cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
@@ -82,5 +98,14 @@ mod tests {
         assert!(wide.starts_with("NAME     STATE       HEALTH\n"), "{wide}");
         assert!(render(&body, Format::Json, None, &[], &[]).contains("\"services\""));
         assert_eq!(render(&json!({"name": "a"}), Format::Table, Some("x"), &[], &[]), "name: a");
+    }
+
+    #[test]
+    fn a_record_shows_its_fields_then_its_steps_as_a_table() {
+        let body = json!({"id": "e1", "status": "failed", "error": null,
+                          "steps": [{"stepId": "a", "status": "completed"}, {"stepId": "b", "status": "failed"}]});
+        let out = render_with_list(&body, Format::Table, "steps", &["stepId", "status"]);
+        assert_eq!(out, "id: e1\nstatus: failed\n\nSTEPID   STATUS\na        completed\nb        failed");
+        assert!(render_with_list(&body, Format::Json, "steps", &[]).contains("\"stepId\": \"b\""));
     }
 }

@@ -10,7 +10,7 @@ use anyhow::bail;
 use serde_json::{Map, Value, json};
 
 use super::client::{call, connect, exit_code};
-use super::output::{Format, render};
+use super::output::{Format, render, render_with_list};
 
 /// The resource a verb names (singular or plural, as Muster accepts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,7 @@ pub(super) enum Kind {
     McpServer,
     Service,
     Workflow,
+    WorkflowExecution,
     Tool,
     Resource,
     Prompt,
@@ -29,10 +30,13 @@ impl Kind {
             "mcpserver" => Self::McpServer,
             "service" => Self::Service,
             "workflow" | "wf" => Self::Workflow,
+            "workflow-execution" | "workflowexecution" | "wfe" => Self::WorkflowExecution,
             "tool" => Self::Tool,
             "resource" => Self::Resource,
             "prompt" => Self::Prompt,
-            _ => bail!("unknown resource type {text:?}: use mcpserver, service, workflow, tool, resource or prompt"),
+            _ => bail!(
+                "unknown resource type {text:?}: use mcpserver, service, workflow, workflow-execution, tool, resource or prompt"
+            ),
         })
     }
 }
@@ -44,20 +48,56 @@ pub(super) struct Request {
     pub(super) rows: Option<&'static str>,
     pub(super) columns: &'static [&'static str],
     pub(super) wide: &'static [&'static str],
+    /// A single object's list shown as a table below its fields (`steps` of an execution).
+    pub(super) nested: Option<(&'static str, &'static [&'static str])>,
 }
 
 const SERVER_COLUMNS: &[&str] = &["name", "type", "state", "health", "toolCount"];
 const SERVER_WIDE: &[&str] = &["autoStart", "lastError"];
 const SERVICE_COLUMNS: &[&str] = &["name", "state", "health", "toolCount"];
 
-pub(super) fn list(kind: Kind, all: bool, verbose: bool) -> Request {
+/// What `muster list` was given besides the kind.
+#[derive(Debug, Default)]
+pub(super) struct ListFlags {
+    pub(super) all: bool,
+    pub(super) verbose: bool,
+    /// workflow-execution: only runs of this workflow, with this status.
+    pub(super) workflow: Option<String>,
+    pub(super) status: Option<String>,
+    pub(super) limit: Option<u32>,
+}
+
+const STEP_COLUMNS: &[&str] = &["stepId", "storedAs", "tool", "status", "durationMs", "error"];
+
+pub(super) fn list(kind: Kind, flags: ListFlags) -> Request {
+    let ListFlags { all, verbose, .. } = flags;
     match kind {
+        Kind::WorkflowExecution => {
+            let mut arguments = serde_json::Map::new();
+            for (key, value) in [("workflow_name", flags.workflow), ("status", flags.status)] {
+                if let Some(value) = value {
+                    arguments.insert(key.to_owned(), value.into());
+                }
+            }
+            if let Some(limit) = flags.limit {
+                arguments.insert("limit".to_owned(), limit.into());
+            }
+            Request {
+                tool: "core_workflow_execution_list",
+                arguments: Value::Object(arguments),
+                rows: Some("executions"),
+                columns: &["id", "workflow_name", "status", "started_at", "duration_ms"],
+                wide: &["steps", "error"],
+                nested: None,
+            }
+        }
         Kind::McpServer => Request {
             tool: "core_mcpserver_list",
             arguments: json!({"showAll": all, "verbose": verbose}),
             rows: Some("mcpServers"),
             columns: SERVER_COLUMNS,
             wide: SERVER_WIDE,
+            nested: None,
         },
         Kind::Service => Request {
             tool: "core_service_list",
@@ -65,6 +105,7 @@ pub(super) fn list(kind: Kind, all: bool, verbose: bool) -> Request {
             rows: Some("services"),
             columns: SERVICE_COLUMNS,
             wide: &["lastError"],
+            nested: None,
         },
         Kind::Workflow => Request {
             tool: "core_workflow_list",
@@ -72,6 +113,7 @@ pub(super) fn list(kind: Kind, all: bool, verbose: bool) -> Request {
             rows: Some("workflows"),
             columns: &["name", "valid", "available", "stepCount"],
             wide: &["description", "missing_tools"],
+            nested: None,
         },
         Kind::Tool => Request {
             tool: "list_tools",
@@ -79,6 +121,7 @@ pub(super) fn list(kind: Kind, all: bool, verbose: bool) -> Request {
             rows: Some("tools"),
             columns: &["name", "summary"],
             wide: &[],
+            nested: None,
         },
         Kind::Resource => Request {
             tool: "list_resources",
@@ -86,6 +129,7 @@ pub(super) fn list(kind: Kind, all: bool, verbose: bool) -> Request {
             rows: Some("resources"),
             columns: &["uri", "name"],
             wide: &["description"],
+            nested: None,
         },
         Kind::Prompt => Request {
             tool: "list_prompts",
@@ -93,6 +137,7 @@ pub(super) fn list(kind: Kind, all: bool, verbose: bool) -> Request {
             rows: Some("prompts"),
             columns: &["name", "description"],
             wide: &[],
+            nested: None,
         },
     }
 }
@@ -102,11 +147,21 @@ pub(super) fn get(kind: Kind, name: &str) -> Request {
         Kind::McpServer => ("core_mcpserver_get", "name"),
         Kind::Service => ("core_service_status", "name"),
         Kind::Workflow => ("core_workflow_get", "name"),
+        Kind::WorkflowExecution => {
+            return Request {
+                tool: "core_workflow_execution_get",
+                arguments: json!({"execution_id": name}),
+                rows: None,
+                columns: &[],
+                wide: &[],
+                nested: Some(("steps", STEP_COLUMNS)),
+            };
+        }
         Kind::Tool => ("describe_tool", "name"),
         Kind::Resource => ("get_resource", "uri"),
         Kind::Prompt => ("get_prompt", "name"),
     };
-    Request { tool, arguments: json!({ key: name }), rows: None, columns: &[], wide: &[] }
+    Request { tool, arguments: json!({ key: name }), rows: None, columns: &[], wide: &[], nested: None }
 }
 
 /// `muster start|stop|restart service <name>`.
@@ -116,14 +171,21 @@ pub(super) fn service(verb: &'static str, name: &str) -> Request {
         "stop" => "core_service_stop",
         _ => "core_service_restart",
     };
-    Request { tool, arguments: json!({"name": name}), rows: None, columns: &[], wide: &[] }
+    Request { tool, arguments: json!({"name": name}), rows: None, columns: &[], wide: &[], nested: None }
 }
 
 /// `muster create mcpserver <name> …`: the flags that were given, as Muster's argument names.
 pub(super) fn create_mcpserver(name: &str, flags: Map<String, Value>) -> Request {
     let mut arguments = flags;
     arguments.insert("name".to_owned(), json!(name));
-    Request { tool: "core_mcpserver_create", arguments: Value::Object(arguments), rows: None, columns: &[], wide: &[] }
+    Request {
+        tool: "core_mcpserver_create",
+        arguments: Value::Object(arguments),
+        rows: None,
+        columns: &[],
+        wide: &[],
+        nested: None,
+    }
 }
 
 pub(super) fn events(filters: Map<String, Value>) -> Request {
@@ -133,6 +195,7 @@ pub(super) fn events(filters: Map<String, Value>) -> Request {
         rows: Some("events"),
         columns: &["timestamp", "type", "reason", "resourceType", "resourceName", "message"],
         wide: &["namespace"],
+        nested: None,
     }
 }
 
@@ -156,7 +219,10 @@ pub(super) async fn run(endpoint: &str, config_dir: &Path, request: Request, for
     }
     let body = result.structured_content.clone().or_else(|| serde_json::from_str(&text).ok());
     match body {
-        Some(body) => println!("{}", render(&body, format, request.rows, request.columns, request.wide)),
+        Some(body) => match request.nested {
+            Some((key, columns)) => println!("{}", render_with_list(&body, format, key, columns)),
+            None => println!("{}", render(&body, format, request.rows, request.columns, request.wide)),
+        },
         None => println!("{text}"),
     }
     Ok(0)
@@ -197,5 +263,8 @@ mod tests {
         assert_eq!(Kind::parse("mcpservers").expect("plural"), Kind::McpServer);
         assert_eq!(Kind::parse("Service").expect("singular"), Kind::Service);
         assert!(Kind::parse("gizmo").is_err());
+        for text in ["workflow-execution", "workflow-executions", "wfe", "WorkflowExecutions"] {
+            assert_eq!(Kind::parse(text).expect(text), Kind::WorkflowExecution);
+        }
     }
 }

@@ -8,8 +8,11 @@
 //! desired state the folder watcher reads (`mcp/core/mcpserver.rs`), so validation, status and events
 //! stay one code path.
 
+mod execution;
 mod mcpserver;
 mod workflow;
+
+pub(super) use execution::subject_of;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,8 +23,10 @@ use serde_json::{Value, json};
 use super::GatewayServer;
 use crate::caller::Caller;
 use crate::config::Config;
+use crate::crd::execution::{ExecutionStore, Retention};
 use crate::supervisor::events::{EventLog, Filter};
 use crate::supervisor::{ServiceAction, ServiceHandle};
+use crate::workflow::Recorder;
 
 /// What the `core_*` tools need besides the router: set up once by `app::run`.
 pub struct Core {
@@ -33,6 +38,8 @@ pub struct Core {
     events: EventLog,
     /// The effective config with secrets as `***`.
     config: Value,
+    /// Where workflow runs are recorded (filesystem mode).
+    recorder: Option<Recorder>,
 }
 
 impl Core {
@@ -44,7 +51,16 @@ impl Core {
             services,
             events,
             config: config_view(config),
+            recorder: config
+                .kubernetes
+                .is_none()
+                .then(|| Recorder::new(ExecutionStore::new(&config.dir), Retention::default())),
         }
+    }
+
+    /// Where workflow runs are recorded: `None` in Kubernetes mode (not recorded yet).
+    pub fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.as_ref()
     }
 
     /// Whether `caller` may use the mutating tools.
@@ -173,6 +189,32 @@ fn definitions() -> Vec<Definition> {
         write("core_workflow_create", "Create a workflow (admin only).", workflow_args(), false),
         write("core_workflow_update", "Change a workflow (admin only).", workflow_args(), true),
         write("core_workflow_delete", "Delete a workflow (admin only).", name_only(), true),
+        read(
+            "core_workflow_execution_list",
+            "List workflow runs, newest first (your own unless you are an admin).",
+            json!({
+                "type": "object",
+                "properties": {
+                    "workflow_name": {"type": "string", "description": "only runs of this workflow"},
+                    "status": {"type": "string", "enum": ["inprogress", "completed", "failed"]},
+                    "limit": {"type": "integer", "minimum": 1, "default": 50},
+                    "offset": {"type": "integer", "minimum": 0, "default": 0},
+                },
+            }),
+        ),
+        read(
+            "core_workflow_execution_get",
+            "Show one workflow run with its steps, or one step of it.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "execution_id": {"type": "string"},
+                    "include_steps": {"type": "boolean", "default": true},
+                    "step_id": {"type": "string", "description": "only this step (a forEach body step as <id>_<i>)"},
+                },
+                "required": ["execution_id"],
+            }),
+        ),
         read("core_events", "Recent lifecycle events of MCP servers and workflows.", events),
         Definition {
             admin: true,
@@ -272,6 +314,8 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
         "core_workflow_create" => workflow::put(core, &args, true),
         "core_workflow_update" => workflow::put(core, &args, false),
         "core_workflow_delete" => workflow::delete(core, &args),
+        "core_workflow_execution_list" => execution::list(core, &args, caller).await,
+        "core_workflow_execution_get" => execution::get(core, &args, caller).await,
         "core_events" => events(core, &args),
         "core_config_get" => json_result(core.config.clone()),
         _ => error(format!("unknown core tool {name}")),

@@ -1,14 +1,18 @@
 //! Calling a `workflow_<name>` tool: `workflow::run` with a `Dispatch` that sends each step
 //! through `GatewayServer::dispatch`, the agent's own path (the caller's identity, so token
-//! exchange and per-user sessions apply; family instances resolve as in a direct call).
+//! exchange and per-user sessions apply; family instances resolve as in a direct call). The run
+//! ends at its deadline or on the agent's cancellation (`workflow::run`), and its execution record
+//! is saved before the answer goes out.
 
 use futures::future::BoxFuture;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use super::GatewayServer;
 use crate::backend::UpstreamResult;
 use crate::caller::Caller;
+use crate::crd::execution::SUBJECT_ANNOTATION;
 use crate::routing::catalog::WorkflowRoute;
 use crate::workflow::{self, CallResult, Dispatch, Limits};
 
@@ -46,11 +50,14 @@ pub(super) async fn call(
     }
     let steps = Steps { server, caller };
     let args = arguments.map_or(Value::Null, Value::Object);
-    let run = DEPTH.scope(depth + 1, workflow::run(&route.workflow, args, &steps, Limits::default()));
-    let outcome = tokio::select! {
-        outcome = run => outcome,
-        () = caller.ct.cancelled() => return failure(format!("workflow {name}: cancelled by the caller")),
-    };
+    let run = workflow::run(&route.workflow, args, &steps, &caller.ct, Limits::default());
+    let mut outcome = DEPTH.scope(depth + 1, run).await;
+    if let Some(recorder) = server.core.as_deref().and_then(super::core::Core::recorder) {
+        if let Some(subject) = super::core::subject_of(caller) {
+            outcome.execution.metadata.annotations.insert(SUBJECT_ANNOTATION.to_owned(), subject);
+        }
+        recorder.save(outcome.execution.clone()).await;
+    }
     let text = match &outcome.body {
         Value::String(s) => s.clone(),
         body => body.to_string(),
@@ -77,13 +84,21 @@ struct Steps<'a> {
 }
 
 impl Dispatch for Steps<'_> {
-    fn call<'a>(&'a self, tool: &'a str, args: Value) -> BoxFuture<'a, Result<CallResult, String>> {
+    fn call<'a>(
+        &'a self,
+        tool: &'a str,
+        args: Value,
+        stop: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<CallResult, String>> {
         Box::pin(async move {
             let arguments = match args {
                 Value::Object(map) => Some(map),
                 _ => None,
             };
-            let answer = self.server.dispatch(tool, arguments, self.caller).await.map_err(|e| {
+            // The agent's identity and reply path, with the run's token: the run's deadline and
+            // the agent's cancellation reach the upstream; onFailure runs on after the agent left.
+            let caller = Caller { ct: stop.clone(), ..self.caller.clone() };
+            let answer = self.server.dispatch(tool, arguments, &caller).await.map_err(|e| {
                 let error = super::error::tool_error(&e);
                 let mut text = first_text(&error).unwrap_or_else(|| e.to_string());
                 let valid = error.structured_content.as_ref().and_then(|s| s.get("validValues"));

@@ -3,30 +3,43 @@
 //! `expect`/`expectNot` rules, and `onFailure`.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::{CallResult, Context, Dispatch, execution_id, is_output};
 use crate::crd::workflow::{Expectation, WorkflowCondition, WorkflowStep, WorkflowSubStep};
 use crate::template;
 
 pub(super) struct Run<'a> {
-    name: String,
+    pub(super) name: String,
     dispatch: &'a dyn Dispatch,
     max_parallel: usize,
     pub(super) context: Context,
     /// Step records in the order they finished (Muster's `steps[]`).
-    records: Vec<Map<String, Value>>,
+    pub(super) records: Vec<Map<String, Value>>,
     /// Each step's status, for a `fromStep` condition on a step without a stored result.
     statuses: BTreeMap<String, String>,
-    pub(super) current: Option<String>,
-    id: String,
+    /// The top-level step running now, shared so the deadline can name it while the run is busy.
+    pub(super) current: Arc<Mutex<String>>,
+    pub(super) id: String,
+    /// What the calls run under: cancelled by the agent, or at the deadline (`workflow.rs`).
+    pub(super) stop: CancellationToken,
 }
 
 /// A step that stops the run, with its error in words.
 type Stop = Option<String>;
+
+/// Keys of a step's record that only the execution record shows (`record.rs`), not the response.
+pub(super) const STARTED_AT: &str = "startedAt";
+pub(super) const COMPLETED_AT: &str = "completedAt";
+pub(super) const DURATION_MS: &str = "durationMs";
+pub(super) const INPUT: &str = "input";
+pub(super) const STORED_AS: &str = "storedAs";
+const RECORD_ONLY: [&str; 5] = [STARTED_AT, COMPLETED_AT, DURATION_MS, INPUT, STORED_AS];
 
 impl<'a> Run<'a> {
     pub(super) fn new(
@@ -43,15 +56,18 @@ impl<'a> Run<'a> {
             context,
             records: Vec::new(),
             statuses: BTreeMap::new(),
-            current: None,
+            current: Arc::default(),
             id: execution_id(),
+            stop: CancellationToken::new(),
         }
     }
 
     /// Runs the top-level steps in order; `Some(error)` when one stopped the run.
     pub(super) async fn steps(&mut self, steps: &[WorkflowStep]) -> Stop {
         for step in steps {
-            self.current = Some(step.id.clone());
+            if let Ok(mut current) = self.current.lock() {
+                current.clone_from(&step.id);
+            }
             let stop = if let Some(each) = &step.for_each {
                 self.for_each(step, each).await
             } else if let Some(parallel) = &step.parallel {
@@ -84,6 +100,9 @@ impl<'a> Run<'a> {
                 let id = r.get("id").and_then(Value::as_str).unwrap_or_default();
                 if !outputs.contains(&id) {
                     r.remove("result");
+                }
+                for key in RECORD_ONLY {
+                    r.remove(key);
                 }
                 Value::Object(r)
             })
@@ -131,6 +150,9 @@ impl<'a> Run<'a> {
                 let failed = self.sub_step(sub, false).await;
                 if let Some(result) = self.context.results.get(&sub.id).cloned() {
                     self.context.results.insert(format!("{}_{i}", sub.id), result);
+                    if let Some(record) = self.records.last_mut().filter(|r| r.get("id") == Some(&json!(sub.id))) {
+                        record.insert(STORED_AS.into(), format!("{}_{i}", sub.id).into());
+                    }
                 }
                 if failed.is_some() {
                     stop = failed;
@@ -154,6 +176,8 @@ impl<'a> Run<'a> {
         let mut branches: Vec<BoxFuture<'_, (&WorkflowSubStep, Run<'_>, Stop)>> = Vec::new();
         for sub in subs {
             let mut branch = Run::new(name.clone(), dispatch, 1, snapshot.input.clone());
+            branch.stop = self.stop.clone();
+            branch.current = self.current.clone();
             branch.context = snapshot.clone();
             branch.statuses = self.statuses.clone();
             branches.push(Box::pin(async move {
@@ -191,34 +215,20 @@ impl<'a> Run<'a> {
             Ok(false) => return self.skip(&step.id, &step.tool, Some(record)),
             Err(e) => return Some(e),
         }
+        let started = (chrono::Utc::now(), std::time::Instant::now());
         let (status, stop) = match template::resolve(&Value::Object(map(&step.args)), &self.context.data(), "args") {
             Err(e) => {
                 record.insert("status".into(), "failed".into());
                 (String::from("failed"), Some(format!("workflow {}: step {}: {e}", self.name, step.id)))
             }
-            Ok(args) => match self.dispatch.call(&step.tool, args).await {
-                Ok(CallResult { value, is_error: false }) => {
-                    self.context.results.insert(step.id.clone(), value.clone());
-                    record.insert("result".into(), value);
-                    ("completed".into(), None)
-                }
-                Ok(CallResult { value, is_error: true }) => {
-                    let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
-                    let failure = json!({"success": false, "isError": true, "error": text});
-                    self.context.results.insert(step.id.clone(), failure.clone());
-                    record.insert("result".into(), failure);
-                    (
-                        "failed".into(),
-                        Some(format!("workflow {}: step {} ({}) failed: {text}", self.name, step.id, step.tool)),
-                    )
-                }
-                Err(e) => {
-                    let failure = json!({"success": false, "isError": true, "error": e});
-                    self.context.results.insert(step.id.clone(), failure);
-                    ("failed".into(), Some(format!("workflow {}: step {} ({}): {e}", self.name, step.id, step.tool)))
-                }
-            },
+            Ok(args) => {
+                record.insert(INPUT.into(), args.clone());
+                self.call(step, args, &mut record).await
+            }
         };
+        record.insert(STARTED_AT.into(), json!(started.0));
+        record.insert(COMPLETED_AT.into(), json!(chrono::Utc::now()));
+        record.insert(DURATION_MS.into(), json!(u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX)));
         record.insert("status".into(), status.clone().into());
         if let Some(error) = &stop {
             record.insert("error".into(), error.clone().into());
@@ -230,6 +240,29 @@ impl<'a> Run<'a> {
 }
 
 impl Run<'_> {
+    /// The step's tool call; its result goes into `.results` and the record.
+    async fn call(&mut self, step: &WorkflowSubStep, args: Value, record: &mut Map<String, Value>) -> (String, Stop) {
+        let (value, stop) = match self.dispatch.call(&step.tool, args, &self.stop).await {
+            Ok(CallResult { value, is_error: false }) => (value, None),
+            Ok(CallResult { value, is_error: true }) => {
+                let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                let stop = format!("workflow {}: step {} ({}) failed: {text}", self.name, step.id, step.tool);
+                (json!({"success": false, "isError": true, "error": text}), Some(stop))
+            }
+            Err(e) => {
+                let stop = format!("workflow {}: step {} ({}): {e}", self.name, step.id, step.tool);
+                let failure = json!({"success": false, "isError": true, "error": e});
+                self.context.results.insert(step.id.clone(), failure);
+                record.insert(STORED_AS.into(), step.id.clone().into());
+                return ("failed".into(), Some(stop));
+            }
+        };
+        self.context.results.insert(step.id.clone(), value.clone());
+        record.insert("result".into(), value);
+        record.insert(STORED_AS.into(), step.id.clone().into());
+        (if stop.is_some() { "failed" } else { "completed" }.into(), stop)
+    }
+
     fn skip(&mut self, id: &str, tool: &str, record: Option<Map<String, Value>>) -> Stop {
         let mut record = record.unwrap_or_default();
         record.insert("id".into(), id.into());
@@ -252,7 +285,7 @@ impl Run<'_> {
         let result = if let Some(tool) = &condition.tool {
             let args = template::resolve(&Value::Object(map(&condition.args)), &self.context.data(), "condition.args")
                 .map_err(at)?;
-            match self.dispatch.call(tool, args).await {
+            match self.dispatch.call(tool, args, &self.stop).await {
                 Ok(result) => result,
                 Err(_) => return Ok(false),
             }

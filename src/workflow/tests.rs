@@ -3,26 +3,42 @@
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::*;
 
 /// Answers `echo` with its arguments, `fail` with an error result, `broken` with a call error,
-/// and records every call.
+/// `hang` not until its call is cancelled (as a backend does), `deaf` never; records every call
+/// and every cancellation it heard.
 #[derive(Default)]
 struct Fake {
     calls: Mutex<Vec<(String, Value)>>,
+    cancelled: Mutex<Vec<String>>,
 }
 
 impl Dispatch for Fake {
-    fn call<'a>(&'a self, tool: &'a str, args: Value) -> BoxFuture<'a, Result<CallResult, String>> {
+    fn call<'a>(
+        &'a self,
+        tool: &'a str,
+        args: Value,
+        stop: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<CallResult, String>> {
         self.calls.lock().expect("lock").push((tool.to_owned(), args.clone()));
         Box::pin(async move {
+            if stop.is_cancelled() {
+                return Err("cancelled before it started".to_owned());
+            }
             match tool {
                 "echo" => {
                     Ok(CallResult { value: json!({"said": args, "items": [{"kind": "Namespace"}]}), is_error: false })
                 }
                 "fail" => Ok(CallResult { value: json!("pod x not found"), is_error: true }),
-                "hang" => std::future::pending().await,
+                "hang" => {
+                    stop.cancelled().await;
+                    self.cancelled.lock().expect("lock").push(tool.to_owned());
+                    Err("the call was cancelled".to_owned())
+                }
+                "deaf" => std::future::pending().await,
                 _ => Err(format!("tool {tool} not found")),
             }
         })
@@ -37,7 +53,7 @@ fn workflow(yaml: &str) -> Workflow {
 
 async fn run_it(yaml: &str, args: Value) -> (Outcome, Fake) {
     let fake = Fake::default();
-    let outcome = run(&workflow(yaml), args, &fake, Limits::default()).await;
+    let outcome = run(&workflow(yaml), args, &fake, &CancellationToken::new(), Limits::default()).await;
     (outcome, fake)
 }
 
@@ -110,7 +126,48 @@ async fn allow_failure_and_from_step_give_typed_output() {
         "{HEAD}  steps:\n    - id: risky\n      tool: fail\n      allowFailure: true\n    - id: after\n      tool: echo\n      condition: {{fromStep: risky, expectNot: {{success: true}}}}\n  output: {{ok: \"{{{{ .results.risky.success }}}}\", err: \"{{{{ .results.risky.isError }}}}\", ran: \"{{{{ len .results.after.items }}}}\"}}\n"
     );
     let (outcome, _) = run_it(&yaml, json!({})).await;
-    assert_eq!(outcome, Outcome { body: json!({"ok": false, "err": true, "ran": 1}), is_error: false });
+    assert_eq!((outcome.body, outcome.is_error), (json!({"ok": false, "err": true, "ran": 1}), false));
+}
+
+#[tokio::test]
+async fn the_execution_record_has_each_steps_input_result_and_time() {
+    let yaml = format!(
+        "{HEAD}  args: {{clusters: {{type: array, required: true}}}}\n  steps:\n    - id: risky\n      tool: fail\n      allowFailure: true\n    - id: each\n      forEach:\n        items: \"{{{{ .input.clusters }}}}\"\n        steps:\n          - id: pods\n            tool: echo\n            args: {{c: \"{{{{ .vars.item }}}}\"}}\n"
+    );
+    let (outcome, _) = run_it(&yaml, json!({"clusters": ["a", "b"]})).await;
+    let record = outcome.execution;
+    assert_eq!(record.kind, "WorkflowExecution");
+    assert_eq!(record.id(), outcome.body["execution_id"], "the record's id is the response's");
+    let spec = &record.spec;
+    assert_eq!((spec.workflow_name.as_str(), spec.status.as_str()), ("wf", "completed"));
+    assert_eq!(spec.input, Some(json!({"clusters": ["a", "b"]})));
+    assert_eq!(spec.result.as_ref(), Some(&outcome.body));
+    assert!(spec.completed_at.is_some_and(|end| end >= spec.started_at));
+    let steps: Vec<(&str, &str, Option<&str>)> =
+        spec.steps.iter().map(|s| (s.step_id.as_str(), s.status.as_str(), s.stored_as.as_deref())).collect();
+    assert_eq!(
+        steps,
+        [
+            ("risky", "failed", Some("risky")),
+            ("pods", "completed", Some("pods_0")),
+            ("pods", "completed", Some("pods_1"))
+        ]
+    );
+    assert_eq!(spec.steps[0].result, Some(json!({"success": false, "isError": true, "error": "pod x not found"})));
+    assert!(spec.steps[0].error.as_deref().is_some_and(|e| e.contains("step risky (fail) failed")));
+    assert_eq!(spec.steps[2].input, Some(json!({"c": "b"})));
+    assert!(spec.steps.iter().all(|s| s.started_at.is_some() && s.completed_at >= s.started_at));
+    // The agent's answer keeps Muster's step shape: no record-only keys.
+    let answered = outcome.body["steps"][1].as_object().expect("a step");
+    assert!(!answered.contains_key("startedAt") && !answered.contains_key("input"), "{answered:?}");
+
+    let (refused, _) = run_it(&yaml, json!({})).await;
+    assert_eq!(refused.execution.spec.status, "failed");
+    assert_eq!(refused.execution.spec.error.as_deref(), Some("workflow wf: required field 'clusters' is missing"));
+    let stopped = format!("{HEAD}  steps:\n    - id: deploy\n      tool: fail\n");
+    let (failed, _) = run_it(&stopped, json!({})).await;
+    assert_eq!(failed.execution.spec.status, "failed");
+    assert_eq!(failed.execution.spec.error.as_deref(), Some("workflow wf: step deploy (fail) failed: pod x not found"));
 }
 
 #[tokio::test]
@@ -131,17 +188,59 @@ async fn on_failure_runs_after_a_failing_step_and_after_a_template_error() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn missing_arguments_and_the_deadline() {
-    let yaml = format!("{HEAD}  args: {{c: {{type: string, required: true}}}}\n  steps: [{{id: s, tool: hang}}]\n");
+    let yaml = format!(
+        "{HEAD}  args: {{c: {{type: string, required: true}}}}\n  steps: [{{id: s, tool: hang}}, {{id: t, tool: echo}}]\n  onFailure: [{{id: undo, tool: echo}}]\n"
+    );
     let (outcome, _) = run_it(&yaml, json!({})).await;
     assert_eq!(outcome.body, json!("workflow wf: required field 'c' is missing"));
     let fake = Fake::default();
-    let limits = Limits { timeout: Duration::from_millis(50), max_parallel: 2 };
-    let outcome = run(&workflow(&yaml), json!({"c": "x"}), &fake, limits).await;
+    let started = tokio::time::Instant::now();
+    let limits = Limits { timeout: Duration::from_secs(60), max_parallel: 2 };
+    let outcome = run(&workflow(&yaml), json!({"c": "x"}), &fake, &CancellationToken::new(), limits).await;
     assert!(outcome.is_error);
-    let error = outcome.body["error"].as_str().expect("error");
-    assert!(error.contains("exceeded its deadline") && error.ends_with("during step s"), "{error}");
+    assert_eq!(started.elapsed(), Duration::from_secs(60), "it ends at the deadline");
+    assert_eq!(outcome.body["error"], "workflow wf exceeded its deadline of 60s during step s");
+    assert_eq!(*fake.cancelled.lock().expect("lock"), ["hang"], "the hung call was cancelled");
+    let called: Vec<String> = fake.calls.lock().expect("lock").iter().map(|(t, _)| t.clone()).collect();
+    assert_eq!(called, ["hang", "echo"], "no further step ran, onFailure did (echo)");
+    assert_eq!(outcome.body["steps"][1]["id"], "undo");
+    assert_eq!(outcome.body["steps"][1]["status"], "completed");
+    assert_eq!(outcome.execution.spec.status, "failed");
+    assert_eq!(outcome.execution.spec.error.as_deref(), outcome.body["error"].as_str());
+
+    // A call that ignores its cancellation is dropped after the grace; onFailure still runs.
+    let deaf = yaml.replace("tool: hang", "tool: deaf");
+    let fake = Fake::default();
+    let started = tokio::time::Instant::now();
+    let outcome = run(&workflow(&deaf), json!({"c": "x"}), &fake, &CancellationToken::new(), limits).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(60) + STOP_GRACE);
+    assert_eq!(outcome.body["steps"][0]["id"], "undo", "{}", outcome.body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_agents_cancellation_stops_the_run_and_cleanup_still_runs() {
+    let yaml = format!(
+        "{HEAD}  steps: [{{id: wait, tool: hang}}]\n  onFailure: [{{id: undo, tool: echo}}, {{id: slow, tool: deaf}}]\n"
+    );
+    let fake = Fake::default();
+    let cancel = CancellationToken::new();
+    let agent = cancel.clone();
+    let started = tokio::time::Instant::now();
+    let cancelling = async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        agent.cancel();
+    };
+    let workflow = workflow(&yaml);
+    let (outcome, ()) = tokio::join!(run(&workflow, json!({}), &fake, &cancel, Limits::default()), cancelling);
+    assert_eq!(outcome.body["error"], "workflow wf: cancelled by the caller during step wait");
+    assert_eq!(*fake.cancelled.lock().expect("lock"), ["hang"]);
+    let steps: Vec<(&str, &str)> =
+        outcome.execution.spec.steps.iter().map(|s| (s.step_id.as_str(), s.status.as_str())).collect();
+    assert_eq!(steps, [("wait", "failed"), ("undo", "completed")], "the cleanup ran, its hung step was cut off");
+    // The cleanup is bounded: what was left of the deadline (10 min less 3 s), then the grace.
+    assert_eq!(started.elapsed(), DEFAULT_TIMEOUT + STOP_GRACE);
 }
 
 #[tokio::test]

@@ -138,3 +138,19 @@ impl ExampleFleet {
 fn read_repo_file(path: &str) -> String {
     std::fs::read_to_string(Peers::repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
+
+/// The README's example workflow loads unchanged and is valid (`check-config`).
+#[test]
+fn readme_workflow_example_is_valid() {
+    let readme = std::fs::read_to_string(Peers::repo_file("README.md")).expect("README.md");
+    let after = &readme[readme.find("<!-- workflow-example -->").expect("a workflow-example marker")..];
+    let block = after.split_once("```yaml\n").expect("a yaml block after the marker").1;
+    let yaml = &block[..block.find("```").expect("the block ends")];
+    let fleet = Fleet::new("");
+    std::fs::create_dir_all(fleet.dir.path().join("workflows")).expect("workflows dir");
+    std::fs::write(fleet.dir.path().join("workflows/list-in-cluster.yaml"), yaml).expect("write");
+    let (code, stdout, stderr) =
+        run(Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").arg(fleet.dir.path()));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("ok  workflow list-in-cluster ("), "{stdout}");
+}
