@@ -101,18 +101,31 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// One JSON-RPC message to `muster` on `session`, answered as JSON: (status, body).
-async fn send(muster: &Muster, session: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .post(muster.mcp_url())
+/// A POST of one JSON-RPC message to `url` on `session` (2025-06-18), accepting `accept`.
+fn session_post(
+    http: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    accept: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    let request = http
+        .post(url)
         .header("content-type", "application/json")
-        .header("accept", "application/json")
+        .header("accept", accept)
         .header("mcp-protocol-version", "2025-06-18")
         .body(body.to_string());
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
+    match session {
+        Some(session) => request.header("mcp-session-id", session),
+        None => request,
     }
-    let response = request.send().await.expect("request");
+}
+
+/// One JSON-RPC message to `muster` on `session`, answered as JSON: (status, body).
+async fn send(muster: &Muster, session: Option<&str>, body: Value) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let response =
+        session_post(&http, &muster.mcp_url(), session, "application/json", &body).send().await.expect("request");
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -256,6 +269,17 @@ async fn a_store_that_cannot_be_reached_at_start_stops_muster_naming_it() {
     );
 }
 
+/// The token request that redeems the code of the agent's redirect `location`.
+fn redeem_form(location: &str, client_id: &str, verifier: &str) -> [(&'static str, String); 5] {
+    [
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", crate::oauth_server::query(location)["code"].clone()),
+        ("redirect_uri", location.split('?').next().expect("uri").to_owned()),
+        ("client_id", client_id.to_owned()),
+        ("code_verifier", verifier.to_owned()),
+    ]
+}
+
 /// The token endpoint of `muster`: (status, JSON answer).
 async fn token_at(muster: &Muster, form: &[(&str, &str)]) -> (u16, Value) {
     let response = reqwest::Client::new().post(muster.url("/oauth/token")).form(form).send().await.expect("token");
@@ -280,7 +304,7 @@ async fn admitted_at(muster: &Muster, token: &str) -> u16 {
 
 #[actix_web::test]
 async fn a_sign_in_at_one_replica_works_at_every_replica_and_a_revocation_reaches_all() {
-    use crate::oauth_server::{REDIRECT, pkce, query, register, setup_with_config, sign_in};
+    use crate::oauth_server::{REDIRECT, pkce, register, setup_with_config, sign_in};
     let peers = Peers::load();
     let Some(valkey) = Valkey::start(&peers).await else { return };
     // Replica A is the setup's muster (its port is the baseUrl the IdP returns to); B and C copy it.
@@ -296,28 +320,16 @@ async fn a_sign_in_at_one_replica_works_at_every_replica_and_a_revocation_reache
     let (verifier, challenge) = pkce();
     let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
     // The code is redeemed at B, once.
-    let code = query(&location)["code"].clone();
-    let redeem = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", location.split('?').next().expect("uri")),
-        ("client_id", client_id.as_str()),
-        ("code_verifier", verifier.as_str()),
-    ];
+    let redeem = redeem_form(&location, &client_id, &verifier);
+    let redeem: Vec<(&str, &str)> = redeem.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (status, tokens) = token_at(b, &redeem).await;
     assert_eq!(status, 200, "B redeems a code A issued: {tokens}");
     assert_eq!(token_at(c, &redeem).await.0, 400, "a code works once across replicas");
     // The grant was revoked by the reused code; sign in again for the rest.
     let (verifier, challenge) = pkce();
     let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
-    let code = query(&location)["code"].clone();
-    let redeem = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", location.split('?').next().expect("uri")),
-        ("client_id", client_id.as_str()),
-        ("code_verifier", verifier.as_str()),
-    ];
+    let redeem = redeem_form(&location, &client_id, &verifier);
+    let redeem: Vec<(&str, &str)> = redeem.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (status, tokens) = token_at(c, &redeem).await;
     assert_eq!(status, 200, "{tokens}");
     let access = tokens["access_token"].as_str().expect("access").to_owned();
@@ -353,6 +365,17 @@ async fn a_sign_in_at_one_replica_works_at_every_replica_and_a_revocation_reache
     }
 }
 
+/// A fleet of one cluster, `cluster-a`, served by a mock upstream (direct tool exposure).
+async fn one_cluster() -> (Fleet, MockUpstream) {
+    let fleet = Fleet::new(&config(free_port(), "  toolExposure: direct\n"));
+    let upstream = MockUpstream::start("a", free_port()).await;
+    fleet.write_server(
+        "cluster-a-mcp-kubernetes.yaml",
+        &http_server("cluster-a-mcp-kubernetes", &upstream.url(), &family("kubernetes", "management_cluster")),
+    );
+    (fleet, upstream)
+}
+
 /// `/readyz`'s `store` field on `muster`.
 async fn store_state(muster: &Muster) -> String {
     let body: Value = reqwest::get(muster.url("/readyz")).await.expect("readyz").json().await.expect("json");
@@ -362,12 +385,7 @@ async fn store_state(muster: &Muster) -> String {
 #[actix_web::test]
 async fn a_store_that_goes_away_degrades_serving_and_recovers_when_it_returns() {
     let Some(mut valkey) = Valkey::start(&Peers::load()).await else { return };
-    let fleet = Fleet::new(&config(free_port(), "  toolExposure: direct\n"));
-    let upstream = MockUpstream::start("a", free_port()).await;
-    fleet.write_server(
-        "cluster-a-mcp-kubernetes.yaml",
-        &http_server("cluster-a-mcp-kubernetes", &upstream.url(), &family("kubernetes", "management_cluster")),
-    );
+    let (fleet, _upstream) = one_cluster().await;
     let replicas = replicate(&fleet, &valkey, 2).await;
     let (r0, r1) = (&replicas[0].1, &replicas[1].1);
     let mut n = 0_u64;
@@ -422,12 +440,7 @@ async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
     const SESSIONS: usize = 16;
     const CALLS: usize = 30;
     let Some(valkey) = Valkey::start(&Peers::load()).await else { return };
-    let fleet = Fleet::new(&config(free_port(), "  toolExposure: direct\n"));
-    let upstream = MockUpstream::start("a", free_port()).await;
-    fleet.write_server(
-        "cluster-a-mcp-kubernetes.yaml",
-        &http_server("cluster-a-mcp-kubernetes", &upstream.url(), &family("kubernetes", "management_cluster")),
-    );
+    let (fleet, _upstream) = one_cluster().await;
     let mut replicas = replicate(&fleet, &valkey, 3).await;
     let urls: Vec<String> = replicas.iter().map(|(_, m)| m.mcp_url()).collect();
     let mut sessions = Vec::new();
@@ -452,15 +465,8 @@ async fn a_replica_killed_under_load_loses_only_its_calls_in_flight() {
                 let call = json!({"jsonrpc": "2.0", "id": c, "method": "tools/call", "params": {
                     "name": "x_kubernetes_echo",
                     "arguments": {"management_cluster": "cluster-a", "text": format!("{s}/{c}")}}});
-                let answer = http
-                    .post(&urls[replica])
-                    .header("content-type", "application/json")
-                    .header("accept", "application/json")
-                    .header("mcp-protocol-version", "2025-06-18")
-                    .header("mcp-session-id", &session)
-                    .body(call.to_string())
-                    .send()
-                    .await;
+                let answer =
+                    session_post(&http, &urls[replica], Some(&session), "application/json", &call).send().await;
                 let answered = match answer {
                     Ok(response) if response.status() == 200 => {
                         let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -526,24 +532,13 @@ async fn next_event(
 #[actix_web::test]
 async fn an_answer_or_a_cancellation_posted_to_another_replica_reaches_the_call() {
     let Some(valkey) = Valkey::start(&Peers::load()).await else { return };
-    let fleet = Fleet::new(&config(free_port(), "  toolExposure: direct\n"));
-    let upstream = MockUpstream::start("a", free_port()).await;
-    fleet.write_server(
-        "cluster-a-mcp-kubernetes.yaml",
-        &http_server("cluster-a-mcp-kubernetes", &upstream.url(), &family("kubernetes", "management_cluster")),
-    );
+    let (fleet, upstream) = one_cluster().await;
     let replicas = replicate(&fleet, &valkey, 2).await;
     let (r0, r1) = (&replicas[0].1, &replicas[1].1);
     let session = open_session(r0).await;
+    let http = reqwest::Client::new();
     let post = |muster: &Muster, body: Value| {
-        reqwest::Client::new()
-            .post(muster.mcp_url())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18")
-            .header("mcp-session-id", &session)
-            .body(body.to_string())
-            .send()
+        session_post(&http, &muster.mcp_url(), Some(&session), "application/json, text/event-stream", &body).send()
     };
 
     // The upstream asks the agent for its roots during a call on r0; the agent answers on r1.
