@@ -11,6 +11,7 @@ use crate::auth::exchange::Exchanger;
 use crate::auth::secrets::SecretStore;
 use crate::config::Config;
 use crate::crd::files;
+use crate::crd::leader::Election;
 use crate::crd::sink::Sink;
 use crate::frontend::{self, Parts};
 use crate::mcp::core::Core;
@@ -30,15 +31,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(_) => Some(crate::crd::kubernetes::client().await.context("Kubernetes mode")?),
         None => None,
     };
-    let (sink, secrets) = match &kube_client {
-        Some(client) => (
-            Sink::Kubernetes {
-                status: crate::crd::kubernetes::StatusWriter::start(client.clone()),
-                events: crate::crd::kubernetes::EventRecorder::new(client.clone()),
-            },
-            SecretStore::Kubernetes { client: client.clone() },
-        ),
-        None => (Sink::Files, SecretStore::new(&config.dir)),
+    //    Of several replicas, only the holder of the leader Lease writes status and events
+    //    (ADR 0010); filesystem mode has no election: one muster writes one folder.
+    let (sink, secrets, election) = match (&kube_client, &config.kubernetes) {
+        (Some(client), Some(kubernetes)) => {
+            let identity = crate::crd::leader::identity();
+            let election = Election::start(client.clone(), kubernetes.home(), identity.clone()).await;
+            let sink = Sink::Kubernetes {
+                status: crate::crd::kubernetes::StatusWriter::start(client.clone(), election.leadership()),
+                events: crate::crd::kubernetes::EventRecorder::new(client.clone(), identity, election.leadership()),
+            };
+            (sink, SecretStore::Kubernetes { client: client.clone() }, Some(election))
+        }
+        _ => (Sink::Files, SecretStore::new(&config.dir), None),
     };
 
     // What the replicas share (ADR 0009). A configured Valkey that cannot be reached stops muster
@@ -124,11 +129,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // inotify's complaint about a watch on a removed folder. Agents' standalone streams end
     // too, so that an agent listening for list changes does not hold the drain up.
     let (stopping, listening) = (supervisor.clone(), sessions.clone());
+    // The leader hands its Lease back, so another replica writes status from now on.
     actix::spawn(async move {
         stop_signal().await;
         drop(watcher);
         stopping.do_send(Stopping);
         listening.end_standalone_streams();
+        if let Some(election) = election {
+            election.release().await;
+        }
     });
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.

@@ -11,6 +11,7 @@
 
 pub mod files;
 pub mod kubernetes;
+pub mod leader;
 pub mod sink;
 pub mod status;
 pub mod workflow;
