@@ -20,7 +20,7 @@
 //! session another replica opened, and `end` ends it on all of them (`follow_ends`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -203,6 +203,8 @@ pub struct Sessions {
     ids: SessionIds,
     /// With a shared store: which sessions are alive on any replica.
     shared: Option<Liveness>,
+    /// Set by `end_standalone_streams`.
+    stopping: AtomicBool,
 }
 
 #[derive(Default)]
@@ -274,7 +276,15 @@ impl Sessions {
             })
             .build();
         let shared = store.is_shared().then(|| Liveness::new(store.clone(), idle_timeout));
-        Self { by_id, next_agent: AtomicU64::new(1), limits, counts, ids: SessionIds::new(keyring), shared }
+        Self {
+            by_id,
+            next_agent: AtomicU64::new(1),
+            limits,
+            counts,
+            ids: SessionIds::new(keyring),
+            shared,
+            stopping: AtomicBool::new(false),
+        }
     }
 
     /// A unique agent id, also for requests served without a session (2026-07-28).
@@ -386,13 +396,19 @@ impl Sessions {
     }
 
     /// Ends every standalone stream (muster is stopping): requests in flight still finish, but
-    /// no agent's open `GET` holds the shutdown up until actix's drain timeout.
+    /// no agent's open `GET` holds the shutdown up until actix's drain timeout. Those opened from
+    /// now on end at once, so agents listen on another replica.
     pub fn end_standalone_streams(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         for (_, session) in self.by_id.iter() {
             if let Ok(mut standalone) = session.standalone.lock() {
                 standalone.take();
             }
         }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> u64 {

@@ -154,7 +154,7 @@ fn check_config_and_probes(docs: &[(PathBuf, Value)]) {
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(container["args"].as_array().expect("args").iter().any(|a| a == "--kubernetes"));
     let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("grace");
-    assert!(grace > 5 + 8, "longer than muster's 5 s drain plus 8 s to close upstream sessions");
+    assert!(grace > 5 + 5 + 8, "longer than muster's 5 s stop delay, 5 s drain and 8 s to close upstream sessions");
     // The image's user (Containerfile: USER 65532:65532), so runAsNonRoot holds.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
