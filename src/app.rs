@@ -11,6 +11,7 @@ use crate::auth::exchange::Exchanger;
 use crate::auth::secrets::SecretStore;
 use crate::config::Config;
 use crate::crd::files;
+use crate::crd::leader::Election;
 use crate::crd::sink::Sink;
 use crate::frontend::{self, Parts};
 use crate::mcp::core::Core;
@@ -30,15 +31,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(_) => Some(crate::crd::kubernetes::client().await.context("Kubernetes mode")?),
         None => None,
     };
-    let (sink, secrets) = match &kube_client {
-        Some(client) => (
-            Sink::Kubernetes {
-                status: crate::crd::kubernetes::StatusWriter::start(client.clone()),
-                events: crate::crd::kubernetes::EventRecorder::new(client.clone()),
-            },
-            SecretStore::Kubernetes { client: client.clone() },
-        ),
-        None => (Sink::Files, SecretStore::new(&config.dir)),
+    //    Of several replicas, only the holder of the leader Lease writes status and events
+    //    (ADR 0010); filesystem mode has no election: one muster writes one folder.
+    let (sink, secrets, election) = match (&kube_client, &config.kubernetes) {
+        (Some(client), Some(kubernetes)) => {
+            let identity = crate::crd::leader::identity();
+            let election = Election::start(client.clone(), kubernetes.home(), identity.clone()).await;
+            let sink = Sink::Kubernetes {
+                status: crate::crd::kubernetes::StatusWriter::start(client.clone(), election.leadership()),
+                events: crate::crd::kubernetes::EventRecorder::new(client.clone(), identity, election.leadership()),
+            };
+            (sink, SecretStore::Kubernetes { client: client.clone() }, Some(election))
+        }
+        _ => (Sink::Files, SecretStore::new(&config.dir), None),
     };
 
     // What the replicas share (ADR 0009). A configured Valkey that cannot be reached stops muster
@@ -119,17 +124,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     actix::spawn(sessions::watch_catalog(sessions.clone(), router.snapshot.clone()));
     actix::spawn(sessions::follow_replicas(sessions.clone(), store.clone()));
 
-    // On SIGTERM or Ctrl-C (actix-web hears them too and drains the frontend), stop following
-    // the desired state at once: a script's cleanup may remove the folder while muster stops,
-    // and that deletes nothing. Dropping the watcher now, while the folder is there, also spares
-    // inotify's complaint about a watch on a removed folder. Agents' standalone streams end
-    // too, so that an agent listening for list changes does not hold the drain up.
-    let (stopping, listening) = (supervisor.clone(), sessions.clone());
+    // On SIGTERM or Ctrl-C the frontend stops (`frontend::Stop`: `/readyz` 503 at once, every
+    // answer closing its connection, no new connections after the delay, then the drain), and
+    // muster stops following the desired state at once: a script's cleanup may remove the folder
+    // while muster stops, and that deletes nothing. Dropping the watcher now, while the folder is
+    // there, also spares inotify's complaint about a watch on a removed folder. Agents' standalone
+    // streams end too, so that an agent listening for list changes does not hold the drain up
+    // and listens on another replica. The leader hands its Lease back, so another replica writes
+    // status from now on.
+    let signals = StopSignals::install().context("installing the SIGTERM and SIGINT handlers")?;
+    let stop = frontend::Stop { signal: CancellationToken::new(), delay: stop_delay(&config) };
+    let (stopping, listening, stop_frontend) = (supervisor.clone(), sessions.clone(), stop.signal.clone());
     actix::spawn(async move {
-        stop_signal().await;
+        signals.received().await;
+        stop_frontend.cancel();
         drop(watcher);
         stopping.do_send(Stopping);
         listening.end_standalone_streams();
+        if let Some(election) = election {
+            election.release().await;
+        }
     });
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.
@@ -137,7 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let core = Arc::new(Core::new(&config, ServiceHandle::new(&supervisor), events));
     let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone(), core.clone());
     let served = tokio::select! {
-        served = frontend::serve(&config, Parts { mcp, router, sessions, auth: inbound, metrics, core, store }) => served.context("serving HTTP"),
+        served = frontend::serve(&config, Parts { mcp, router, sessions, auth: inbound, metrics, core, store, stop }) => served.context("serving HTTP"),
         Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),
     };
     cancel.cancel();
@@ -152,15 +166,32 @@ fn keyring(config: &Config) -> crate::store::Keyring {
     crate::store::Keyring::new(config.session_keys.as_ref().map_or(&[][..], |keys| &keys.0))
 }
 
-/// SIGTERM (Kubernetes, `kill`) or SIGINT (Ctrl-C), whichever comes first.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers, actix-web's own still stop the frontend.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// How long muster keeps serving, with `/readyz` at 503, between SIGTERM and no longer accepting:
+/// in Kubernetes mode long enough for the endpoints to drop the pod (the kubelet sends SIGTERM
+/// while they are updated); elsewhere nobody routes by readiness, so none.
+fn stop_delay(config: &Config) -> std::time::Duration {
+    if config.kubernetes.is_some() { STOP_DELAY_KUBERNETES } else { std::time::Duration::ZERO }
+}
+
+const STOP_DELAY_KUBERNETES: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// SIGTERM (Kubernetes, `kill`) and SIGINT (Ctrl-C): the frontend leaves them to `app::run`.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Whichever comes first.
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

@@ -65,7 +65,15 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kubernetes {
+    /// The first is muster's own (`namespace`, default `default`): its leader Lease lives there.
     pub namespaces: Vec<String>,
+}
+
+impl Kubernetes {
+    /// Muster's own namespace (`namespace` in config.yaml).
+    pub fn home(&self) -> &str {
+        self.namespaces.first().map_or("default", String::as_str)
+    }
 }
 
 /// The frontend's limits (issue 11: refuse before reading, bounded connections and sessions).

@@ -12,6 +12,7 @@
 pub mod execution;
 pub mod files;
 pub mod kubernetes;
+pub mod leader;
 pub mod sink;
 pub mod status;
 pub mod workflow;

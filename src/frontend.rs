@@ -68,6 +68,8 @@ struct FrontendState {
     body_budget: Arc<tokio::sync::Semaphore>,
     /// The shared store, for `/readyz`.
     store: crate::store::Store,
+    /// Cancelled when muster is told to stop: `/readyz` says 503, answers close their connections.
+    stopping: CancellationToken,
 }
 
 /// Builds rmcp's service for sessionless requests: one `GatewayServer` per request, each with a
@@ -127,11 +129,25 @@ pub struct Parts {
     pub core: Arc<Core>,
     /// What the replicas share (`/readyz` reports it).
     pub store: crate::store::Store,
+    pub stop: Stop,
 }
+
+/// How the frontend stops. When `signal` is cancelled (SIGTERM, Ctrl-C) `/readyz` answers 503 and
+/// every answer closes its connection, so load balancers take this replica out and agents come
+/// back on new connections (to another replica); after `delay` muster stops accepting and gives
+/// the requests in flight `SHUTDOWN_TIMEOUT` to finish.
+#[derive(Clone)]
+pub struct Stop {
+    pub signal: CancellationToken,
+    pub delay: Duration,
+}
+
+/// How long requests in flight may take once muster stops accepting (then they are dropped).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until the process is told to stop.
 pub async fn serve(config: &Config, parts: Parts) -> std::io::Result<()> {
-    let Parts { mcp, router, sessions, auth, metrics, core, store } = parts;
+    let Parts { mcp, router, sessions, auth, metrics, core, store, stop } = parts;
     let gateway = GatewayServer::new(0, router.clone(), config.tool_exposure, config.oauth.is_some()).with_core(core);
     let state = FrontendState {
         endpoint: Arc::new(streamable::SessionRoutes { gateway, sessions }),
@@ -145,6 +161,7 @@ pub async fn serve(config: &Config, parts: Parts) -> std::io::Result<()> {
         connections: connections::Connections::within_open_files(config.limits.max_connections),
         body_budget: body::budget(),
         store,
+        stopping: stop.signal.clone(),
     };
     let connections = state.connections.clone();
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -171,6 +188,19 @@ pub async fn serve(config: &Config, parts: Parts) -> std::io::Result<()> {
                     Ok(response.map_into_left_body())
                 })
             })
+            // Once muster stops, every answer closes its connection: the agent's next request
+            // opens a new one, which the Service sends to a replica that stays.
+            .wrap_fn(|req, service| {
+                let stopping = req.app_data::<web::Data<FrontendState>>().map(|s| s.stopping.clone());
+                let response = service.call(req);
+                async move {
+                    let mut response = response.await?;
+                    if stopping.is_some_and(|s| s.is_cancelled()) {
+                        response.response_mut().head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+                    }
+                    Ok(response)
+                }
+            })
             .wrap_fn(move |req, service| {
                 if connections::refused(req.request()) {
                     let refused = req.into_response(error::overloaded(limit)).map_into_right_body();
@@ -192,12 +222,23 @@ pub async fn serve(config: &Config, parts: Parts) -> std::io::Result<()> {
     .client_disconnect_timeout(LINGER)
     // An agent that hangs up (EOF) ends its requests, also one waiting for a JSON answer.
     .h1_allow_half_closed(false)
-    .shutdown_timeout(5)
+    .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
+    // `app::run` hears the signals and cancels `stop.signal`; actix's own would stop accepting
+    // at once, before load balancers know.
+    .disable_signals()
     .bind((config.host.as_str(), config.port))?;
     for addr in server.addrs() {
         tracing::info!(%addr, max_connections = limit, "muster is serving MCP at /mcp");
     }
-    server.run().await
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        stop.signal.cancelled().await;
+        tracing::info!(delay_ms = stop.delay.as_millis(), "stopping: /readyz answers 503, then muster stops accepting");
+        tokio::time::sleep(stop.delay).await;
+        handle.stop(true).await;
+    });
+    server.await
 }
 
 fn set_nodelay_and_get_local(connection: &dyn std::any::Any) -> Option<std::net::SocketAddr> {
@@ -259,13 +300,16 @@ async fn readyz(req: HttpRequest, state: web::Data<FrontendState>) -> HttpRespon
         (true, true) => "up",
         (true, false) => "down",
     };
+    let stopping = state.stopping.is_cancelled();
+    let ready = snapshot.ready && !stopping;
     let body = serde_json::json!({
-        "ready": snapshot.ready,
+        "ready": ready,
+        "stopping": stopping,
         "servers": snapshot.servers.len(),
         "tools": snapshot.catalog.tools.len(),
         "store": store,
     });
-    if snapshot.ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
 /// The Host/Origin guard of `/mcp` for `/metrics` and `/readyz`, which also accepts the IP

@@ -209,6 +209,9 @@ impl SupervisorActor {
             tracing::info!(server = name, "stopping backend");
             managed.handle.tell(Shutdown);
             self.router.addr.do_send(ServerRemoved { name: name.to_owned(), instance: managed.handle.instance });
+            if deleted {
+                self.sink.forget(&managed.source);
+            }
             let reason = if deleted { Reason::Deleted } else { Reason::Stopped };
             self.publish(&managed.source, name, reason, format!("{name} stopped"), false);
         }

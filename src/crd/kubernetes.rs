@@ -7,10 +7,11 @@
 //!   not ready until synced (#1147). After that, an unreachable API server leaves the last known
 //!   state in place; the watcher relists when it returns (a `410 Gone` too).
 //! - `StatusWriter` patches the status subresource (merge patch, retried on conflict and server
-//!   errors), one writer task so a server's statuses land in order.
-//! - `EventRecorder` publishes Kubernetes Events with the reasons of reference §7.
+//!   errors), one writer task so a server's statuses land in order, while this replica leads
+//!   (`leader.rs`); a new leader writes every server's newest status.
+//! - `EventRecorder` publishes Kubernetes Events with the reasons of reference §7, the leader only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -22,11 +23,14 @@ use kube::{Api, Client};
 use tokio::sync::mpsc;
 
 use super::files::{DesiredSet, Source, desired_set_of};
+use super::leader::Leadership;
 use super::status::{Condition, State, Status};
 use super::{API_VERSION, KIND, McpServerResource};
 
 /// Failures before the first sync that make muster give up (and exit) rather than serve nothing.
 const MAX_INITIAL_FAILURES: u32 = 5;
+/// Each status write gets at most this long (kube's client has no read timeout).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -127,73 +131,160 @@ fn ready_condition(status: &Status) -> Condition {
     }
 }
 
-/// Writes status to the status subresource, in order, from one task.
+/// Writes status to the status subresource, in order, from one task, while this replica leads
+/// (`leader.rs`). It keeps every server's newest status whether it leads or not, so a replica
+/// that becomes the leader writes them all at once and a takeover converges.
 #[derive(Clone)]
 pub struct StatusWriter {
-    tx: mpsc::UnboundedSender<(String, String, Status)>,
+    tx: mpsc::UnboundedSender<StatusChange>,
+}
+
+enum StatusChange {
+    Write {
+        namespace: String,
+        name: String,
+        status: Box<Status>,
+    },
+    /// The server was deleted: nothing to write, nothing to keep.
+    Forget {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl StatusWriter {
-    pub fn start(client: Client) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, Status)>();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // Coalesce: only the newest status per server matters.
-                let mut latest: BTreeMap<(String, String), Status> = BTreeMap::new();
-                latest.insert((first.0, first.1), first.2);
-                while let Ok((namespace, name, status)) = rx.try_recv() {
-                    latest.insert((namespace, name), status);
-                }
-                for ((namespace, name), status) in latest {
-                    patch_status(&client, &namespace, &name, &status).await;
-                }
-            }
-        });
+    pub fn start(client: Client, leadership: Leadership) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_statuses(client, leadership, rx));
         Self { tx }
     }
 
     pub fn write(&self, namespace: &str, name: &str, status: &Status) {
         let mut status = status.clone();
         status.conditions.insert(0, ready_condition(&status));
-        let _ = self.tx.send((namespace.to_owned(), name.to_owned(), status));
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        let _ = self.tx.send(StatusChange::Write { namespace, name, status: Box::new(status) });
+    }
+
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let _ = self.tx.send(StatusChange::Forget { namespace: namespace.to_owned(), name: name.to_owned() });
     }
 }
 
-async fn patch_status(client: &Client, namespace: &str, name: &str, status: &Status) {
-    let api: Api<McpServerResource> = Api::namespaced(client.clone(), namespace);
-    let patch = serde_json::json!({ "status": status });
-    let params = PatchParams::default();
-    for attempt in 1..=4u32 {
-        match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => return,
-            // Deleted meanwhile: nothing to write.
-            Err(kube::Error::Api(e)) if e.code == 404 => return,
-            Err(e) => {
-                let retry = matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code >= 500)
-                    || !matches!(&e, kube::Error::Api(_));
-                if !retry || attempt == 4 {
-                    tracing::warn!(namespace, name, error = %e, "cannot write MCPServer status");
-                    return;
+/// The writer task. `latest` holds one status per server (bounded by the servers); `pending`
+/// the ones not yet written. Coalesced: only the newest status of a server is written.
+async fn write_statuses(client: Client, mut leadership: Leadership, mut rx: mpsc::UnboundedReceiver<StatusChange>) {
+    let mut latest: BTreeMap<(String, String), Status> = BTreeMap::new();
+    let mut pending: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut leading = leadership.is_leader();
+    loop {
+        tokio::select! {
+            change = rx.recv() => {
+                let Some(change) = change else { return };
+                apply(change, &mut latest, &mut pending);
+                while let Ok(change) = rx.try_recv() {
+                    apply(change, &mut latest, &mut pending);
                 }
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            now_leading = leadership.changed() => {
+                if now_leading && !leading {
+                    tracing::info!(servers = latest.len(), "writing every server's status as the new leader");
+                    pending.extend(latest.keys().cloned());
+                }
+                leading = now_leading;
+            }
+        }
+        if !leading {
+            pending.clear();
+            continue;
+        }
+        for key in std::mem::take(&mut pending) {
+            // Leadership may end while writing: stop at once.
+            if !leadership.is_leader() {
+                break;
+            }
+            let Some(status) = latest.get(&key) else { continue };
+            if patch_status(&client, &key.0, &key.1, status).await == Patched::Gone {
+                latest.remove(&key);
             }
         }
     }
 }
 
-/// Kubernetes Events about MCPServers.
+fn apply(
+    change: StatusChange,
+    latest: &mut BTreeMap<(String, String), Status>,
+    pending: &mut BTreeSet<(String, String)>,
+) {
+    match change {
+        StatusChange::Write { namespace, name, status } => {
+            latest.insert((namespace.clone(), name.clone()), *status);
+            pending.insert((namespace, name));
+        }
+        StatusChange::Forget { namespace, name } => {
+            let key = (namespace, name);
+            latest.remove(&key);
+            pending.remove(&key);
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Patched {
+    Done,
+    /// The resource is gone (deleted meanwhile).
+    Gone,
+}
+
+async fn patch_status(client: &Client, namespace: &str, name: &str, status: &Status) -> Patched {
+    let api: Api<McpServerResource> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({ "status": status });
+    let params = PatchParams::default();
+    for attempt in 1..=4u32 {
+        let outcome =
+            tokio::time::timeout(REQUEST_TIMEOUT, api.patch_status(name, &params, &Patch::Merge(&patch))).await;
+        let error = match outcome {
+            Ok(Ok(_)) => return Patched::Done,
+            // Deleted meanwhile: nothing to write.
+            Ok(Err(kube::Error::Api(e))) if e.code == 404 => return Patched::Gone,
+            Ok(Err(e)) => {
+                let retry = matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code >= 500)
+                    || !matches!(&e, kube::Error::Api(_));
+                if !retry {
+                    tracing::warn!(namespace, name, error = %e, "cannot write MCPServer status");
+                    return Patched::Done;
+                }
+                e.to_string()
+            }
+            Err(_) => format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+        };
+        if attempt == 4 {
+            tracing::warn!(namespace, name, error, "cannot write MCPServer status");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+    }
+    Patched::Done
+}
+
+/// Kubernetes Events about MCPServers, published by the leader only (`leader.rs`): an Event
+/// tells what happened once, not once per replica. A follower's are logged, not published.
 #[derive(Clone)]
 pub struct EventRecorder {
     recorder: Recorder,
+    leadership: Leadership,
 }
 
 impl EventRecorder {
-    pub fn new(client: Client) -> Self {
-        let reporter = Reporter { controller: "muster".to_owned(), instance: std::env::var("HOSTNAME").ok() };
-        Self { recorder: Recorder::new(client, reporter) }
+    pub fn new(client: Client, identity: String, leadership: Leadership) -> Self {
+        let reporter = Reporter { controller: "muster".to_owned(), instance: Some(identity) };
+        Self { recorder: Recorder::new(client, reporter), leadership }
     }
 
     pub fn publish(&self, namespace: &str, name: &str, reason: &str, note: String, warning: bool) {
+        if !self.leadership.is_leader() {
+            return;
+        }
         let reference = ObjectReference {
             api_version: Some(API_VERSION.to_owned()),
             kind: Some(KIND.to_owned()),

@@ -1,6 +1,7 @@
 //! `Sink`: where a server's status and events go. In filesystem mode, the status block of the
 //! resource's own file (`status::write_to_file`) and the log; in Kubernetes mode, the status
-//! subresource and Kubernetes Events (`kubernetes.rs`). The supervisor is its only user.
+//! subresource and Kubernetes Events (`kubernetes.rs`), written by the leader among the replicas
+//! only (`leader.rs`). The supervisor is its only user.
 //! Workflows' status goes the same way (`write_workflow`).
 
 use super::files::Source;
@@ -42,6 +43,13 @@ impl Sink {
             Source::Kubernetes { namespace, name } => {
                 tracing::debug!(namespace, name, "workflow status in Kubernetes mode is not written yet");
             }
+        }
+    }
+
+    /// The server's resource was deleted: its status is no longer kept for a new leader.
+    pub fn forget(&self, source: &Source) {
+        if let (Source::Kubernetes { namespace, name }, Self::Kubernetes { status, .. }) = (source, self) {
+            status.forget(namespace, name);
         }
     }
 

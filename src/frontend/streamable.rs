@@ -286,7 +286,12 @@ fn standalone_stream(req: &HttpRequest, sessions: &Arc<Sessions>, id: &str, sess
             "Not Acceptable: the standalone stream needs Accept: text/event-stream",
         );
     }
-    let messages = session.open_standalone();
+    let messages = if sessions.is_stopping() {
+        // Muster is stopping: a stream that ends at once, so the agent listens elsewhere.
+        tokio::sync::mpsc::channel(1).1
+    } else {
+        session.open_standalone()
+    };
     let state = (messages, IdleClock(sessions.clone(), Arc::from(id)));
     let stream = futures::stream::unfold(state, |(mut messages, session)| async move {
         let event = tokio::select! {

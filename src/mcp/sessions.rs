@@ -23,7 +23,7 @@
 //! serving one session do not hand the agent the same id.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -212,6 +212,8 @@ pub struct Sessions {
     ids: SessionIds,
     /// With a shared store: which sessions are alive on any replica.
     shared: Option<Liveness>,
+    /// Set by `end_standalone_streams`.
+    stopping: AtomicBool,
 }
 
 #[derive(Default)]
@@ -283,7 +285,15 @@ impl Sessions {
             })
             .build();
         let shared = store.is_shared().then(|| Liveness::new(store.clone(), idle_timeout));
-        Self { by_id, next_agent: AtomicU64::new(1), limits, counts, ids: SessionIds::new(keyring), shared }
+        Self {
+            by_id,
+            next_agent: AtomicU64::new(1),
+            limits,
+            counts,
+            ids: SessionIds::new(keyring),
+            shared,
+            stopping: AtomicBool::new(false),
+        }
     }
 
     /// A unique agent id, also for requests served without a session (2026-07-28).
@@ -408,13 +418,19 @@ impl Sessions {
     }
 
     /// Ends every standalone stream (muster is stopping): requests in flight still finish, but
-    /// no agent's open `GET` holds the shutdown up until actix's drain timeout.
+    /// no agent's open `GET` holds the shutdown up until actix's drain timeout. Those opened from
+    /// now on end at once, so agents listen on another replica.
     pub fn end_standalone_streams(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         for (_, session) in self.by_id.iter() {
             if let Ok(mut standalone) = session.standalone.lock() {
                 standalone.take();
             }
         }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> u64 {

@@ -136,20 +136,80 @@ fn check_config_and_probes(docs: &[(PathBuf, Value)]) {
         .find(|(_, d)| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "muster-config")
         .expect("configmap");
     let text = configmap.1["data"]["config.yaml"].as_str().expect("config.yaml");
-    let config = muster::config::Config::parse(Path::new("/etc/muster"), text).expect("the shipped config is valid");
-    assert_eq!(config.kubernetes.expect("kubernetes mode").namespaces, ["muster"]);
     let deployment =
         docs.iter().find(|(_, d)| d["kind"] == "Deployment" && d["metadata"]["name"] == "muster").expect("deployment");
     let pod = &deployment.1["spec"]["template"]["spec"];
+    // The config as a pod reads it: the files it names exist only where the Secrets are mounted.
+    let root = tempfile::tempdir().expect("tempdir");
+    let text = mount_secrets(pod, root.path(), text);
+    let config = muster::config::Config::parse(Path::new("/etc/muster"), &text).expect("the shipped config is valid");
+    assert_eq!(config.kubernetes.expect("kubernetes mode").namespaces, ["muster"]);
+    let muster::config::Storage::Valkey(valkey) = &config.storage else { panic!("storage: {:?}", config.storage) };
+    assert_eq!(valkey.url, "redis://valkey.muster.svc.cluster.local:6379", "the Service of deploy/examples/valkey");
+    assert!(valkey.password.is_some(), "the password from the mounted Secret");
+    assert_eq!(config.session_keys.expect("session keys from the mounted Secret").0.len(), 1);
+
     let container = &pod["containers"][0];
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/health");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(container["args"].as_array().expect("args").iter().any(|a| a == "--kubernetes"));
     let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("grace");
-    assert!(grace > 5, "longer than muster's 5 s drain");
+    assert!(grace > 5 + 5 + 8, "longer than muster's 5 s stop delay, 5 s drain and 8 s to close upstream sessions");
     // The image's user (Containerfile: USER 65532:65532), so runAsNonRoot holds.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+
+    // Replicas (issue 16): three, spread over nodes, each named in the leader election, and a
+    // disruption budget that takes one at a time.
+    assert_eq!(deployment.1["spec"]["replicas"], 3);
+    let labels = &pod_labels(&deployment.1);
+    let spread = pod["topologySpreadConstraints"].as_array().expect("topologySpreadConstraints");
+    assert!(
+        spread.iter().any(|c| c["topologyKey"] == "kubernetes.io/hostname"
+            && c["maxSkew"] == 1
+            && selects(&c["labelSelector"], labels)),
+        "{spread:?}"
+    );
+    let pod_name =
+        container["env"].as_array().expect("env").iter().find(|e| e["name"] == "POD_NAME").expect("POD_NAME");
+    assert_eq!(pod_name["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    let pdb = docs.iter().find(|(_, d)| d["kind"] == "PodDisruptionBudget").expect("a PodDisruptionBudget");
+    assert_eq!(pdb.1["spec"]["maxUnavailable"], 1);
+    assert!(selects(&pdb.1["spec"]["selector"], labels), "the budget selects muster's pods");
+}
+
+/// Writes a value into `root` for each key of each Secret volume the container mounts, and
+/// points the config's paths under those mounts there. Panics when a mounted Secret projects no
+/// `items` (the config names files by their key).
+fn mount_secrets(pod: &Value, root: &Path, config: &str) -> String {
+    // A valid session key, and a valid password.
+    const VALUE: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n";
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let mut config = config.to_owned();
+    for mount in pod["containers"][0]["volumeMounts"].as_array().expect("volumeMounts") {
+        let volume = volumes.iter().find(|v| v["name"] == mount["name"]).expect("the mounted volume");
+        if !volume["secret"].is_object() {
+            continue;
+        }
+        let mount_path = mount["mountPath"].as_str().expect("mountPath");
+        let dir = root.join(mount_path.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).expect("mount dir");
+        for item in volume["secret"]["items"].as_array().expect("a Secret volume projects named items") {
+            std::fs::write(dir.join(item["path"].as_str().expect("path")), VALUE).expect("write");
+        }
+        config = config.replace(&format!("{mount_path}/"), &format!("{}/", dir.display()));
+    }
+    config
+}
+
+fn pod_labels(workload: &Value) -> serde_json::Map<String, Value> {
+    workload["spec"]["template"]["metadata"]["labels"].as_object().expect("pod labels").clone()
+}
+
+/// Whether a `matchLabels` selector selects pods with these labels.
+fn selects(selector: &Value, labels: &serde_json::Map<String, Value>) -> bool {
+    let wanted = selector["matchLabels"].as_object().expect("matchLabels");
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 #[test]
@@ -175,6 +235,16 @@ fn check_rbac(docs: &[(PathBuf, Value)]) {
     assert_eq!(grants("muster.giantswarm.io", "workflows/status"), ["patch"]);
     assert!(grants("events.k8s.io", "events").contains(&"create".to_owned()));
     assert_eq!(grants("", "secrets"), ["get"]);
+    // Leader election (ADR 0010): create the Lease, get and update it by its name only.
+    let mut lease = grants("coordination.k8s.io", "leases");
+    lease.sort();
+    assert_eq!(lease, ["create", "get", "update"]);
+    for rule in rules.iter().filter(|r| r["resources"].as_array().is_some_and(|g| g.iter().any(|x| x == "leases"))) {
+        let verbs = rule["verbs"].as_array().expect("verbs");
+        if verbs.iter().any(|v| v == "get" || v == "update") {
+            assert_eq!(rule["resourceNames"], serde_json::json!(["muster-leader"]), "{rule}");
+        }
+    }
     let secrets = rules
         .iter()
         .find(|r| r["resources"].as_array().is_some_and(|g| g.iter().any(|x| x == "secrets")))
@@ -244,7 +314,16 @@ fn check_namespaces(docs: &[(PathBuf, Value)]) {
 fn the_rendered_base_passes_the_same_checks_and_takes_its_image_from_the_kustomization() {
     let (_, docs) = render("base");
     let kinds: Vec<&str> = docs.iter().filter_map(|(_, d)| d["kind"].as_str()).collect();
-    for kind in ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"] {
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+    ] {
         assert!(kinds.contains(&kind), "the rendered base has no {kind}: {kinds:?}");
     }
     for (origin, doc) in &docs {
@@ -288,4 +367,35 @@ fn the_rendered_example_fleet_passes_check_config() {
         crate::support::run(Command::new(env!("CARGO_BIN_EXE_muster")).arg("check-config").arg(&rendered));
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(stdout.lines().filter(|l| l.starts_with("ok  ")).count(), 6, "{stdout}");
+}
+
+/// `deploy/examples/valkey`: the Valkey the base's config names, with the password the base mounts.
+#[test]
+fn the_rendered_valkey_example_is_what_the_base_points_at() {
+    let (_, docs) = render("examples/valkey");
+    for (origin, doc) in &docs {
+        check_document(origin, doc);
+    }
+    check_namespaces(&docs);
+    let statefulset = docs.iter().find(|(_, d)| d["kind"] == "StatefulSet").expect("a StatefulSet");
+    assert_eq!(statefulset.1["spec"]["replicas"], 1);
+    let container = &statefulset.1["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "valkey/valkey:8", "pinned by tag");
+    let password =
+        container["env"].as_array().expect("env").iter().find(|e| e["name"] == "VALKEY_PASSWORD").expect("password");
+    let secret = &password["valueFrom"]["secretKeyRef"];
+    assert_eq!((secret["name"].as_str(), secret["key"].as_str()), (Some("muster-valkey"), Some("password")));
+    let args: Vec<&str> = container["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
+    assert!(args.windows(2).any(|w| w == ["--requirepass", "$(VALKEY_PASSWORD)"]), "{args:?}");
+    let service = docs.iter().find(|(_, d)| d["kind"] == "Service").expect("a Service");
+    assert_eq!(service.1["metadata"]["name"], "valkey");
+    assert_eq!(service.1["spec"]["ports"][0]["port"], 6379);
+    let selector = serde_json::json!({ "matchLabels": service.1["spec"]["selector"] });
+    assert!(selects(&selector, &pod_labels(&statefulset.1)), "the Service selects the Valkey pod");
+
+    // The base mounts the same Secret for muster's passwordFile.
+    let base = base_documents();
+    let deployment = base.iter().find(|(_, d)| d["kind"] == "Deployment").expect("deployment");
+    let volumes = deployment.1["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes");
+    assert!(volumes.iter().any(|v| v["secret"]["secretName"] == "muster-valkey"), "{volumes:?}");
 }

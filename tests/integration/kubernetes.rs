@@ -172,3 +172,96 @@ async fn secrets_are_read_through_the_api_and_rotation_is_seen() {
     let missing = store.credentials(NS, "nope", "client-id", "client-secret").await.expect_err("missing");
     assert!(missing.to_string().contains("secret muster/nope was not found"), "{missing}");
 }
+
+/// Two replicas against one API server (issue 16 item 5): only the holder of the leader Lease
+/// writes status and publishes Events, though both serve. When the leader stops (SIGTERM) it
+/// hands the Lease back and the other takes over at once and writes every server's status; when
+/// a leader dies without a word (SIGKILL), another takes over after the lease duration.
+#[actix_web::test]
+async fn only_the_leader_writes_status_and_another_replica_takes_over() {
+    let api = FakeKube::start(free_port()).await;
+    let one = MockUpstream::start("one", free_port()).await;
+    api.apply(NS, &http_server("one", &one.url(), ""));
+    let replica = async |pod: &str| {
+        let port = free_port();
+        let fleet =
+            Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "  toolExposure: direct\n")));
+        // The pod name is the bearer token too, so the fake API server tells the writers apart.
+        let kubeconfig = api.kubeconfig_as(fleet.dir.path(), pod);
+        let env = [("KUBECONFIG", kubeconfig.as_os_str()), ("POD_NAME", std::ffi::OsStr::new(pod))];
+        let muster = Muster::start_with_env(&fleet, port, &env).await;
+        muster.wait_ready().await;
+        (muster, fleet)
+    };
+    let holder = || api.lease_holder(NS, "muster-leader");
+
+    let (mut a, _fleet_a) = replica("muster-a").await;
+    assert_eq!(holder().as_deref(), Some("muster-a"), "a lone replica leads from its start:\n{}", a.log_text());
+    eventually(WAIT, "one Connected, written by muster-a", async || {
+        (api.status(NS, "one")["state"] == "Connected").then_some(())
+    })
+    .await;
+    let (b, _fleet_b) = replica("muster-b").await;
+    let on_b = Client::connect(&b.mcp_url()).await;
+    assert_eq!(text(&on_b.call("x_one_whoami", serde_json::json!({})).await), "one", "a follower serves");
+    // A server both replicas start while both run: each has a status and events to tell, and
+    // only the leader tells them.
+    let two = MockUpstream::start("two", free_port()).await;
+    api.apply(NS, &http_server("two", &two.url(), ""));
+    eventually(WAIT, "two on muster-b", async || has_tool(&on_b, "x_two_whoami").await.then_some(())).await;
+    eventually(WAIT, "two Connected and its Started event", async || {
+        (api.status(NS, "two")["state"] == "Connected"
+            && api.event_reasons("two").contains(&"MCPServerStarted".to_owned()))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(holder().as_deref(), Some("muster-a"));
+    assert!(api.status_writers().iter().all(|w| w == "muster-a"), "{:?}", api.status_writers());
+    assert!(api.event_writers().iter().all(|w| w == "muster-a"), "{:?}", api.event_writers());
+    assert!(!api.status_written_by("muster-a").is_empty());
+
+    // A graceful stop hands the Lease back: muster-b leads well before the lease would expire
+    // (15 s), and writes what it knows of every server.
+    let stopped_at = std::time::Instant::now();
+    let pid = a.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    eventually(WAIT, "muster-b to lead", async || (holder().as_deref() == Some("muster-b")).then_some(())).await;
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "took {:?}: the lease was not released",
+        stopped_at.elapsed()
+    );
+    eventually(WAIT, "muster-b to write both statuses", async || {
+        let written = api.status_written_by("muster-b");
+        (written.contains(&"one".to_owned()) && written.contains(&"two".to_owned())).then_some(())
+    })
+    .await;
+    let child = &mut a.child;
+    let exited = eventually(WAIT, "muster-a to exit", async || child.try_wait().expect("try_wait")).await;
+    assert!(exited.success(), "{}", a.log_text());
+    assert!(a.log_text().contains("released the leader lease"), "{}", a.log_text());
+    // Handed back by muster-a itself (no holder), then taken by muster-b.
+    let writes = api.lease_writes();
+    let released = writes.iter().position(|w| *w == ("muster-a".to_owned(), None)).expect("released");
+    assert_eq!(writes[released + 1], ("muster-b".to_owned(), Some("muster-b".to_owned())), "{writes:?}");
+    assert_eq!(api.status(NS, "two")["state"], "Connected");
+
+    // muster-c joins as a follower; muster-b dies without releasing: muster-c takes over once the
+    // Lease has stayed unchanged for its duration, not before.
+    let (c, _fleet_c) = replica("muster-c").await;
+    assert_eq!(holder().as_deref(), Some("muster-b"));
+    let mut b = b;
+    b.child.kill().expect("SIGKILL muster-b");
+    let killed_at = std::time::Instant::now();
+    eventually(Duration::from_secs(45), "muster-c to lead", async || {
+        (holder().as_deref() == Some("muster-c")).then_some(())
+    })
+    .await;
+    assert!(killed_at.elapsed() >= Duration::from_secs(10), "took over a live lease after {:?}", killed_at.elapsed());
+    eventually(WAIT, "muster-c to write the statuses", async || {
+        (api.status_written_by("muster-c").len() >= 2).then_some(())
+    })
+    .await;
+    let on_c = Client::connect(&c.mcp_url()).await;
+    assert_eq!(text(&on_c.call("x_two_whoami", serde_json::json!({})).await), "two");
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::support::client::Client;
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Muster, Peers, config, eventually, family, free_port, http_server, stdio_server};
+use crate::support::{
+    Fleet, Muster, Peers, config, eventually, family, free_port, http_server, post_rpc, stdio_server,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -143,4 +145,71 @@ async fn sigterm_in_kubernetes_mode_publishes_no_events() {
     assert_eq!(api.event_reasons("one"), events, "Events published at shutdown:\n{}", muster.log_text());
     assert_eq!(api.status("muster", "one"), status, "status patched at shutdown");
     assert_eq!(one.sessions.sessions.read().await.len(), 0, "muster's upstream session was not ended");
+}
+
+/// Kubernetes mode with replicas (issue 16 item 6): on SIGTERM `/readyz` turns 503 at once while
+/// muster still serves (the endpoints drop the pod before it stops accepting), every answer closes
+/// its connection, and standalone streams end, open ones and new ones alike, so agents reconnect
+/// to another replica; then muster drains and exits.
+#[actix_web::test]
+async fn sigterm_turns_readyz_503_first_and_sends_agents_elsewhere() {
+    const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    const CALL: &str =
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x_one_whoami","arguments":{}}}"#;
+    let api = crate::support::fake_kube::FakeKube::start(free_port()).await;
+    let one = MockUpstream::start("one", free_port()).await;
+    api.apply("muster", &http_server("one", &one.url(), ""));
+    let port = free_port();
+    let fleet =
+        Fleet::new(&format!("{}kubernetes: true\nnamespace: muster\n", config(port, "  toolExposure: direct\n")));
+    let kubeconfig = api.kubeconfig(fleet.dir.path());
+    let mut muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
+    muster.wait_ready().await;
+    let http = reqwest::Client::new();
+    let url = muster.mcp_url();
+    let opened = post_rpc(&http, &url, None, INIT).send().await.expect("initialize");
+    let session = opened.headers()["mcp-session-id"].to_str().expect("session id").to_owned();
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    post_rpc(&http, &url, None, initialized).header("mcp-session-id", &session).send().await.expect("initialized");
+    let standalone = || {
+        http.get(&url)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("mcp-session-id", &session)
+            .send()
+    };
+    let listening = standalone().await.expect("standalone stream");
+    assert_eq!(listening.status(), 200);
+    let call = || post_rpc(&http, &url, None, CALL).header("mcp-session-id", &session).send();
+    let answered = call().await.expect("call");
+    assert!(answered.headers().get("connection").is_none_or(|c| c != "close"), "{:?}", answered.headers());
+
+    let pid = muster.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let stopped_at = std::time::Instant::now();
+    let readyz = muster.url("/readyz");
+    let body: serde_json::Value = eventually(WAIT, "/readyz to turn 503", async || {
+        let answer = http.get(&readyz).send().await.ok()?;
+        (answer.status() == 503).then_some(())?;
+        answer.json().await.ok()
+    })
+    .await;
+    assert_eq!((body["ready"].as_bool(), body["stopping"].as_bool()), (Some(false), Some(true)), "{body}");
+    // The open standalone stream ends (its body completes), and a new one ends at once.
+    let ended = tokio::time::timeout(Duration::from_secs(3), listening.bytes()).await;
+    assert!(ended.is_ok_and(|b| b.is_ok()), "the open standalone stream did not end");
+    let again = standalone().await.expect("a standalone stream while stopping");
+    let ended = tokio::time::timeout(Duration::from_secs(3), again.bytes()).await;
+    assert!(ended.is_ok_and(|b| b.is_ok()), "a new standalone stream stayed open while stopping");
+    // Still serving: a call is answered, and its connection closes so the next one goes elsewhere.
+    let answered = call().await.expect("a call while stopping");
+    assert_eq!(answered.status(), 200);
+    assert_eq!(answered.headers().get("connection").map(|c| c.as_bytes()), Some(&b"close"[..]));
+    assert!(answered.text().await.expect("answer").contains("one"));
+    assert!(stopped_at.elapsed() < Duration::from_secs(5), "the checks outlasted the stop delay");
+
+    let child = &mut muster.child;
+    let exited = eventually(WAIT, "muster to exit after SIGTERM", async || child.try_wait().expect("try_wait")).await;
+    assert!(exited.success(), "muster exited with {exited}:\n{}", muster.log_text());
+    assert!(stopped_at.elapsed() >= Duration::from_secs(5), "stopped accepting before the stop delay");
 }

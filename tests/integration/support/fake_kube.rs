@@ -1,7 +1,9 @@
 //! A fake Kubernetes API server over HTTP, enough for kube-rs's real client, watcher and
 //! reflector: list with `resourceVersion`, watch streams (newline-delimited events), `410 Gone`
-//! after a compaction (forcing a relist), the status subresource (merge patch), Events, and
-//! Secrets. It can be stopped and started again on the same port with its data kept.
+//! after a compaction (forcing a relist), the status subresource (merge patch), Events, Secrets,
+//! and Leases (get, create, replace with the `resourceVersion` check: 409 on a stale one). It
+//! records who wrote each status and Event (the bearer token of the caller's kubeconfig, see
+//! `kubeconfig_as`). It can be stopped and started again on the same port with its data kept.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 const GROUP_PATH: &str = "/apis/muster.giantswarm.io/v1alpha1";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases";
 
 #[derive(Default)]
 pub struct Store {
@@ -25,6 +28,14 @@ pub struct Store {
     secrets: BTreeMap<(String, String), Value>,
     pub events: Vec<Value>,
     pub status_patches: u64,
+    /// (writer, namespace, name) of every status patch; the writer is the caller's token.
+    pub status_writes: Vec<(String, String, String)>,
+    /// The writer of each entry of `events`.
+    pub event_writers: Vec<String>,
+    /// (namespace, name) -> Lease
+    leases: BTreeMap<(String, String), Value>,
+    /// (writer, holder) of every Lease create or replace that succeeded.
+    lease_writes: Vec<(String, Option<String>)>,
 }
 
 pub struct FakeKube {
@@ -57,6 +68,9 @@ impl FakeKube {
                 .route("/apis/events.k8s.io/v1/namespaces/{ns}/events", web::post().to(create_event))
                 .route("/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}", web::patch().to(create_event))
                 .route("/api/v1/namespaces/{ns}/secrets/{name}", web::get().to(get_secret))
+                .route(LEASES, web::post().to(create_lease))
+                .route(&format!("{LEASES}/{{name}}"), web::get().to(get_lease))
+                .route(&format!("{LEASES}/{{name}}"), web::put().to(replace_lease))
         })
         .workers(1)
         .shutdown_timeout(0)
@@ -80,11 +94,16 @@ impl FakeKube {
 
     /// A kubeconfig pointing at this server.
     pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        self.kubeconfig_as(dir, "fake-token")
+    }
+
+    /// A kubeconfig whose bearer token names the writer in `status_writers` and `event_writers`.
+    pub fn kubeconfig_as(&self, dir: &std::path::Path, token: &str) -> std::path::PathBuf {
         let path = dir.join("kubeconfig.yaml");
         std::fs::write(
             &path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: {token}\n",
                 self.port
             ),
         )
@@ -143,6 +162,34 @@ impl FakeKube {
     pub fn status(&self, namespace: &str, name: &str) -> Value {
         let store = self.store.lock().expect("lock");
         store.objects.get(&(namespace.to_owned(), name.to_owned())).map(|o| o["status"].clone()).unwrap_or_default()
+    }
+
+    /// Who wrote status, in order (the callers' tokens).
+    pub fn status_writers(&self) -> Vec<String> {
+        self.store.lock().expect("lock").status_writes.iter().map(|(writer, _, _)| writer.clone()).collect()
+    }
+
+    /// The servers whose status `writer` patched.
+    pub fn status_written_by(&self, writer: &str) -> Vec<String> {
+        let store = self.store.lock().expect("lock");
+        store.status_writes.iter().filter(|(w, _, _)| w == writer).map(|(_, _, name)| name.clone()).collect()
+    }
+
+    /// (writer, holder) of every Lease write, in order.
+    pub fn lease_writes(&self) -> Vec<(String, Option<String>)> {
+        self.store.lock().expect("lock").lease_writes.clone()
+    }
+
+    /// Who published Events (the callers' tokens).
+    pub fn event_writers(&self) -> Vec<String> {
+        self.store.lock().expect("lock").event_writers.clone()
+    }
+
+    /// The Lease's holder, if it exists and is held.
+    pub fn lease_holder(&self, namespace: &str, name: &str) -> Option<String> {
+        let store = self.store.lock().expect("lock");
+        let lease = store.leases.get(&(namespace.to_owned(), name.to_owned()))?;
+        lease["spec"]["holderIdentity"].as_str().filter(|h| !h.is_empty()).map(str::to_owned)
     }
 
     pub fn event_reasons(&self, name: &str) -> Vec<String> {
@@ -237,7 +284,14 @@ fn tokio_stream_from(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// The caller's bearer token: who wrote.
+fn writer(req: &HttpRequest) -> String {
+    let header = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    header.strip_prefix("Bearer ").unwrap_or(header).to_owned()
+}
+
 async fn patch_status(
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     body: web::Json<Value>,
     store: web::Data<Arc<Mutex<Store>>>,
@@ -255,13 +309,81 @@ async fn patch_status(
     object["metadata"]["resourceVersion"] = json!(rv.to_string());
     store.objects.insert(key, object.clone());
     store.status_patches += 1;
+    store.status_writes.push((writer(&req), namespace, name));
     record(&mut store, &changes, rv, "MODIFIED", object.clone());
     HttpResponse::Ok().json(object)
 }
 
-async fn create_event(body: web::Json<Value>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
-    store.lock().expect("lock").events.push(body.0.clone());
+async fn create_event(req: HttpRequest, body: web::Json<Value>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
+    let mut store = store.lock().expect("lock");
+    store.events.push(body.0.clone());
+    store.event_writers.push(writer(&req));
     HttpResponse::Created().json(body.0)
+}
+
+async fn get_lease(path: web::Path<(String, String)>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
+    let (namespace, name) = path.into_inner();
+    match store.lock().expect("lock").leases.get(&(namespace, name.clone())) {
+        Some(lease) => HttpResponse::Ok().json(lease),
+        None => status_error(404, "NotFound", &format!("leases.coordination.k8s.io \"{name}\" not found")),
+    }
+}
+
+async fn create_lease(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+    store: web::Data<Arc<Mutex<Store>>>,
+) -> HttpResponse {
+    let namespace = path.into_inner();
+    let mut lease = body.0;
+    let name = lease["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let mut store = store.lock().expect("lock");
+    let key = (namespace.clone(), name.clone());
+    if store.leases.contains_key(&key) {
+        return status_error(409, "AlreadyExists", &format!("leases.coordination.k8s.io \"{name}\" already exists"));
+    }
+    store.rv += 1;
+    lease["metadata"]["namespace"] = json!(namespace);
+    lease["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+    let holder = lease["spec"]["holderIdentity"].as_str().map(str::to_owned);
+    store.lease_writes.push((writer(&req), holder));
+    store.leases.insert(key, lease.clone());
+    HttpResponse::Created().json(lease)
+}
+
+/// PUT: replaces the Lease when the body's `resourceVersion` is the current one, else 409.
+async fn replace_lease(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+    store: web::Data<Arc<Mutex<Store>>>,
+) -> HttpResponse {
+    let (namespace, name) = path.into_inner();
+    let mut lease = body.0;
+    let mut store = store.lock().expect("lock");
+    let key = (namespace.clone(), name.clone());
+    let Some(current) = store.leases.get(&key) else {
+        return status_error(404, "NotFound", &format!("leases.coordination.k8s.io \"{name}\" not found"));
+    };
+    if let Some(sent) = lease["metadata"]["resourceVersion"].as_str()
+        && current["metadata"]["resourceVersion"].as_str() != Some(sent)
+    {
+        return status_error(
+            409,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
+        );
+    }
+    store.rv += 1;
+    lease["metadata"]["namespace"] = json!(namespace);
+    lease["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+    let holder = lease["spec"]["holderIdentity"].as_str().map(str::to_owned);
+    store.lease_writes.push((writer(&req), holder));
+    store.leases.insert(key, lease.clone());
+    HttpResponse::Ok().json(lease)
 }
 
 async fn get_secret(path: web::Path<(String, String)>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
