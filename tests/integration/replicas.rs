@@ -363,6 +363,20 @@ async fn a_sign_in_at_one_replica_works_at_every_replica_and_a_revocation_reache
         })
         .await;
     }
+
+    // One refresh token used at the same moment on two replicas rotates once.
+    let (verifier, challenge) = pkce();
+    let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
+    let redeem = redeem_form(&location, &client_id, &verifier);
+    let redeem: Vec<(&str, &str)> = redeem.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (_, tokens) = token_at(a, &redeem).await;
+    let refresh = tokens["refresh_token"].as_str().expect("refresh").to_owned();
+    let rotate =
+        [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", client_id.as_str())];
+    let (at_b, at_c) = tokio::join!(token_at(b, &rotate), token_at(c, &rotate));
+    let mut statuses = [at_b.0, at_c.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400], "exactly one replica rotates it: {at_b:?} {at_c:?}");
 }
 
 /// A fleet of one cluster, `cluster-a`, served by a mock upstream (direct tool exposure).

@@ -271,8 +271,22 @@ impl AuthorizationServer {
             .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
         let token_hash = hash(token);
         let gone = || OAuthError::invalid_grant("the refresh token is unknown, expired or revoked");
-        let record: RefreshRecord = self.get(&format!("refresh:{token_hash}")).await?.ok_or_else(gone)?;
-        // One change to a family at a time: two uses of one refresh token cannot both rotate it.
+        // A refresh token is taken (atomically, on every replica's store), so it rotates once; it is
+        // kept as used for as long as its family may live, so a second use is seen as reuse.
+        let record: RefreshRecord = match self.take(&format!("refresh:{token_hash}")).await? {
+            Some(record) => {
+                self.put(&format!("refresh-used:{token_hash}"), &record, self.session_duration).await?;
+                record
+            }
+            None => {
+                let used: RefreshRecord = self.get(&format!("refresh-used:{token_hash}")).await?.ok_or_else(gone)?;
+                self.revoke_family(&used.family).await?;
+                return Err(OAuthError::invalid_grant(
+                    "the refresh token was used already; every token of this sign-in is revoked",
+                ));
+            }
+        };
+        // One change to a family at a time on this replica (the IdP refresh shares the lock).
         let lock = self.refreshing.get_with(record.family.clone(), Default::default);
         let _held = lock.lock().await;
         let family = self.family(&record.family).await?.ok_or_else(gone)?;
@@ -300,13 +314,22 @@ impl AuthorizationServer {
             return self.revoke_access(token).await;
         }
         if token.starts_with(REFRESH_TOKEN_PREFIX)
-            && let Some(record) = self.get::<RefreshRecord>(&format!("refresh:{}", hash(token))).await?
+            && let Some(record) = self.refresh_record(token).await?
             && let Some(family) = self.family(&record.family).await?
             && family.client_id == client_id
         {
             self.revoke_family(&record.family).await?;
         }
         Ok(())
+    }
+
+    /// The family a refresh token belongs to, current or already used.
+    async fn refresh_record(&self, token: &str) -> Result<Option<RefreshRecord>, OAuthError> {
+        let token_hash = hash(token);
+        match self.get(&format!("refresh:{token_hash}")).await? {
+            Some(record) => Ok(Some(record)),
+            None => self.get(&format!("refresh-used:{token_hash}")).await,
+        }
     }
 
     /// The client of a token request: its id, and its secret when it has one.
