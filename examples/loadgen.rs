@@ -5,6 +5,9 @@
 //!
 //!     cargo run --release --example loadgen -- URL TOOL SESSIONS THINK_MS SECONDS
 //!
+//! URL may be several, comma-separated (replicas sharing a store): each session opens on one and
+//! sends its calls to each in turn, as a round-robin load balancer without sticky routing would.
+//!
 //! Prints calls, failures, calls/s and the latency percentiles of the `tools/call`s that
 //! succeeded (request sent to body read).
 
@@ -39,14 +42,15 @@ async fn run(
 ) -> (Vec<Duration>, usize, Duration) {
     let http = reqwest::Client::builder().pool_max_idle_per_host(sessions).build().expect("client");
     let mut opened = Vec::with_capacity(sessions);
-    for _ in 0..sessions {
-        opened.push(open(&http, url).await.expect("open a session"));
+    let urls: Vec<String> = url.split(',').map(str::to_owned).collect();
+    for i in 0..sessions {
+        opened.push(open(&http, &urls[i % urls.len()]).await.expect("open a session"));
     }
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + run_for;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, session) in opened.into_iter().enumerate() {
-        let (http, url, tool) = (http.clone(), url.to_owned(), tool.to_owned());
+        let (http, urls, tool) = (http.clone(), urls.clone(), tool.to_owned());
         // Sessions start spread over one think time, not all at once.
         let offset = think.mul_f64(i as f64 / sessions as f64);
         tasks.spawn(async move {
@@ -55,9 +59,12 @@ async fn run(
             let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                 "params": {"name": tool, "arguments": {"text": "hello from loadgen"}}})
             .to_string();
+            let mut next = i;
             while tokio::time::Instant::now() < deadline {
+                next += 1;
+                let url = &urls[next % urls.len()];
                 let sent = Instant::now();
-                if call(&http, &url, &session, body.clone()).await {
+                if call(&http, url, &session, body.clone()).await {
                     latencies.push(sent.elapsed());
                 } else {
                     failed += 1;
