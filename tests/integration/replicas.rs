@@ -1,7 +1,14 @@
-//! Several muster replicas sharing a real `redis-server` (Valkey's protocol; ADR 0009): one agent
-//! session served round-robin by three replicas and ended on all by one `DELETE`; exactly one
-//! token exchange per (user, cluster) for calls spread over the replicas, simultaneous first
-//! calls included; a store that cannot be reached at start stops muster, naming it.
+//! Several muster replicas sharing a real `redis-server` (Valkey's protocol; ADR 0009):
+//! - one agent session served round-robin by three replicas and ended on all by one `DELETE`;
+//! - exactly one token exchange per (user, cluster) for calls spread over the replicas, simultaneous
+//!   first calls included;
+//! - a sign-in at muster's authorization server made at one replica works at every one (codes and
+//!   refresh tokens work once across them, a revocation reaches all, and it outlives that replica);
+//! - an agent's answer to a server-to-client request, or its cancellation, posted to another replica
+//!   reaches the call;
+//! - a replica SIGKILLed under 16 sessions loses only its calls in flight;
+//! - the store killed and restarted: serving degrades, then recovers; unreachable at start: muster
+//!   stops, naming it.
 
 use std::process::Command;
 
@@ -377,6 +384,29 @@ async fn a_sign_in_at_one_replica_works_at_every_replica_and_a_revocation_reache
     let mut statuses = [at_b.0, at_c.0];
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 400], "exactly one replica rotates it: {at_b:?} {at_c:?}");
+
+    // The replica that signed the user in is killed: the sign-in lives on at the others.
+    let (verifier, challenge) = pkce();
+    let location = sign_in(&peers, &setup, "alice", &client_id, &challenge);
+    let redeem = redeem_form(&location, &client_id, &verifier);
+    let redeem: Vec<(&str, &str)> = redeem.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (_, tokens) = token_at(a, &redeem).await;
+    let mut setup = setup;
+    setup.muster.child.kill().expect("SIGKILL replica A");
+    let refresh = tokens["refresh_token"].as_str().expect("refresh").to_owned();
+    let rotate =
+        [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", client_id.as_str())];
+    let (status, newer) = token_at(b, &rotate).await;
+    assert_eq!(status, 200, "B refreshes a sign-in made at A, A gone: {newer}");
+    let access = newer["access_token"].as_str().expect("access");
+    let answer = crate::sso::call(
+        &peers,
+        &c.mcp_url(),
+        access,
+        "x_kubernetes_configuration_view",
+        json!({"management_cluster": "cluster-a"}),
+    );
+    assert!(upstream_answered(&answer), "{answer}");
 }
 
 /// A fleet of one cluster, `cluster-a`, served by a mock upstream (direct tool exposure).
