@@ -290,7 +290,9 @@ fn standalone_stream(req: &HttpRequest, sessions: &Arc<Sessions>, id: &str, sess
         // Muster is stopping: a stream that ends at once, so the agent listens elsewhere.
         tokio::sync::mpsc::channel(1).1
     } else {
-        session.open_standalone()
+        let messages = session.open_standalone();
+        sessions.announce_listening(id);
+        messages
     };
     let state = (messages, IdleClock(sessions.clone(), Arc::from(id)));
     let stream = futures::stream::unfold(state, |(mut messages, session)| async move {

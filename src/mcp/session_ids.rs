@@ -11,7 +11,8 @@
 //!   With the store down, a sealed id is served (degraded: an ended session may be resumed).
 //! - What an agent posts to one replica for a call another replica runs (its answer to a
 //!   server-to-client request, `notifications/cancelled`) is published as `session-relay`
-//!   (`Relayed`); the replica holding that request takes it.
+//!   (`Relayed`); the replica holding that request takes it. So do the session's notifications
+//!   when its standalone stream is on another replica (announced as `Relayed::Listening`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +48,10 @@ pub enum Relayed {
     Reply { id: rmcp::model::RequestId, reply: crate::caller::AgentReply },
     /// `notifications/cancelled` for the agent's request `id`.
     Cancel { id: rmcp::model::RequestId },
+    /// The agent opened its standalone stream on the replica that published this.
+    Listening,
+    /// A notification for the agent's standalone stream, which this replica does not hold.
+    Notify { notification: rmcp::model::ServerNotification },
 }
 
 /// A `Relayed` for the session with key `session`, as it crosses the store.
@@ -98,6 +103,7 @@ pub fn now() -> u64 {
 }
 
 /// Session liveness in the shared store.
+#[derive(Clone)]
 pub struct Liveness {
     store: Store,
     idle: Duration,

@@ -31,7 +31,7 @@ use rmcp::model::{RequestId, ServerJsonRpcMessage, ServerNotification};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::session_ids::{self, Liveness, SessionIds};
+use super::session_ids::{self, Liveness, Relayed, SessionIds};
 use crate::caller::{AgentChannel, AgentReply};
 use crate::routing::CatalogSnapshot;
 use crate::store::{Keyring, Store};
@@ -43,6 +43,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Messages waiting on a standalone stream for the agent to read them; past this the stream is
 /// closed (the agent opens a new one).
 pub const STANDALONE_QUEUE: usize = 64;
+/// Notifications waiting to be published for streams on other replicas (all sessions together).
+const RELAY_QUEUE: usize = 1024;
 
 /// How many sessions may be open.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +92,16 @@ pub struct AgentSession {
     next_request: AtomicI64,
     /// When this replica last refreshed the session's liveness in the shared store (Unix s).
     touched: AtomicU64,
+    /// With a shared store: where notifications go when the standalone stream is elsewhere.
+    elsewhere: Option<Elsewhere>,
+}
+
+/// A session's way to its standalone stream on another replica.
+struct Elsewhere {
+    key: Arc<str>,
+    /// Some replica announced the agent's standalone stream (`Relayed::Listening`).
+    listening: AtomicBool,
+    relays: mpsc::Sender<(Arc<str>, Relayed)>,
 }
 
 impl AgentSession {
@@ -151,18 +163,31 @@ impl AgentSession {
     }
 }
 
-impl AgentChannel for AgentSession {
-    /// Sends a notification on the standalone stream; dropped when the agent holds none open.
-    /// An agent that leaves `STANDALONE_QUEUE` messages unread loses the stream: it ends once
-    /// the agent reads what is queued.
-    fn notify(&self, notification: ServerNotification) {
-        if let Ok(mut standalone) = self.standalone.lock()
-            && let Some(tx) = standalone.as_ref()
-            && let Err(mpsc::error::TrySendError::Full(_)) =
-                tx.try_send(ServerJsonRpcMessage::notification(notification))
-        {
+impl AgentSession {
+    /// Sends a notification on the standalone stream this replica holds; gives it back when it
+    /// holds none (`Some`). An agent that leaves `STANDALONE_QUEUE` messages unread loses the stream: it
+    /// ends once the agent reads what is queued.
+    pub fn notify_here(&self, notification: ServerNotification) -> Option<ServerNotification> {
+        let Ok(mut standalone) = self.standalone.lock() else { return None };
+        let Some(tx) = standalone.as_ref().filter(|tx| !tx.is_closed()) else { return Some(notification) };
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(ServerJsonRpcMessage::notification(notification)) {
             tracing::debug!(agent = self.agent_id, "the agent does not read its standalone stream; closing it");
             standalone.take();
+        }
+        None
+    }
+}
+
+impl AgentChannel for AgentSession {
+    /// Sends a notification on the standalone stream; with a shared store and the stream on
+    /// another replica, through the store to it; else dropped (the agent holds none open).
+    fn notify(&self, notification: ServerNotification) {
+        let Some(notification) = self.notify_here(notification) else { return };
+        if let Some(elsewhere) = &self.elsewhere
+            && elsewhere.listening.load(Ordering::Relaxed)
+        {
+            // Bounded: past `RELAY_QUEUE` waiting, notifications are dropped as for a slow stream.
+            let _ = elsewhere.relays.try_send((elsewhere.key.clone(), Relayed::Notify { notification }));
         }
     }
 
@@ -212,6 +237,8 @@ pub struct Sessions {
     ids: SessionIds,
     /// With a shared store: which sessions are alive on any replica.
     shared: Option<Liveness>,
+    /// With a shared store: notifications for standalone streams on other replicas.
+    relays: Option<mpsc::Sender<(Arc<str>, Relayed)>>,
     /// Set by `end_standalone_streams`.
     stopping: AtomicBool,
 }
@@ -285,6 +312,16 @@ impl Sessions {
             })
             .build();
         let shared = store.is_shared().then(|| Liveness::new(store.clone(), idle_timeout));
+        // Notifications for streams on other replicas, published in order by one task.
+        let relays = shared.clone().map(|liveness| {
+            let (relays, mut queued) = mpsc::channel::<(Arc<str>, Relayed)>(RELAY_QUEUE);
+            tokio::spawn(async move {
+                while let Some((key, relayed)) = queued.recv().await {
+                    liveness.relay(&key, relayed).await;
+                }
+            });
+            relays
+        });
         Self {
             by_id,
             next_agent: AtomicU64::new(1),
@@ -292,6 +329,7 @@ impl Sessions {
             counts,
             ids: SessionIds::new(keyring),
             shared,
+            relays,
             stopping: AtomicBool::new(false),
         }
     }
@@ -316,12 +354,12 @@ impl Sessions {
     }
 
     fn insert(&self, key: String, owner: Option<String>) -> Arc<AgentSession> {
-        let session = self.new_session(owner);
+        let session = self.new_session(&key, owner);
         self.by_id.insert(key, session.clone());
         session
     }
 
-    fn new_session(&self, owner: Option<String>) -> Arc<AgentSession> {
+    fn new_session(&self, key: &str, owner: Option<String>) -> Arc<AgentSession> {
         Arc::new(AgentSession {
             agent_id: self.next_agent_id(),
             owner,
@@ -335,6 +373,11 @@ impl Sessions {
                 0
             }),
             touched: AtomicU64::new(session_ids::now()),
+            elsewhere: self.relays.as_ref().map(|relays| Elsewhere {
+                key: Arc::from(key),
+                listening: AtomicBool::new(false),
+                relays: relays.clone(),
+            }),
         })
     }
 
@@ -343,6 +386,14 @@ impl Sessions {
     pub async fn relay(&self, id: &str, relayed: session_ids::Relayed) {
         if let Some(shared) = &self.shared {
             shared.relay(&session_ids::key_of(id), relayed).await;
+        }
+    }
+
+    /// Tells the other replicas that this session's standalone stream is here, so they send its
+    /// notifications over (nothing without a shared store).
+    pub fn announce_listening(&self, id: &str) {
+        if let Some(relays) = &self.relays {
+            let _ = relays.try_send((Arc::from(session_ids::key_of(id)), Relayed::Listening));
         }
     }
 
@@ -378,7 +429,7 @@ impl Sessions {
             counts.resume(record.owner.as_ref());
         }
         // Two requests may resume it at once: the first one inserted wins.
-        let session = self.by_id.entry(key).or_insert_with(|| self.new_session(record.owner.clone()));
+        let session = self.by_id.entry(key.clone()).or_insert_with(|| self.new_session(&key, record.owner.clone()));
         if !session.is_fresh()
             && let Ok(mut counts) = self.counts.lock()
         {
@@ -477,11 +528,20 @@ pub async fn follow_replicas(sessions: Arc<Sessions>, store: Store) {
                 let Ok(envelope) = serde_json::from_str::<session_ids::Envelope>(&message.payload) else { continue };
                 let Some(session) = sessions.by_id.get(&envelope.session) else { continue };
                 match envelope.relayed {
-                    session_ids::Relayed::Reply { id, reply } => {
+                    Relayed::Reply { id, reply } => {
                         let _ = session.deliver_reply(&id, reply);
                     }
-                    session_ids::Relayed::Cancel { id } => {
+                    Relayed::Cancel { id } => {
                         session.cancel(&id);
+                    }
+                    Relayed::Listening => {
+                        if let Some(elsewhere) = &session.elsewhere {
+                            elsewhere.listening.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    // Only to a stream held here: never relayed on again.
+                    Relayed::Notify { notification } => {
+                        let _ = session.notify_here(notification);
                     }
                 }
             }
