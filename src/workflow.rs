@@ -119,6 +119,11 @@ pub async fn run(
     let step = || current.lock().map(|c| c.clone()).unwrap_or_default();
     let stop = run.stop.clone();
     let stopped = match bounded(run.steps(&workflow.spec.steps), deadline, cancel, &stop).await {
+        // A step that failed because the agent cancelled (its call saw the cancellation first) is
+        // the agent's cancellation, whichever of the two was noticed first.
+        Bounded::Done(Some(_)) if cancel.is_cancelled() => {
+            Some(format!("workflow {name}: cancelled by the caller during step {}", step()))
+        }
         Bounded::Done(stopped) => stopped,
         Bounded::Deadline => {
             Some(format!("workflow {name} exceeded its deadline of {:?} during step {}", limits.timeout, step()))
