@@ -259,6 +259,11 @@ impl Exchanger {
             }
             match shared.lock(key).await {
                 Some(true) => {
+                    // The holder before us may have published and unlocked since our lookup.
+                    if let shared::Lookup::Found(entry) = shared.lookup(key).await {
+                        shared.unlock(key).await;
+                        return Ok(entry);
+                    }
                     let result = self.exchange(target, subject_token, credentials).await;
                     if let Ok(entry) = &result {
                         shared.publish(key, entry).await;
@@ -368,6 +373,14 @@ impl Exchanger {
         match shared.lock(key).await {
             Some(false) => Ok(None),
             taken => {
+                // Another replica may have refreshed it and unlocked since our lookup.
+                if taken == Some(true)
+                    && let shared::Lookup::Found(entry) = shared.lookup(key).await
+                    && !entry.needs_refresh()
+                {
+                    shared.unlock(key).await;
+                    return Ok(Some(entry));
+                }
                 let result = self.exchange(target, subject_token, credentials).await;
                 if let Ok(entry) = &result {
                     shared.publish(key, entry).await;
