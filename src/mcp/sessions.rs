@@ -18,9 +18,10 @@
 //!
 //! Ids are sealed records (`session_ids`): with a shared store, `find` resumes on this replica a
 //! session another replica opened, `end` ends it on all of them, and `relay` passes an agent's
-//! answer or cancellation to the replica running the call it is about (`follow_replicas`). A
-//! session's server-to-client request ids then start at a random number, so two replicas
-//! serving one session do not hand the agent the same id.
+//! answer or cancellation to the replica running the call it is about (`follow_replicas`), as
+//! `notify` does with a notification whose standalone stream is on another replica. A session's
+//! server-to-client request ids then start at a random number, so two replicas serving one
+//! session do not hand the agent the same id.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -161,12 +162,10 @@ impl AgentSession {
             None => Err(reply),
         }
     }
-}
 
-impl AgentSession {
     /// Sends a notification on the standalone stream this replica holds; gives it back when it
-    /// holds none (`Some`). An agent that leaves `STANDALONE_QUEUE` messages unread loses the stream: it
-    /// ends once the agent reads what is queued.
+    /// holds none (`Some`). An agent that leaves `STANDALONE_QUEUE` messages unread loses the
+    /// stream: it ends once the agent reads what is queued.
     pub fn notify_here(&self, notification: ServerNotification) -> Option<ServerNotification> {
         let Ok(mut standalone) = self.standalone.lock() else { return None };
         let Some(tx) = standalone.as_ref().filter(|tx| !tx.is_closed()) else { return Some(notification) };
