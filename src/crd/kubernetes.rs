@@ -1,13 +1,15 @@
-//! Kubernetes mode: MCPServer resources from the API server are the desired state.
+//! Kubernetes mode: MCPServer and Workflow resources from the API server are the desired state.
 //!
-//! - `watch` runs a kube-rs watcher + reflector per namespace and, once every namespace has
+//! - `watch` runs a kube-rs watcher + reflector per namespace and kind and, once every one has
 //!   finished its initial list (`InitDone`), publishes the whole desired set, exactly as the folder
 //!   watcher does, so the supervisor has one code path. Errors before the first sync are retried a
 //!   few times, then reported as fatal: muster never falls back to files (Muster #1143), and it is
 //!   not ready until synced (#1147). After that, an unreachable API server leaves the last known
-//!   state in place; the watcher relists when it returns (a `410 Gone` too).
-//! - `StatusWriter` patches the status subresource (merge patch, retried on conflict and server
-//!   errors), one writer task so a server's statuses land in order.
+//!   state in place; the watcher relists when it returns (a `410 Gone` too). Workflows are read as
+//!   untyped objects and parsed one by one, so one that muster cannot read is refused alone
+//!   instead of failing the whole list.
+//! - `StatusWriter` patches the status subresource of MCPServers and Workflows (merge patch,
+//!   retried on conflict and server errors), one writer task so a resource's statuses land in order.
 //! - `EventRecorder` publishes Kubernetes Events with the reasons of reference §7.
 
 use std::collections::BTreeMap;
@@ -15,14 +17,17 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::files::{DesiredSet, Source, desired_set_of};
+use super::files::{DesiredSet, Source, WorkflowDefinition, desired_set_of, workflows};
 use super::status::{Condition, State, Status};
+use super::workflow::{self, WorkflowResource, WorkflowStatus};
 use super::{API_VERSION, KIND, McpServerResource};
 
 /// Failures before the first sync that make muster give up (and exit) rather than serve nothing.
@@ -32,8 +37,8 @@ const MAX_INITIAL_FAILURES: u32 = 5;
 pub enum Error {
     #[error("cannot build a Kubernetes client (kubeconfig or in-cluster config): {0}")]
     Client(String),
-    #[error("cannot list MCPServers in namespace {namespace} after {attempts} attempts: {reason}")]
-    InitialList { namespace: String, attempts: u32, reason: String },
+    #[error("cannot list {kind}s in namespace {namespace} after {attempts} attempts: {reason}")]
+    InitialList { kind: &'static str, namespace: String, attempts: u32, reason: String },
 }
 
 /// A client from the kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster service account.
@@ -41,50 +46,75 @@ pub async fn client() -> Result<Client, Error> {
     Client::try_default().await.map_err(|e| Error::Client(e.to_string()))
 }
 
-/// Watches MCPServers in `namespaces` and sends the desired set after every change. Returns
-/// `Err` only when the initial sync cannot be done; the caller must then stop the process.
+/// What one watch event means for the desired set.
+enum Signal {
+    /// The initial list is complete.
+    Synced,
+    /// Part of an initial list: wait for `Synced`.
+    Listing,
+    Changed,
+}
+
+fn signal<K>(event: Result<watcher::Event<K>, watcher::Error>) -> Result<Signal, watcher::Error> {
+    event.map(|event| match event {
+        watcher::Event::InitDone => Signal::Synced,
+        watcher::Event::Init | watcher::Event::InitApply(_) => Signal::Listing,
+        watcher::Event::Apply(_) | watcher::Event::Delete(_) => Signal::Changed,
+    })
+}
+
+/// Watches MCPServers and Workflows in `namespaces` and sends the desired set after every change.
+/// Returns `Err` only when the initial sync cannot be done; the caller must then stop the process.
 pub async fn watch(
     client: Client,
     namespaces: Vec<String>,
     out: mpsc::UnboundedSender<DesiredSet>,
 ) -> Result<(), Error> {
-    let mut readers = Vec::new();
+    let workflow_type = ApiResource::erase::<WorkflowResource>(&());
+    let mut servers = Vec::new();
+    let mut workflows = Vec::new();
+    // Stream `2 i` watches the MCPServers of `namespaces[i]`, stream `2 i + 1` its Workflows.
     let mut streams = Vec::new();
     for (index, namespace) in namespaces.iter().enumerate() {
         let api: Api<McpServerResource> = Api::namespaced(client.clone(), namespace);
         let (reader, writer) = reflector::store();
-        let stream = reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
-            .map(move |event| (index, event))
-            .boxed();
-        readers.push(reader);
-        streams.push(stream);
+        let stream = reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+        streams.push(stream.map(move |event| (2 * index, signal(event))).boxed());
+        servers.push(reader);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &workflow_type);
+        let writer = Writer::new(workflow_type.clone());
+        workflows.push(writer.as_reader());
+        let stream = reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+        streams.push(stream.map(move |event| (2 * index + 1, signal(event))).boxed());
     }
+    let kind_of = |stream: usize| if stream.is_multiple_of(2) { KIND } else { workflow::KIND };
     let mut events = futures::stream::select_all(streams);
-    let mut synced = vec![false; namespaces.len()];
-    let mut failures = vec![0u32; namespaces.len()];
+    let mut synced = vec![false; 2 * namespaces.len()];
+    let mut failures = vec![0u32; 2 * namespaces.len()];
     let mut last: Option<DesiredSet> = None;
-    while let Some((index, event)) = events.next().await {
+    while let Some((stream, event)) = events.next().await {
         match event {
-            Ok(watcher::Event::InitDone) => {
-                synced[index] = true;
-                failures[index] = 0;
+            Ok(Signal::Synced) => {
+                synced[stream] = true;
+                failures[stream] = 0;
             }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {}
+            Ok(Signal::Listing) => continue,
+            Ok(Signal::Changed) => {}
             Err(e) => {
-                let namespace = &namespaces[index];
-                if !synced[index] {
-                    failures[index] += 1;
-                    tracing::error!(namespace, attempt = failures[index], error = %e, "listing MCPServers failed");
-                    if failures[index] >= MAX_INITIAL_FAILURES && last.is_none() {
+                let (namespace, kind) = (&namespaces[stream / 2], kind_of(stream));
+                if !synced[stream] {
+                    failures[stream] += 1;
+                    tracing::error!(namespace, attempt = failures[stream], error = %e, "listing {kind}s failed");
+                    if failures[stream] >= MAX_INITIAL_FAILURES && last.is_none() {
                         return Err(Error::InitialList {
+                            kind,
                             namespace: namespace.clone(),
-                            attempts: failures[index],
+                            attempts: failures[stream],
                             reason: e.to_string(),
                         });
                     }
                 } else {
-                    tracing::warn!(namespace, error = %e, "MCPServer watch interrupted; serving the last known state");
+                    tracing::warn!(namespace, error = %e, "{kind} watch interrupted; serving the last known state");
                 }
                 continue;
             }
@@ -92,27 +122,52 @@ pub async fn watch(
         if !synced.iter().all(|s| *s) {
             continue;
         }
-        let resources = readers
+        let servers = servers
             .iter()
             .flat_map(|reader| reader.state())
             .map(|resource| {
                 let server = resource.to_definition();
                 let source = Source::Kubernetes {
+                    kind: KIND,
                     namespace: server.metadata.namespace.clone().unwrap_or_default(),
                     name: server.metadata.name.clone(),
                 };
                 (server, source)
             })
             .collect();
-        let snapshot = desired_set_of(resources);
-        if last.as_ref() != Some(&snapshot) {
-            last = Some(snapshot.clone());
+        let workflows = workflows.iter().flat_map(|reader| reader.state()).map(|object| workflow_of(&object)).collect();
+        let snapshot = desired_set_of(servers, workflows);
+        // Muster's own status writes come back as changes; they change nothing desired.
+        let desired = without_written(&snapshot);
+        if last.as_ref() != Some(&desired) {
+            last = Some(desired);
             if out.send(snapshot).is_err() {
                 return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// One Workflow object, parsed; the status it carries is kept as `written`.
+fn workflow_of(object: &DynamicObject) -> Result<WorkflowDefinition, super::files::Rejected> {
+    let source = Source::Kubernetes {
+        kind: workflow::KIND,
+        namespace: object.metadata.namespace.clone().unwrap_or_default(),
+        name: object.metadata.name.clone().unwrap_or_default(),
+    };
+    let value = serde_json::to_value(object).unwrap_or(Value::Null);
+    workflows::from_resource(value, source)
+}
+
+/// The set with every workflow's `written` status cleared: what the set means, not what the
+/// resources' status blocks say.
+fn without_written(snapshot: &DesiredSet) -> DesiredSet {
+    let mut desired = snapshot.clone();
+    for definition in &mut desired.workflows {
+        definition.written = None;
+    }
+    desired
 }
 
 /// The `Ready` condition for a state.
@@ -127,40 +182,65 @@ fn ready_condition(status: &Status) -> Condition {
     }
 }
 
+/// The resource a status is for: its kind (`MCPServer` or `Workflow`), namespace and name.
+type Target = (&'static str, String, String);
+
 /// Writes status to the status subresource, in order, from one task.
 #[derive(Clone)]
 pub struct StatusWriter {
-    tx: mpsc::UnboundedSender<(String, String, Status)>,
+    tx: mpsc::UnboundedSender<(Target, Value)>,
 }
 
 impl StatusWriter {
     pub fn start(client: Client) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, Status)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Target, Value)>();
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // Coalesce: only the newest status per server matters.
-                let mut latest: BTreeMap<(String, String), Status> = BTreeMap::new();
-                latest.insert((first.0, first.1), first.2);
-                while let Ok((namespace, name, status)) = rx.try_recv() {
-                    latest.insert((namespace, name), status);
+            while let Some((target, status)) = rx.recv().await {
+                // Coalesce: only the newest status per resource matters.
+                let mut latest: BTreeMap<Target, Value> = BTreeMap::new();
+                latest.insert(target, status);
+                while let Ok((target, status)) = rx.try_recv() {
+                    latest.insert(target, status);
                 }
-                for ((namespace, name), status) in latest {
-                    patch_status(&client, &namespace, &name, &status).await;
+                for (target, status) in latest {
+                    patch_status(&client, &target, &status).await;
                 }
             }
         });
         Self { tx }
     }
 
+    /// An MCPServer's status, with the `Ready` condition first.
     pub fn write(&self, namespace: &str, name: &str, status: &Status) {
         let mut status = status.clone();
         status.conditions.insert(0, ready_condition(&status));
-        let _ = self.tx.send((namespace.to_owned(), name.to_owned(), status));
+        self.send(KIND, namespace, name, serde_json::to_value(&status));
+    }
+
+    /// A Workflow's status (`valid`, `validationErrors`, `referencedTools`, `stepCount`).
+    pub fn write_workflow(&self, namespace: &str, name: &str, status: &WorkflowStatus) {
+        self.send(workflow::KIND, namespace, name, serde_json::to_value(status));
+    }
+
+    fn send(&self, kind: &'static str, namespace: &str, name: &str, status: serde_json::Result<Value>) {
+        match status {
+            Ok(status) => {
+                let _ = self.tx.send(((kind, namespace.to_owned(), name.to_owned()), status));
+            }
+            Err(e) => tracing::warn!(namespace, name, error = %e, "cannot encode the {kind} status"),
+        }
     }
 }
 
-async fn patch_status(client: &Client, namespace: &str, name: &str, status: &Status) {
-    let api: Api<McpServerResource> = Api::namespaced(client.clone(), namespace);
+/// Patches through an untyped object, so that a resource muster could not parse still gets its
+/// status (and the answer is never parsed).
+async fn patch_status(client: &Client, (kind, namespace, name): &Target, status: &Value) {
+    let resource = if *kind == KIND {
+        ApiResource::erase::<McpServerResource>(&())
+    } else {
+        ApiResource::erase::<WorkflowResource>(&())
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
     let patch = serde_json::json!({ "status": status });
     let params = PatchParams::default();
     for attempt in 1..=4u32 {
@@ -172,7 +252,7 @@ async fn patch_status(client: &Client, namespace: &str, name: &str, status: &Sta
                 let retry = matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code >= 500)
                     || !matches!(&e, kube::Error::Api(_));
                 if !retry || attempt == 4 {
-                    tracing::warn!(namespace, name, error = %e, "cannot write MCPServer status");
+                    tracing::warn!(namespace, name, error = %e, "cannot write {kind} status");
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
@@ -181,7 +261,7 @@ async fn patch_status(client: &Client, namespace: &str, name: &str, status: &Sta
     }
 }
 
-/// Kubernetes Events about MCPServers.
+/// Kubernetes Events about MCPServers and Workflows.
 #[derive(Clone)]
 pub struct EventRecorder {
     recorder: Recorder,
@@ -193,10 +273,11 @@ impl EventRecorder {
         Self { recorder: Recorder::new(client, reporter) }
     }
 
-    pub fn publish(&self, namespace: &str, name: &str, reason: &str, note: String, warning: bool) {
+    pub fn publish(&self, source: (&str, &str, &str), reason: &str, note: String, warning: bool) {
+        let (kind, namespace, name) = source;
         let reference = ObjectReference {
             api_version: Some(API_VERSION.to_owned()),
-            kind: Some(KIND.to_owned()),
+            kind: Some(kind.to_owned()),
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             ..ObjectReference::default()
@@ -205,7 +286,7 @@ impl EventRecorder {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_owned(),
             note: Some(note.chars().take(1000).collect()),
-            action: reason.trim_start_matches("MCPServer").to_owned(),
+            action: reason.trim_start_matches(kind).to_owned(),
             secondary: None,
         };
         let recorder = self.recorder.clone();

@@ -2,6 +2,7 @@
 //! kube-rs client, watcher and reflector: resources created, changed and deleted mid-test drive
 //! the catalog; status lands in the status subresource; Events are published; a `410 Gone` forces
 //! a relist; an API-server outage keeps the last known state; a secret rotation is seen at once.
+//! Workflow resources become `workflow_<name>` tools with their status written back.
 
 use std::time::Duration;
 
@@ -140,12 +141,101 @@ async fn kubernetes_mode_fails_hard_when_it_cannot_list() {
     .await;
     assert!(!status.success(), "exits with an error");
     let log = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(log.contains("cannot list MCPServers in namespace muster"), "{log}");
+    assert!(
+        log.contains("cannot list MCPServers in namespace muster")
+            || log.contains("cannot list Workflows in namespace muster"),
+        "{log}"
+    );
     assert!(!log.contains("loaded MCPServer definitions"), "no fallback to the folder:\n{log}");
     // Muster retries the list (with backoff) before giving up, serving /readyz meanwhile: it must
     // have said "not ready" at least once, or the check above proved nothing.
     assert!(log.contains("listing MCPServers failed"), "{log}");
     assert!(saw_not_ready, "/readyz never answered 503 with ready: false before muster exited:\n{log}");
+}
+
+const HELLO: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: Workflow
+metadata: {name: hello, namespace: muster}
+spec:
+  description: Says hello through one
+  args:
+    text: {type: string, required: true}
+  steps:
+    - id: greet
+      tool: x_one_echo
+      args: {text: \"{{ .input.text }}\"}
+      output: true
+";
+
+/// Invalid twice over: an unknown `fromStep`, and a step with both `tool` and `parallel`.
+const BROKEN: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: Workflow
+metadata: {name: broken, namespace: muster}
+spec:
+  steps:
+    - id: first
+      tool: x_one_whoami
+      condition: {fromStep: nowhere, expect: {success: true}}
+    - id: second
+      tool: x_one_whoami
+      parallel: [{id: inner, tool: x_one_whoami}]
+";
+
+#[actix_web::test]
+async fn workflow_resources_become_tools_and_get_their_status() {
+    let api = FakeKube::start(free_port()).await;
+    let one = MockUpstream::start("one", free_port()).await;
+    api.apply(NS, &http_server("one", &one.url(), ""));
+    api.apply(NS, HELLO);
+    api.apply(NS, BROKEN);
+    let port = free_port();
+    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "  toolExposure: direct\n")));
+    let kubeconfig = api.kubeconfig(fleet.dir.path());
+    let muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
+    muster.wait_ready().await;
+    let client = Client::connect(&muster.mcp_url()).await;
+
+    eventually(WAIT, "workflow_hello", async || has_tool(&client, "workflow_hello").await.then_some(())).await;
+    let ran = client.call("workflow_hello", serde_json::json!({"text": "hi"})).await;
+    assert_ne!(ran.is_error, Some(true), "{}", text(&ran));
+    assert!(text(&ran).contains("one:hi"), "{}", text(&ran));
+    assert!(!has_tool(&client, "workflow_broken").await, "an invalid workflow is no tool");
+
+    // Status lands in each Workflow's status subresource.
+    let status = eventually(WAIT, "hello's status", async || {
+        let s = api.status_of("workflows", NS, "hello");
+        s["valid"].is_boolean().then_some(s)
+    })
+    .await;
+    assert_eq!(status, serde_json::json!({"valid": true, "referencedTools": ["x_one_echo"], "stepCount": 1}));
+    let broken = eventually(WAIT, "broken's status", async || {
+        let s = api.status_of("workflows", NS, "broken");
+        s["valid"].is_boolean().then_some(s)
+    })
+    .await;
+    assert_eq!(broken["valid"], false, "{broken}");
+    let errors = broken["validationErrors"].to_string();
+    assert!(errors.contains("spec.steps[first].condition.fromStep"), "{errors}");
+    assert!(errors.contains("spec.steps[second]"), "{errors}");
+    assert_eq!(broken["stepCount"], 2);
+
+    // A changed spec is written once more; muster's own writes, which come back as changes, are
+    // not written again (no feedback loop), and broken's unchanged status is left alone.
+    let before = api.status_patches("workflows");
+    api.apply(NS, &HELLO.replace("output: true", "output: true\n    - {id: again, tool: x_one_whoami}"));
+    eventually(WAIT, "hello's new stepCount", async || {
+        (api.status_of("workflows", NS, "hello")["stepCount"] == 2).then_some(())
+    })
+    .await;
+    // A barrier: statuses are written in order, by one task, so once a later workflow's status
+    // is there, any rewrite that hello's write set off would have been sent too.
+    api.apply(NS, &HELLO.replace("name: hello", "name: later"));
+    eventually(WAIT, "later's status", async || api.status_of("workflows", NS, "later")["valid"].as_bool()).await;
+    assert_eq!(api.status_patches("workflows"), before + 2, "status written again without a change");
+
+    api.delete_resource("workflows", NS, "hello");
+    eventually(WAIT, "workflow_hello removed", async || (!has_tool(&client, "workflow_hello").await).then_some(()))
+        .await;
 }
 
 /// Client credentials come from the Secret API; a rotated secret is read on the next lookup.
