@@ -168,10 +168,13 @@ async fn bounded<T>(
     stop: &CancellationToken,
 ) -> Bounded<T> {
     let mut work = std::pin::pin!(work);
+    // The stops first: a call that failed because the run was cancelled (its token is a child of
+    // `cancel`) ends `work` at the same moment, and the run's error must name the cancellation.
     let ended = tokio::select! {
-        done = &mut work => return Bounded::Done(done),
-        () = tokio::time::sleep_until(deadline) => Bounded::Deadline,
+        biased;
         () = cancel.cancelled() => Bounded::Cancelled,
+        () = tokio::time::sleep_until(deadline) => Bounded::Deadline,
+        done = &mut work => return Bounded::Done(done),
     };
     stop.cancel();
     let _ = tokio::time::timeout(STOP_GRACE, &mut work).await;
