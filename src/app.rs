@@ -10,6 +10,7 @@ use crate::auth::InboundAuth;
 use crate::auth::exchange::Exchanger;
 use crate::auth::secrets::SecretStore;
 use crate::config::Config;
+use crate::crd::execution::{ExecutionStore, FileStore, KubernetesStore};
 use crate::crd::files;
 use crate::crd::sink::Sink;
 use crate::frontend::{self, Parts};
@@ -30,15 +31,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(_) => Some(crate::crd::kubernetes::client().await.context("Kubernetes mode")?),
         None => None,
     };
-    let (sink, secrets) = match &kube_client {
-        Some(client) => (
+    // Workflow runs are recorded as WorkflowExecution resources in muster's own namespace (the
+    // first watched one), or in DIR/workflow_executions.
+    let (sink, secrets, executions) = match (&kube_client, &config.kubernetes) {
+        (Some(client), Some(kubernetes)) => (
             Sink::Kubernetes {
                 status: crate::crd::kubernetes::StatusWriter::start(client.clone()),
                 events: crate::crd::kubernetes::EventRecorder::new(client.clone()),
             },
             SecretStore::Kubernetes { client: client.clone() },
+            ExecutionStore::Kubernetes(Box::new(KubernetesStore::new(client.clone(), kubernetes.own_namespace()))),
         ),
-        None => (Sink::Files, SecretStore::new(&config.dir)),
+        _ => (Sink::Files, SecretStore::new(&config.dir), ExecutionStore::Files(FileStore::new(&config.dir))),
     };
 
     // What the replicas share (ADR 0009). A configured Valkey that cannot be reached stops muster
@@ -134,7 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();
-    let core = Arc::new(Core::new(&config, ServiceHandle::new(&supervisor), events));
+    let core = Arc::new(Core::new(&config, ServiceHandle::new(&supervisor), events, executions));
     let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone(), core.clone());
     let served = tokio::select! {
         served = frontend::serve(&config, Parts { mcp, router, sessions, auth: inbound, metrics, core, store }) => served.context("serving HTTP"),

@@ -242,6 +242,8 @@ pub enum CrdKind {
     Mcpserver,
     #[value(alias = "Workflow", alias = "workflows", alias = "wf")]
     Workflow,
+    #[value(alias = "WorkflowExecution", alias = "workflow-executions", alias = "wfe")]
+    WorkflowExecution,
 }
 
 fn default_config_path() -> PathBuf {
@@ -281,6 +283,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let yaml = match kind {
                 CrdKind::Mcpserver => crate::crd::crd_yaml(),
                 CrdKind::Workflow => crate::crd::workflow::crd_yaml(),
+                CrdKind::WorkflowExecution => crate::crd::execution::crd_yaml(),
             };
             #[allow(clippy::print_stdout, reason = "the command's output")]
             {

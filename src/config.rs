@@ -65,7 +65,15 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kubernetes {
+    /// Muster's own namespace (`namespace`) first, where its WorkflowExecution records go.
     pub namespaces: Vec<String>,
+}
+
+impl Kubernetes {
+    /// Muster's own namespace (`namespace`, default `default`).
+    pub fn own_namespace(&self) -> &str {
+        self.namespaces.first().map_or("default", String::as_str)
+    }
 }
 
 /// The frontend's limits (issue 11: refuse before reading, bounded connections and sessions).
@@ -247,9 +255,8 @@ impl Config {
         let kubernetes = (file.kubernetes == Some(true)).then(|| {
             let mut namespaces = file.namespaces.clone();
             let first = file.namespace.clone().unwrap_or_else(|| "default".to_owned());
-            if !namespaces.contains(&first) {
-                namespaces.insert(0, first);
-            }
+            namespaces.retain(|n| *n != first);
+            namespaces.insert(0, first);
             Kubernetes { namespaces }
         });
         for namespace in kubernetes.iter().flat_map(|k| &k.namespaces) {

@@ -52,7 +52,7 @@ pub(super) async fn call(
     let args = arguments.map_or(Value::Null, Value::Object);
     let run = workflow::run(&route.workflow, args, &steps, &caller.ct, Limits::default());
     let mut outcome = DEPTH.scope(depth + 1, run).await;
-    if let Some(recorder) = server.core.as_deref().and_then(super::core::Core::recorder) {
+    if let Some(recorder) = server.core.as_deref().map(super::core::Core::recorder) {
         if let Some(subject) = super::core::subject_of(caller) {
             outcome.execution.metadata.annotations.insert(SUBJECT_ANNOTATION.to_owned(), subject);
         }
