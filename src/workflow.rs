@@ -51,6 +51,14 @@ pub trait Dispatch: Send + Sync {
         args: Value,
         stop: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<CallResult, String>>;
+
+    /// A top-level step has ended: `done` of the workflow's `total` steps, and a message naming
+    /// the step and how it ended. `mcp` sends it to the agent as `notifications/progress` when the
+    /// agent asked for progress; by default nothing happens.
+    fn step_ended(&self, done: usize, total: usize, message: String) -> BoxFuture<'_, ()> {
+        let _ = (done, total, message);
+        Box::pin(async {})
+    }
 }
 
 /// Limits of one run.

@@ -2,10 +2,12 @@
 //! through `GatewayServer::dispatch`, the agent's own path (the caller's identity, so token
 //! exchange and per-user sessions apply; family instances resolve as in a direct call). The run
 //! ends at its deadline or on the agent's cancellation (`workflow::run`), and its execution record
-//! is saved before the answer goes out.
+//! is saved before the answer goes out. An agent that sent a `progressToken` hears
+//! `notifications/progress` after each top-level step (steps done of the step count, the step
+//! named); the steps' own calls carry no token, so their upstream progress (another scale) stays out.
 
 use futures::future::BoxFuture;
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::model::{CallToolResult, ContentBlock, ProgressNotification, ProgressNotificationParam, ServerNotification};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -97,7 +99,7 @@ impl Dispatch for Steps<'_> {
             };
             // The agent's identity and reply path, with the run's token: the run's deadline and
             // the agent's cancellation reach the upstream; onFailure runs on after the agent left.
-            let caller = Caller { ct: stop.clone(), ..self.caller.clone() };
+            let caller = Caller { ct: stop.clone(), progress_token: None, ..self.caller.clone() };
             let answer = self.server.dispatch(tool, arguments, &caller).await.map_err(|e| {
                 let error = super::error::tool_error(&e);
                 let mut text = first_text(&error).unwrap_or_else(|| e.to_string());
@@ -116,6 +118,21 @@ impl Dispatch for Steps<'_> {
             Ok(CallResult { value: value_of(&result), is_error })
         })
     }
+
+    fn step_ended(&self, done: usize, total: usize, message: String) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(token) = self.caller.progress_token.clone() else { return };
+            let progress =
+                ProgressNotificationParam::new(token, count(done)).with_total(count(total)).with_message(message);
+            let notification = ServerNotification::ProgressNotification(ProgressNotification::new(progress));
+            self.caller.reply_path.notify(notification).await;
+        })
+    }
+}
+
+/// A step count as MCP's progress number (exact far beyond any workflow's length).
+fn count(n: usize) -> f64 {
+    u32::try_from(n).map_or(f64::from(u32::MAX), f64::from)
 }
 
 /// Muster's result capture: the structured content, else the first text parsed as JSON, else

@@ -120,6 +120,33 @@ async fn each_run_is_recorded_and_read_back_through_the_core_tools() {
     assert!(text(&bad_status).contains("is not one of inprogress, completed, failed"), "{}", text(&bad_status));
 }
 
+/// An agent that asks for progress hears one notification per top-level step, naming it; the
+/// steps' upstream progress (the mock's `progress` tool sends three) does not reach it.
+#[actix_web::test]
+async fn a_run_reports_progress_per_step_to_an_agent_that_asks() {
+    let (fleet, _upstreams, muster) = mock_family(|port| config(port, "  toolExposure: direct\n"), &["a"]).await;
+    let noisy = GREET.replace(
+        "      output: true\n",
+        "      output: true\n    - id: noisy\n      tool: x_kubernetes_progress\n      args: {management_cluster: cluster-a}\n",
+    );
+    write_workflow(&fleet, "greet.yaml", &noisy);
+    let client = Client::connect(&muster.mcp_url()).await;
+    wait_for_tool(&client, "workflow_greet").await;
+    let ran = client.call("workflow_greet", json!({"management_cluster": "cluster-a"})).await;
+    assert_ne!(ran.is_error, Some(true), "{}", text(&ran));
+    let notes = eventually(WAIT, "three progress notifications", async || {
+        let notes = client.seen.progress_notes.lock().expect("lock").clone();
+        (notes.len() >= 3).then_some(notes)
+    })
+    .await;
+    let expected = [
+        (1.0, Some(3.0), Some("step hello (x_kubernetes_echo) completed".to_owned())),
+        (2.0, Some(3.0), Some("step noisy (x_kubernetes_progress) completed".to_owned())),
+        (3.0, Some(3.0), Some("step large (x_kubernetes_big) skipped".to_owned())),
+    ];
+    assert_eq!(notes, expected);
+}
+
 /// `muster <args> --endpoint URL`, off the test's runtime (the mock upstreams answer on it).
 async fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
     let home = tempfile::tempdir().expect("tempdir");
