@@ -6,6 +6,7 @@ mod agent;
 mod auth;
 mod check;
 mod client;
+mod follow;
 mod login;
 mod output;
 mod resources;
@@ -152,6 +153,9 @@ enum Command {
         until: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Keep printing new events (polling every second) until Ctrl-C.
+        #[arg(long, short = 'f')]
+        follow: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -360,7 +364,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             resources::check(&client.endpoint, &client.config_path, kind, &name).await
         }
-        Command::Events { resource_type, resource_name, namespace, event_type, since, until, limit, client } => {
+        Command::Events {
+            resource_type,
+            resource_name,
+            namespace,
+            event_type,
+            since,
+            until,
+            limit,
+            follow,
+            client,
+        } => {
             let mut filters = serde_json::Map::new();
             for (key, value) in [
                 ("resourceType", resource_type),
@@ -375,6 +389,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
             filters.insert("limit".to_owned(), limit.into());
+            if follow {
+                return follow::follow(&client.endpoint, &client.config_path, filters, client.output).await;
+            }
             resources::run(&client.endpoint, &client.config_path, resources::events(filters), client.output).await
         }
         Command::Call { tool, args, client } => {

@@ -60,6 +60,11 @@ impl Core {
         &self.recorder
     }
 
+    /// The event ring `core_events` reads (workflow runs record theirs here).
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
     /// Whether `caller` may use the mutating tools.
     pub fn is_admin(&self, caller: &Caller) -> bool {
         is_admin(&self.admin_groups, self.sign_in, caller.identity.as_deref(), caller.loopback)
