@@ -20,27 +20,14 @@ ROUNDS="${ROUNDS:-3}"; SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"
 cargo build --release --locked --example echo_upstream --example loadgen
 LOADGEN="$CARGO_TARGET_DIR/release/examples/loadgen"
 
-WORK="$(mktemp -d)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
-
-ECHO_PORT=18300
-"$CARGO_TARGET_DIR/release/examples/echo_upstream" "$ECHO_PORT" >/dev/null 2>&1 & pids+=("$!")
+# shellcheck source=loadtests/lib.sh
+source loadtests/lib.sh
+start_echo 18300
 declare -A PORT PID
 start() { # label binary port
-  mkdir -p "$WORK/$1/mcpservers"
   local extra="EXTRA_$1"
-  printf 'aggregator:\n  port: %s\n  toolExposure: direct\n%s\n' "$3" "${!extra:-}" >"$WORK/$1/config.yaml"
-  cat >"$WORK/$1/mcpservers/echo.yaml" <<YAML
-apiVersion: muster.giantswarm.io/v1alpha1
-kind: MCPServer
-metadata: {name: echo}
-spec: {type: streamable-http, url: "http://127.0.0.1:$ECHO_PORT/mcp", autoStart: true}
-YAML
-  "$2" serve --config-path "$WORK/$1" >"$WORK/$1.log" 2>&1 & PID[$1]=$!; pids+=("$!"); PORT[$1]=$3
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$3/readyz" >/dev/null && return; sleep 0.1; done
-  echo "$1 did not become ready" >&2; exit 1
+  start_muster "$1" "$2" "$3" "${!extra:-}"
+  PID[$1]=$(cat "$WORK/$1.pid"); PORT[$1]=$3
 }
 start A "$BIN_A" 18391
 start B "$BIN_B" 18392

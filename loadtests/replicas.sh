@@ -18,35 +18,18 @@ REPLICAS="${REPLICAS:-3}"; ROUNDS="${ROUNDS:-2}"; SECONDS_PER_RUN="${SECONDS_PER
 cargo build --release --locked --example echo_upstream --example loadgen
 LOADGEN="$CARGO_TARGET_DIR/release/examples/loadgen"
 
-WORK="$(mktemp -d)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
-
-ECHO_PORT=18400; VALKEY_PORT=18401
-"$CARGO_TARGET_DIR/release/examples/echo_upstream" "$ECHO_PORT" >/dev/null 2>&1 & pids+=("$!")
+# shellcheck source=loadtests/lib.sh
+source loadtests/lib.sh
+start_echo 18400
+VALKEY_PORT=18401
 redis-server --port "$VALKEY_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/valkey.log" 2>&1 & pids+=("$!")
 head -c 32 /dev/urandom | base64 >"$WORK/session-keys"
-
-start() { # name port extra-config -> pid
-  mkdir -p "$WORK/$1/mcpservers"
-  printf 'aggregator:\n  port: %s\n  toolExposure: direct\n%s\n' "$2" "$3" >"$WORK/$1/config.yaml"
-  cat >"$WORK/$1/mcpservers/echo.yaml" <<YAML
-apiVersion: muster.giantswarm.io/v1alpha1
-kind: MCPServer
-metadata: {name: echo}
-spec: {type: streamable-http, url: "http://127.0.0.1:$ECHO_PORT/mcp", autoStart: true}
-YAML
-  "$BIN" serve --config-path "$WORK/$1" >"$WORK/$1.log" 2>&1 & pids+=("$!"); echo "$!" >"$WORK/$1.pid"
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null && return; sleep 0.1; done
-  echo "$1 did not become ready" >&2; exit 1
-}
 SHARED="$(printf '  storage: {type: valkey, valkey: {url: "redis://127.0.0.1:%s"}}\n  sessions: {keyFile: %s}' "$VALKEY_PORT" "$WORK/session-keys")"
-start memory 18410 ""
+start_muster memory "$BIN" 18410 ""
 MEMORY_PIDS="$(cat "$WORK/memory.pid")"; MEMORY_URL="http://127.0.0.1:18410/mcp"
 REPLICA_PIDS=""; REPLICA_URLS=""
 for r in $(seq "$REPLICAS"); do
-  start "replica$r" $((18420 + r)) "$SHARED"
+  start_muster "replica$r" "$BIN" $((18420 + r)) "$SHARED"
   REPLICA_PIDS="$REPLICA_PIDS $(cat "$WORK/replica$r.pid")"
   REPLICA_URLS="${REPLICA_URLS:+$REPLICA_URLS,}http://127.0.0.1:$((18420 + r))/mcp"
 done

@@ -10,6 +10,7 @@ use crate::auth::InboundAuth;
 use crate::auth::exchange::Exchanger;
 use crate::auth::secrets::SecretStore;
 use crate::config::Config;
+use crate::crd::execution::{ExecutionStore, FileStore, KubernetesStore};
 use crate::crd::files;
 use crate::crd::leader::Election;
 use crate::crd::sink::Sink;
@@ -32,8 +33,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     //    Of several replicas, only the holder of the leader Lease writes status and events
-    //    (ADR 0010); filesystem mode has no election: one muster writes one folder.
-    let (sink, secrets, election) = match (&kube_client, &config.kubernetes) {
+    //    (ADR 0010); filesystem mode has no election: one muster writes one folder. Workflow runs
+    //    are recorded as WorkflowExecution resources in muster's own namespace, or in
+    //    DIR/workflow_executions.
+    let (sink, secrets, election, executions) = match (&kube_client, &config.kubernetes) {
         (Some(client), Some(kubernetes)) => {
             let identity = crate::crd::leader::identity();
             let election = Election::start(client.clone(), kubernetes.home(), identity.clone()).await;
@@ -41,9 +44,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 status: crate::crd::kubernetes::StatusWriter::start(client.clone(), election.leadership()),
                 events: crate::crd::kubernetes::EventRecorder::new(client.clone(), identity, election.leadership()),
             };
-            (sink, SecretStore::Kubernetes { client: client.clone() }, Some(election))
+            let executions =
+                ExecutionStore::Kubernetes(Box::new(KubernetesStore::new(client.clone(), kubernetes.home())));
+            (sink, SecretStore::Kubernetes { client: client.clone() }, Some(election), executions)
         }
-        _ => (Sink::Files, SecretStore::new(&config.dir), None),
+        _ => (Sink::Files, SecretStore::new(&config.dir), None, ExecutionStore::Files(FileStore::new(&config.dir))),
     };
 
     // What the replicas share (ADR 0009). A configured Valkey that cannot be reached stops muster
@@ -148,7 +153,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();
-    let core = Arc::new(Core::new(&config, ServiceHandle::new(&supervisor), events));
+    let core = Arc::new(Core::new(&config, ServiceHandle::new(&supervisor), events, executions));
     let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone(), core.clone());
     let served = tokio::select! {
         served = frontend::serve(&config, Parts { mcp, router, sessions, auth: inbound, metrics, core, store, stop }) => served.context("serving HTTP"),

@@ -6,6 +6,7 @@ mod agent;
 mod auth;
 mod check;
 mod client;
+mod follow;
 mod login;
 mod output;
 mod resources;
@@ -152,6 +153,9 @@ enum Command {
         until: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Keep printing new events (polling every second) until Ctrl-C.
+        #[arg(long, short = 'f')]
+        follow: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -242,6 +246,8 @@ pub enum CrdKind {
     Mcpserver,
     #[value(alias = "Workflow", alias = "workflows", alias = "wf")]
     Workflow,
+    #[value(alias = "WorkflowExecution", alias = "workflow-executions", alias = "wfe")]
+    WorkflowExecution,
 }
 
 fn default_config_path() -> PathBuf {
@@ -281,6 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let yaml = match kind {
                 CrdKind::Mcpserver => crate::crd::crd_yaml(),
                 CrdKind::Workflow => crate::crd::workflow::crd_yaml(),
+                CrdKind::WorkflowExecution => crate::crd::execution::crd_yaml(),
             };
             #[allow(clippy::print_stdout, reason = "the command's output")]
             {
@@ -357,7 +364,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             resources::check(&client.endpoint, &client.config_path, kind, &name).await
         }
-        Command::Events { resource_type, resource_name, namespace, event_type, since, until, limit, client } => {
+        Command::Events {
+            resource_type,
+            resource_name,
+            namespace,
+            event_type,
+            since,
+            until,
+            limit,
+            follow,
+            client,
+        } => {
             let mut filters = serde_json::Map::new();
             for (key, value) in [
                 ("resourceType", resource_type),
@@ -372,6 +389,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
             filters.insert("limit".to_owned(), limit.into());
+            if follow {
+                return follow::follow(&client.endpoint, &client.config_path, filters, client.output).await;
+            }
             resources::run(&client.endpoint, &client.config_path, resources::events(filters), client.output).await
         }
         Command::Call { tool, args, client } => {

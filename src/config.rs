@@ -65,7 +65,8 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kubernetes {
-    /// The first is muster's own (`namespace`, default `default`): its leader Lease lives there.
+    /// Muster's own namespace (`namespace`, default `default`) first: its leader Lease and its
+    /// WorkflowExecution records live there.
     pub namespaces: Vec<String>,
 }
 
@@ -255,9 +256,8 @@ impl Config {
         let kubernetes = (file.kubernetes == Some(true)).then(|| {
             let mut namespaces = file.namespaces.clone();
             let first = file.namespace.clone().unwrap_or_else(|| "default".to_owned());
-            if !namespaces.contains(&first) {
-                namespaces.insert(0, first);
-            }
+            namespaces.retain(|n| *n != first);
+            namespaces.insert(0, first);
             Kubernetes { namespaces }
         });
         for namespace in kubernetes.iter().flat_map(|k| &k.namespaces) {

@@ -10,7 +10,7 @@
 //! What a new desired state means (start, replace, stop, keep a version whose update was
 //! refused) is decided by `plan::plan`, a pure function; the handler carries the plan out.
 //! Workflows in the desired state get their status (valid, validationErrors, referencedTools,
-//! stepCount) written through the same `Sink`; running them is issue 15's next part.
+//! stepCount) written through the same `Sink`, and the valid ones go to the router as tools.
 //!
 //! Backoff: `initial × 2^(failures−1)`, capped at `max` (at most 30 s, so an idle failed member
 //! is re-probed at least that often; a call to it starts an attempt at once, see
@@ -338,8 +338,8 @@ impl Handler<DesiredState> for SupervisorActor {
 }
 
 impl SupervisorActor {
-    /// Each workflow's status, into its file (skipped there when unchanged). A file that is not a
-    /// Workflow at all gets `valid: false` and the reason.
+    /// Each workflow's status, into its file or resource (skipped when unchanged). One that is not
+    /// a Workflow at all gets `valid: false` and the reason.
     fn write_workflow_statuses(&self, workflows: &[WorkflowDefinition], rejected: &[Rejected]) {
         for definition in workflows {
             if !definition.status.valid {
@@ -350,7 +350,9 @@ impl SupervisorActor {
                     "invalid workflow"
                 );
             }
-            self.sink.write_workflow(&definition.source, &definition.status);
+            if definition.status_changed() {
+                self.sink.write_workflow(&definition.source, &definition.status);
+            }
         }
         for rejected in rejected {
             tracing::warn!(source = %rejected.source, "{rejected}");

@@ -51,6 +51,14 @@ pub trait Dispatch: Send + Sync {
         args: Value,
         stop: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<CallResult, String>>;
+
+    /// A top-level step has ended: `done` of the workflow's `total` steps, and a message naming
+    /// the step and how it ended. `mcp` sends it to the agent as `notifications/progress` when the
+    /// agent asked for progress; by default nothing happens.
+    fn step_ended(&self, done: usize, total: usize, message: String) -> BoxFuture<'_, ()> {
+        let _ = (done, total, message);
+        Box::pin(async {})
+    }
 }
 
 /// Limits of one run.
@@ -119,11 +127,6 @@ pub async fn run(
     let step = || current.lock().map(|c| c.clone()).unwrap_or_default();
     let stop = run.stop.clone();
     let stopped = match bounded(run.steps(&workflow.spec.steps), deadline, cancel, &stop).await {
-        // A step that failed because the agent cancelled (its call saw the cancellation first) is
-        // the agent's cancellation, whichever of the two was noticed first.
-        Bounded::Done(Some(_)) if cancel.is_cancelled() => {
-            Some(format!("workflow {name}: cancelled by the caller during step {}", step()))
-        }
         Bounded::Done(stopped) => stopped,
         Bounded::Deadline => {
             Some(format!("workflow {name} exceeded its deadline of {:?} during step {}", limits.timeout, step()))
@@ -173,10 +176,13 @@ async fn bounded<T>(
     stop: &CancellationToken,
 ) -> Bounded<T> {
     let mut work = std::pin::pin!(work);
+    // The stops first: a call that failed because the run was cancelled (its token is a child of
+    // `cancel`) ends `work` at the same moment, and the run's error must name the cancellation.
     let ended = tokio::select! {
-        done = &mut work => return Bounded::Done(done),
-        () = tokio::time::sleep_until(deadline) => Bounded::Deadline,
+        biased;
         () = cancel.cancelled() => Bounded::Cancelled,
+        () = tokio::time::sleep_until(deadline) => Bounded::Deadline,
+        done = &mut work => return Bounded::Done(done),
     };
     stop.cancel();
     let _ = tokio::time::timeout(STOP_GRACE, &mut work).await;

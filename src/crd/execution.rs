@@ -1,16 +1,26 @@
 //! The WorkflowExecution record (`muster.giantswarm.io/v1alpha1`, `kind: WorkflowExecution`,
-//! reference §2.3): one immutable record per run of a `workflow_<name>` tool, its payload cap
-//! (Muster's `payload_guard.go`), and the filesystem store `DIR/workflow_executions/<id>.json`
-//! with retention by age and count.
+//! short name `wfe`, reference §2.3): one immutable record per run of a `workflow_<name>` tool,
+//! its CRD (no status subresource), its payload cap (Muster's `payload_guard.go`), and where
+//! records go: `ExecutionStore`, the folder `DIR/workflow_executions/<id>.json` (`FileStore`) or
+//! WorkflowExecution resources (`execution/kubernetes.rs`), with retention by age and count.
 //!
-//! The store is stateless: each call reads or writes the folder. Records are written whole
-//! (temporary file, then rename), so a reader never sees half a record; a record's file time is
-//! its completion time, which retention reads instead of opening every file.
+//! The stores are stateless: each call reads or writes the folder or the API. File records are
+//! written whole (temporary file, then rename), so a reader never sees half a record; a record's
+//! file time is its completion time, which retention reads instead of opening every file.
+
+// KubeSchema expands a private copy of each type it derives for, which trips `unreachable_pub`.
+#![allow(unreachable_pub, reason = "false positive from kube's CustomResource derive")]
+
+mod kubernetes;
+
+pub use kubernetes::KubernetesStore;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -38,21 +48,40 @@ pub struct WorkflowExecution {
     pub spec: ExecutionSpec,
 }
 
-/// Muster's `WorkflowExecutionSpec`; empty fields are left out, as Go's `omitempty` does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Muster's `WorkflowExecutionSpec`; empty fields are left out, as Go's `omitempty` does. `kube`
+// derives `WorkflowExecutionResource` and its CRD from it (`deploy/crds/workflowexecution.yaml`).
+/// One run of a workflow: its input, result or error, and its steps.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "muster.giantswarm.io",
+    version = "v1alpha1",
+    kind = "WorkflowExecution",
+    root = "WorkflowExecutionResource",
+    namespaced,
+    shortname = "wfe",
+    printcolumn(name = "Workflow", type_ = "string", json_path = ".spec.workflowName"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".spec.status"),
+    printcolumn(name = "Duration(ms)", type_ = "integer", json_path = ".spec.durationMs"),
+    printcolumn(name = "Started", type_ = "date", json_path = ".spec.startedAt")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionSpec {
     pub workflow_name: String,
     /// `inprogress`, `completed` or `failed`.
+    #[schemars(extend("enum" = ["inprogress", "completed", "failed"]))]
     pub status: String,
+    #[schemars(schema_with = "date_time")]
     pub started_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "date_time")]
     pub completed_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_value")]
     pub input: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_value")]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -63,7 +92,7 @@ pub struct ExecutionSpec {
 }
 
 /// One step of a run (a `forEach` body step once per item, a `parallel` sub-step, an `onFailure` step).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepRecord {
     pub step_id: String,
@@ -72,20 +101,44 @@ pub struct StepRecord {
     /// `completed`, `failed` or `skipped`.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "date_time")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "date_time")]
     pub completed_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_value")]
     pub input: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_value")]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The key of `.results` the result is kept under (`<id>_<i>` in a `forEach` body).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_as: Option<String>,
+}
+
+/// An RFC 3339 time.
+fn date_time(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "format": "date-time" })
+}
+
+/// Any JSON value (inputs and results).
+fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// The CustomResourceDefinition as YAML (`muster print-crd workflow-execution`,
+/// `deploy/crds/workflowexecution.yaml`).
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt as _;
+    let body = serde_saphyr::to_string(&WorkflowExecutionResource::crd()).unwrap_or_default();
+    format!(
+        "# Generated by `muster print-crd workflow-execution` from src/crd/execution.rs. Do not edit: a test fails when it is stale.\n{body}"
+    )
 }
 
 impl WorkflowExecution {
@@ -200,9 +253,66 @@ impl Default for Retention {
     }
 }
 
+/// Where execution records go: the folder (filesystem mode) or the API (Kubernetes mode). The
+/// same calls for both; the folder's are run off the async threads.
+#[derive(Clone)]
+pub enum ExecutionStore {
+    Files(FileStore),
+    Kubernetes(Box<KubernetesStore>),
+}
+
+impl ExecutionStore {
+    /// Writes `record` whole (its payloads already capped by `truncate`).
+    pub async fn write(&self, record: WorkflowExecution) -> Result<(), Error> {
+        match self {
+            Self::Files(store) => blocking(store, move |store| store.write(&record)).await,
+            Self::Kubernetes(store) => store.write(&record).await,
+        }
+    }
+
+    /// The record with this id, or `None`.
+    pub async fn get(&self, id: &str) -> Result<Option<WorkflowExecution>, Error> {
+        match self {
+            Self::Files(store) => {
+                let id = id.to_owned();
+                blocking(store, move |store| store.get(&id)).await
+            }
+            Self::Kubernetes(store) => store.get(id).await,
+        }
+    }
+
+    /// Every readable record, newest first, and the unreadable ones in words.
+    pub async fn list(&self) -> Result<(Vec<WorkflowExecution>, Vec<String>), Error> {
+        match self {
+            Self::Files(store) => blocking(store, FileStore::list).await,
+            Self::Kubernetes(store) => store.list().await,
+        }
+    }
+
+    /// Deletes records past `retention`; returns how many went.
+    pub async fn prune(&self, now: SystemTime, retention: Retention) -> Result<usize, Error> {
+        match self {
+            Self::Files(store) => blocking(store, move |store| store.prune(now, retention)).await,
+            Self::Kubernetes(store) => store.prune(now, retention).await,
+        }
+    }
+}
+
+/// Runs a folder operation on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    store: &FileStore,
+    work: impl FnOnce(&FileStore) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let store = store.clone();
+    let dir = store.dir.clone();
+    tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .unwrap_or_else(|_| Err(Error::List { dir, source: std::io::Error::other("the folder operation stopped") }))
+}
+
 /// Execution records in `DIR/workflow_executions/` (filesystem mode).
 #[derive(Debug, Clone)]
-pub struct ExecutionStore {
+pub struct FileStore {
     dir: PathBuf,
 }
 
@@ -226,9 +336,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The Kubernetes API refused or failed an operation on WorkflowExecution resources.
+    #[error("{action} WorkflowExecution resources in namespace {namespace}: {reason}")]
+    Api { action: &'static str, namespace: String, reason: String },
 }
 
-impl ExecutionStore {
+impl FileStore {
     pub fn new(config_dir: &Path) -> Self {
         Self { dir: config_dir.join("workflow_executions") }
     }

@@ -24,8 +24,9 @@ pub use workflows::{WorkflowDefinition, workflows_dir};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     File(PathBuf),
-    /// The MCPServer resource `namespace/name` (Kubernetes mode).
+    /// The resource `namespace/name` of `kind` (`MCPServer` or `Workflow`; Kubernetes mode).
     Kubernetes {
+        kind: &'static str,
         namespace: String,
         name: String,
     },
@@ -35,7 +36,9 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File(path) => write!(f, "{}", path.display()),
-            Self::Kubernetes { namespace, name } => write!(f, "mcpserver {namespace}/{name}"),
+            Self::Kubernetes { kind, namespace, name } => {
+                write!(f, "{} {namespace}/{name}", kind.to_ascii_lowercase())
+            }
         }
     }
 }
@@ -77,7 +80,7 @@ pub struct DesiredSet {
     /// leaves it running. Workflow files and the workflows folder are listed here too.
     pub unreadable: Vec<Unreadable>,
     /// Every workflow that parsed, valid or not; its `status` says which. The supervisor writes
-    /// each status back; nothing runs them yet (issue 15, part 2).
+    /// each status back and gives the valid ones to the router as `workflow_<name>` tools.
     pub workflows: Vec<WorkflowDefinition>,
     /// Workflow files that are not a Workflow at all (bad YAML, no `spec`).
     pub rejected_workflows: Vec<Rejected>,
@@ -355,9 +358,19 @@ fn too_large(bytes: u64) -> String {
 }
 
 /// Validates already-parsed resources (Kubernetes mode): the same rules and the same
-/// duplicate-name check as files.
-pub fn desired_set_of(resources: Vec<(McpServer, Source)>) -> DesiredSet {
+/// duplicate-name checks as files, for servers and workflows.
+pub fn desired_set_of(
+    resources: Vec<(McpServer, Source)>,
+    workflows: Vec<Result<WorkflowDefinition, Rejected>>,
+) -> DesiredSet {
     let mut snapshot = DesiredSet::default();
+    for workflow in workflows {
+        match workflow {
+            Ok(definition) => snapshot.workflows.push(definition),
+            Err(rejected) => snapshot.rejected_workflows.push(rejected),
+        }
+    }
+    workflows::reject_duplicate_names(&mut snapshot);
     for (server, source) in resources {
         let problems = server.validate();
         if problems.is_empty() {

@@ -1,4 +1,4 @@
-//! `Sink`: where a server's status and events go. In filesystem mode, the status block of the
+//! `Sink`: where a resource's status and events go. In filesystem mode, the status block of the
 //! resource's own file (`status::write_to_file`) and the log; in Kubernetes mode, the status
 //! subresource and Kubernetes Events (`kubernetes.rs`), written by the leader among the replicas
 //! only (`leader.rs`). The supervisor is its only user.
@@ -24,39 +24,39 @@ impl Sink {
                     tracing::warn!(path = %path.display(), error = %e, "cannot write status");
                 }
             }
-            (Source::Kubernetes { namespace, name }, Self::Kubernetes { status: writer, .. }) => {
+            (Source::Kubernetes { namespace, name, .. }, Self::Kubernetes { status: writer, .. }) => {
                 writer.write(namespace, name, status);
             }
             (Source::Kubernetes { .. }, Self::Files) => {}
         }
     }
 
-    /// A workflow's status. In filesystem mode, into its file; Workflow CRs are not watched yet,
-    /// so no Kubernetes source reaches here.
+    /// A workflow's status: into its file, or the Workflow resource's status subresource.
     pub fn write_workflow(&self, source: &Source, status: &WorkflowStatus) {
-        match source {
-            Source::File(path) => {
+        match (source, self) {
+            (Source::File(path), _) => {
                 if let Err(e) = super::status::write_to_file(path, status) {
                     tracing::warn!(path = %path.display(), error = %e, "cannot write workflow status");
                 }
             }
-            Source::Kubernetes { namespace, name } => {
-                tracing::debug!(namespace, name, "workflow status in Kubernetes mode is not written yet");
+            (Source::Kubernetes { namespace, name, .. }, Self::Kubernetes { status: writer, .. }) => {
+                writer.write_workflow(namespace, name, status);
             }
+            (Source::Kubernetes { .. }, Self::Files) => {}
         }
     }
 
     /// The server's resource was deleted: its status is no longer kept for a new leader.
     pub fn forget(&self, source: &Source) {
-        if let (Source::Kubernetes { namespace, name }, Self::Kubernetes { status, .. }) = (source, self) {
+        if let (Source::Kubernetes { namespace, name, .. }, Self::Kubernetes { status, .. }) = (source, self) {
             status.forget(namespace, name);
         }
     }
 
     pub fn event(&self, source: &Source, reason: Reason, note: String, warning: bool) {
         tracing::info!(source = %source, reason = reason.as_str(), note, "event");
-        if let (Source::Kubernetes { namespace, name }, Self::Kubernetes { events, .. }) = (source, self) {
-            events.publish(namespace, name, reason.as_str(), note, warning);
+        if let (Source::Kubernetes { kind, namespace, name }, Self::Kubernetes { events, .. }) = (source, self) {
+            events.publish((kind, namespace, name), reason.as_str(), note, warning);
         }
     }
 }

@@ -38,12 +38,12 @@ pub struct Core {
     events: EventLog,
     /// The effective config with secrets as `***`.
     config: Value,
-    /// Where workflow runs are recorded (filesystem mode).
-    recorder: Option<Recorder>,
+    /// Where workflow runs are recorded: the folder, or WorkflowExecution resources.
+    recorder: Recorder,
 }
 
 impl Core {
-    pub fn new(config: &Config, services: ServiceHandle, events: EventLog) -> Self {
+    pub fn new(config: &Config, services: ServiceHandle, events: EventLog, executions: ExecutionStore) -> Self {
         Self {
             admin_groups: config.admin_groups.clone(),
             sign_in: config.oauth.is_some(),
@@ -51,16 +51,18 @@ impl Core {
             services,
             events,
             config: config_view(config),
-            recorder: config
-                .kubernetes
-                .is_none()
-                .then(|| Recorder::new(ExecutionStore::new(&config.dir), Retention::default())),
+            recorder: Recorder::new(executions, Retention::default()),
         }
     }
 
-    /// Where workflow runs are recorded: `None` in Kubernetes mode (not recorded yet).
-    pub fn recorder(&self) -> Option<&Recorder> {
-        self.recorder.as_ref()
+    /// Where workflow runs are recorded.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    /// The event ring `core_events` reads (workflow runs record theirs here).
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     /// Whether `caller` may use the mutating tools.

@@ -2,10 +2,13 @@
 //! through `GatewayServer::dispatch`, the agent's own path (the caller's identity, so token
 //! exchange and per-user sessions apply; family instances resolve as in a direct call). The run
 //! ends at its deadline or on the agent's cancellation (`workflow::run`), and its execution record
-//! is saved before the answer goes out.
+//! is saved before the answer goes out. Each run puts `WorkflowExecutionStarted` and then
+//! `WorkflowExecutionCompleted` or `WorkflowExecutionFailed` (Muster's reasons) in the event ring. An agent that sent a `progressToken` hears
+//! `notifications/progress` after each top-level step (steps done of the step count, the step
+//! named); the steps' own calls carry no token, so their upstream progress (another scale) stays out.
 
 use futures::future::BoxFuture;
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::model::{CallToolResult, ContentBlock, ProgressNotification, ProgressNotificationParam, ServerNotification};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +17,7 @@ use crate::backend::UpstreamResult;
 use crate::caller::Caller;
 use crate::crd::execution::SUBJECT_ANNOTATION;
 use crate::routing::catalog::WorkflowRoute;
+use crate::supervisor::events::Event;
 use crate::workflow::{self, CallResult, Dispatch, Limits};
 
 /// How deep workflows may call workflows (`workflow nesting deeper than 8`).
@@ -48,15 +52,29 @@ pub(super) async fn call(
     if depth >= MAX_DEPTH {
         return failure(format!("workflow nesting deeper than {MAX_DEPTH} at {name}"));
     }
+    let core = server.core.as_deref();
+    let namespace = route.workflow.metadata.namespace.as_deref().unwrap_or("default");
+    let event = |reason, message| Event::new("Workflow", name, namespace, reason, message);
+    if let Some(core) = core {
+        core.events().record(event("WorkflowExecutionStarted", format!("workflow {name} started")));
+    }
     let steps = Steps { server, caller };
     let args = arguments.map_or(Value::Null, Value::Object);
     let run = workflow::run(&route.workflow, args, &steps, &caller.ct, Limits::default());
     let mut outcome = DEPTH.scope(depth + 1, run).await;
-    if let Some(recorder) = server.core.as_deref().and_then(super::core::Core::recorder) {
+    if let Some(core) = core {
+        let (id, spec) = (outcome.execution.id(), &outcome.execution.spec);
+        let ended = match &spec.error {
+            Some(error) => {
+                event("WorkflowExecutionFailed", format!("execution {id} failed: {}", first_line(error))).warning(true)
+            }
+            None => event("WorkflowExecutionCompleted", format!("execution {id} completed in {} ms", spec.duration_ms)),
+        };
+        core.events().record(ended);
         if let Some(subject) = super::core::subject_of(caller) {
             outcome.execution.metadata.annotations.insert(SUBJECT_ANNOTATION.to_owned(), subject);
         }
-        recorder.save(outcome.execution.clone()).await;
+        core.recorder().save(outcome.execution.clone()).await;
     }
     let text = match &outcome.body {
         Value::String(s) => s.clone(),
@@ -71,6 +89,13 @@ pub(super) async fn call(
         result.structured_content = Some(Value::Object(body));
     }
     result.into()
+}
+
+/// An event's message holds one line of at most 500 bytes of an error.
+fn first_line(text: &str) -> &str {
+    let line = text.lines().next().unwrap_or_default();
+    let end = (0..=line.len().min(500)).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+    &line[..end]
 }
 
 fn failure(message: String) -> UpstreamResult {
@@ -97,7 +122,7 @@ impl Dispatch for Steps<'_> {
             };
             // The agent's identity and reply path, with the run's token: the run's deadline and
             // the agent's cancellation reach the upstream; onFailure runs on after the agent left.
-            let caller = Caller { ct: stop.clone(), ..self.caller.clone() };
+            let caller = Caller { ct: stop.clone(), progress_token: None, ..self.caller.clone() };
             let answer = self.server.dispatch(tool, arguments, &caller).await.map_err(|e| {
                 let error = super::error::tool_error(&e);
                 let mut text = first_text(&error).unwrap_or_else(|| e.to_string());
@@ -116,6 +141,21 @@ impl Dispatch for Steps<'_> {
             Ok(CallResult { value: value_of(&result), is_error })
         })
     }
+
+    fn step_ended(&self, done: usize, total: usize, message: String) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(token) = self.caller.progress_token.clone() else { return };
+            let progress =
+                ProgressNotificationParam::new(token, count(done)).with_total(count(total)).with_message(message);
+            let notification = ServerNotification::ProgressNotification(ProgressNotification::new(progress));
+            self.caller.reply_path.notify(notification).await;
+        })
+    }
+}
+
+/// A step count as MCP's progress number (exact far beyond any workflow's length).
+fn count(n: usize) -> f64 {
+    u32::try_from(n).map_or(f64::from(u32::MAX), f64::from)
 }
 
 /// Muster's result capture: the structured content, else the first text parsed as JSON, else

@@ -1,7 +1,8 @@
 //! `EventLog`: the last `CAPACITY` lifecycle events of muster's resources, in memory, for
 //! `core_events`. The supervisor records every MCPServer event it publishes through
 //! `crd::sink::Sink` (with Muster's reasons, `MCPServerCreated`, `MCPServerStarted`, ...); the
-//! `core_*` tools record the Workflow events of the changes they make. The oldest event goes when
+//! `core_*` tools record the Workflow events of the changes they make, and each workflow run its
+//! `WorkflowExecutionStarted`/`Completed`/`Failed`. The oldest event goes when
 //! the ring is full, so memory stays bounded however long muster runs.
 
 use std::collections::VecDeque;

@@ -1,7 +1,7 @@
 //! A run's WorkflowExecution record (`crd/execution.rs`): built from the run's step records when
-//! it ends, and saved by the `Recorder`, which caps its payloads, writes it whole and prunes old
-//! records in the background (at most one pruning at a time, at most once a minute), so a
-//! workflow call never waits for retention.
+//! it ends, and saved by the `Recorder`, which caps its payloads, writes it whole (a file, or a
+//! resource in Kubernetes mode) and prunes old records in the background (at most one pruning at a
+//! time, at most once a minute), so a workflow call never waits for retention.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -81,8 +81,8 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Saves execution records; shared by every run (filesystem mode).
-#[derive(Debug, Clone)]
+/// Saves execution records; shared by every run.
+#[derive(Clone)]
 pub struct Recorder {
     store: ExecutionStore,
     retention: Retention,
@@ -102,17 +102,20 @@ impl Recorder {
     /// Caps the record's payloads and writes it; then starts retention if it is due. A record
     /// that cannot be written is logged: the run's answer does not depend on it.
     pub async fn save(&self, mut record: WorkflowExecution) {
-        let store = self.store.clone();
         let id = record.id().to_owned();
         let workflow = record.spec.workflow_name.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        // Measuring a record means encoding it, up to megabytes: off the async threads.
+        let capped = tokio::task::spawn_blocking(move || {
             execution::truncate(&mut record, MAX_PAYLOAD_BYTES);
-            store.write(&record)
+            record
         })
         .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(workflow, error = %e, "workflow execution not recorded"),
+        match capped {
+            Ok(record) => {
+                if let Err(e) = self.store.write(record).await {
+                    tracing::warn!(workflow, error = %e, "workflow execution not recorded");
+                }
+            }
             Err(e) => tracing::warn!(workflow, execution = id, error = %e, "workflow execution not recorded"),
         }
         self.prune_if_due();
@@ -127,10 +130,12 @@ impl Recorder {
             *last = Some(Instant::now());
         }
         let (store, retention) = (self.store.clone(), self.retention);
-        tokio::task::spawn_blocking(move || match store.prune(SystemTime::now(), retention) {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "old workflow execution records removed"),
-            Err(e) => tracing::warn!(error = %e, "workflow execution retention failed"),
+        tokio::spawn(async move {
+            match store.prune(SystemTime::now(), retention).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "old workflow execution records removed"),
+                Err(e) => tracing::warn!(error = %e, "workflow execution retention failed"),
+            }
         });
     }
 }

@@ -62,9 +62,10 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Runs the top-level steps in order; `Some(error)` when one stopped the run.
+    /// Runs the top-level steps in order; `Some(error)` when one stopped the run. After each, the
+    /// dispatch hears how far the run is (`Dispatch::step_ended`).
     pub(super) async fn steps(&mut self, steps: &[WorkflowStep]) -> Stop {
-        for step in steps {
+        for (done, step) in (1..).zip(steps) {
             if let Ok(mut current) = self.current.lock() {
                 current.clone_from(&step.id);
             }
@@ -75,6 +76,12 @@ impl<'a> Run<'a> {
             } else {
                 self.sub_step(&as_sub(step), false).await
             };
+            let status = self.statuses.get(&step.id).map_or("completed", String::as_str);
+            let message = match &step.tool {
+                Some(tool) => format!("step {} ({tool}) {status}", step.id),
+                None => format!("step {} {status}", step.id),
+            };
+            self.dispatch.step_ended(done, steps.len(), message).await;
             if stop.is_some() {
                 return stop;
             }

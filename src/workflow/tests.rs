@@ -14,6 +14,7 @@ use super::*;
 struct Fake {
     calls: Mutex<Vec<(String, Value)>>,
     cancelled: Mutex<Vec<String>>,
+    progress: Mutex<Vec<(usize, usize, String)>>,
 }
 
 impl Dispatch for Fake {
@@ -43,6 +44,11 @@ impl Dispatch for Fake {
             }
         })
     }
+
+    fn step_ended(&self, done: usize, total: usize, message: String) -> BoxFuture<'_, ()> {
+        self.progress.lock().expect("lock").push((done, total, message));
+        Box::pin(async {})
+    }
 }
 
 fn workflow(yaml: &str) -> Workflow {
@@ -58,6 +64,25 @@ async fn run_it(yaml: &str, args: Value) -> (Outcome, Fake) {
 }
 
 const HEAD: &str = "apiVersion: muster.giantswarm.io/v1alpha1\nkind: Workflow\nmetadata: {name: wf}\nspec:\n";
+
+#[tokio::test]
+async fn each_top_level_step_reports_progress_with_its_outcome() {
+    let yaml = format!(
+        "{HEAD}  steps:\n    - {{id: first, tool: echo}}\n    - {{id: never, tool: echo, condition: {{template: \"false\"}}}}\n    - {{id: tolerated, tool: fail, allowFailure: true}}\n    - id: both\n      parallel: [{{id: p1, tool: echo}}, {{id: p2, tool: echo}}]\n    - {{id: stops, tool: fail}}\n    - {{id: unreached, tool: echo}}\n"
+    );
+    let (outcome, fake) = run_it(&yaml, json!({})).await;
+    assert!(outcome.is_error);
+    let progress = fake.progress.lock().expect("lock").clone();
+    let expected = [
+        (1, 6, "step first (echo) completed"),
+        (2, 6, "step never (echo) skipped"),
+        (3, 6, "step tolerated (fail) failed"),
+        (4, 6, "step both completed"),
+        (5, 6, "step stops (fail) failed"),
+    ];
+    let expected: Vec<(usize, usize, String)> = expected.iter().map(|(d, t, m)| (*d, *t, (*m).to_owned())).collect();
+    assert_eq!(progress, expected, "the step that stops the run is the last report");
+}
 
 #[tokio::test]
 async fn for_each_records_each_iteration_and_restores_vars() {

@@ -87,6 +87,27 @@ fn the_committed_workflow_crd_is_generated_from_the_rust_types() {
 }
 
 #[test]
+fn the_committed_workflow_execution_crd_is_generated_from_the_rust_types() {
+    let committed = std::fs::read_to_string(deploy().join("crds/workflowexecution.yaml")).expect("crd");
+    assert!(
+        committed == muster::crd::execution::crd_yaml(),
+        "deploy/crds/workflowexecution.yaml is stale: run `cargo run -- print-crd workflow-execution > deploy/crds/workflowexecution.yaml`"
+    );
+    let crd: Value = serde_saphyr::from_str(&committed).expect("yaml");
+    assert_eq!(crd["spec"]["names"]["kind"], "WorkflowExecution");
+    assert_eq!(crd["spec"]["names"]["shortNames"], serde_json::json!(["wfe"]));
+    let version = &crd["spec"]["versions"][0];
+    assert!(version["subresources"]["status"].is_null(), "an immutable record: no status subresource");
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let required = spec["required"].as_array().expect("required").clone();
+    for field in ["workflowName", "status", "startedAt"] {
+        assert!(required.contains(&Value::from(field)), "spec.{field} is required: {required:?}");
+    }
+    assert_eq!(spec["properties"]["result"]["x-kubernetes-preserve-unknown-fields"], true);
+    assert!(!committed.contains("default: \"\""), "an empty-string default in the CRD");
+}
+
+#[test]
 fn every_manifest_parses_and_has_its_kind() {
     let docs = all_documents();
     assert!(docs.len() >= 15, "{} documents", docs.len());
@@ -233,6 +254,7 @@ fn check_rbac(docs: &[(PathBuf, Value)]) {
     assert_eq!(grants("muster.giantswarm.io", "mcpservers/status"), ["patch"]);
     assert_eq!(grants("muster.giantswarm.io", "workflows"), ["get", "list", "watch"]);
     assert_eq!(grants("muster.giantswarm.io", "workflows/status"), ["patch"]);
+    assert_eq!(grants("muster.giantswarm.io", "workflowexecutions"), ["create", "get", "list", "delete"]);
     assert!(grants("events.k8s.io", "events").contains(&"create".to_owned()));
     assert_eq!(grants("", "secrets"), ["get"]);
     // Leader election (ADR 0010): create the Lease, get and update it by its name only.

@@ -120,6 +120,108 @@ async fn each_run_is_recorded_and_read_back_through_the_core_tools() {
     assert!(text(&bad_status).contains("is not one of inprogress, completed, failed"), "{}", text(&bad_status));
 }
 
+/// An agent that asks for progress hears one notification per top-level step, naming it; the
+/// steps' upstream progress (the mock's `progress` tool sends three) does not reach it.
+#[actix_web::test]
+async fn a_run_reports_progress_per_step_to_an_agent_that_asks() {
+    let (fleet, _upstreams, muster) = mock_family(|port| config(port, "  toolExposure: direct\n"), &["a"]).await;
+    let noisy = GREET.replace(
+        "      output: true\n",
+        "      output: true\n    - id: noisy\n      tool: x_kubernetes_progress\n      args: {management_cluster: cluster-a}\n",
+    );
+    write_workflow(&fleet, "greet.yaml", &noisy);
+    let client = Client::connect(&muster.mcp_url()).await;
+    wait_for_tool(&client, "workflow_greet").await;
+    let ran = client.call("workflow_greet", json!({"management_cluster": "cluster-a"})).await;
+    assert_ne!(ran.is_error, Some(true), "{}", text(&ran));
+    let notes = eventually(WAIT, "three progress notifications", async || {
+        let notes = client.seen.progress_notes.lock().expect("lock").clone();
+        (notes.len() >= 3).then_some(notes)
+    })
+    .await;
+    let expected = [
+        (1.0, Some(3.0), Some("step hello (x_kubernetes_echo) completed".to_owned())),
+        (2.0, Some(3.0), Some("step noisy (x_kubernetes_progress) completed".to_owned())),
+        (3.0, Some(3.0), Some("step large (x_kubernetes_big) skipped".to_owned())),
+    ];
+    assert_eq!(notes, expected);
+}
+
+/// Each run puts Muster's execution events in the ring: `core_events` shows them, and
+/// `muster events --follow` prints them as they come, until Ctrl-C.
+#[actix_web::test]
+async fn runs_show_as_events_and_the_cli_follows_them() {
+    let (fleet, _upstreams, muster) = mock_family(|port| config(port, "  toolExposure: direct\n"), &["a"]).await;
+    write_workflow(&fleet, "greet.yaml", GREET);
+    let client = Client::connect(&muster.mcp_url()).await;
+    wait_for_tool(&client, "workflow_greet").await;
+
+    // The follower starts before the runs: what it prints comes from its polls.
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["events", "--follow", "--resource-type", "Workflow", "-o", "json", "--endpoint", &muster.mcp_url()])
+        .arg("--config-path")
+        .arg(fleet.dir.path().join("cli-home"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("muster events --follow");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut printed = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let wait_for = |reason: &str, printed: &mut Vec<Value>| {
+        while !printed.iter().any(|l| l["reason"] == reason) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = lines_rx.recv_timeout(left).unwrap_or_else(|_| panic!("the follower printed {reason} in time"));
+            printed.push(serde_json::from_str::<Value>(&line).expect("a JSON line"));
+        }
+    };
+    let ran = client.call("workflow_greet", json!({"management_cluster": "cluster-a"})).await;
+    let id = body(&ran)["execution_id"].as_str().expect("an execution id").to_owned();
+    // The second run only after the follower has printed the first: it must come from a later poll.
+    wait_for("WorkflowExecutionCompleted", &mut printed);
+    let failed = client.call("workflow_greet", json!({"management_cluster": "cluster-z"})).await;
+    let failed_id = body(&failed)["execution_id"].as_str().expect("an execution id").to_owned();
+
+    let events = body(&client.call("core_events", json!({"resourceType": "Workflow", "resourceName": "greet"})).await);
+    let seen: Vec<(String, String)> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (e["reason"].as_str().unwrap_or_default().to_owned(), e["type"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let expected = [
+        ("WorkflowExecutionStarted", "Normal"),
+        ("WorkflowExecutionCompleted", "Normal"),
+        ("WorkflowExecutionStarted", "Normal"),
+        ("WorkflowExecutionFailed", "Warning"),
+    ];
+    let expected: Vec<(String, String)> = expected.iter().map(|(r, t)| ((*r).to_owned(), (*t).to_owned())).collect();
+    assert_eq!(seen, expected, "{events}");
+    let messages = events["events"].to_string();
+    assert!(messages.contains(&format!("execution {id} completed in")), "{messages}");
+    assert!(messages.contains(&format!("execution {failed_id} failed: workflow greet: step hello")), "{messages}");
+
+    // The follower prints each of the four once, as JSON lines.
+    wait_for("WorkflowExecutionFailed", &mut printed);
+    let reasons: Vec<&str> = printed.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(reasons, expected.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>());
+    let pid = follower.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let status = eventually(WAIT, "the follower to stop at Ctrl-C", async || follower.try_wait().expect("wait")).await;
+    assert!(status.success(), "{status}");
+}
+
 /// `muster <args> --endpoint URL`, off the test's runtime (the mock upstreams answer on it).
 async fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
     let home = tempfile::tempdir().expect("tempdir");

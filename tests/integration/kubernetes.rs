@@ -2,6 +2,8 @@
 //! kube-rs client, watcher and reflector: resources created, changed and deleted mid-test drive
 //! the catalog; status lands in the status subresource; Events are published; a `410 Gone` forces
 //! a relist; an API-server outage keeps the last known state; a secret rotation is seen at once.
+//! Workflow resources become `workflow_<name>` tools with their status written back, and each run
+//! leaves a WorkflowExecution resource, capped and pruned as files are.
 
 use std::time::Duration;
 
@@ -140,12 +142,165 @@ async fn kubernetes_mode_fails_hard_when_it_cannot_list() {
     .await;
     assert!(!status.success(), "exits with an error");
     let log = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(log.contains("cannot list MCPServers in namespace muster"), "{log}");
+    assert!(
+        log.contains("cannot list MCPServers in namespace muster")
+            || log.contains("cannot list Workflows in namespace muster"),
+        "{log}"
+    );
     assert!(!log.contains("loaded MCPServer definitions"), "no fallback to the folder:\n{log}");
     // Muster retries the list (with backoff) before giving up, serving /readyz meanwhile: it must
     // have said "not ready" at least once, or the check above proved nothing.
     assert!(log.contains("listing MCPServers failed"), "{log}");
     assert!(saw_not_ready, "/readyz never answered 503 with ready: false before muster exited:\n{log}");
+}
+
+const HELLO: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: Workflow
+metadata: {name: hello, namespace: muster}
+spec:
+  description: Says hello through one
+  args:
+    text: {type: string, required: true}
+  steps:
+    - id: greet
+      tool: x_one_echo
+      args: {text: \"{{ .input.text }}\"}
+      output: true
+";
+
+/// Invalid twice over: an unknown `fromStep`, and a step with both `tool` and `parallel`.
+const BROKEN: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: Workflow
+metadata: {name: broken, namespace: muster}
+spec:
+  steps:
+    - id: first
+      tool: x_one_whoami
+      condition: {fromStep: nowhere, expect: {success: true}}
+    - id: second
+      tool: x_one_whoami
+      parallel: [{id: inner, tool: x_one_whoami}]
+";
+
+#[actix_web::test]
+async fn workflow_resources_become_tools_and_get_their_status() {
+    let api = FakeKube::start(free_port()).await;
+    let one = MockUpstream::start("one", free_port()).await;
+    api.apply(NS, &http_server("one", &one.url(), ""));
+    api.apply(NS, HELLO);
+    api.apply(NS, BROKEN);
+    let port = free_port();
+    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "  toolExposure: direct\n")));
+    let kubeconfig = api.kubeconfig(fleet.dir.path());
+    let muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
+    muster.wait_ready().await;
+    let client = Client::connect(&muster.mcp_url()).await;
+
+    eventually(WAIT, "workflow_hello", async || has_tool(&client, "workflow_hello").await.then_some(())).await;
+    let ran = client.call("workflow_hello", serde_json::json!({"text": "hi"})).await;
+    assert_ne!(ran.is_error, Some(true), "{}", text(&ran));
+    assert!(text(&ran).contains("one:hi"), "{}", text(&ran));
+    assert!(!has_tool(&client, "workflow_broken").await, "an invalid workflow is no tool");
+
+    // Status lands in each Workflow's status subresource.
+    let status = eventually(WAIT, "hello's status", async || {
+        let s = api.status_of("workflows", NS, "hello");
+        s["valid"].is_boolean().then_some(s)
+    })
+    .await;
+    assert_eq!(status, serde_json::json!({"valid": true, "referencedTools": ["x_one_echo"], "stepCount": 1}));
+    let broken = eventually(WAIT, "broken's status", async || {
+        let s = api.status_of("workflows", NS, "broken");
+        s["valid"].is_boolean().then_some(s)
+    })
+    .await;
+    assert_eq!(broken["valid"], false, "{broken}");
+    let errors = broken["validationErrors"].to_string();
+    assert!(errors.contains("spec.steps[first].condition.fromStep"), "{errors}");
+    assert!(errors.contains("spec.steps[second]"), "{errors}");
+    assert_eq!(broken["stepCount"], 2);
+
+    // A changed spec is written once more; muster's own writes, which come back as changes, are
+    // not written again (no feedback loop), and broken's unchanged status is left alone.
+    let before = api.status_patches("workflows");
+    api.apply(NS, &HELLO.replace("output: true", "output: true\n    - {id: again, tool: x_one_whoami}"));
+    eventually(WAIT, "hello's new stepCount", async || {
+        (api.status_of("workflows", NS, "hello")["stepCount"] == 2).then_some(())
+    })
+    .await;
+    // A barrier: statuses are written in order, by one task, so once a later workflow's status
+    // is there, any rewrite that hello's write set off would have been sent too.
+    api.apply(NS, &HELLO.replace("name: hello", "name: later"));
+    eventually(WAIT, "later's status", async || api.status_of("workflows", NS, "later")["valid"].as_bool()).await;
+    assert_eq!(api.status_patches("workflows"), before + 2, "status written again without a change");
+
+    api.delete_resource("workflows", NS, "hello");
+    eventually(WAIT, "workflow_hello removed", async || (!has_tool(&client, "workflow_hello").await).then_some(()))
+        .await;
+}
+
+/// A record of muster's from 30 days ago: retention removes it.
+const OLD_RECORD: &str = "apiVersion: muster.giantswarm.io/v1alpha1
+kind: WorkflowExecution
+metadata: {name: 00000000-0000-4000-8000-000000000000, namespace: muster}
+spec: {workflowName: hello, status: completed, startedAt: \"2020-01-01T00:00:00Z\", durationMs: 5}
+";
+
+#[actix_web::test]
+async fn each_run_is_a_workflow_execution_resource_read_back_through_the_core_tools() {
+    let api = FakeKube::start(free_port()).await;
+    let one = MockUpstream::start("one", free_port()).await;
+    api.apply(NS, &http_server("one", &one.url(), ""));
+    let big = HELLO.replace("name: hello", "name: big").replace(
+        "output: true",
+        "output: true
+    - {id: large, tool: x_one_big, args: {bytes: 400000}}",
+    );
+    api.apply(NS, &big);
+    api.apply(NS, OLD_RECORD);
+    let port = free_port();
+    // Muster's own namespace is `namespace`, even when `namespaces` names it later.
+    let fleet = Fleet::new(&format!(
+        "{}kubernetes: true\nnamespace: {NS}\nnamespaces: [other, {NS}]\n",
+        config(port, "  toolExposure: direct\n")
+    ));
+    let kubeconfig = api.kubeconfig(fleet.dir.path());
+    let muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
+    muster.wait_ready().await;
+    let client = Client::connect(&muster.mcp_url()).await;
+    eventually(WAIT, "workflow_big", async || has_tool(&client, "workflow_big").await.then_some(())).await;
+
+    let ran = client.call("workflow_big", serde_json::json!({"text": "hi"})).await;
+    assert_ne!(ran.is_error, Some(true), "{}", text(&ran));
+    let answer: serde_json::Value = serde_json::from_str(&text(&ran)).expect("a JSON answer");
+    let id = answer["execution_id"].as_str().expect("an execution id").to_owned();
+    let resource = api.object("workflowexecutions", NS, &id).expect("the record is a resource in muster's namespace");
+    assert_eq!(resource["kind"], "WorkflowExecution");
+    assert_eq!(resource["spec"]["workflowName"], "big");
+    assert_eq!(resource["spec"]["status"], "completed");
+    assert_eq!(resource["spec"]["truncated"], true, "a 400 KB result is cut");
+    assert!(resource.to_string().len() <= 300 * 1024, "{} bytes", resource.to_string().len());
+
+    let got =
+        client.call("core_workflow_execution_get", serde_json::json!({"execution_id": id, "step_id": "large"})).await;
+    assert_ne!(got.is_error, Some(true), "{}", text(&got));
+    assert!(text(&got).contains("[truncated: payload exceeded retention size limit]"), "{}", text(&got));
+    let failed = client.call("workflow_big", serde_json::json!({})).await;
+    assert_eq!(failed.is_error, Some(true), "the required argument is missing");
+    let failures = client.call("core_workflow_execution_list", serde_json::json!({"status": "failed"})).await;
+    let failures: serde_json::Value = serde_json::from_str(&text(&failures)).expect("JSON");
+    assert_eq!(failures["total"], 1, "{failures}");
+    assert!(failures["executions"][0]["error"].as_str().unwrap_or_default().contains("required field 'text'"));
+
+    // Retention ran after the first record: the 30-day-old one is gone, the new ones stay.
+    eventually(WAIT, "the old record deleted", async || {
+        api.object("workflowexecutions", NS, "00000000-0000-4000-8000-000000000000").is_none().then_some(())
+    })
+    .await;
+    let all = client.call("core_workflow_execution_list", serde_json::json!({})).await;
+    let all: serde_json::Value = serde_json::from_str(&text(&all)).expect("JSON");
+    assert_eq!(all["total"], 2, "{all}");
+    assert_eq!(all["executions"][1]["id"], id, "newest first");
 }
 
 /// Client credentials come from the Secret API; a rotated secret is read on the next lookup.

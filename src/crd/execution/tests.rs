@@ -86,7 +86,7 @@ fn many_medium_step_results_are_cut_oldest_first_until_it_fits() {
 #[test]
 fn the_store_writes_reads_and_lists_records_newest_first() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = ExecutionStore::new(dir.path());
+    let store = FileStore::new(dir.path());
     assert_eq!(store.list().expect("empty").0, Vec::new(), "no folder yet is no records");
     let mut older = record("0f0e0d0c-0000-4000-8000-000000000001", json!({}), json!({}), Vec::new());
     older.spec.started_at = Utc::now() - chrono::Duration::minutes(5);
@@ -112,7 +112,7 @@ fn the_store_writes_reads_and_lists_records_newest_first() {
 #[test]
 fn retention_removes_records_past_the_age_and_beyond_the_count() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = ExecutionStore::new(dir.path());
+    let store = FileStore::new(dir.path());
     let now = SystemTime::now();
     let day = Duration::from_secs(24 * 3600);
     // Written 0, 1, …, 5 days ago, plus one 30 days ago.
@@ -123,7 +123,7 @@ fn retention_removes_records_past_the_age_and_beyond_the_count() {
         let file = std::fs::File::options().write(true).open(store.dir().join(format!("{id}.json"))).expect("open");
         file.set_modified(now - day * u32::try_from(*age).expect("small")).expect("set mtime");
     }
-    let ids = |store: &ExecutionStore| -> Vec<String> {
+    let ids = |store: &FileStore| -> Vec<String> {
         let mut ids: Vec<String> = store.list().expect("list").0.iter().map(|r| r.id().to_owned()).collect();
         ids.sort();
         ids

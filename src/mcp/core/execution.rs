@@ -1,5 +1,6 @@
 //! `core_workflow_execution_list` and `core_workflow_execution_get`: the WorkflowExecution records
-//! of `DIR/workflow_executions/` (`crd/execution.rs`), newest first.
+//! of `DIR/workflow_executions/`, or the resources in Kubernetes mode (`crd/execution.rs`), newest
+//! first.
 //!
 //! **Who sees what:** an administrator sees every record; anyone else only the runs they started
 //! (the record's `muster.giantswarm.io/subject-hash` annotation against the caller's own), since a
@@ -29,7 +30,6 @@ fn may_read(core: &Core, caller: &Caller, record: &WorkflowExecution) -> bool {
 }
 
 pub(super) async fn list(core: &Core, args: &JsonObject, caller: &Caller) -> CallToolResult {
-    let Some(recorder) = core.recorder.clone() else { return not_recorded("core_workflow_execution_list") };
     let limit = match count(args, "limit", DEFAULT_LIMIT) {
         Ok(limit) => limit.clamp(1, MAX_LIMIT),
         Err(refused) => return refused,
@@ -45,11 +45,9 @@ pub(super) async fn list(core: &Core, args: &JsonObject, caller: &Caller) -> Cal
             "core_workflow_execution_list: status {status:?} is not one of inprogress, completed, failed"
         ));
     }
-    let listed = tokio::task::spawn_blocking(move || recorder.store().list()).await;
-    let records = match listed {
-        Ok(Ok((records, _unreadable))) => records,
-        Ok(Err(e)) => return error(format!("core_workflow_execution_list: {e}")),
-        Err(_) => return error("core_workflow_execution_list: the listing stopped".to_owned()),
+    let records = match core.recorder.store().list().await {
+        Ok((records, _unreadable)) => records,
+        Err(e) => return error(format!("core_workflow_execution_list: {e}")),
     };
     let matching: Vec<&WorkflowExecution> = records
         .iter()
@@ -63,7 +61,6 @@ pub(super) async fn list(core: &Core, args: &JsonObject, caller: &Caller) -> Cal
 
 pub(super) async fn get(core: &Core, args: &JsonObject, caller: &Caller) -> CallToolResult {
     const TOOL: &str = "core_workflow_execution_get";
-    let Some(recorder) = core.recorder.clone() else { return not_recorded(TOOL) };
     let Some(id) = string(args, "execution_id") else {
         return error(format!("{TOOL} needs an \"execution_id\" argument"));
     };
@@ -72,11 +69,9 @@ pub(super) async fn get(core: &Core, args: &JsonObject, caller: &Caller) -> Call
         Some(Value::Bool(include)) => *include,
         Some(_) => return error(format!("{TOOL}: include_steps must be true or false")),
     };
-    let lookup = id.clone();
-    let found = match tokio::task::spawn_blocking(move || recorder.store().get(&lookup)).await {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => return error(format!("{TOOL}: {e}")),
-        Err(_) => return error(format!("{TOOL}: the lookup stopped")),
+    let found = match core.recorder.store().get(&id).await {
+        Ok(found) => found,
+        Err(e) => return error(format!("{TOOL}: {e}")),
     };
     // Someone else's run is "not found", so ids cannot be probed.
     let Some(mut record) = found.filter(|r| may_read(core, caller, r)) else {
@@ -115,8 +110,4 @@ fn count(args: &JsonObject, key: &str, default: usize) -> Result<usize, CallTool
             error(format!("core_workflow_execution_list: {key} must be a whole number of at least 0, not {value}"))
         }),
     }
-}
-
-fn not_recorded(tool: &str) -> CallToolResult {
-    error(format!("{tool}: workflow executions are recorded in filesystem mode only (DIR/workflow_executions)"))
 }

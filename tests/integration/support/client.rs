@@ -9,10 +9,15 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, ServiceExt as _};
 use serde_json::Value;
 
+/// One progress notification: progress, total, message.
+pub type ProgressNote = (f64, Option<f64>, Option<String>);
+
 #[derive(Default)]
 pub struct Seen {
     pub tools_changed: AtomicUsize,
     pub progress: std::sync::Mutex<Vec<f64>>,
+    /// Every progress notification whole.
+    pub progress_notes: std::sync::Mutex<Vec<ProgressNote>>,
 }
 
 #[derive(Clone, Default)]
@@ -29,6 +34,7 @@ impl ClientHandler for Recorder {
 
     async fn on_progress(&self, params: ProgressNotificationParam, _: NotificationContext<RoleClient>) {
         self.0.progress.lock().expect("lock").push(params.progress);
+        self.0.progress_notes.lock().expect("lock").push((params.progress, params.total, params.message));
     }
 }
 

@@ -1,8 +1,9 @@
 //! A fake Kubernetes API server over HTTP, enough for kube-rs's real client, watcher and
-//! reflector: list with `resourceVersion`, watch streams (newline-delimited events), `410 Gone`
-//! after a compaction (forcing a relist), the status subresource (merge patch), Events, Secrets,
-//! and Leases (get, create, replace with the `resourceVersion` check: 409 on a stale one). It
-//! records who wrote each status and Event (the bearer token of the caller's kubeconfig, see
+//! reflector: muster's resources (`mcpservers`, `workflows`, `workflowexecutions`) with list
+//! (`resourceVersion`), watch streams (newline-delimited events), `410 Gone` after a compaction
+//! (forcing a relist), create, get and delete, the status subresource (merge patch), Events,
+//! Secrets, and Leases (get, create, replace with the `resourceVersion` check: 409 on a stale one).
+//! It records who wrote each status and Event (the bearer token of the caller's kubeconfig, see
 //! `kubeconfig_as`). It can be stopped and started again on the same port with its data kept.
 
 use std::collections::BTreeMap;
@@ -16,18 +17,24 @@ use tokio::sync::broadcast;
 const GROUP_PATH: &str = "/apis/muster.giantswarm.io/v1alpha1";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases";
 
+/// (resource, namespace, name): the resource is the plural of the URL (`mcpservers`).
+type Key = (String, String, String);
+
+/// One change as a watch sees it: (resourceVersion, resource, namespace, event).
+type Change = (u64, String, String, Value);
+
 #[derive(Default)]
 pub struct Store {
     rv: u64,
-    /// (namespace, name) -> object
-    objects: BTreeMap<(String, String), Value>,
+    objects: BTreeMap<Key, Value>,
     /// Every change, for watches that resume from a resourceVersion.
-    history: Vec<(u64, String, Value)>,
+    history: Vec<Change>,
     /// Watches from before this resourceVersion get 410 Gone.
     compacted_before: u64,
     secrets: BTreeMap<(String, String), Value>,
     pub events: Vec<Value>,
-    pub status_patches: u64,
+    /// Status patches by resource (`mcpservers`, `workflows`).
+    status_patches: BTreeMap<String, u64>,
     /// (writer, namespace, name) of every status patch; the writer is the caller's token.
     pub status_writes: Vec<(String, String, String)>,
     /// The writer of each entry of `events`.
@@ -41,7 +48,7 @@ pub struct Store {
 pub struct FakeKube {
     pub port: u16,
     pub store: Arc<Mutex<Store>>,
-    changes: broadcast::Sender<(u64, String, Value)>,
+    changes: broadcast::Sender<Change>,
     server: Option<actix_web::dev::ServerHandle>,
 }
 
@@ -60,9 +67,12 @@ impl FakeKube {
             App::new()
                 .app_data(store.clone())
                 .app_data(changes.clone())
-                .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/mcpservers"), web::get().to(list_or_watch))
+                .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}"), web::get().to(list_or_watch))
+                .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}"), web::post().to(create))
+                .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}/{{name}}"), web::get().to(get))
+                .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}/{{name}}"), web::delete().to(remove))
                 .route(
-                    &format!("{GROUP_PATH}/namespaces/{{ns}}/mcpservers/{{name}}/status"),
+                    &format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}/{{name}}/status"),
                     web::patch().to(patch_status),
                 )
                 .route("/apis/events.k8s.io/v1/namespaces/{ns}/events", web::post().to(create_event))
@@ -111,14 +121,16 @@ impl FakeKube {
         path
     }
 
-    /// Creates or replaces an MCPServer from its YAML (apiVersion/kind/metadata/spec).
+    /// Creates or replaces a resource from its YAML (apiVersion/kind/metadata/spec); its kind
+    /// says which (`MCPServer`, `Workflow`).
     pub fn apply(&self, namespace: &str, yaml: &str) {
-        let mut object: Value = serde_saphyr::from_str(yaml).expect("MCPServer YAML");
+        let mut object: Value = serde_saphyr::from_str(yaml).expect("resource YAML");
         let name = object["metadata"]["name"].as_str().expect("name").to_owned();
+        let resource = plural(object["kind"].as_str().expect("kind"));
         let mut store = self.store.lock().expect("lock");
         store.rv += 1;
         let rv = store.rv;
-        let key = (namespace.to_owned(), name.clone());
+        let key = (resource, namespace.to_owned(), name.clone());
         let kind = if store.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
         if let Some(existing) = store.objects.get(&key) {
             object["status"] = existing["status"].clone();
@@ -130,9 +142,15 @@ impl FakeKube {
         record(&mut store, &self.changes, rv, kind, object);
     }
 
+    /// Deletes an MCPServer.
     pub fn delete(&self, namespace: &str, name: &str) {
+        self.delete_resource("mcpservers", namespace, name);
+    }
+
+    pub fn delete_resource(&self, resource: &str, namespace: &str, name: &str) {
         let mut store = self.store.lock().expect("lock");
-        let Some(mut object) = store.objects.remove(&(namespace.to_owned(), name.to_owned())) else { return };
+        let key = (resource.to_owned(), namespace.to_owned(), name.to_owned());
+        let Some(mut object) = store.objects.remove(&key) else { return };
         store.rv += 1;
         let rv = store.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -145,7 +163,7 @@ impl FakeKube {
         store.compacted_before = store.rv + 1;
         store.history.clear();
         // Open watches learn about it at once, as from a real apiserver.
-        let _ = self.changes.send((0, String::new(), gone()));
+        let _ = self.changes.send((0, String::new(), String::new(), gone()));
     }
 
     pub fn set_secret(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
@@ -159,9 +177,23 @@ impl FakeKube {
         self.store.lock().expect("lock").secrets.insert((namespace.to_owned(), name.to_owned()), secret);
     }
 
+    /// An MCPServer's status.
     pub fn status(&self, namespace: &str, name: &str) -> Value {
+        self.status_of("mcpservers", namespace, name)
+    }
+
+    pub fn status_of(&self, resource: &str, namespace: &str, name: &str) -> Value {
+        self.object(resource, namespace, name).map(|o| o["status"].clone()).unwrap_or_default()
+    }
+
+    pub fn object(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         let store = self.store.lock().expect("lock");
-        store.objects.get(&(namespace.to_owned(), name.to_owned())).map(|o| o["status"].clone()).unwrap_or_default()
+        store.objects.get(&(resource.to_owned(), namespace.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// How many status patches `resource` got.
+    pub fn status_patches(&self, resource: &str) -> u64 {
+        self.store.lock().expect("lock").status_patches.get(resource).copied().unwrap_or(0)
     }
 
     /// Who wrote status, in order (the callers' tokens).
@@ -203,11 +235,27 @@ impl FakeKube {
     }
 }
 
-fn record(store: &mut Store, changes: &broadcast::Sender<(u64, String, Value)>, rv: u64, kind: &str, object: Value) {
+/// The URL's resource for a kind (`MCPServer` → `mcpservers`).
+fn plural(kind: &str) -> String {
+    format!("{}s", kind.to_ascii_lowercase())
+}
+
+/// The kind of a URL's resource, as list answers name it.
+fn kind_of(resource: &str) -> &'static str {
+    match resource {
+        "mcpservers" => "MCPServer",
+        "workflows" => "Workflow",
+        "workflowexecutions" => "WorkflowExecution",
+        _ => "Unknown",
+    }
+}
+
+fn record(store: &mut Store, changes: &broadcast::Sender<Change>, rv: u64, kind: &str, object: Value) {
     let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let resource = plural(object["kind"].as_str().unwrap_or_default());
     let event = json!({"type": kind, "object": object});
-    store.history.push((rv, namespace.clone(), event.clone()));
-    let _ = changes.send((rv, namespace, event));
+    store.history.push((rv, resource.clone(), namespace.clone(), event.clone()));
+    let _ = changes.send((rv, resource, namespace, event));
 }
 
 fn gone() -> Value {
@@ -224,21 +272,25 @@ fn status_error(code: u16, reason: &str, message: &str) -> HttpResponse {
 
 async fn list_or_watch(
     req: HttpRequest,
-    path: web::Path<String>,
+    path: web::Path<(String, String)>,
     store: web::Data<Arc<Mutex<Store>>>,
-    changes: web::Data<broadcast::Sender<(u64, String, Value)>>,
+    changes: web::Data<broadcast::Sender<Change>>,
 ) -> HttpResponse {
-    let namespace = path.into_inner();
+    let (namespace, resource) = path.into_inner();
     let query: BTreeMap<String, String> = reqwest::Url::parse(&format!("http://fake/?{}", req.query_string()))
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default();
     let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     if !watch {
         let store = store.lock().expect("lock");
-        let items: Vec<Value> =
-            store.objects.iter().filter(|((ns, _), _)| *ns == namespace).map(|(_, o)| o.clone()).collect();
+        let items: Vec<Value> = store
+            .objects
+            .iter()
+            .filter(|((r, ns, _), _)| *r == resource && *ns == namespace)
+            .map(|(_, o)| o.clone())
+            .collect();
         return HttpResponse::Ok().json(json!({
-            "apiVersion": "muster.giantswarm.io/v1alpha1", "kind": "MCPServerList",
+            "apiVersion": "muster.giantswarm.io/v1alpha1", "kind": format!("{}List", kind_of(&resource)),
             "metadata": {"resourceVersion": store.rv.to_string()}, "items": items,
         }));
     }
@@ -249,8 +301,8 @@ async fn list_or_watch(
         let replay: Vec<Value> = store
             .history
             .iter()
-            .filter(|(rv, ns, _)| *rv > from && *ns == namespace)
-            .map(|(_, _, e)| e.clone())
+            .filter(|(rv, r, ns, _)| *rv > from && *r == resource && *ns == namespace)
+            .map(|(_, _, _, e)| e.clone())
             .collect();
         (replay, from < store.compacted_before)
     };
@@ -264,12 +316,12 @@ async fn list_or_watch(
             let _ = tx.send(line(event));
         }
         actix_web::rt::spawn(async move {
-            while let Ok((rv, ns, event)) = live.recv().await {
+            while let Ok((rv, r, ns, event)) = live.recv().await {
                 if rv == 0 {
                     let _ = tx.send(line(&event)); // compaction: 410 to every open watch
                     return;
                 }
-                if rv > from && ns == namespace && tx.send(line(&event)).is_err() {
+                if rv > from && r == resource && ns == namespace && tx.send(line(&event)).is_err() {
                     return;
                 }
             }
@@ -292,25 +344,78 @@ fn writer(req: &HttpRequest) -> String {
 
 async fn patch_status(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<(String, String, String)>,
     body: web::Json<Value>,
     store: web::Data<Arc<Mutex<Store>>>,
-    changes: web::Data<broadcast::Sender<(u64, String, Value)>>,
+    changes: web::Data<broadcast::Sender<Change>>,
 ) -> HttpResponse {
-    let (namespace, name) = path.into_inner();
+    let (namespace, resource, name) = path.into_inner();
     let mut store = store.lock().expect("lock");
-    let key = (namespace.clone(), name.clone());
+    let key = (resource.clone(), namespace.clone(), name.clone());
     let Some(mut object) = store.objects.get(&key).cloned() else {
-        return status_error(404, "NotFound", &format!("mcpservers {name} not found"));
+        return status_error(404, "NotFound", &format!("{resource} {name} not found"));
     };
     object["status"] = body.0["status"].clone();
     store.rv += 1;
     let rv = store.rv;
     object["metadata"]["resourceVersion"] = json!(rv.to_string());
     store.objects.insert(key, object.clone());
-    store.status_patches += 1;
+    *store.status_patches.entry(resource).or_default() += 1;
     store.status_writes.push((writer(&req), namespace, name));
     record(&mut store, &changes, rv, "MODIFIED", object.clone());
+    HttpResponse::Ok().json(object)
+}
+
+/// POST: creates an object (409 when the name is taken), as `kubectl create` does.
+async fn create(
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+    store: web::Data<Arc<Mutex<Store>>>,
+    changes: web::Data<broadcast::Sender<Change>>,
+) -> HttpResponse {
+    let (namespace, resource) = path.into_inner();
+    let mut object = body.0;
+    let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
+        return status_error(422, "Invalid", "metadata.name: Required value");
+    };
+    let mut store = store.lock().expect("lock");
+    let key = (resource.clone(), namespace.clone(), name.clone());
+    if store.objects.contains_key(&key) {
+        return status_error(409, "AlreadyExists", &format!("{resource} {name:?} already exists"));
+    }
+    store.rv += 1;
+    let rv = store.rv;
+    object["metadata"]["namespace"] = json!(namespace);
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    object["metadata"]["uid"] = json!(format!("uid-{namespace}-{name}"));
+    object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    store.objects.insert(key, object.clone());
+    record(&mut store, &changes, rv, "ADDED", object.clone());
+    HttpResponse::Created().json(object)
+}
+
+async fn get(path: web::Path<(String, String, String)>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
+    let (namespace, resource, name) = path.into_inner();
+    match store.lock().expect("lock").objects.get(&(resource.clone(), namespace, name.clone())) {
+        Some(object) => HttpResponse::Ok().json(object),
+        None => status_error(404, "NotFound", &format!("{resource} {name:?} not found")),
+    }
+}
+
+async fn remove(
+    path: web::Path<(String, String, String)>,
+    store: web::Data<Arc<Mutex<Store>>>,
+    changes: web::Data<broadcast::Sender<Change>>,
+) -> HttpResponse {
+    let (namespace, resource, name) = path.into_inner();
+    let mut store = store.lock().expect("lock");
+    let Some(mut object) = store.objects.remove(&(resource.clone(), namespace, name.clone())) else {
+        return status_error(404, "NotFound", &format!("{resource} {name:?} not found"));
+    };
+    store.rv += 1;
+    let rv = store.rv;
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    record(&mut store, &changes, rv, "DELETED", object.clone());
     HttpResponse::Ok().json(object)
 }
 
