@@ -441,20 +441,25 @@ async fn create_lease(
     store: web::Data<Arc<Mutex<Store>>>,
 ) -> HttpResponse {
     let namespace = path.into_inner();
-    let mut lease = body.0;
+    let lease = body.0;
     let name = lease["metadata"]["name"].as_str().unwrap_or_default().to_owned();
     let mut store = store.lock().expect("lock");
     let key = (namespace.clone(), name.clone());
     if store.leases.contains_key(&key) {
         return status_error(409, "AlreadyExists", &format!("leases.coordination.k8s.io \"{name}\" already exists"));
     }
+    HttpResponse::Created().json(keep_lease(&mut store, &req, key, lease))
+}
+
+/// Stores `lease` under `key` (namespace, name) at a new resourceVersion, noting who wrote it.
+fn keep_lease(store: &mut Store, req: &HttpRequest, key: (String, String), mut lease: Value) -> Value {
     store.rv += 1;
-    lease["metadata"]["namespace"] = json!(namespace);
+    lease["metadata"]["namespace"] = json!(key.0);
     lease["metadata"]["resourceVersion"] = json!(store.rv.to_string());
     let holder = lease["spec"]["holderIdentity"].as_str().map(str::to_owned);
-    store.lease_writes.push((writer(&req), holder));
+    store.lease_writes.push((writer(req), holder));
     store.leases.insert(key, lease.clone());
-    HttpResponse::Created().json(lease)
+    lease
 }
 
 /// PUT: replaces the Lease when the body's `resourceVersion` is the current one, else 409.
@@ -465,7 +470,7 @@ async fn replace_lease(
     store: web::Data<Arc<Mutex<Store>>>,
 ) -> HttpResponse {
     let (namespace, name) = path.into_inner();
-    let mut lease = body.0;
+    let lease = body.0;
     let mut store = store.lock().expect("lock");
     let key = (namespace.clone(), name.clone());
     let Some(current) = store.leases.get(&key) else {
@@ -482,13 +487,7 @@ async fn replace_lease(
             ),
         );
     }
-    store.rv += 1;
-    lease["metadata"]["namespace"] = json!(namespace);
-    lease["metadata"]["resourceVersion"] = json!(store.rv.to_string());
-    let holder = lease["spec"]["holderIdentity"].as_str().map(str::to_owned);
-    store.lease_writes.push((writer(&req), holder));
-    store.leases.insert(key, lease.clone());
-    HttpResponse::Ok().json(lease)
+    HttpResponse::Ok().json(keep_lease(&mut store, &req, key, lease))
 }
 
 async fn get_secret(path: web::Path<(String, String)>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
