@@ -302,14 +302,7 @@ async fn an_agents_cancellation_stops_a_hung_run_and_its_cleanup_still_runs() {
     let client = Client::connect(&muster.mcp_url()).await;
     wait_for_tool(&client, "workflow_hang").await;
 
-    let params = rmcp::model::CallToolRequestParams::new("workflow_hang");
-    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(params));
-    let handle = client
-        .service
-        .peer()
-        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
-        .await
-        .expect("send");
+    let handle = client.start_call("workflow_hang", json!({})).await;
     let upstream = &upstreams[0].shared;
     eventually(WAIT, "the step to reach the upstream", async || {
         (upstream.blocked.load(Ordering::SeqCst) == 1).then_some(())

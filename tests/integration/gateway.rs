@@ -311,15 +311,7 @@ async fn a_2025_request_needs_its_session_and_a_json_only_agent_gets_json() {
 async fn a_cancelled_call_is_cancelled_upstream() {
     let (_fleet, upstreams, muster) = family_fleet("direct").await;
     let client = Client::connect(&muster.mcp_url()).await;
-    let mut params = rmcp::model::CallToolRequestParams::new("x_kubernetes_block");
-    params.arguments = json!({"management_cluster": "cluster-c"}).as_object().cloned();
-    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(params));
-    let handle = client
-        .service
-        .peer()
-        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
-        .await
-        .expect("send");
+    let handle = client.start_call("x_kubernetes_block", json!({"management_cluster": "cluster-c"})).await;
     let c = &upstreams[2].shared;
     eventually(WAIT, "the call to reach the upstream", async || (c.blocked.load(Ordering::SeqCst) == 1).then_some(()))
         .await;

@@ -62,6 +62,18 @@ impl Client {
         params.arguments = args.as_object().cloned();
         self.service.peer().call_tool(params).await.expect("tools/call")
     }
+
+    /// Starts a `tools/call` the test may cancel (`handle.cancel(reason)`) before it answers.
+    pub async fn start_call(&self, name: &str, args: Value) -> rmcp::service::RequestHandle<RoleClient> {
+        let mut params = CallToolRequestParams::new(name.to_owned());
+        params.arguments = args.as_object().cloned();
+        let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(params));
+        self.service
+            .peer()
+            .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+            .await
+            .expect("send")
+    }
 }
 
 /// The concatenated text of a tool result.
