@@ -44,7 +44,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Messages waiting on a standalone stream for the agent to read them; past this the stream is
 /// closed (the agent opens a new one).
 pub const STANDALONE_QUEUE: usize = 64;
-/// Notifications waiting to be published for streams on other replicas (all sessions together).
+/// Messages waiting to be published for other replicas (all sessions together): notifications
+/// for their standalone streams, and the agents' answers and cancellations for their calls.
 const RELAY_QUEUE: usize = 1024;
 
 /// How many sessions may be open.
@@ -236,7 +237,7 @@ pub struct Sessions {
     ids: SessionIds,
     /// With a shared store: which sessions are alive on any replica.
     shared: Option<Liveness>,
-    /// With a shared store: notifications for standalone streams on other replicas.
+    /// With a shared store: what goes to other replicas (`RELAY_QUEUE`).
     relays: Option<mpsc::Sender<(Arc<str>, Relayed)>>,
     /// Set by `end_standalone_streams`.
     stopping: AtomicBool,
@@ -311,7 +312,8 @@ impl Sessions {
             })
             .build();
         let shared = store.is_shared().then(|| Liveness::new(store.clone(), idle_timeout));
-        // Notifications for streams on other replicas, published in order by one task.
+        // What goes to other replicas (notifications, answers, cancellations), published in order
+        // by one task.
         let relays = shared.clone().map(|liveness| {
             let (relays, mut queued) = mpsc::channel::<(Arc<str>, Relayed)>(RELAY_QUEUE);
             tokio::spawn(async move {
@@ -381,10 +383,11 @@ impl Sessions {
     }
 
     /// Passes what the agent posted about a call this replica does not run to the replica that
-    /// runs it (nothing without a shared store: the call is not anywhere).
-    pub async fn relay(&self, id: &str, relayed: session_ids::Relayed) {
-        if let Some(shared) = &self.shared {
-            shared.relay(&session_ids::key_of(id), relayed).await;
+    /// runs it (nothing without a shared store: the call is not anywhere). It joins the one
+    /// ordered queue the notifications take, waiting for room rather than dropping it.
+    pub async fn relay(&self, id: &str, relayed: Relayed) {
+        if let Some(relays) = &self.relays {
+            let _ = relays.send((Arc::from(session_ids::key_of(id)), relayed)).await;
         }
     }
 
