@@ -136,7 +136,9 @@ impl AuthorizationServer {
         let gone = || Refused::Invalid("the access token is unknown, expired or revoked".to_owned());
         let unavailable = |e: OAuthError| Refused::Unavailable { issuer: self.base_url.clone(), reason: e.description };
         let key = hash(token);
-        let (access, family) = match self.recent.get(&key) {
+        let known = self.recent.get(&key);
+        let read = known.is_none();
+        let (access, family) = match known {
             Some(known) => known,
             None => {
                 let access: AccessRecord =
@@ -148,8 +150,13 @@ impl AuthorizationServer {
         if access.expires_at <= now() {
             return Err(gone());
         }
-        let family = if needs_refresh(&family) { self.refresh_idp(&access.family).await? } else { family };
-        self.recent.remember(key, &access, &family);
+        let refresh = needs_refresh(&family);
+        let family = if refresh { self.refresh_idp(&access.family).await? } else { family };
+        // Kept from when the store was read (a hit does not extend it), so what another replica
+        // revoked stops here within `recent::FOR` even if its message was lost.
+        if read || refresh {
+            self.recent.remember(key, &access, &family);
+        }
         let tokens = self.open(&access.family, &family).map_err(|_| gone())?;
         // The IdP's ID token came over TLS from the IdP itself: its groups claim is the user's.
         let groups = crate::auth::token::unverified_claims(&tokens.id_token)
