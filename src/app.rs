@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::crd::execution::{ExecutionStore, FileStore, KubernetesStore};
 use crate::crd::files;
 use crate::crd::leader::Election;
+use crate::crd::resources::Resources;
 use crate::crd::sink::Sink;
 use crate::frontend::{self, Parts};
 use crate::mcp::core::Core;
@@ -85,16 +86,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // 3. Desired state, then every change, through one path (`DesiredState`).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
-    let watcher = match (&config.kubernetes, kube_client) {
+    //    The management tools read the latest set (Kubernetes mode) and write where it lives.
+    let (latest_tx, latest) = tokio::sync::watch::channel(Arc::default());
+    let (watcher, resources) = match (&config.kubernetes, kube_client) {
         (Some(kubernetes), Some(client)) => {
             tracing::info!(namespaces = ?kubernetes.namespaces, "watching MCPServer resources");
             let namespaces = kubernetes.namespaces.clone();
+            let resources = Resources::Kubernetes {
+                client: client.clone(),
+                namespace: kubernetes.home().to_owned(),
+                desired: latest,
+            };
             actix::spawn(async move {
                 if let Err(e) = crate::crd::kubernetes::watch(client, namespaces, tx).await {
                     let _ = fatal_tx.send(anyhow::Error::new(e));
                 }
             });
-            None
+            (None, resources)
         }
         _ => {
             let mut loader = files::Loader::new(&config.dir);
@@ -111,15 +119,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             supervisor.do_send(DesiredState(initial.clone()));
             drop(fatal_tx);
-            Some(
-                files::watch(loader, initial, config.supervision.resync_interval, tx)
-                    .context("watching the mcpservers folder")?,
-            )
+            let watcher = files::watch(loader, initial, config.supervision.resync_interval, tx)
+                .context("watching the mcpservers folder")?;
+            (Some(watcher), Resources::Files(config.dir.clone()))
         }
     };
     let forward = supervisor.clone();
     actix::spawn(async move {
         while let Some(snapshot) = rx.recv().await {
+            latest_tx.send_replace(Arc::new(snapshot.clone()));
             forward.do_send(DesiredState(snapshot));
         }
     });
@@ -153,7 +161,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();
-    let core = Arc::new(Core::new(&config, ServiceHandle::new(&supervisor), events, executions));
+    let core = Arc::new(Core::new(&config, resources, ServiceHandle::new(&supervisor), events, executions));
     let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone(), core.clone());
     let served = tokio::select! {
         served = frontend::serve(&config, Parts { mcp, router, sessions, auth: inbound, metrics, core, store, stop }) => served.context("serving HTTP"),

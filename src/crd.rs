@@ -13,6 +13,7 @@ pub mod execution;
 pub mod files;
 pub mod kubernetes;
 pub mod leader;
+pub mod resources;
 pub mod sink;
 pub mod status;
 pub mod workflow;

@@ -26,6 +26,7 @@
 pub mod events;
 mod plan;
 mod service;
+mod workflows;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,14 +40,14 @@ use crate::backend::{
 };
 use crate::config::{Calls, Supervision};
 use crate::crd::McpServer;
-use crate::crd::files::{Definition, DesiredSet, Rejected, Source, WorkflowDefinition};
+use crate::crd::files::{Definition, DesiredSet, Source};
 use crate::crd::sink::Sink;
 use crate::crd::status::{Condition, Reason, State, Status};
-use crate::crd::workflow::WorkflowStatus;
 use crate::routing::{InitialSetKnown, RouterHandle, ServerAdded, ServerRemoved};
 use events::{Event, EventLog};
 use plan::{Action, Running};
 pub use service::{ServiceAction, ServiceControl, ServiceHandle};
+use workflows::WorkflowLedger;
 
 /// The desired set: the folder's content, or the MCPServer resources in the watched namespaces.
 #[derive(Message)]
@@ -90,6 +91,8 @@ pub struct SupervisorActor {
     /// Servers stopped by `core_service_stop`: kept out of the desired state until started again
     /// or their definition changes.
     stopped: BTreeMap<String, (Arc<McpServer>, Source)>,
+    /// The workflows of the last desired set, for their status and lifecycle events.
+    workflows: WorkflowLedger,
 }
 
 /// `app.rs` -> supervisor: muster was told to stop (SIGTERM, Ctrl-C). The servers keep running
@@ -119,6 +122,7 @@ impl SupervisorActor {
         Self {
             events,
             stopped: BTreeMap::new(),
+            workflows: WorkflowLedger::default(),
             policy,
             calls,
             exchanger,
@@ -221,7 +225,7 @@ impl SupervisorActor {
     fn publish(&self, source: &Source, name: &str, reason: Reason, note: String, warning: bool) {
         let event = Event::new("MCPServer", name, namespace_of(source), reason.as_str(), note.clone());
         self.events.record(event.warning(warning));
-        self.sink.event(source, reason, note, warning);
+        self.sink.event(source, reason.as_str(), note, warning);
     }
 
     fn write(&self, name: &str) {
@@ -306,7 +310,7 @@ impl Handler<DesiredState> for SupervisorActor {
             tracing::error!(source = %rejected.source, "{rejected}");
         }
         let workflows = std::mem::take(&mut snapshot.workflows);
-        self.write_workflow_statuses(&workflows, &snapshot.rejected_workflows);
+        self.workflows.update(&workflows, &snapshot.rejected_workflows, &self.sink, &self.events);
         let valid = workflows.into_iter().filter(|w| w.status.valid).map(|w| w.workflow).collect();
         self.router.addr.do_send(crate::routing::WorkflowsChanged(valid));
         self.keep_stopped(&mut snapshot);
@@ -338,33 +342,6 @@ impl Handler<DesiredState> for SupervisorActor {
 }
 
 impl SupervisorActor {
-    /// Each workflow's status, into its file or resource (skipped when unchanged). One that is not
-    /// a Workflow at all gets `valid: false` and the reason.
-    fn write_workflow_statuses(&self, workflows: &[WorkflowDefinition], rejected: &[Rejected]) {
-        for definition in workflows {
-            if !definition.status.valid {
-                tracing::warn!(
-                    source = %definition.source,
-                    workflow = definition.name(),
-                    errors = ?definition.status.validation_errors,
-                    "invalid workflow"
-                );
-            }
-            if definition.status_changed() {
-                self.sink.write_workflow(&definition.source, &definition.status);
-            }
-        }
-        for rejected in rejected {
-            tracing::warn!(source = %rejected.source, "{rejected}");
-            let status = WorkflowStatus {
-                valid: false,
-                validation_errors: rejected.problems.iter().map(ToString::to_string).collect(),
-                ..WorkflowStatus::default()
-            };
-            self.sink.write_workflow(&rejected.source, &status);
-        }
-    }
-
     /// Carries out one step of a plan.
     fn execute(&mut self, ctx: &mut Context<Self>, action: Action) {
         match action {

@@ -6,7 +6,7 @@
 
 use super::files::Source;
 use super::kubernetes::{EventRecorder, StatusWriter};
-use super::status::{Reason, Status};
+use super::status::Status;
 use super::workflow::WorkflowStatus;
 
 /// Where status and events go: the resource's file, or the Kubernetes API.
@@ -53,10 +53,11 @@ impl Sink {
         }
     }
 
-    pub fn event(&self, source: &Source, reason: Reason, note: String, warning: bool) {
-        tracing::info!(source = %source, reason = reason.as_str(), note, "event");
+    /// An event with one of Muster's reasons (`Reason::as_str`, or a Workflow's).
+    pub fn event(&self, source: &Source, reason: &str, note: String, warning: bool) {
+        tracing::info!(source = %source, reason, note, "event");
         if let (Source::Kubernetes { kind, namespace, name }, Self::Kubernetes { events, .. }) = (source, self) {
-            events.publish((kind, namespace, name), reason.as_str(), note, warning);
+            events.publish((kind, namespace, name), reason, note, warning);
         }
     }
 }

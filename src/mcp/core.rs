@@ -8,13 +8,13 @@
 //! desired state the folder watcher reads (`mcp/core/mcpserver.rs`), so validation, status and events
 //! stay one code path.
 
+mod events;
 mod execution;
 mod mcpserver;
 mod workflow;
 
 pub(super) use execution::subject_of;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
@@ -24,7 +24,8 @@ use super::GatewayServer;
 use crate::caller::Caller;
 use crate::config::Config;
 use crate::crd::execution::{ExecutionStore, Retention};
-use crate::supervisor::events::{EventLog, Filter};
+use crate::crd::resources::Resources;
+use crate::supervisor::events::EventLog;
 use crate::supervisor::{ServiceAction, ServiceHandle};
 use crate::workflow::Recorder;
 
@@ -32,8 +33,8 @@ use crate::workflow::Recorder;
 pub struct Core {
     admin_groups: Vec<String>,
     sign_in: bool,
-    /// The config folder (filesystem mode) or `None` (Kubernetes mode, where writes are not served yet).
-    dir: Option<PathBuf>,
+    /// Where definitions are read and written: the folder, or the API server.
+    resources: Resources,
     services: ServiceHandle,
     events: EventLog,
     /// The effective config with secrets as `***`.
@@ -43,11 +44,17 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(config: &Config, services: ServiceHandle, events: EventLog, executions: ExecutionStore) -> Self {
+    pub fn new(
+        config: &Config,
+        resources: Resources,
+        services: ServiceHandle,
+        events: EventLog,
+        executions: ExecutionStore,
+    ) -> Self {
         Self {
             admin_groups: config.admin_groups.clone(),
             sign_in: config.oauth.is_some(),
-            dir: config.kubernetes.is_none().then(|| config.dir.clone()),
+            resources,
             services,
             events,
             config: config_view(config),
@@ -162,6 +169,9 @@ fn definitions() -> Vec<Definition> {
             "since": {"type": "string", "description": "a duration (30m, 2h) or an RFC 3339 time"},
             "until": {"type": "string", "description": "an RFC 3339 time"},
             "limit": {"type": "integer", "minimum": 1, "default": 50},
+            "follow": {"type": "boolean", "default": false,
+                "description": "keep the call open and send each new matching event as a notifications/message (logger core_events) until cancelled or followSeconds pass"},
+            "followSeconds": {"type": "integer", "minimum": 1, "maximum": 3600, "default": 300},
         },
     });
     vec![
@@ -313,58 +323,14 @@ pub async fn call(gateway: &GatewayServer, name: &str, args: JsonObject, caller:
         "core_workflow_get" => workflow::get(gateway, core, &args),
         "core_workflow_validate" => workflow::validate(&args),
         "core_workflow_available" => workflow::available(gateway, core, &args),
-        "core_workflow_create" => workflow::put(core, &args, true),
-        "core_workflow_update" => workflow::put(core, &args, false),
-        "core_workflow_delete" => workflow::delete(core, &args),
+        "core_workflow_create" => workflow::put(core, &args, true).await,
+        "core_workflow_update" => workflow::put(core, &args, false).await,
+        "core_workflow_delete" => workflow::delete(core, &args).await,
         "core_workflow_execution_list" => execution::list(core, &args, caller).await,
         "core_workflow_execution_get" => execution::get(core, &args, caller).await,
-        "core_events" => events(core, &args),
+        "core_events" => events::events(core, &args, caller).await,
         "core_config_get" => json_result(core.config.clone()),
         _ => error(format!("unknown core tool {name}")),
-    }
-}
-
-fn events(core: &Core, args: &JsonObject) -> CallToolResult {
-    let since = match string(args, "since").map(|s| parse_time(&s)) {
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => return error(format!("core_events: since: {e}")),
-        None => None,
-    };
-    let until = match string(args, "until").map(|s| parse_time(&s)) {
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => return error(format!("core_events: until: {e}")),
-        None => None,
-    };
-    let filter = Filter {
-        resource_type: string(args, "resourceType"),
-        resource_name: string(args, "resourceName"),
-        namespace: string(args, "namespace"),
-        event_type: string(args, "eventType"),
-        since,
-        until,
-        limit: args.get("limit").and_then(Value::as_u64).map_or(50, |l| usize::try_from(l).unwrap_or(50)).max(1),
-    };
-    let (events, total) = core.events.query(&filter);
-    json_result(json!({"events": events, "total": total}))
-}
-
-/// An RFC 3339 time, or a duration back from now (`30s`, `15m`, `2h`, `7d`).
-fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(time.with_timezone(&chrono::Utc));
-    }
-    let unit_at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(unit_at);
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => 0,
-    };
-    match number.parse::<i64>() {
-        Ok(n) if seconds > 0 => Ok(chrono::Utc::now() - chrono::Duration::seconds(n.saturating_mul(seconds))),
-        _ => Err(format!("{text:?} is neither an RFC 3339 time nor a duration like 30m, 2h or 7d")),
     }
 }
 
@@ -455,14 +421,5 @@ mod tests {
         let delete = tools(true).into_iter().find(|t| t.name == "core_mcpserver_delete").expect("listed");
         let hints = delete.annotations.expect("annotated");
         assert_eq!((hints.read_only_hint, hints.destructive_hint), (Some(false), Some(true)));
-    }
-
-    #[test]
-    fn since_takes_a_duration_or_a_time() {
-        let an_hour_ago = parse_time("1h").expect("duration");
-        assert!(an_hour_ago < chrono::Utc::now() - chrono::Duration::minutes(59));
-        assert!(parse_time("2026-01-01T00:00:00Z").is_ok());
-        assert!(parse_time("yesterday").is_err());
-        assert!(parse_time("5y").is_err());
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio::sync::watch;
 
 /// Events kept; older ones are dropped.
 pub const CAPACITY: usize = 1000;
@@ -74,11 +75,14 @@ impl Filter {
     }
 }
 
-/// The ring, shared by its writers and readers.
+/// The ring, shared by its writers and readers. Each event has a sequence number, so a follower
+/// (`core_events` with `follow`) reads exactly what came after the last one it saw.
 #[derive(Clone)]
 pub struct EventLog {
-    ring: Arc<Mutex<VecDeque<Event>>>,
+    ring: Arc<Mutex<VecDeque<(u64, Event)>>>,
     capacity: usize,
+    /// The newest sequence number, for followers to wait on.
+    newest: Arc<watch::Sender<u64>>,
 }
 
 impl Default for EventLog {
@@ -89,7 +93,11 @@ impl Default for EventLog {
 
 impl EventLog {
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { ring: Arc::new(Mutex::new(VecDeque::with_capacity(capacity.min(CAPACITY)))), capacity: capacity.max(1) }
+        Self {
+            ring: Arc::new(Mutex::new(VecDeque::with_capacity(capacity.min(CAPACITY)))),
+            capacity: capacity.max(1),
+            newest: Arc::new(watch::Sender::new(0)),
+        }
     }
 
     pub fn record(&self, event: Event) {
@@ -97,16 +105,38 @@ impl EventLog {
         if ring.len() == self.capacity {
             ring.pop_front();
         }
-        ring.push_back(event);
+        let sequence = ring.back().map_or(*self.newest.borrow(), |(s, _)| *s) + 1;
+        ring.push_back((sequence, event));
+        drop(ring);
+        self.newest.send_replace(sequence);
     }
 
     /// The newest `filter.limit` matching events, oldest first, and how many matched in all.
     pub fn query(&self, filter: &Filter) -> (Vec<Event>, usize) {
         let ring = self.ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let matching: Vec<&Event> = ring.iter().filter(|e| filter.matches(e)).collect();
+        let matching: Vec<&Event> = ring.iter().map(|(_, e)| e).filter(|e| filter.matches(e)).collect();
         let total = matching.len();
         let skip = total.saturating_sub(filter.limit);
         (matching.into_iter().skip(skip).cloned().collect(), total)
+    }
+
+    /// The sequence number of the newest event (0: none yet); events after it are new.
+    pub fn newest(&self) -> u64 {
+        *self.newest.borrow()
+    }
+
+    /// Every matching event after `sequence`, oldest first, and the newest sequence number seen.
+    pub fn after(&self, sequence: u64, filter: &Filter) -> (Vec<Event>, u64) {
+        let ring = self.ring.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let newest = ring.back().map_or(sequence, |(s, _)| (*s).max(sequence));
+        let events = ring.iter().filter(|(s, e)| *s > sequence && filter.matches(e)).map(|(_, e)| e.clone()).collect();
+        (events, newest)
+    }
+
+    /// Wakes when an event is recorded after `sequence`.
+    pub async fn changed(&self, sequence: u64) {
+        let mut newest = self.newest.subscribe();
+        let _ = newest.wait_for(|n| *n > sequence).await;
     }
 }
 
@@ -156,5 +186,27 @@ mod tests {
         assert_eq!(only(future).1, 0);
         let past = Filter { until: Some(Utc::now() - chrono::Duration::hours(1)), limit: 10, ..Filter::default() };
         assert_eq!(only(past).1, 0);
+    }
+
+    #[tokio::test]
+    async fn a_follower_reads_what_came_after_and_wakes_when_more_comes() {
+        let log = EventLog::with_capacity(2);
+        log.record(event("a", "MCPServerCreated"));
+        let mark = log.newest();
+        let servers_named_b = Filter { resource_name: Some("b".into()), ..Filter::default() };
+        let waiting = {
+            let log = log.clone();
+            tokio::spawn(async move { log.changed(mark).await })
+        };
+        log.record(event("b", "MCPServerCreated"));
+        log.record(event("c", "MCPServerCreated"));
+        log.record(event("b", "MCPServerStarted"));
+        waiting.await.expect("woken");
+        // The ring holds two; the first of b's events has gone, and the follower says so by
+        // reading only what is still there after its mark.
+        let (events, newest) = log.after(mark, &servers_named_b);
+        assert_eq!(events.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(), ["MCPServerStarted"]);
+        assert_eq!(newest, 4);
+        assert!(log.after(newest, &Filter::default()).0.is_empty());
     }
 }

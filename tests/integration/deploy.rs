@@ -250,9 +250,12 @@ fn check_rbac(docs: &[(PathBuf, Value)]) {
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect()
     };
-    assert_eq!(grants("muster.giantswarm.io", "mcpservers"), ["get", "list", "watch"]);
+    // Watched, and written by administrators through core_mcpserver_*/core_workflow_* (no patch:
+    // muster replaces the spec at the version it read).
+    let written = ["get", "list", "watch", "create", "update", "delete"];
+    assert_eq!(grants("muster.giantswarm.io", "mcpservers"), written);
     assert_eq!(grants("muster.giantswarm.io", "mcpservers/status"), ["patch"]);
-    assert_eq!(grants("muster.giantswarm.io", "workflows"), ["get", "list", "watch"]);
+    assert_eq!(grants("muster.giantswarm.io", "workflows"), written);
     assert_eq!(grants("muster.giantswarm.io", "workflows/status"), ["patch"]);
     assert_eq!(grants("muster.giantswarm.io", "workflowexecutions"), ["create", "get", "list", "delete"]);
     assert!(grants("events.k8s.io", "events").contains(&"create".to_owned()));

@@ -239,6 +239,94 @@ async fn workflow_resources_become_tools_and_get_their_status() {
         .await;
 }
 
+#[actix_web::test]
+async fn management_tools_create_update_and_delete_resources_through_the_api() {
+    let api = FakeKube::start(free_port()).await;
+    let one = MockUpstream::start("one", free_port()).await;
+    let two = MockUpstream::start("two", free_port()).await;
+    api.apply(NS, &http_server("one", &one.url(), ""));
+    let port = free_port();
+    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "  toolExposure: direct\n")));
+    let kubeconfig = api.kubeconfig(fleet.dir.path());
+    let muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
+    muster.wait_ready().await;
+    // Sign-in is off and the connection is a loopback one: an administrator.
+    let client = Client::connect(&muster.mcp_url()).await;
+    let json = |result: &rmcp::model::CallToolResult| -> serde_json::Value {
+        assert_ne!(result.is_error, Some(true), "{}", text(result));
+        serde_json::from_str(&text(result)).expect("a JSON answer")
+    };
+
+    let spec = serde_json::json!({"name": "two", "type": "streamable-http", "url": two.url(), "autoStart": true});
+    let created = json(&client.call("core_mcpserver_create", spec.clone()).await);
+    assert_eq!(created["resource"], "mcpserver muster/two", "{created}");
+    assert_eq!(created["status"]["state"], "Connected", "{created}");
+    let object = api.object("mcpservers", NS, "two").expect("an MCPServer resource in muster's namespace");
+    assert_eq!(object["spec"]["url"], two.url());
+    assert!(has_tool(&client, "x_two_echo").await, "the new server's tools are listed once create answers");
+    let again = client.call("core_mcpserver_create", spec).await;
+    assert_eq!(again.is_error, Some(true));
+    assert!(text(&again).contains("exists already"), "{}", text(&again));
+
+    // An update replaces the spec over what is there, and keeps the status muster wrote.
+    eventually(WAIT, "two's status", async || {
+        api.status_of("mcpservers", NS, "two")["state"].as_str().map(str::to_owned)
+    })
+    .await;
+    json(&client.call("core_mcpserver_update", serde_json::json!({"name": "two", "description": "the second"})).await);
+    let object = api.object("mcpservers", NS, "two").expect("still there");
+    assert_eq!(
+        (&object["spec"]["description"], &object["spec"]["url"]),
+        (&serde_json::json!("the second"), &serde_json::json!(two.url()))
+    );
+    assert!(object["status"]["state"].is_string(), "{object}");
+    let listed = json(&client.call("core_mcpserver_list", serde_json::json!({})).await);
+    assert_eq!(listed["mode"], "kubernetes");
+
+    // Workflows: created as resources, listed from the watched set, run, changed and deleted.
+    let workflow = serde_json::json!({"name": "greet", "description": "hello through two",
+        "steps": [{"id": "say", "tool": "x_two_echo", "args": {"text": "hi"}, "output": true}]});
+    let created = json(&client.call("core_workflow_create", workflow).await);
+    assert_eq!(created["resource"], "workflow muster/greet", "{created}");
+    assert_eq!(
+        api.object("workflows", NS, "greet").expect("a Workflow resource")["spec"]["steps"][0]["tool"],
+        "x_two_echo"
+    );
+    eventually(WAIT, "workflow_greet", async || has_tool(&client, "workflow_greet").await.then_some(())).await;
+    let listed = json(&client.call("core_workflow_list", serde_json::json!({})).await);
+    assert_eq!(listed["workflows"][0]["name"], "greet", "{listed}");
+    assert_eq!(listed["workflows"][0]["available"], true, "{listed}");
+    let ran = client.call("workflow_greet", serde_json::json!({})).await;
+    assert!(text(&ran).contains("two:hi"), "{}", text(&ran));
+    json(
+        &client
+            .call(
+                "core_workflow_update",
+                serde_json::json!({"name": "greet", "description": "changed",
+        "steps": [{"id": "say", "tool": "x_one_echo", "args": {"text": "hi"}}]}),
+            )
+            .await,
+    );
+    assert_eq!(api.object("workflows", NS, "greet").expect("still there")["spec"]["description"], "changed");
+    let deleted = json(&client.call("core_workflow_delete", serde_json::json!({"name": "greet"})).await);
+    assert_eq!(deleted["resource"], "workflow muster/greet");
+    assert!(api.object("workflows", NS, "greet").is_none());
+    // The leader publishes the workflow's lifecycle as Kubernetes Events, as for MCPServers.
+    let reasons = eventually(WAIT, "greet's Events", async || {
+        let reasons = api.event_reasons("greet");
+        reasons.contains(&"WorkflowDeleted".to_owned()).then_some(reasons)
+    })
+    .await;
+    assert_eq!(reasons, ["WorkflowCreated", "WorkflowUpdated", "WorkflowDeleted"]);
+
+    let deleted = json(&client.call("core_mcpserver_delete", serde_json::json!({"name": "two"})).await);
+    assert_eq!(deleted["deleted"], "two");
+    assert!(api.object("mcpservers", NS, "two").is_none());
+    assert!(!has_tool(&client, "x_two_echo").await, "delete answers once the tools are gone");
+    let gone = client.call("core_mcpserver_delete", serde_json::json!({"name": "two"})).await;
+    assert!(text(&gone).contains("no MCP server named \"two\""), "{}", text(&gone));
+}
+
 /// A record of muster's from 30 days ago: retention removes it.
 const OLD_RECORD: &str = "apiVersion: muster.giantswarm.io/v1alpha1
 kind: WorkflowExecution

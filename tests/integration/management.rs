@@ -1,6 +1,7 @@
 //! Managing muster through its `core_*` tools: an admin creates, restarts and deletes a server
 //! (file written, tools appear, events recorded, file and tools gone); bad input is refused with
-//! precise errors and writes nothing; a signed-in user outside `aggregator.admin.groups` is refused.
+//! precise errors and writes nothing; a signed-in user outside `aggregator.admin.groups` is refused;
+//! `core_events` with `follow` sends each new event as it happens.
 
 use std::time::Duration;
 
@@ -24,6 +25,48 @@ fn server_files(fleet: &Fleet) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+#[actix_web::test]
+async fn core_events_follow_sends_each_new_event_until_cancelled_or_its_time_is_up() {
+    let upstream = MockUpstream::start("alpha", free_port()).await;
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, ""));
+    fleet.write_server("alpha.yaml", &crate::support::http_server("alpha", &upstream.url(), ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let admin = Client::connect(&muster.mcp_url()).await;
+    let follower = Client::connect(&muster.mcp_url()).await;
+    let filter = json!({"resourceType": "MCPServer", "resourceName": "alpha", "eventType": "Normal"});
+    let mut args = filter.clone();
+    args["follow"] = json!(true);
+    let handle = follower.start_call("core_events", args).await;
+    // Each restart is new events; once the follower has heard one, it is following. Each is
+    // sent once: the progress counts 1, 2, 3, ... with no gap or repeat.
+    let heard = eventually(WAIT, "a followed event", async || {
+        let restarted = admin.call("core_service_restart", json!({"name": "alpha"})).await;
+        assert_ne!(restarted.is_error, Some(true), "{}", text(&restarted));
+        // rmcp's client sends a progressToken with every request: each event is a progress message.
+        let notes = follower.seen.progress_notes.lock().expect("lock").clone();
+        let heard: Vec<Value> = notes.iter().filter_map(|(_, _, m)| serde_json::from_str(m.as_deref()?).ok()).collect();
+        (!heard.is_empty()).then_some(heard)
+    })
+    .await;
+    assert_eq!(heard[0]["resourceName"], "alpha", "{heard:?}");
+    assert!(heard.iter().all(|e| e["type"] == "Normal" && e["resourceType"] == "MCPServer"), "{heard:?}");
+    let reasons: Vec<&str> = heard.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert!(reasons.contains(&"MCPServerStopped") || reasons.contains(&"MCPServerStarting"), "{reasons:?}");
+    let counts: Vec<f64> = follower.seen.progress_notes.lock().expect("lock").iter().map(|n| n.0).collect();
+    assert!(counts.iter().enumerate().all(|(i, c)| (*c - (i + 1) as f64).abs() < f64::EPSILON), "{counts:?}");
+    handle.cancel(Some("enough".into())).await.expect("cancel");
+
+    // With followSeconds the call ends by itself and says how many it sent.
+    let mut args = filter;
+    args["follow"] = json!(true);
+    args["followSeconds"] = json!(1);
+    let ended = body(&admin.call("core_events", args).await);
+    assert_eq!(ended["ended"], "followSeconds passed", "{ended}");
+    assert!(ended["followed"].is_u64() && ended["total"].as_u64() > Some(0), "{ended}");
 }
 
 #[actix_web::test]
@@ -260,8 +303,12 @@ async fn workflows_are_created_checked_for_availability_and_deleted() {
     let deleted = client.call("core_workflow_delete", json!({"name": "greet"})).await;
     assert_ne!(deleted.is_error, Some(true), "{}", text(&deleted));
     assert!(!fleet.dir.path().join("workflows/greet.yaml").exists());
-    let events = body(&client.call("core_events", json!({"resourceType": "Workflow"})).await);
-    let reasons = events["events"].to_string();
+    // The refused input is recorded by the tool; the rest once the watcher delivers each change.
+    let reasons = eventually(WAIT, "the workflow's lifecycle events", async || {
+        let events = body(&client.call("core_events", json!({"resourceType": "Workflow"})).await);
+        let reasons = events["events"].to_string();
+        reasons.contains("WorkflowDeleted").then_some(reasons)
+    })
+    .await;
     assert!(reasons.contains("WorkflowValidationFailed") && reasons.contains("WorkflowCreated"), "{reasons}");
-    assert!(reasons.contains("WorkflowDeleted"), "{reasons}");
 }

@@ -1,16 +1,17 @@
 //! `core_mcpserver_*` and `core_service_*`: servers as the router's snapshot shows them, and
-//! changes written as files into `DIR/mcpservers/` (temp file, then rename), which the folder
-//! watcher turns into desired state like any hand-written file. A write waits (at most
-//! `SETTLE_TIMEOUT`) until the snapshot shows the change, so the caller sees the tools appear.
+//! changes written where the desired state lives (`crd::resources`: a file in `DIR/mcpservers/`,
+//! or an MCPServer resource), which the watcher turns into desired state like a hand-made change.
+//! A write waits (at most `SETTLE_TIMEOUT`) until the snapshot shows the change, so the caller
+//! sees the tools appear.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::{Value, json};
 
 use super::{Core, error, json_result, string};
-use crate::crd::files::{self, Source};
+use crate::crd::files::Source;
+use crate::crd::resources::Kind;
 use crate::crd::{API_VERSION, KIND, McpServer, McpServerSpec, ObjectMeta};
 use crate::mcp::GatewayServer;
 use crate::routing::catalog::ToolRoute;
@@ -74,10 +75,9 @@ fn info(snapshot: &CatalogSnapshot, server: &Server, admin: bool, verbose: bool)
     out
 }
 
-/// Files in `DIR/mcpservers` whose server is not running (stopped, or invalid), by name.
+/// Definitions whose server is not running (stopped, or invalid), by name.
 fn not_running(core: &Core, snapshot: &CatalogSnapshot) -> Vec<Value> {
-    let Some(dir) = &core.dir else { return Vec::new() };
-    let desired = files::load(dir);
+    let desired = core.resources.current();
     let stopped = desired.definitions.iter().filter(|d| !snapshot.servers.contains_key(d.server.name())).map(|d| {
         json!({"name": d.server.name(), "type": d.server.spec.server_type.map(|t| t.as_str()), "state": "Stopped",
                "health": "unknown", "autoStart": d.server.spec.auto_start, "toolCount": 0})
@@ -97,8 +97,7 @@ pub(super) fn list(gateway: &GatewayServer, core: &Core, args: &JsonObject, admi
     let others = not_running(core, &snapshot);
     let hidden = others.iter().filter(|s| s["state"] == "Invalid").count();
     servers.extend(others.into_iter().filter(|s| show_all || s["state"] != "Invalid"));
-    let mode = if core.dir.is_some() { "filesystem" } else { "kubernetes" };
-    let mut out = json!({"mcpServers": servers, "total": servers.len(), "mode": mode});
+    let mut out = json!({"mcpServers": servers, "total": servers.len(), "mode": core.resources.mode()});
     if hidden > 0 && !show_all {
         out["hiddenFailed"] = json!(hidden);
         out["hint"] = json!("invalid definitions are hidden: pass showAll=true to list them");
@@ -169,54 +168,47 @@ pub(super) fn validate(args: &JsonObject) -> CallToolResult {
     }
 }
 
-/// The file that defines `name` now, valid or not.
-fn file_of(dir: &Path, name: &str) -> Option<PathBuf> {
-    let desired = files::load(dir);
-    let valid = desired.definitions.iter().find(|d| d.server.name() == name).map(|d| d.source.clone());
-    let invalid = || desired.rejected.iter().find(|r| r.name.as_deref() == Some(name)).map(|r| r.source.clone());
-    match valid.or_else(invalid) {
-        Some(Source::File(path)) => Some(path),
-        _ => None,
+/// Where the output shows a definition: `path` for a file, `resource` for a Kubernetes object.
+pub(super) fn located(out: &mut Value, source: &Source) {
+    match source {
+        Source::File(path) => out["path"] = json!(path.display().to_string()),
+        Source::Kubernetes { .. } => out["resource"] = json!(source.to_string()),
     }
-}
-
-fn refuse_kubernetes(core: &Core, tool: &str) -> Result<PathBuf, CallToolResult> {
-    core.dir.clone().ok_or_else(|| {
-        error(format!("{tool} is not available in Kubernetes mode yet: apply the MCPServer resource with kubectl"))
-    })
 }
 
 pub(super) async fn put(gateway: &GatewayServer, core: &Core, args: &JsonObject, create: bool) -> CallToolResult {
     let tool = if create { "core_mcpserver_create" } else { "core_mcpserver_update" };
-    let dir = match refuse_kubernetes(core, tool) {
-        Ok(dir) => dir,
-        Err(refused) => return refused,
-    };
     let name = string(args, "name").unwrap_or_default();
-    let existing = if name.is_empty() { None } else { file_of(&dir, &name) };
+    let existing = if name.is_empty() { None } else { core.resources.source_of(Kind::McpServer, &name) };
     let base = match (create, &existing) {
-        (true, Some(path)) => {
-            return error(format!("{tool}: an MCP server named {name:?} exists already ({})", path.display()));
+        (true, Some(source)) => {
+            return error(format!("{tool}: an MCP server named {name:?} exists already ({source})"));
         }
         (false, None) => return error(format!("{tool}: {}", unknown(&gateway.snapshot(), &name))),
-        (false, Some(path)) => files::read_file(path).ok().and_then(|t| files::parse(&t).ok()).map(|s| s.spec),
+        (false, Some(source)) => core
+            .resources
+            .read(Kind::McpServer, source)
+            .await
+            .and_then(|object| serde_json::from_value::<McpServerSpec>(object.get("spec")?.clone()).ok()),
         (true, None) => None,
     };
     let server = match from_args(args, base.as_ref()) {
         Ok(server) => server,
         Err(problems) => return error(format!("{tool}: invalid MCP server:\n- {}", problems.join("\n- "))),
     };
-    let path = existing.unwrap_or_else(|| files::servers_dir(&dir).join(format!("{name}.yaml")));
-    if let Err(e) = write_atomically(&path, &server) {
-        return error(format!("{tool}: cannot write {}: {e}", path.display()));
-    }
+    let resource = serde_json::to_value(&server).unwrap_or_default();
+    let source = match core.resources.write(Kind::McpServer, &name, resource, existing.as_ref()).await {
+        Ok(source) => source,
+        Err(e) => return error(format!("{tool}: {e}")),
+    };
     let expected = server.spec.clone();
     let auto_start = expected.auto_start;
     let snapshot = settle(gateway, |s| {
         s.servers.get(&name).is_some_and(|x| x.handle.definition().spec == expected && (!auto_start || x.settled))
     })
     .await;
-    let mut out = json!({"path": path.display().to_string(), "mcpServer": server});
+    let mut out = json!({"mcpServer": server});
+    located(&mut out, &source);
     match snapshot.servers.get(&name) {
         Some(running) => out["status"] = info(&snapshot, running, true, true),
         None => {
@@ -228,35 +220,19 @@ pub(super) async fn put(gateway: &GatewayServer, core: &Core, args: &JsonObject,
 }
 
 pub(super) async fn delete(gateway: &GatewayServer, core: &Core, args: &JsonObject) -> CallToolResult {
-    let dir = match refuse_kubernetes(core, "core_mcpserver_delete") {
-        Ok(dir) => dir,
-        Err(refused) => return refused,
-    };
     let Some(name) = string(args, "name") else {
         return error("core_mcpserver_delete needs a \"name\" argument".into());
     };
-    let Some(path) = file_of(&dir, &name) else {
+    let Some(source) = core.resources.source_of(Kind::McpServer, &name) else {
         return error(format!("core_mcpserver_delete: {}", unknown(&gateway.snapshot(), &name)));
     };
-    if let Err(e) = std::fs::remove_file(&path) {
-        return error(format!("core_mcpserver_delete: cannot remove {}: {e}", path.display()));
+    if let Err(e) = core.resources.delete(Kind::McpServer, &source).await {
+        return error(format!("core_mcpserver_delete: {e}"));
     }
     settle(gateway, |s| !s.servers.contains_key(&name)).await;
-    json_result(json!({"deleted": name, "path": path.display().to_string()}))
-}
-
-/// Writes the resource as YAML beside its final name, then renames it into place, so the watcher
-/// never reads half a file (it reads only `*.yaml`/`*.yml`).
-pub(super) fn write_atomically(path: &Path, resource: &impl serde::Serialize) -> std::io::Result<()> {
-    let yaml = serde_saphyr::to_string(resource).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temporary = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    std::fs::write(&temporary, yaml)?;
-    std::fs::rename(&temporary, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temporary);
-    })
+    let mut out = json!({"deleted": name});
+    located(&mut out, &source);
+    json_result(out)
 }
 
 /// Waits until the snapshot satisfies `done`, at most `SETTLE_TIMEOUT`; returns the latest.

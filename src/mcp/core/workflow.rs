@@ -1,24 +1,26 @@
 //! `core_workflow_*`: workflow definitions from `DIR/workflows/`, their validation
 //! (`crd/workflow/validate.rs`), and availability: a workflow is available when it is valid and
 //! every tool it names is in the current catalog (or is a core tool or another workflow's tool).
-//! Create, update and delete write the folder like `core_mcpserver_*` do, and record
-//! `WorkflowCreated`/`WorkflowUpdated`/`WorkflowDeleted` (or `WorkflowValidationFailed`) events.
-
-use std::path::PathBuf;
+//! Create, update and delete write where the desired state lives (`crd::resources`: the folder or
+//! Workflow resources) like `core_mcpserver_*` do; the supervisor publishes `WorkflowCreated`/
+//! `WorkflowUpdated`/`WorkflowDeleted` once the watcher delivers the change
+//! (`supervisor/workflows.rs`). Input refused before anything is written is recorded here, as
+//! `WorkflowValidationFailed`.
 
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::{Value, json};
 
-use super::mcpserver::write_atomically;
+use super::mcpserver::located;
 use super::{Core, error, json_result, string};
 use crate::crd::ObjectMeta;
-use crate::crd::files::{self, Source, WorkflowDefinition};
+use crate::crd::files::WorkflowDefinition;
+use crate::crd::resources::Kind;
 use crate::crd::workflow::{Workflow, WorkflowSpec};
 use crate::mcp::GatewayServer;
 use crate::supervisor::events::Event;
 
 fn definitions(core: &Core) -> Vec<WorkflowDefinition> {
-    core.dir.as_deref().map(|dir| files::load(dir).workflows).unwrap_or_default()
+    core.resources.current().workflows.clone()
 }
 
 /// The tools `workflow` names that no one serves now.
@@ -134,35 +136,16 @@ pub(super) fn validate(args: &JsonObject) -> CallToolResult {
     }
 }
 
-fn file_of(core: &Core, name: &str) -> Option<PathBuf> {
-    let dir = core.dir.as_deref()?;
-    let desired = files::load(dir);
-    let source = desired.workflows.iter().find(|w| w.name() == name).map(|w| w.source.clone()).or_else(|| {
-        desired.rejected_workflows.iter().find(|r| r.name.as_deref() == Some(name)).map(|r| r.source.clone())
-    });
-    match source {
-        Some(Source::File(path)) => Some(path),
-        _ => None,
-    }
-}
-
 fn event(core: &Core, name: &str, reason: &str, message: String, warning: bool) {
     core.events.record(Event::new("Workflow", name, "default", reason, message).warning(warning));
 }
 
-pub(super) fn put(core: &Core, args: &JsonObject, create: bool) -> CallToolResult {
+pub(super) async fn put(core: &Core, args: &JsonObject, create: bool) -> CallToolResult {
     let tool = if create { "core_workflow_create" } else { "core_workflow_update" };
-    let Some(dir) = core.dir.clone() else {
-        return error(format!(
-            "{tool} is not available in Kubernetes mode yet: apply the Workflow resource with kubectl"
-        ));
-    };
     let name = string(args, "name").unwrap_or_default();
-    let existing = if name.is_empty() { None } else { file_of(core, &name) };
+    let existing = if name.is_empty() { None } else { core.resources.source_of(Kind::Workflow, &name) };
     match (create, &existing) {
-        (true, Some(path)) => {
-            return error(format!("{tool}: a workflow named {name:?} exists already ({})", path.display()));
-        }
+        (true, Some(source)) => return error(format!("{tool}: a workflow named {name:?} exists already ({source})")),
         (false, None) if !name.is_empty() => return error(format!("{tool}: no workflow named {name:?}")),
         _ => {}
     }
@@ -175,28 +158,27 @@ pub(super) fn put(core: &Core, args: &JsonObject, create: bool) -> CallToolResul
             return error(format!("{tool}: invalid workflow:\n- {}", problems.join("\n- ")));
         }
     };
-    let path = existing.unwrap_or_else(|| files::workflows_dir(&dir).join(format!("{name}.yaml")));
-    if let Err(e) = write_atomically(&path, &workflow) {
-        return error(format!("{tool}: cannot write {}: {e}", path.display()));
-    }
-    let (reason, verb) = if create { ("WorkflowCreated", "created") } else { ("WorkflowUpdated", "updated") };
-    event(core, &name, reason, format!("workflow {name} {verb}"), false);
-    json_result(json!({"path": path.display().to_string(), "workflow": workflow}))
+    let resource = serde_json::to_value(&workflow).unwrap_or_default();
+    let source = match core.resources.write(Kind::Workflow, &name, resource, existing.as_ref()).await {
+        Ok(source) => source,
+        Err(e) => return error(format!("{tool}: {e}")),
+    };
+    let mut out = json!({"workflow": workflow});
+    located(&mut out, &source);
+    json_result(out)
 }
 
-pub(super) fn delete(core: &Core, args: &JsonObject) -> CallToolResult {
-    if core.dir.is_none() {
-        return error("core_workflow_delete is not available in Kubernetes mode yet".to_owned());
-    }
+pub(super) async fn delete(core: &Core, args: &JsonObject) -> CallToolResult {
     let Some(name) = string(args, "name") else {
         return error("core_workflow_delete needs a \"name\" argument".into());
     };
-    let Some(path) = file_of(core, &name) else {
+    let Some(source) = core.resources.source_of(Kind::Workflow, &name) else {
         return error(format!("core_workflow_delete: no workflow named {name:?}"));
     };
-    if let Err(e) = std::fs::remove_file(&path) {
-        return error(format!("core_workflow_delete: cannot remove {}: {e}", path.display()));
+    if let Err(e) = core.resources.delete(Kind::Workflow, &source).await {
+        return error(format!("core_workflow_delete: {e}"));
     }
-    event(core, &name, "WorkflowDeleted", format!("workflow {name} deleted"), false);
-    json_result(json!({"deleted": name, "path": path.display().to_string()}))
+    let mut out = json!({"deleted": name});
+    located(&mut out, &source);
+    json_result(out)
 }

@@ -71,6 +71,7 @@ impl FakeKube {
                 .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}"), web::post().to(create))
                 .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}/{{name}}"), web::get().to(get))
                 .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}/{{name}}"), web::delete().to(remove))
+                .route(&format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}/{{name}}"), web::put().to(replace))
                 .route(
                     &format!("{GROUP_PATH}/namespaces/{{ns}}/{{resource}}/{{name}}/status"),
                     web::patch().to(patch_status),
@@ -392,6 +393,33 @@ async fn create(
     store.objects.insert(key, object.clone());
     record(&mut store, &changes, rv, "ADDED", object.clone());
     HttpResponse::Created().json(object)
+}
+
+/// PUT: replaces an object's spec and metadata (not its status: the CRDs have a status
+/// subresource), at the `resourceVersion` the body carries (409 when it moved on).
+async fn replace(
+    path: web::Path<(String, String, String)>,
+    body: web::Json<Value>,
+    store: web::Data<Arc<Mutex<Store>>>,
+    changes: web::Data<broadcast::Sender<Change>>,
+) -> HttpResponse {
+    let (namespace, resource, name) = path.into_inner();
+    let mut store = store.lock().expect("lock");
+    let key = (resource.clone(), namespace, name.clone());
+    let Some(current) = store.objects.get(&key).cloned() else {
+        return status_error(404, "NotFound", &format!("{resource} {name:?} not found"));
+    };
+    let mut object = body.0;
+    if object["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+        return status_error(409, "Conflict", &format!("{resource} {name:?}: the object has been modified"));
+    }
+    object["status"] = current["status"].clone();
+    store.rv += 1;
+    let rv = store.rv;
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    store.objects.insert(key, object.clone());
+    record(&mut store, &changes, rv, "MODIFIED", object.clone());
+    HttpResponse::Ok().json(object)
 }
 
 async fn get(path: web::Path<(String, String, String)>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
