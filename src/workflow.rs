@@ -59,6 +59,12 @@ pub trait Dispatch: Send + Sync {
         let _ = (done, total, message);
         Box::pin(async {})
     }
+
+    /// The run has begun (its arguments are valid): `record` is its execution record with status
+    /// `inprogress`, for `mcp` to save before the final one replaces it. By default nothing happens.
+    fn run_started(&self, record: WorkflowExecution) {
+        let _ = record;
+    }
 }
 
 /// Limits of one run.
@@ -122,6 +128,7 @@ pub async fn run(
     };
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut run = steps::Run::new(name.clone(), dispatch, limits.max_parallel, input);
+    dispatch.run_started(started.in_progress(&run));
     run.stop = cancel.child_token();
     let current = run.current.clone();
     let step = || current.lock().map(|c| c.clone()).unwrap_or_default();

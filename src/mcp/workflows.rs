@@ -1,8 +1,9 @@
 //! Calling a `workflow_<name>` tool: `workflow::run` with a `Dispatch` that sends each step
 //! through `GatewayServer::dispatch`, the agent's own path (the caller's identity, so token
 //! exchange and per-user sessions apply; family instances resolve as in a direct call). The run
-//! ends at its deadline or on the agent's cancellation (`workflow::run`), and its execution record
-//! is saved before the answer goes out. Each run puts `WorkflowExecutionStarted` and then
+//! ends at its deadline or on the agent's cancellation (`workflow::run`). Its execution record is
+//! saved as `inprogress` when the run begins (in the background) and replaced by the final one
+//! before the answer goes out. Each run puts `WorkflowExecutionStarted` and then
 //! `WorkflowExecutionCompleted` or `WorkflowExecutionFailed` (Muster's reasons) in the event ring. An agent that sent a `progressToken` hears
 //! `notifications/progress` after each top-level step (steps done of the step count, the step
 //! named); the steps' own calls carry no token, so their upstream progress (another scale) stays out.
@@ -58,7 +59,7 @@ pub(super) async fn call(
     if let Some(core) = core {
         core.events().record(event("WorkflowExecutionStarted", format!("workflow {name} started")));
     }
-    let steps = Steps { server, caller };
+    let steps = Steps { server, caller, in_progress: std::sync::Mutex::new(None) };
     let args = arguments.map_or(Value::Null, Value::Object);
     let run = workflow::run(&route.workflow, args, &steps, &caller.ct, Limits::default());
     let mut outcome = DEPTH.scope(depth + 1, run).await;
@@ -73,6 +74,11 @@ pub(super) async fn call(
         core.events().record(ended);
         if let Some(subject) = super::core::subject_of(caller) {
             outcome.execution.metadata.annotations.insert(SUBJECT_ANNOTATION.to_owned(), subject);
+        }
+        // The final record replaces the `inprogress` one, so that one must have landed first.
+        let in_progress = steps.in_progress.lock().ok().and_then(|mut saving| saving.take());
+        if let Some(saving) = in_progress {
+            let _ = saving.await;
         }
         core.recorder().save(outcome.execution.clone()).await;
     }
@@ -106,6 +112,8 @@ fn failure(message: String) -> UpstreamResult {
 struct Steps<'a> {
     server: &'a GatewayServer,
     caller: &'a Caller,
+    /// The saving of the run's `inprogress` record, in the background so no step waits for it.
+    in_progress: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Dispatch for Steps<'_> {
@@ -140,6 +148,17 @@ impl Dispatch for Steps<'_> {
             };
             Ok(CallResult { value: value_of(&result), is_error })
         })
+    }
+
+    fn run_started(&self, mut record: crate::crd::execution::WorkflowExecution) {
+        let Some(core) = self.server.core.clone() else { return };
+        if let Some(subject) = super::core::subject_of(self.caller) {
+            record.metadata.annotations.insert(SUBJECT_ANNOTATION.to_owned(), subject);
+        }
+        let saving = tokio::spawn(async move { core.recorder().save(record).await });
+        if let Ok(mut slot) = self.in_progress.lock() {
+            *slot = Some(saving);
+        }
     }
 
     fn step_ended(&self, done: usize, total: usize, message: String) -> BoxFuture<'_, ()> {

@@ -44,6 +44,13 @@ impl Started {
         }
     }
 
+    /// The record of a run that has just begun: `inprogress`, with its input and no end yet.
+    pub(super) fn in_progress(&self, run: &Run<'_>) -> WorkflowExecution {
+        let mut spec = self.spec(&run.name, "inprogress", Value::Object(run.context.input.clone()), None);
+        spec.completed_at = None;
+        WorkflowExecution::new(run.id.clone(), spec)
+    }
+
     /// The record of a run whose arguments were refused before any step ran.
     pub(super) fn refused(&self, id: String, workflow: &str, args: Value, error: &str) -> WorkflowExecution {
         WorkflowExecution::new(id, self.spec(workflow, "failed", args, Some(error.to_owned())))

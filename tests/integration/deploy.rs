@@ -257,7 +257,7 @@ fn check_rbac(docs: &[(PathBuf, Value)]) {
     assert_eq!(grants("muster.giantswarm.io", "mcpservers/status"), ["patch"]);
     assert_eq!(grants("muster.giantswarm.io", "workflows"), written);
     assert_eq!(grants("muster.giantswarm.io", "workflows/status"), ["patch"]);
-    assert_eq!(grants("muster.giantswarm.io", "workflowexecutions"), ["create", "get", "list", "delete"]);
+    assert_eq!(grants("muster.giantswarm.io", "workflowexecutions"), ["create", "get", "list", "update", "delete"]);
     assert!(grants("events.k8s.io", "events").contains(&"create".to_owned()));
     assert_eq!(grants("", "secrets"), ["get"]);
     // Leader election (ADR 0010): create the Lease, get and update it by its name only.

@@ -200,7 +200,9 @@ async fn runs_show_as_events_and_the_cli_follows_them() {
             (e["reason"].as_str().unwrap_or_default().to_owned(), e["type"].as_str().unwrap_or_default().to_owned())
         })
         .collect();
+    // The workflow's own lifecycle first (recorded before its tool was listed), then the runs.
     let expected = [
+        ("WorkflowCreated", "Normal"),
         ("WorkflowExecutionStarted", "Normal"),
         ("WorkflowExecutionCompleted", "Normal"),
         ("WorkflowExecutionStarted", "Normal"),
@@ -212,7 +214,7 @@ async fn runs_show_as_events_and_the_cli_follows_them() {
     assert!(messages.contains(&format!("execution {id} completed in")), "{messages}");
     assert!(messages.contains(&format!("execution {failed_id} failed: workflow greet: step hello")), "{messages}");
 
-    // The follower prints each of the four once, as JSON lines.
+    // The follower prints each of the five once, as JSON lines.
     wait_for("WorkflowExecutionFailed", &mut printed);
     let reasons: Vec<&str> = printed.iter().filter_map(|e| e["reason"].as_str()).collect();
     assert_eq!(reasons, expected.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>());
@@ -308,18 +310,29 @@ async fn an_agents_cancellation_stops_a_hung_run_and_its_cleanup_still_runs() {
         (upstream.blocked.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
+    // While it runs, its record says so.
+    let running = eventually(WAIT, "the run's inprogress record", async || {
+        let listed = body(&client.call("core_workflow_execution_list", json!({"status": "inprogress"})).await);
+        (listed["total"] == 1).then_some(listed)
+    })
+    .await;
+    assert_eq!(running["executions"][0]["workflow_name"], "hang", "{running}");
     handle.cancel(Some("the agent gave up".into())).await.expect("cancel");
     eventually(WAIT, "the upstream to hear the cancellation", async || {
         (upstream.cancelled.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
 
-    // The run is recorded as failed, with the step it stopped, and onFailure ran after it.
+    // The run is recorded as failed, with the step it stopped, and onFailure ran after it; the
+    // final record replaced the inprogress one.
     let listed = eventually(WAIT, "the failed run's record", async || {
-        let listed = body(&client.call("core_workflow_execution_list", json!({"workflow_name": "hang"})).await);
+        let listed = body(&client.call("core_workflow_execution_list", json!({"status": "failed"})).await);
         (listed["total"] == 1).then_some(listed)
     })
     .await;
+    assert_eq!(listed["executions"][0]["id"], running["executions"][0]["id"]);
+    let all = body(&client.call("core_workflow_execution_list", json!({"workflow_name": "hang"})).await);
+    assert_eq!(all["total"], 1, "one record per run: {all}");
     let id = listed["executions"][0]["id"].as_str().expect("an id");
     let record = body(&client.call("core_workflow_execution_get", json!({"execution_id": id})).await);
     assert_eq!(record["status"], "failed", "{record}");

@@ -38,7 +38,21 @@ impl KubernetesStore {
         let object = serde_json::to_value(record)
             .and_then(serde_json::from_value::<DynamicObject>)
             .map_err(|e| Error::Api { action: "encoding", namespace: self.namespace.clone(), reason: e.to_string() })?;
-        self.api.create(&PostParams::default(), &object).await.map_err(self.failed("creating")).map(|_| ())
+        match self.api.create(&PostParams::default(), &object).await {
+            Ok(_) => Ok(()),
+            // The run's `inprogress` record is there: the final one replaces it.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let current = self.api.get(record.id()).await.map_err(self.failed("reading"))?;
+                let mut object = object;
+                object.metadata.resource_version = current.metadata.resource_version;
+                self.api
+                    .replace(record.id(), &PostParams::default(), &object)
+                    .await
+                    .map_err(self.failed("replacing"))?;
+                Ok(())
+            }
+            Err(e) => Err(self.failed("creating")(e)),
+        }
     }
 
     pub(super) async fn get(&self, id: &str) -> Result<Option<WorkflowExecution>, Error> {
