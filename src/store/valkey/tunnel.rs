@@ -15,6 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+/// How long a failed `accept` (out of descriptors) waits before the next.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// A listener on loopback that carries each connection to the server over TLS. Stops on drop.
 pub(super) struct Tunnel {
     local: SocketAddr,
@@ -96,8 +99,8 @@ async fn serve(listener: TcpListener, target: Arc<Target>, first: TlsStream<TcpS
     let mut first = Some(first);
     loop {
         let Ok((mut plain, _)) = listener.accept().await else {
-            // Out of descriptors, most likely: the manager's next attempt comes after its backoff.
-            tokio::task::yield_now().await;
+            // Out of descriptors, most likely: wait for some to close rather than spin.
+            tokio::time::sleep(ACCEPT_RETRY).await;
             continue;
         };
         let first = first.take();
