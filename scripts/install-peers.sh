@@ -45,7 +45,8 @@ log() { printf '[install-peers] %s\n' "$*" >&2; }
 # - `chromium`, the real browser of tests/integration/browser.rs (driven by tests/peers/browser.mjs over the
 #   DevTools protocol; browser builds that download themselves cannot be fetched here);
 # - `redis-server`, the shared store of tests/integration/replicas.rs (Valkey speaks its protocol; Debian has no
-#   valkey package in every release, redis-server is the same wire).
+#   valkey package in every release, redis-server is the same wire);
+# - `openssl`, which makes the CA and certificate of tests/integration/replicas_tls.rs (redis-server over TLS).
 # Without root (or sudo) a missing one is skipped with a warning, and its tests skip too -- unless
 # MUSTER_REQUIRE_PEERS is set (scripts/test.sh, CI), which makes it an error here and there.
 install_apt_peer() {
@@ -140,6 +141,7 @@ install_ship_tools
 # ---- end ship ------------------------------------------------------------------------------------
 install_apt_peer chromium chromium
 install_apt_peer redis-server redis-server
+install_apt_peer openssl openssl
 
 if [[ "${FORCE:-0}" != "1" ]] && installed_ok; then
   write_env   # cheap; refreshes the wrapper and its copy of loopback.cjs

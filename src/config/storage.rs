@@ -21,7 +21,15 @@ pub struct Valkey {
     /// `redis://host:port` or `rediss://host:port` (TLS); `valkey://` and `valkeys://` too.
     pub url: String,
     pub password: Option<String>,
+    /// TLS: a `rediss://` (or `valkeys://`) URL, or `tls: true`.
     pub tls: bool,
+    /// The name the server's certificate is checked against (and sent as SNI) instead of the
+    /// URL's host: for a server reached by IP or through an alias its certificate does not name.
+    /// A DNS name; only with TLS.
+    pub tls_server_name: Option<String>,
+    /// PEM certificates (from `caFile`) the server's certificate must chain to, instead of the
+    /// system's store; only with TLS.
+    pub ca_certificates: Option<Vec<u8>>,
     /// Prefixed to every key and channel, so replicas of two deployments can share one server.
     pub key_prefix: String,
     pub db: i64,
@@ -33,6 +41,8 @@ impl std::fmt::Debug for Valkey {
             .field("url", &self.url)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("tls", &self.tls)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("ca_certificates", &self.ca_certificates.as_ref().map(|pem| format!("{} bytes", pem.len())))
             .field("key_prefix", &self.key_prefix)
             .field("db", &self.db)
             .finish()
@@ -64,6 +74,8 @@ struct ValkeyFile {
     url: Option<String>,
     password_file: Option<String>,
     tls: Option<bool>,
+    tls_server_name: Option<String>,
+    ca_file: Option<String>,
     key_prefix: Option<String>,
     db: Option<i64>,
 }
@@ -97,16 +109,68 @@ pub(super) fn parse_storage(dir: &Path, file: &StorageFile, problems: &mut Vec<S
                     .map_err(|e| problems.push(format!("aggregator.storage.valkey.passwordFile: {path}: {e}")))
                     .ok()
             });
+            let tls = valkey.and_then(|v| v.tls).unwrap_or(false) || matches!(scheme, Some("rediss" | "valkeys"));
+            let tls_server_name = valkey.and_then(|v| v.tls_server_name.clone());
+            if let Some(name) = &tls_server_name {
+                check_tls_server_name(name, tls, problems);
+            }
+            let ca_certificates =
+                valkey.and_then(|v| v.ca_file.as_ref()).and_then(|path| read_ca_file(dir, path, tls, problems));
             let key_prefix = valkey.and_then(|v| v.key_prefix.clone()).unwrap_or_else(|| "muster:".to_owned());
             let db = valkey.and_then(|v| v.db).unwrap_or(0);
             if db < 0 {
                 problems.push(format!("aggregator.storage.valkey.db: {db} must be 0 or more"));
             }
-            Storage::Valkey(Valkey { url, password, tls: valkey.and_then(|v| v.tls).unwrap_or(false), key_prefix, db })
+            Storage::Valkey(Valkey { url, password, tls, tls_server_name, ca_certificates, key_prefix, db })
         }
         Some(other) => {
             problems.push(format!("aggregator.storage.type: {other:?} is not one of memory, valkey"));
             Storage::Memory
+        }
+    }
+}
+
+/// `tlsServerName` needs TLS and must be a DNS name (an IP address is checked as the URL's host).
+fn check_tls_server_name(name: &str, tls: bool, problems: &mut Vec<String>) {
+    if !tls {
+        problems.push(format!(
+            "aggregator.storage.valkey.tlsServerName: {name:?} needs TLS (a rediss:// url or tls: true)"
+        ));
+    }
+    if name.parse::<std::net::IpAddr>().is_ok() || rustls::pki_types::DnsName::try_from(name).is_err() {
+        problems.push(format!("aggregator.storage.valkey.tlsServerName: {name:?} is not a DNS name"));
+    }
+}
+
+/// `caFile`, relative to the folder: the PEM certificates, when it holds at least one and TLS is on.
+fn read_ca_file(dir: &Path, path: &str, tls: bool, problems: &mut Vec<String>) -> Option<Vec<u8>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    if !tls {
+        problems.push(format!("aggregator.storage.valkey.caFile: {path} needs TLS (a rediss:// url or tls: true)"));
+        return None;
+    }
+    let pem = std::fs::read(dir.join(path))
+        .map_err(|e| problems.push(format!("aggregator.storage.valkey.caFile: {path}: {e}")))
+        .ok()?;
+    match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+        Ok(certificates) if !certificates.is_empty() => {
+            let mut roots = rustls::RootCertStore::empty();
+            let (_, unusable) = roots.add_parsable_certificates(certificates);
+            if unusable > 0 {
+                problems.push(format!(
+                    "aggregator.storage.valkey.caFile: {path}: {unusable} of its certificates cannot be parsed"
+                ));
+                return None;
+            }
+            Some(pem)
+        }
+        Ok(_) => {
+            problems.push(format!("aggregator.storage.valkey.caFile: {path} holds no PEM certificate"));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("aggregator.storage.valkey.caFile: {path}: {e}"));
+            None
         }
     }
 }
@@ -167,7 +231,61 @@ mod tests {
         )
         .expect("write");
         std::fs::write(dir.path().join("password"), "s3cret\n").expect("write");
+        std::fs::write(dir.path().join("ca.pem"), CA).expect("write");
         crate::config::Config::parse(dir.path(), yaml)
+    }
+
+    /// A self-signed certificate (a CA), for `caFile`.
+    const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBiTCCAS+gAwIBAgIUCwYOhP9fpT7HVavA8Bc9MPZWdZEwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwObXVzdGVyLXRlc3QtY2EwIBcNMjYxMjA2MDIzNDUzWhgPMjEy
+NjExMTIwMjM0NTNaMBkxFzAVBgNVBAMMDm11c3Rlci10ZXN0LWNhMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEjrHU1hqccU87Y3o3BDjFYVsWCab8+FrEs93oMomj
+b3MjPQjjKFyaiOfutoHUgwTsMhn+uDmectip77U5iIbFxaNTMFEwHQYDVR0OBBYE
+FIopx5we2dhGV7gJTVBo7EZb49rAMB8GA1UdIwQYMBaAFIopx5we2dhGV7gJTVBo
+7EZb49rAMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgAI7hDEhq
+jkE3qSfzUc8nNkGHpX3UcF4obbJHE6ptfTMCIQC97rYk0WXC0cwaVReSNS9k1lBe
+XjBo4LQxQW7swQRW5g==
+-----END CERTIFICATE-----
+";
+
+    /// The problems of `aggregator.storage.valkey: {keys}` (with the session key file).
+    fn valkey_problems(keys: &str) -> String {
+        parse(&format!(
+            "aggregator:\n  storage:\n    type: valkey\n    valkey: {{{keys}}}\n  sessions: {{keyFile: keys}}\n"
+        ))
+        .expect_err("refused")
+        .problems
+        .join("\n")
+    }
+
+    #[test]
+    fn tls_server_name_and_ca_file_need_tls_a_dns_name_and_a_certificate() {
+        let config = parse(
+            "aggregator:\n  storage:\n    type: valkey\n    valkey: {url: 'rediss://10.0.0.7:6380', tlsServerName: valkey.internal, caFile: ca.pem}\n  sessions: {keyFile: keys}\n",
+        )
+        .expect("config");
+        let Storage::Valkey(valkey) = &config.storage else { panic!("valkey: {:?}", config.storage) };
+        assert!(valkey.tls);
+        assert_eq!(valkey.tls_server_name.as_deref(), Some("valkey.internal"));
+        assert_eq!(valkey.ca_certificates.as_deref(), Some(CA.as_bytes()));
+
+        let problems = valkey_problems("url: 'redis://10.0.0.7:6379', tlsServerName: valkey.internal, caFile: ca.pem");
+        for expected in [
+            "aggregator.storage.valkey.tlsServerName: \"valkey.internal\" needs TLS (a rediss:// url or tls: true)",
+            "aggregator.storage.valkey.caFile: ca.pem needs TLS (a rediss:// url or tls: true)",
+        ] {
+            assert!(problems.contains(expected), "{expected}: {problems}");
+        }
+        for name in ["10.0.0.7", "not a name", "valkey..internal", "valkey.internal:6380"] {
+            let problems = valkey_problems(&format!("url: 'rediss://10.0.0.7:6380', tlsServerName: '{name}'"));
+            let expected = format!("aggregator.storage.valkey.tlsServerName: {name:?} is not a DNS name");
+            assert!(problems.contains(&expected), "{expected}: {problems}");
+        }
+        let problems = valkey_problems("url: 'redis://10.0.0.7:6379', tls: true, caFile: password");
+        assert!(problems.contains("aggregator.storage.valkey.caFile: password holds no PEM certificate"), "{problems}");
+        let problems = valkey_problems("url: 'rediss://10.0.0.7:6380', caFile: missing.pem");
+        assert!(problems.contains("aggregator.storage.valkey.caFile: missing.pem: "), "{problems}");
     }
 
     #[test]

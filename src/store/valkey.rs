@@ -1,12 +1,16 @@
 //! The Valkey (or Redis) backend of `Store`: one `redis::aio::ConnectionManager` (multiplexed,
 //! reconnecting with backoff, every command bounded by `RESPONSE_TIMEOUT`) speaking RESP3, whose
 //! push messages carry the one subscribed channel (`<keyPrefix>events`, resubscribed after a
-//! reconnect) into the store's broadcast. TLS (`rediss://`) goes through rustls with aws-lc-rs.
+//! reconnect) into the store's broadcast. TLS (`rediss://`) goes through rustls with aws-lc-rs:
+//! redis-rs's own, trusting `caFile` or the system's store, or with `tlsServerName` our
+//! `tunnel`, since redis-rs checks only the URL's host (ADR 0009).
+
+mod tunnel;
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo as _, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{ConnectionAddr, IntoConnectionInfo as _, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::broadcast;
 
 use super::{Error, Message};
@@ -23,6 +27,8 @@ pub(super) struct Valkey {
     channel: String,
     /// Where the store is, for errors: host and port, never the password.
     at: String,
+    /// With `tlsServerName`: what carries the manager's connections over TLS (as long as the store).
+    tunnel: Option<tunnel::Tunnel>,
 }
 
 /// Forwards the channel's messages from the connection's push stream to the store's broadcast.
@@ -68,13 +74,7 @@ impl Valkey {
         let at =
             url.split_once("://").map_or(url.as_str(), |(_, rest)| rest).rsplit('@').next().unwrap_or("").to_owned();
         let unavailable = |reason: String| Error::Unavailable { at: at.clone(), reason };
-        let info = url.as_str().into_connection_info().map_err(|e| unavailable(e.to_string()))?;
-        let mut settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3).set_db(config.db);
-        if let Some(password) = &config.password {
-            settings = settings.set_password(password);
-        }
-        let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| unavailable(e.to_string()))?;
+        let (client, tunnel) = client(config, &url).await.map_err(unavailable)?;
         let channel = format!("{}events", config.key_prefix);
         let pushes = Pushes { channel: channel.clone(), events };
         let manager_config = ConnectionManagerConfig::new()
@@ -87,7 +87,7 @@ impl Valkey {
         let mut manager =
             ConnectionManager::new_with_config(client, manager_config).await.map_err(|e| unavailable(reason(&e)))?;
         manager.subscribe(&channel).await.map_err(|e| unavailable(reason(&e)))?;
-        let this = Self { manager, prefix: config.key_prefix.clone(), channel, at };
+        let this = Self { manager, prefix: config.key_prefix.clone(), channel, at, tunnel };
         redis::cmd("PING").query_async::<String>(&mut this.manager.clone()).await.map_err(|e| this.error(&e))?;
         Ok(this)
     }
@@ -96,8 +96,12 @@ impl Valkey {
         format!("{}{key}", self.prefix)
     }
 
+    /// A failed command: when the connection failed behind the tunnel, the tunnel knows why.
     fn error(&self, e: &redis::RedisError) -> Error {
-        Error::Unavailable { at: self.at.clone(), reason: reason(e) }
+        let behind_tunnel = (e.is_io_error() || e.is_connection_dropped())
+            .then(|| self.tunnel.as_ref().and_then(tunnel::Tunnel::last_failure))
+            .flatten();
+        Error::Unavailable { at: self.at.clone(), reason: behind_tunnel.unwrap_or_else(|| reason(e)) }
     }
 
     pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -155,13 +159,45 @@ impl Valkey {
     }
 }
 
+/// redis-rs's client for `url`: with its own TLS (trusting `caFile`, else the system's store), or,
+/// with `tlsServerName`, speaking plain RESP to a tunnel that carries it over TLS checking that name.
+async fn client(config: &crate::config::Valkey, url: &str) -> Result<(redis::Client, Option<tunnel::Tunnel>), String> {
+    let info = url.into_connection_info().map_err(|e| e.to_string())?;
+    let (info, tunnel) = match (&config.tls_server_name, info.addr().clone()) {
+        (Some(server_name), ConnectionAddr::TcpTls { host, port, .. }) => {
+            let roots = config.ca_certificates.as_deref();
+            let tunnel = tunnel::Tunnel::open(host, port, server_name, roots, CONNECT_TIMEOUT).await?;
+            let local = tunnel.local();
+            (info.set_addr(ConnectionAddr::Tcp(local.ip().to_string(), local.port())), Some(tunnel))
+        }
+        _ => (info, None),
+    };
+    let mut settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3).set_db(config.db);
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password);
+    }
+    let info = info.set_redis_settings(settings);
+    let client = match config.ca_certificates.as_ref().filter(|_| tunnel.is_none()) {
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+        ),
+        None => redis::Client::open(info),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((client, tunnel))
+}
+
 fn millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// A store error in words, without the server's address twice or a password.
+/// A store error in words, without the server's address twice or a password; a TLS failure
+/// (a certificate that does not name the server, an unknown issuer) as rustls tells it.
 fn reason(e: &redis::RedisError) -> String {
-    if e.is_timeout() {
+    if let Some(tls) = tunnel::tls_error(e) {
+        tunnel::tls_reason(tls)
+    } else if e.is_timeout() {
         format!("no answer within {} ms", RESPONSE_TIMEOUT.as_millis())
     } else if e.is_connection_refusal() {
         "connection refused".to_owned()

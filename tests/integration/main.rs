@@ -30,6 +30,7 @@ mod oauth_server;
 mod peers;
 mod readme;
 mod replicas;
+mod replicas_tls;
 mod shutdown;
 mod sso;
 mod sso_example;

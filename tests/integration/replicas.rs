@@ -66,7 +66,7 @@ impl Valkey {
 /// `aggregator.oauth.server.encryptionKey`, the same on every replica.
 const ENCRYPTION_KEY: &str = "ZW5jcnlwdGlvbi1rZXktb2YtdGhlLXJlcGxpY2FzLTE=";
 
-const SESSION_KEY: &str = "c2Vzc2lvbi1rZXktb2YtdGhlLXRlc3QtcmVwbGljYXM=\n";
+pub(crate) const SESSION_KEY: &str = "c2Vzc2lvbi1rZXktb2YtdGhlLXRlc3QtcmVwbGljYXM=\n";
 
 /// `replicas` copies of `fleet`'s folder, each on its own port, sharing `valkey`, started.
 async fn replicate(fleet: &Fleet, valkey: &Valkey, replicas: usize) -> Vec<(Fleet, Muster)> {
@@ -75,7 +75,7 @@ async fn replicate(fleet: &Fleet, valkey: &Valkey, replicas: usize) -> Vec<(Flee
 
 /// `replicas` copies of `fleet`'s folder with `keys` appended to its config, each on its own port,
 /// started.
-async fn copies(fleet: &Fleet, keys: &str, replicas: usize) -> Vec<(Fleet, Muster)> {
+pub(crate) async fn copies(fleet: &Fleet, keys: &str, replicas: usize) -> Vec<(Fleet, Muster)> {
     let text = std::fs::read_to_string(fleet.dir.path().join("config.yaml")).expect("config");
     let port_line = text.lines().find(|l| l.trim_start().starts_with("port:")).expect("port").to_owned();
     let mut started = Vec::new();
@@ -129,7 +129,7 @@ fn session_post(
 }
 
 /// One JSON-RPC message to `muster` on `session`, answered as JSON: (status, body).
-async fn send(muster: &Muster, session: Option<&str>, body: Value) -> (u16, Value) {
+pub(crate) async fn send(muster: &Muster, session: Option<&str>, body: Value) -> (u16, Value) {
     let http = reqwest::Client::new();
     let response =
         session_post(&http, &muster.mcp_url(), session, "application/json", &body).send().await.expect("request");
@@ -138,7 +138,7 @@ async fn send(muster: &Muster, session: Option<&str>, body: Value) -> (u16, Valu
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn open_session(muster: &Muster) -> String {
+pub(crate) async fn open_session(muster: &Muster) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {"roots": {}}, "clientInfo": {"name": "replicas", "version": "1"}}});
     let response = reqwest::Client::new()
@@ -185,8 +185,12 @@ async fn one_session_is_served_by_every_replica_and_ended_by_one_delete() {
         assert!(text.contains(&format!("call {n}")), "replica {}: {body}", n % 3);
     }
 
-    // A forged id opens nowhere.
-    let forged = format!("{}A", &session[..session.len() - 1]);
+    // A forged id opens nowhere. One character of the middle changes (the last one may already be
+    // `A`, or differ only in bits the decoding drops, and then the "forged" id was the real one).
+    let middle = session.len() / 2;
+    let other = if &session[middle..=middle] == "A" { "B" } else { "A" };
+    let forged = format!("{}{other}{}", &session[..middle], &session[middle + 1..]);
+    assert_ne!(forged, session);
     let ping = json!({"jsonrpc": "2.0", "id": 99, "method": "ping"});
     for (_, muster) in &replicas {
         assert_eq!(send(muster, Some(&forged), ping.clone()).await.0, 404);
@@ -412,7 +416,7 @@ async fn a_sign_in_at_one_replica_works_at_every_replica_and_a_revocation_reache
 }
 
 /// A fleet of one cluster, `cluster-a`, served by a mock upstream (direct tool exposure).
-async fn one_cluster() -> (Fleet, MockUpstream) {
+pub(crate) async fn one_cluster() -> (Fleet, MockUpstream) {
     let fleet = Fleet::new(&config(free_port(), "  toolExposure: direct\n"));
     let upstream = MockUpstream::start("a", free_port()).await;
     fleet.write_server(
@@ -423,7 +427,7 @@ async fn one_cluster() -> (Fleet, MockUpstream) {
 }
 
 /// `/readyz`'s `store` field on `muster`.
-async fn store_state(muster: &Muster) -> String {
+pub(crate) async fn store_state(muster: &Muster) -> String {
     let body: Value = reqwest::get(muster.url("/readyz")).await.expect("readyz").json().await.expect("json");
     body["store"].as_str().unwrap_or_default().to_owned()
 }
