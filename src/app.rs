@@ -16,6 +16,7 @@ use crate::crd::leader::Election;
 use crate::crd::resources::Resources;
 use crate::crd::sink::Sink;
 use crate::frontend::{self, Parts};
+use crate::mcp::GatewayServer;
 use crate::mcp::core::Core;
 use crate::mcp::sessions::{self, Sessions};
 use crate::routing::RouterHandle;
@@ -135,7 +136,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // 4. Agent sessions hear about catalog changes.
     let sessions = Arc::new(Sessions::shared(sessions::IDLE_TIMEOUT, config.limits.into(), keyring(&config), &store));
     actix::spawn(sessions::watch_catalog(sessions.clone(), router.snapshot.clone()));
-    actix::spawn(sessions::follow_replicas(sessions.clone(), store.clone()));
+    let relayed =
+        GatewayServer::new(sessions.next_agent_id(), router.clone(), config.tool_exposure, config.oauth.is_some());
+    actix::spawn(sessions::follow_replicas(sessions.clone(), store.clone(), relayed));
 
     // On SIGTERM or Ctrl-C the frontend stops (`frontend::Stop`: `/readyz` 503 at once, every
     // answer closing its connection, no new connections after the delay, then the drain), and

@@ -86,6 +86,14 @@ pub trait AgentChannel: Send + Sync {
     fn expect_reply(&self) -> (RequestId, oneshot::Receiver<AgentReply>);
     /// Stops waiting for a reply (the request could not be sent, or its call ended).
     fn forget_reply(&self, id: &RequestId);
+    /// The agent subscribed to the resource `uri` through this replica, as `identity`.
+    fn subscribed(&self, uri: &str, identity: Option<Arc<Identity>>) {
+        let _ = (uri, identity);
+    }
+    /// The agent unsubscribed from `uri` through this replica.
+    fn unsubscribed(&self, uri: &str) {
+        let _ = uri;
+    }
 }
 
 /// The way back to the agent while one of its requests runs.

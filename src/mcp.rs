@@ -34,7 +34,7 @@ use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler};
 
 use crate::backend::UpstreamResult;
-use crate::caller::Caller;
+use crate::caller::{Caller, ReplyPath};
 use crate::config::ToolExposure;
 use crate::routing::resolve::resolve_tool;
 use crate::routing::{self, CatalogSnapshot, RouterHandle};
@@ -453,16 +453,26 @@ impl GatewayServer {
         backend.read_resource(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
 
+    /// Subscribes upstream (once for all agents), and notes the subscription in the agent's
+    /// session, so an unsubscribe posted to another replica finds it here.
     async fn resource_subscribe(&self, request: SubscribeRequestParams, caller: &Caller) -> Result<(), ErrorData> {
         let snapshot = self.snapshot();
+        let agents_uri = request.uri.clone();
         let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
         let mut params = request;
         params.uri = uri;
-        backend.subscribe(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
+        backend.subscribe(params, caller).await.map_err(|e| error::protocol_error(&e.into()))?;
+        if let ReplyPath::Session { session, .. } = &caller.reply_path {
+            session.subscribed(&agents_uri, caller.identity.clone());
+        }
+        Ok(())
     }
 
     async fn resource_unsubscribe(&self, request: UnsubscribeRequestParams, caller: &Caller) -> Result<(), ErrorData> {
         let snapshot = self.snapshot();
+        if let ReplyPath::Session { session, .. } = &caller.reply_path {
+            session.unsubscribed(&request.uri);
+        }
         let (backend, uri) = resource_backend(&snapshot, &request.uri).map_err(|e| error::protocol_error(&e))?;
         let mut params = request;
         params.uri = uri;

@@ -139,6 +139,11 @@ async fn post(
 ) -> HttpResponse {
     match message {
         ClientJsonRpcMessage::Request(request) => {
+            // The subscription may be held by the replica the agent subscribed through.
+            if let ClientRequest::UnsubscribeRequest(unsubscribe) = &request.request {
+                let uri = unsubscribe.params.uri.clone();
+                endpoint.sessions.relay(session_id, Relayed::Unsubscribe { uri }).await;
+            }
             let progress_token = progress_token(&request.request);
             let ct = CancellationToken::new();
             let (reply_tx, replies) = mpsc::channel(caller::REPLY_QUEUE);

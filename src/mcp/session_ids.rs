@@ -52,6 +52,8 @@ pub enum Relayed {
     Listening,
     /// A notification for the agent's standalone stream, which this replica does not hold.
     Notify { notification: rmcp::model::ServerNotification },
+    /// `resources/unsubscribe` for `uri`, for the replica that holds the subscription.
+    Unsubscribe { uri: String },
 }
 
 /// A `Relayed` for the session with key `session`, as it crosses the store.

@@ -19,7 +19,8 @@
 //! Ids are sealed records (`session_ids`): with a shared store, `find` resumes on this replica a
 //! session another replica opened, `end` ends it on all of them, and `relay` passes an agent's
 //! answer or cancellation to the replica running the call it is about (`follow_replicas`), as
-//! `notify` does with a notification whose standalone stream is on another replica. A session's
+//! `notify` does with a notification whose standalone stream is on another replica, and an
+//! unsubscribe to the replica that holds the subscription. A session's
 //! server-to-client request ids then start at a random number, so two replicas serving one
 //! session do not hand the agent the same id.
 
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::session_ids::{self, Liveness, Relayed, SessionIds};
+use crate::auth::Identity;
 use crate::caller::{AgentChannel, AgentReply};
 use crate::routing::CatalogSnapshot;
 use crate::store::{Keyring, Store};
@@ -47,6 +49,8 @@ pub const STANDALONE_QUEUE: usize = 64;
 /// Messages waiting to be published for other replicas (all sessions together): notifications
 /// for their standalone streams, and the agents' answers and cancellations for their calls.
 const RELAY_QUEUE: usize = 1024;
+/// Resource subscriptions a session's record keeps on one replica (for `Relayed::Unsubscribe`).
+const MAX_SUBSCRIPTIONS: usize = 256;
 
 /// How many sessions may be open.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +100,10 @@ pub struct AgentSession {
     touched: AtomicU64,
     /// With a shared store: where notifications go when the standalone stream is elsewhere.
     elsewhere: Option<Elsewhere>,
+    /// With a shared store: the resources the agent subscribed to through this replica, and as
+    /// whom, so that an unsubscribe posted to another replica is carried out here
+    /// (`Relayed::Unsubscribe`). At most `MAX_SUBSCRIPTIONS`.
+    subscriptions: Mutex<HashMap<String, Option<Arc<Identity>>>>,
 }
 
 /// A session's way to its standalone stream on another replica.
@@ -205,6 +213,23 @@ impl AgentChannel for AgentSession {
     fn forget_reply(&self, id: &RequestId) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.remove(id);
+        }
+    }
+
+    fn subscribed(&self, uri: &str, identity: Option<Arc<Identity>>) {
+        if self.elsewhere.is_none() {
+            return; // one replica: the unsubscribe comes here
+        }
+        if let Ok(mut subscriptions) = self.subscriptions.lock()
+            && (subscriptions.len() < MAX_SUBSCRIPTIONS || subscriptions.contains_key(uri))
+        {
+            subscriptions.insert(uri.to_owned(), identity);
+        }
+    }
+
+    fn unsubscribed(&self, uri: &str) {
+        if let Ok(mut subscriptions) = self.subscriptions.lock() {
+            subscriptions.remove(uri);
         }
     }
 }
@@ -379,6 +404,7 @@ impl Sessions {
                 listening: AtomicBool::new(false),
                 relays: relays.clone(),
             }),
+            subscriptions: Mutex::default(),
         })
     }
 
@@ -517,45 +543,6 @@ fn fingerprint(snapshot: &CatalogSnapshot) -> Fingerprint {
     }
 }
 
-/// Ends here the sessions that ended on another replica, and takes the agents' answers and
-/// cancellations other replicas received for calls that run here.
-pub async fn follow_replicas(sessions: Arc<Sessions>, store: Store) {
-    let mut events = store.subscribe();
-    loop {
-        match events.recv().await {
-            Ok(message) if message.topic == session_ids::ENDED => {
-                sessions.forget(&message.payload);
-            }
-            Ok(message) if message.topic == session_ids::RELAYED => {
-                let Ok(envelope) = serde_json::from_str::<session_ids::Envelope>(&message.payload) else { continue };
-                let Some(session) = sessions.by_id.get(&envelope.session) else { continue };
-                match envelope.relayed {
-                    Relayed::Reply { id, reply } => {
-                        let _ = session.deliver_reply(&id, reply);
-                    }
-                    Relayed::Cancel { id } => {
-                        session.cancel(&id);
-                    }
-                    Relayed::Listening => {
-                        if let Some(elsewhere) = &session.elsewhere {
-                            elsewhere.listening.store(true, Ordering::Relaxed);
-                        }
-                    }
-                    // Only to a stream held here: never relayed on again.
-                    Relayed::Notify { notification } => {
-                        let _ = session.notify_here(notification);
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "missed shared-store messages; some ended sessions linger until idle");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
 pub async fn watch_catalog(sessions: Arc<Sessions>, mut snapshots: watch::Receiver<Arc<CatalogSnapshot>>) {
     use rmcp::model::{PromptListChangedNotification, ResourceListChangedNotification, ToolListChangedNotification};
     let mut last = fingerprint(&snapshots.borrow_and_update());
@@ -583,5 +570,8 @@ pub async fn watch_catalog(sessions: Arc<Sessions>, mut snapshots: watch::Receiv
     }
 }
 
+mod replicas;
 #[cfg(test)]
 mod tests;
+
+pub use replicas::follow_replicas;

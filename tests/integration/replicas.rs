@@ -653,3 +653,35 @@ async fn an_answer_or_a_cancellation_posted_to_another_replica_reaches_the_call(
     .await;
     assert_eq!(progress["params"]["progressToken"], "across", "{progress}");
 }
+
+#[actix_web::test]
+async fn an_unsubscribe_posted_to_another_replica_ends_the_subscription_upstream() {
+    let Some(valkey) = Valkey::start(&Peers::load()).await else { return };
+    let (fleet, upstream) = one_cluster().await;
+    let replicas = replicate(&fleet, &valkey, 2).await;
+    let (r0, r1) = (&replicas[0].1, &replicas[1].1);
+    let session = open_session(r0).await;
+    let (_, listed) = send(r0, Some(&session), json!({"jsonrpc": "2.0", "id": 1, "method": "resources/list"})).await;
+    let uri = listed["result"]["resources"]
+        .as_array()
+        .and_then(|all| all.iter().find_map(|r| r["uri"].as_str().filter(|u| u.contains("status"))))
+        .unwrap_or_else(|| panic!("the upstream's resource is listed: {listed}"))
+        .to_owned();
+    let subscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": uri}});
+    let (status, answer) = send(r0, Some(&session), subscribe).await;
+    assert_eq!((status, &answer["error"]), (200, &Value::Null), "{answer}");
+    let seen = || upstream.shared.subscriptions.lock().expect("lock").clone();
+    assert_eq!(seen(), ["subscribe mock://a/status"]);
+
+    // The agent's next request goes to the other replica, which holds no subscription: it passes
+    // the unsubscribe on, and the replica that holds it ends it upstream.
+    let unsubscribe = json!({"jsonrpc": "2.0", "id": 3, "method": "resources/unsubscribe", "params": {"uri": uri}});
+    let (status, answer) = send(r1, Some(&session), unsubscribe).await;
+    assert_eq!((status, &answer["error"]), (200, &Value::Null), "{answer}");
+    let seen = eventually(std::time::Duration::from_secs(10), "the upstream to hear the unsubscribe", async || {
+        let seen = seen();
+        (seen.len() == 2).then_some(seen)
+    })
+    .await;
+    assert_eq!(seen, ["subscribe mock://a/status", "unsubscribe mock://a/status"]);
+}

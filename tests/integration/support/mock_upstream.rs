@@ -3,7 +3,8 @@
 //! it), `grow` (adds a tool and announces list_changed), `progress`, `big` (a text of `bytes`
 //! bytes), `roots` (asks the agent for its roots: a server-to-client request) and `flood`
 //! (progress notifications of 4 KiB each, without end until cancelled); and
-//! one prompt, `cluster-health-check`, whose text and `namespace` completions name the upstream.
+//! one prompt, `cluster-health-check`, whose text and `namespace` completions name the upstream;
+//! one resource, `mock://<label>/status`, whose `resources/subscribe` and `unsubscribe` it records.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,8 @@ pub struct Shared {
     pub call_ports_seen: Mutex<std::collections::HashSet<u16>>,
     /// Bearer tokens seen on any request, and those to answer with 401 (a revoked token).
     pub bearers_seen: Mutex<Vec<String>>,
+    /// `subscribe <uri>` and `unsubscribe <uri>`, in the order they came.
+    pub subscriptions: Mutex<Vec<String>>,
     pub rejected_bearers: Mutex<Vec<String>>,
 }
 
@@ -55,8 +58,38 @@ fn text(s: impl Into<String>) -> CallToolResponse {
 
 impl ServerHandler for Upstream {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = json!({"tools": {"listChanged": true}, "prompts": {}, "completions": {}});
+        let capabilities =
+            json!({"tools": {"listChanged": true}, "prompts": {}, "completions": {}, "resources": {"subscribe": true}});
         ServerConfig::new(serde_json::from_value(capabilities).expect("caps"))
+    }
+
+    async fn list_resources(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let status = rmcp::model::Resource::new(format!("mock://{}/status", self.0.label), "status");
+        Ok(rmcp::model::ListResourcesResult::with_all_items(vec![status]))
+    }
+
+    #[allow(deprecated, reason = "resources/subscribe is what 2025-era clients (and muster upstream) send")]
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.0.subscriptions.lock().expect("lock").push(format!("subscribe {}", request.uri));
+        Ok(())
+    }
+
+    #[allow(deprecated, reason = "resources/unsubscribe is what 2025-era clients (and muster upstream) send")]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.0.subscriptions.lock().expect("lock").push(format!("unsubscribe {}", request.uri));
+        Ok(())
     }
 
     async fn list_prompts(
@@ -247,6 +280,7 @@ impl MockUpstream {
                 call_ports_seen: Mutex::default(),
                 bearers_seen: Mutex::default(),
                 rejected_bearers: Mutex::default(),
+                subscriptions: Mutex::default(),
             }),
             port,
         )
