@@ -32,6 +32,7 @@ use rmcp::model::{RequestId, ServerJsonRpcMessage, ServerNotification};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::listen::fingerprint;
 use super::session_ids::{self, Liveness, Relayed, SessionIds};
 use crate::caller::{AgentChannel, AgentReply};
 use crate::routing::CatalogSnapshot;
@@ -497,23 +498,6 @@ impl Sessions {
 
     fn listening(&self) -> Vec<Arc<AgentSession>> {
         self.by_id.iter().map(|(_, s)| s).filter(|s| s.has_standalone()).collect()
-    }
-}
-
-/// What an agent can see of the catalog; a change in one part sends that part's `list_changed`.
-#[derive(PartialEq, Default)]
-struct Fingerprint {
-    tools: String,
-    resources: String,
-    prompts: String,
-}
-
-fn fingerprint(snapshot: &CatalogSnapshot) -> Fingerprint {
-    let catalog = &snapshot.catalog;
-    Fingerprint {
-        tools: serde_json::to_string(&catalog.tools).unwrap_or_default(),
-        resources: serde_json::to_string(&(&catalog.resources, &catalog.resource_templates)).unwrap_or_default(),
-        prompts: serde_json::to_string(&catalog.prompts).unwrap_or_default(),
     }
 }
 
