@@ -275,7 +275,16 @@ impl ServerHandler for GatewayServer {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        self.prompt(request, &self.caller(&context)).await.map(Into::into)
+        let Some(rounds) = self.sessionless.as_ref().map(|s| s.rounds.clone()) else {
+            return self.prompt(request, &self.caller(&context)).await.map(Into::into);
+        };
+        match self.prompt_in_rounds(&rounds, request, &context).await? {
+            rounds::Outcome::Complete(result) => match *result {
+                UpstreamResult::Result(ServerResult::GetPromptResult(prompt)) => Ok(prompt.into()),
+                _ => Err(ErrorData::internal_error("the upstream's prompt could not be read", None)),
+            },
+            rounds::Outcome::InputRequired(asked) => Ok(GetPromptResponse::InputRequired(asked)),
+        }
     }
 
     async fn complete(

@@ -25,8 +25,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use rmcp::ErrorData;
 use rmcp::model::{
-    CallToolRequestParams, ClientCapabilities, ClientResult, CreateMessageResult, ElicitResult, InputRequest,
-    InputRequiredResult, InputResponses, ListRootsResult, ServerRequest,
+    CallToolRequestParams, ClientCapabilities, ClientResult, CreateMessageResult, ElicitResult, GetPromptRequestParams,
+    InputRequest, InputRequiredResult, InputResponses, ListRootsResult, ServerRequest,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use tokio::sync::{mpsc, oneshot};
@@ -79,7 +79,7 @@ struct Waiting {
 struct Round {
     /// The round whose state the agent holds; a retry must name it.
     number: u64,
-    call: JoinHandle<UpstreamResult>,
+    call: JoinHandle<Result<UpstreamResult, ErrorData>>,
     questions: mpsc::Receiver<Question>,
     /// Questions the agent has been asked and not answered, by key.
     asked: BTreeMap<String, Asked>,
@@ -117,7 +117,7 @@ impl Rounds {
         call: impl FnOnce(mpsc::Sender<Question>, CancellationToken) -> F,
     ) -> Result<Outcome, ErrorData>
     where
-        F: Future<Output = UpstreamResult> + Send + 'static,
+        F: Future<Output = Result<UpstreamResult, ErrorData>> + Send + 'static,
     {
         let Some(state) = &request.request_state else {
             let (ask, questions) = mpsc::channel(QUESTIONS);
@@ -211,7 +211,7 @@ impl Round {
             }
             tokio::select! {
                 result = &mut self.call => {
-                    return Some(result.map_err(|_| error::call_lost()));
+                    return Some(result.map_err(|_| error::call_lost()).and_then(|result| result));
                 }
                 Some(question) = self.questions.recv() => self.take(question, declared),
             }
@@ -238,7 +238,7 @@ impl Round {
 }
 
 impl super::GatewayServer {
-    /// A sessionless `tools/call`, or its retry with `inputResponses`: one round (mcp/rounds.rs).
+    /// A sessionless `tools/call`, or its retry with `inputResponses`: one round.
     pub(super) async fn tool_call_in_rounds(
         &self,
         rounds: &Rounds,
@@ -249,19 +249,42 @@ impl super::GatewayServer {
         let headers = context.extensions.get::<http::request::Parts>().map(|p| p.headers.clone());
         let round = Request {
             owner: caller.identity.as_ref().map(|i| i.key()).unwrap_or_default(),
-            subject: request.name.to_string(),
+            subject: format!("tools/call\n{}", request.name),
             declared: context.meta.client_capabilities(),
             request_state: request.request_state.take(),
             input_responses: request.input_responses.take(),
         };
         let gateway = self.clone();
         let call = move |questions, ct| async move {
-            let mut caller = caller;
-            if let crate::caller::ReplyPath::Rmcp { questions: asks, .. } = &mut caller.reply_path {
-                *asks = Some(questions);
-            }
-            caller.ct = ct;
-            gateway.tool_call(request, &caller, headers.as_ref()).await
+            let caller = asking(caller, questions, ct);
+            Ok(gateway.tool_call(request, &caller, headers.as_ref()).await)
+        };
+        tokio::select! {
+            outcome = rounds.run(round, call) => outcome,
+            () = context.ct.cancelled() => Err(ErrorData::internal_error("the agent's request was cancelled", None)),
+        }
+    }
+
+    /// A sessionless `prompts/get`, or its retry: one round, as a tool call's.
+    pub(super) async fn prompt_in_rounds(
+        &self,
+        rounds: &Rounds,
+        mut request: GetPromptRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Outcome, ErrorData> {
+        let caller = self.caller(context);
+        let round = Request {
+            owner: caller.identity.as_ref().map(|i| i.key()).unwrap_or_default(),
+            subject: format!("prompts/get\n{}", request.name),
+            declared: context.meta.client_capabilities(),
+            request_state: request.request_state.take(),
+            input_responses: request.input_responses.take(),
+        };
+        let gateway = self.clone();
+        let call = move |questions, ct| async move {
+            let caller = asking(caller, questions, ct);
+            let prompt = gateway.prompt(request, &caller).await?;
+            Ok(UpstreamResult::Result(rmcp::model::ServerResult::GetPromptResult(prompt)))
         };
         tokio::select! {
             outcome = rounds.run(round, call) => outcome,
@@ -270,7 +293,21 @@ impl super::GatewayServer {
     }
 }
 
-/// The state is good only for this caller and this tool.
+/// The caller of a call in rounds: its questions go to `questions`, and `ct` (not the first
+/// request's) cancels it.
+fn asking(
+    mut caller: crate::caller::Caller,
+    questions: mpsc::Sender<Question>,
+    ct: CancellationToken,
+) -> crate::caller::Caller {
+    if let crate::caller::ReplyPath::Rmcp { questions: asks, .. } = &mut caller.reply_path {
+        *asks = Some(questions);
+    }
+    caller.ct = ct;
+    caller
+}
+
+/// The state is good only for this caller and this request (method and name).
 fn bound_to(request: &Request) -> String {
     format!("request-state\n{}\n{}", request.owner, request.subject)
 }

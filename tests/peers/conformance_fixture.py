@@ -29,7 +29,8 @@ Fixtures:
   resources  test://static-text, test://static-binary, test://watched-resource,
              template test://template/{id}/data; resources/subscribe + unsubscribe
   prompts    test_simple_prompt, test_prompt_with_arguments(arg1, arg2),
-             test_prompt_with_embedded_resource(resourceUri), test_prompt_with_image
+             test_prompt_with_embedded_resource(resourceUri), test_prompt_with_image,
+             test_input_required_result_prompt (elicits its context while being got)
   other      logging/setLevel, completion/complete, ping
 """
 
@@ -592,6 +593,10 @@ PROMPTS = [
         arguments=[types.PromptArgument(name="resourceUri", description="URI of the resource to embed", required=True)],
     ),
     types.Prompt(
+        name="test_input_required_result_prompt",
+        description="MRTR: asks for the prompt's context (elicitation) while it is being got",
+    ),
+    types.Prompt(
         name="test_prompt_with_image", title="Prompt With Image", description="A prompt that includes image content"
     ),
 ]
@@ -633,6 +638,11 @@ async def handle_get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> t
             ),
             types.PromptMessage(role="user", content=text("Please process the embedded resource above.")),
         ]
+    elif name == "test_input_required_result_prompt":
+        asked = await ctx.session.elicit_form(
+            "What context should the prompt use?", _schema("context"), related_request_id=ctx.request_id
+        )
+        msgs = [types.PromptMessage(role="user", content=text(f"Prompt with context: {(asked.content or {}).get('context')}"))]
     elif name == "test_prompt_with_image":
         msgs = [
             types.PromptMessage(role="user", content=image()),

@@ -35,17 +35,17 @@ fn elicitation() -> ServerRequest {
 }
 
 /// A call that asks for a name and answers with it, or fails when refused.
-async fn ask_name(questions: mpsc::Sender<Question>, _: CancellationToken) -> UpstreamResult {
+async fn ask_name(questions: mpsc::Sender<Question>, _: CancellationToken) -> Result<UpstreamResult, ErrorData> {
     let (answer, answered) = oneshot::channel();
     let _ = questions.send(Question { request: elicitation(), answer }).await;
-    match answered.await {
+    let result = match answered.await {
         Ok(Ok(ClientResult::ElicitResult(result))) => {
             let name = result.content.and_then(|c| c.get("name").cloned()).unwrap_or_default();
             CallToolResult::success(vec![ContentBlock::text(format!("Hello, {}!", name.as_str().unwrap_or("?")))])
-                .into()
         }
-        _ => CallToolResult::error(vec![ContentBlock::text("refused")]).into(),
-    }
+        _ => CallToolResult::error(vec![ContentBlock::text("refused")]),
+    };
+    Ok(result.into())
 }
 
 fn text_of(outcome: Outcome) -> String {
