@@ -165,7 +165,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // 5. Serve, until stopped or until the desired state cannot be had at all.
     let cancel = CancellationToken::new();
     let core = Arc::new(Core::new(&config, resources, ServiceHandle::new(&supervisor), events, executions));
-    let mcp = frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone(), core.clone());
+    let (lists, list_changes) = tokio::sync::watch::channel(crate::mcp::listen::ListVersions::default());
+    actix::spawn(crate::mcp::listen::follow_catalog(router.snapshot.clone(), lists));
+    let sessionless = crate::mcp::Sessionless {
+        rounds: Arc::new(crate::mcp::rounds::Rounds::new(keyring(&config))),
+        lists: list_changes,
+    };
+    let mcp =
+        frontend::mcp_service(&config, router.clone(), sessions.clone(), cancel.clone(), core.clone(), sessionless);
     let served = tokio::select! {
         served = frontend::serve(&config, Parts { mcp, router, sessions, auth: inbound, metrics, core, store, stop }) => served.context("serving HTTP"),
         Ok(fatal) = fatal_rx => Err(fatal.context("Kubernetes mode cannot start")),

@@ -14,7 +14,8 @@
 //!
 //! Two kinds of request exist: those on muster's own sessions (`mcp/sessions.rs`, the 2025
 //! revisions), and those rmcp serves without a session (2026-07-28), where rmcp's peer is the
-//! way back.
+//! way back for notifications, and questions to the agent become `Question`s that `mcp/rounds.rs`
+//! hands the agent inside an `InputRequiredResult` (the agent answers with its retry).
 
 #![allow(deprecated, reason = "sampling, roots and logging are deprecated by SEP-2577 but still in use")]
 
@@ -47,6 +48,16 @@ pub struct Caller {
     pub loopback: bool,
 }
 
+/// Questions one sessionless call may have waiting for the agent at once.
+pub const QUESTIONS: usize = 16;
+
+/// A question (sampling, elicitation, roots) an upstream asks during a sessionless call: it goes
+/// to the agent inside an `InputRequiredResult`, and `answer` gets what the agent's retry brings.
+pub struct Question {
+    pub request: ServerRequest,
+    pub answer: oneshot::Sender<AgentReply>,
+}
+
 /// Put into a request's extensions by `frontend` when its connection is a loopback one.
 #[derive(Debug, Clone, Copy)]
 pub struct Loopback;
@@ -56,7 +67,7 @@ impl Caller {
     pub fn from_context(agent_id: u64, context: &RequestContext<RoleServer>) -> Self {
         Self {
             agent_id,
-            reply_path: ReplyPath::Rmcp(context.peer.clone()),
+            reply_path: ReplyPath::Rmcp { peer: context.peer.clone(), questions: None },
             ct: context.ct.clone(),
             progress_token: context.meta.get_progress_token(),
             identity: identity_of(&context.extensions),
@@ -99,8 +110,9 @@ pub trait AgentChannel: Send + Sync {
 /// The way back to the agent while one of its requests runs.
 #[derive(Clone)]
 pub enum ReplyPath {
-    /// A request rmcp serves (2026-07-28): its peer.
-    Rmcp(Peer<RoleServer>),
+    /// A request rmcp serves (2026-07-28): its peer for notifications, and where questions to
+    /// the agent go (`None`: this request cannot ask, e.g. a list).
+    Rmcp { peer: Peer<RoleServer>, questions: Option<mpsc::Sender<Question>> },
     /// A request on one of muster's sessions, with its reply stream (`None` once only the
     /// session is wanted, e.g. for a subscription that outlives the request) and its
     /// cancellation (the agent cancelled, hung up, or ended the session).
@@ -111,7 +123,7 @@ impl ReplyPath {
     /// The same agent without this request's stream: for notifications after the request ended.
     pub fn session_only(&self) -> Self {
         match self {
-            Self::Rmcp(peer) => Self::Rmcp(peer.clone()),
+            Self::Rmcp { peer, .. } => Self::Rmcp { peer: peer.clone(), questions: None },
             Self::Session { session, ct, .. } => {
                 Self::Session { session: session.clone(), reply: None, ct: ct.clone() }
             }
@@ -121,7 +133,7 @@ impl ReplyPath {
     /// A notification about the request in flight (progress, logs), on its reply stream.
     pub async fn notify(&self, notification: ServerNotification) {
         match self {
-            Self::Rmcp(peer) => {
+            Self::Rmcp { peer, .. } => {
                 let _ = peer.send_notification(notification).await;
             }
             Self::Session { reply: Some(reply), ct, .. } => {
@@ -136,21 +148,27 @@ impl ReplyPath {
     /// A notification that belongs to the session (resource updates), on its standalone stream.
     pub async fn notify_session(&self, notification: ServerNotification) {
         match self {
-            Self::Rmcp(peer) => {
+            Self::Rmcp { peer, .. } => {
                 let _ = peer.send_notification(notification).await;
             }
             Self::Session { session, .. } => session.notify(notification),
         }
     }
 
-    /// Asks the agent (sampling, elicitation, roots) on the request's reply stream and waits for
-    /// its answer, which arrives as a POST to the session.
+    /// Asks the agent (sampling, elicitation, roots) and waits for its answer: on a session, on
+    /// the request's reply stream (the answer arrives as a POST to the session); without one, as a
+    /// `Question` for `mcp/rounds.rs`.
     pub async fn request(&self, request: ServerRequest) -> Result<ClientResult, ErrorData> {
         match self {
-            Self::Rmcp(peer) => peer.send_request(request).await.map_err(|e| match e {
-                rmcp::ServiceError::McpError(e) => e,
-                other => ErrorData::internal_error(format!("the agent session did not answer: {other}"), None),
-            }),
+            Self::Rmcp { questions: Some(questions), .. } => {
+                let (answer, answered) = oneshot::channel();
+                let gone = || ErrorData::internal_error("the agent's request ended without an answer", None);
+                questions.send(Question { request, answer }).await.map_err(|_| gone())?;
+                answered.await.map_err(|_| gone())?
+            }
+            Self::Rmcp { questions: None, .. } => {
+                Err(ErrorData::invalid_request("this request of the agent cannot carry a question back to it", None))
+            }
             Self::Session { session, reply: Some(reply), ct } => {
                 let (id, answer) = session.expect_reply();
                 let _forget = ForgetOnDrop { session: session.as_ref(), id: id.clone() };

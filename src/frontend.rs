@@ -73,18 +73,21 @@ struct FrontendState {
 }
 
 /// Builds rmcp's service for sessionless requests: one `GatewayServer` per request, each with a
-/// unique agent id.
+/// unique agent id, all sharing what sessionless agents share (`mcp::Sessionless`).
 pub fn mcp_service(
     config: &Config,
     router: RouterHandle,
     sessions: Arc<Sessions>,
     cancel: CancellationToken,
     core: Arc<Core>,
+    sessionless: crate::mcp::Sessionless,
 ) -> McpService {
     let exposure = config.tool_exposure;
     let sign_in = config.oauth.is_some();
     let factory = move || {
-        Ok(GatewayServer::new(sessions.next_agent_id(), router.clone(), exposure, sign_in).with_core(core.clone()))
+        Ok(GatewayServer::new(sessions.next_agent_id(), router.clone(), exposure, sign_in)
+            .with_core(core.clone())
+            .with_sessionless(sessionless.clone()))
     };
     // `guard` has checked Host and Origin before any request gets here, with the same lists.
     let server_config = StreamableHttpServerConfig::default()

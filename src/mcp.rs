@@ -14,7 +14,10 @@
 pub mod auth_status;
 pub mod core;
 pub mod error;
+pub mod listen;
+mod lookup;
 pub mod meta;
+pub mod rounds;
 pub mod search;
 pub mod session_ids;
 pub mod sessions;
@@ -33,6 +36,7 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, ServerHandler};
 
+use self::lookup::{instance_completion, prompt_backend, resource_backend};
 use crate::backend::UpstreamResult;
 use crate::caller::{Caller, ReplyPath};
 use crate::config::ToolExposure;
@@ -54,11 +58,30 @@ pub struct GatewayServer {
     sign_in: bool,
     /// The `core_*` tools' state (mcp/core.rs).
     core: Option<Arc<core::Core>>,
+    /// What only sessionless (2026-07-28) agents use.
+    sessionless: Option<Sessionless>,
+}
+
+/// What the sessionless (2026-07-28) requests of every agent share.
+#[derive(Clone)]
+pub struct Sessionless {
+    /// Calls waiting for their agents' input (mcp/rounds.rs).
+    pub rounds: Arc<rounds::Rounds>,
+    /// The catalog's list changes, for `subscriptions/listen` (mcp/listen.rs).
+    pub lists: tokio::sync::watch::Receiver<listen::ListVersions>,
 }
 
 impl GatewayServer {
     pub fn new(agent_id: u64, router: RouterHandle, exposure: ToolExposure, sign_in: bool) -> Self {
-        Self { agent_id, router, exposure, sign_in, core: None }
+        Self { agent_id, router, exposure, sign_in, core: None, sessionless: None }
+    }
+
+    /// Serving sessionless agents: tool calls ask through `InputRequiredResult`s
+    /// (mcp/rounds.rs), and `subscriptions/listen` follows the catalog (mcp/listen.rs).
+    #[must_use]
+    pub fn with_sessionless(mut self, sessionless: Sessionless) -> Self {
+        self.sessionless = Some(sessionless);
+        self
     }
 
     /// With the `core_*` management tools.
@@ -184,11 +207,19 @@ impl ServerHandler for GatewayServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let headers = context.extensions.get::<http::request::Parts>().map(|p| &p.headers);
-        self.tool_call(request, &self.caller(&context), headers)
-            .await
-            .into_call_tool_response()
-            .ok_or_else(|| ErrorData::internal_error("the upstream's tool result could not be read", None))
+        let unreadable = || ErrorData::internal_error("the upstream's tool result could not be read", None);
+        let Some(rounds) = self.sessionless.as_ref().map(|s| s.rounds.clone()) else {
+            let headers = context.extensions.get::<http::request::Parts>().map(|p| &p.headers);
+            return self
+                .tool_call(request, &self.caller(&context), headers)
+                .await
+                .into_call_tool_response()
+                .ok_or_else(unreadable);
+        };
+        match self.tool_call_in_rounds(&rounds, request, &context).await? {
+            rounds::Outcome::Complete(result) => (*result).into_call_tool_response().ok_or_else(unreadable),
+            rounds::Outcome::InputRequired(asked) => Ok(CallToolResponse::InputRequired(asked)),
+        }
     }
 
     async fn list_resources(
@@ -244,7 +275,16 @@ impl ServerHandler for GatewayServer {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        self.prompt(request, &self.caller(&context)).await.map(Into::into)
+        let Some(rounds) = self.sessionless.as_ref().map(|s| s.rounds.clone()) else {
+            return self.prompt(request, &self.caller(&context)).await.map(Into::into);
+        };
+        match self.prompt_in_rounds(&rounds, request, &context).await? {
+            rounds::Outcome::Complete(result) => match *result {
+                UpstreamResult::Result(ServerResult::GetPromptResult(prompt)) => Ok(prompt.into()),
+                _ => Err(ErrorData::internal_error("the upstream's prompt could not be read", None)),
+            },
+            rounds::Outcome::InputRequired(asked) => Ok(GetPromptResponse::InputRequired(asked)),
+        }
     }
 
     async fn complete(
@@ -253,6 +293,20 @@ impl ServerHandler for GatewayServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         self.completion(request, &self.caller(&context)).await
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        self.sessionless.as_ref().map(|_| listen::accepted(requested))
+    }
+
+    async fn listen(&self, subscription: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        if let Some(sessionless) = &self.sessionless {
+            listen::listen(sessionless.lists.clone(), subscription).await;
+        }
+        Ok(())
     }
 
     async fn set_level(
@@ -531,57 +585,4 @@ impl GatewayServer {
         };
         backend.complete(params, caller).await.map_err(|e| error::protocol_error(&e.into()))
     }
-}
-
-fn resource_backend(
-    snapshot: &CatalogSnapshot,
-    uri: &str,
-) -> Result<(crate::backend::BackendHandle, String), routing::Error> {
-    let target = snapshot
-        .catalog
-        .resource_target(uri)
-        .ok_or_else(|| routing::Error::ResourceNotFound { uri: uri.to_owned() })?;
-    let backend =
-        snapshot.backend(&target.server).ok_or_else(|| routing::Error::ResourceNotFound { uri: uri.to_owned() })?;
-    Ok((backend.clone(), target.name))
-}
-
-/// The backend and upstream request for a prompt: a family prompt's instance argument picks the
-/// member and is not forwarded.
-fn prompt_backend(
-    snapshot: &CatalogSnapshot,
-    name: &str,
-    arguments: Option<rmcp::model::JsonObject>,
-) -> Result<(crate::backend::BackendHandle, routing::resolve::Resolved), routing::Error> {
-    let resolved = routing::resolve::resolve_prompt(&snapshot.catalog, name, arguments)?;
-    let backend = snapshot
-        .backend(&resolved.server)
-        .ok_or_else(|| routing::Error::PromptNotFound { name: name.to_owned(), suggestions: Vec::new() })?;
-    Ok((backend.clone(), resolved))
-}
-
-/// Completions of a family prompt's instance argument, answered here: the full and bare names
-/// that start with what was typed. `None` for any other argument.
-fn instance_completion(
-    snapshot: &CatalogSnapshot,
-    prompt: &str,
-    argument: &rmcp::model::ArgumentInfo,
-) -> Option<rmcp::model::CompletionInfo> {
-    let Some(routing::catalog::ToolRoute::Family { instance_arg, members, .. }) =
-        snapshot.catalog.prompt_routes.get(prompt)
-    else {
-        return None;
-    };
-    if argument.name != *instance_arg {
-        return None;
-    }
-    let valid = routing::resolve::instance_values(&snapshot.catalog, members);
-    let mut values: Vec<String> =
-        valid.clusters.into_iter().chain(valid.servers).filter(|v| v.starts_with(&argument.value)).collect();
-    let total = values.len();
-    values.truncate(rmcp::model::CompletionInfo::MAX_VALUES);
-    let mut info = rmcp::model::CompletionInfo::new(values).unwrap_or_default();
-    info.total = u32::try_from(total).ok();
-    info.has_more = Some(total > rmcp::model::CompletionInfo::MAX_VALUES);
-    Some(info)
 }

@@ -119,6 +119,36 @@ pub fn protocol_error(error: &Error) -> ErrorData {
     }
 }
 
+/// A sessionless request needed a capability (`sampling`, `elicitation`, `roots`) that its
+/// `_meta` did not declare: -32021 with the capability in `data.requiredCapabilities` (HTTP 400).
+pub fn missing_capability(capability: &str) -> ErrorData {
+    ErrorData::new(
+        rmcp::model::ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY,
+        format!("the upstream asked for {capability}, which this request's client capabilities do not declare"),
+        Some(json!({"requiredCapabilities": {capability: {}}, "code": "missing_client_capability"})),
+    )
+}
+
+/// A retry whose `requestState` does not open for this caller and tool, is spent, or names a call
+/// that has ended or that another replica holds.
+pub fn request_state_refused() -> ErrorData {
+    ErrorData::invalid_params(
+        "requestState is not valid for this request: it was altered, used before, belongs to another \
+         user or tool, or its call has ended; call again without it",
+        Some(json!({"code": "request_state_refused"})),
+    )
+}
+
+/// The state of a multi round-trip request could not be sealed.
+pub fn request_state_unavailable() -> ErrorData {
+    ErrorData::internal_error("muster could not seal the requestState of this call", None)
+}
+
+/// The task running a sessionless call ended without a result.
+pub fn call_lost() -> ErrorData {
+    ErrorData::internal_error("the call ended without a result", None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,7 @@ use rmcp::model::{RequestId, ServerJsonRpcMessage, ServerNotification};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::listen::fingerprint;
 use super::session_ids::{self, Liveness, Relayed, SessionIds};
 use crate::auth::Identity;
 use crate::caller::{AgentChannel, AgentReply};
@@ -526,22 +527,6 @@ impl Sessions {
     }
 }
 
-/// What an agent can see of the catalog; a change in one part sends that part's `list_changed`.
-#[derive(PartialEq, Default)]
-struct Fingerprint {
-    tools: String,
-    resources: String,
-    prompts: String,
-}
-
-fn fingerprint(snapshot: &CatalogSnapshot) -> Fingerprint {
-    let catalog = &snapshot.catalog;
-    Fingerprint {
-        tools: serde_json::to_string(&catalog.tools).unwrap_or_default(),
-        resources: serde_json::to_string(&(&catalog.resources, &catalog.resource_templates)).unwrap_or_default(),
-        prompts: serde_json::to_string(&catalog.prompts).unwrap_or_default(),
-    }
-}
 
 pub async fn watch_catalog(sessions: Arc<Sessions>, mut snapshots: watch::Receiver<Arc<CatalogSnapshot>>) {
     use rmcp::model::{PromptListChangedNotification, ResourceListChangedNotification, ToolListChangedNotification};

@@ -83,3 +83,48 @@ async fn full_suite_passes_through_the_gateway() {
     }
     eprintln!("{output}");
 }
+
+/// Scenarios of the 2026-07-28 requirements that pass through muster in front of the fixture. The
+/// floor only goes up: raise it with each scenario that starts passing (issue 17).
+const ERA_2026_FLOOR: usize = 35;
+
+/// What 2026-07-28 requires (`--requirements 2026-07-28`, the suite's 0.2.0 prerelease), through
+/// muster in front of the fixture as above: stateless requests with per-request `_meta`.
+#[actix_web::test]
+async fn the_2026_requirements_pass_through_the_gateway_up_to_the_floor() {
+    let peers = Peers::load();
+    let fixture_port = free_port();
+    let _fixture =
+        Process::spawn(peers.python("conformance_fixture.py").arg(fixture_port.to_string()), "the conformance fixture");
+    wait_port(fixture_port).await;
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));
+    fleet.write_server(
+        "fixture.yaml",
+        &http_server("fixture", &format!("http://127.0.0.1:{fixture_port}/mcp"), "  toolPrefix: \"\"\n"),
+    );
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let (_, output) = conformance(&muster.mcp_url(), &["--era", "2026"]);
+    let scored_passes = output.lines().filter(|line| line.starts_with("PASS ")).count();
+    assert!(
+        scored_passes >= ERA_2026_FLOOR,
+        "{scored_passes} scored scenarios passed, the floor is {ERA_2026_FLOOR}:\n{output}\n--- muster log ---\n{}",
+        muster.log_text()
+    );
+    for scenario in [
+        "caching",
+        "sep-2164-resource-not-found",
+        "tools-call-with-progress",
+        "dns-rebinding-protection",
+        "server-stateless",
+        "input-required-result-basic-sampling",
+        "input-required-result-multi-round",
+        "input-required-result-tampered-state",
+        "input-required-result-capability-check",
+        "input-required-result-non-tool-request",
+    ] {
+        assert!(passed(&output, scenario), "{scenario} did not pass:\n{output}");
+    }
+    eprintln!("{output}");
+}

@@ -21,6 +21,7 @@ mod conformance;
 mod cors;
 mod deploy;
 mod desired_state;
+mod era;
 mod executions;
 mod faults;
 mod gateway;

@@ -7,6 +7,9 @@
 #                                                  # as the single upstream, names passed through unprefixed)
 #   tests/peers/conformance.sh URL --scenario NAME # one scenario (repeatable)
 #   tests/peers/conformance.sh URL --full --allow-fail dns-rebinding-protection   # expected failure (repeatable)
+#   tests/peers/conformance.sh URL --era 2026      # what 2026-07-28 requires (`--requirements 2026-07-28`, the
+#                                                  # 0.2.0 prerelease); scenarios the requirements do not score
+#                                                  # print as NOTE and never fail the run
 #
 # Env: MUSTER_PEERS_DIR (default ~/.cache/muster-peers; run scripts/install-peers.sh first),
 #      CONFORMANCE_RESULTS_DIR (keep checks.json per scenario there; default: a temp dir, removed),
@@ -14,15 +17,17 @@
 # Prints one line per scenario and a total; exits non-zero on any real (non-allowed) failure.
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" >&2; exit 2; }
+usage() { sed -n '2,19p' "$0" >&2; exit 2; }
 
 [[ $# -ge 1 ]] || usage
 URL="$1"; shift
 FULL=0
+ERA=2025
 declare -a ONLY=() ALLOW=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --full) FULL=1; shift ;;
+    --era) [[ $# -ge 2 && ( "$2" == 2025 || "$2" == 2026 ) ]] || usage; ERA="$2"; shift 2 ;;
     --scenario) [[ $# -ge 2 ]] || usage; ONLY+=("$2"); shift 2 ;;
     --allow-fail) [[ $# -ge 2 ]] || usage; ALLOW+=("$2"); shift 2 ;;
     -h|--help) usage ;;
@@ -39,6 +44,11 @@ fi
 source "$PEERS_DIR/env.sh"
 # $MUSTER_CONFORMANCE: wrapper running the CLI on the pinned Node 22 with loopback.cjs preloaded.
 CONF=("$MUSTER_CONFORMANCE")
+if [[ "$ERA" == 2026 ]]; then
+  # env.sh may come from a checkout that does not write MUSTER_CONFORMANCE_2026 yet.
+  CONF=("${MUSTER_CONFORMANCE_2026:-$PEERS_DIR/bin/conformance-2026}")
+  [[ -x "${CONF[0]}" ]] || { echo "conformance.sh: ${CONF[0]} not found; run scripts/install-peers.sh" >&2; exit 2; }
+fi
 
 # Scenarios that do not depend on the conformance fixture (pass against any compliant server/gateway).
 BASIC=(server-initialize ping tools-list logging-set-level resources-list prompts-list
@@ -57,6 +67,7 @@ fi
 in_list() { local x="$1"; shift; local e; for e in "$@"; do [[ "$e" == "$x" ]] && return 0; done; return 1; }
 
 declare -A RESULT=()   # scenario -> "P F"
+declare -A UNSCORED=() # scenario -> why the requirements do not score it (era 2026)
 declare -a ORDER=()
 
 # Run the conformance CLI into a fresh output dir, then count SUCCESS/FAILURE checks per scenario
@@ -90,7 +101,11 @@ PY
     tail -n 40 "$dir/cli.log" >&2
     return 1
   fi
-  local name p f
+  local name p f why
+  # "Not scored for 2026-07-28: …" lists `  ✗ name (reason)`: run and reported, never scored.
+  while read -r name why; do
+    [[ -n "$name" ]] && UNSCORED["$name"]="$why"
+  done < <(sed -n '/^Not scored for/,$p' "$dir/cli.log" | sed -nE 's/^ +[^ ]+ ([^ ]+) \(([^)]*)\)$/\1 \2/p')
   while read -r name p f; do
     in_list "$name" "${ORDER[@]+"${ORDER[@]}"}" || ORDER+=("$name")
     RESULT["$name"]="$p $f"
@@ -98,7 +113,11 @@ PY
 }
 
 if [[ ${#ONLY[@]} -gt 0 ]]; then
-  for s in "${ONLY[@]}"; do run_cli --scenario "$s"; done
+  declare -a AT=()
+  [[ "$ERA" == 2026 ]] && AT=(--spec-version 2026-07-28)
+  for s in "${ONLY[@]}"; do run_cli --scenario "$s" "${AT[@]+"${AT[@]}"}"; done
+elif [[ "$ERA" == 2026 ]]; then
+  run_cli --requirements 2026-07-28   # every scenario the revision requires, and the unscored ones
 elif [[ $FULL -eq 1 ]]; then
   run_cli   # the whole active suite in one go
 else
@@ -120,7 +139,7 @@ for s in "${ORDER[@]}"; do
 done
 
 # A scenario that was asked for but wrote no results is a failure, not a silent omission.
-if [[ ${#ONLY[@]} -gt 0 || $FULL -eq 0 ]]; then
+if [[ ${#ONLY[@]} -gt 0 || ( $FULL -eq 0 && "$ERA" == 2025 ) ]]; then
   wanted=("${ONLY[@]+"${ONLY[@]}"}")
   [[ ${#ONLY[@]} -eq 0 ]] && wanted=("${BASIC[@]}")
   for s in "${wanted[@]}"; do
@@ -128,13 +147,16 @@ if [[ ${#ONLY[@]} -gt 0 || $FULL -eq 0 ]]; then
   done
 fi
 
-tp=0; tf=0; bad=0; ok=0; allowed=0
+tp=0; tf=0; bad=0; ok=0; allowed=0; unscored=0
 for s in "${ORDER[@]}"; do
   read -r p f <<<"${RESULT[$s]}"
   tp=$((tp + p)); tf=$((tf + f))
   note=""
   [[ -n "${RETRIED[$s]:-}" ]] && note=" (after ${RETRIED[$s]} retr$([[ ${RETRIED[$s]} -eq 1 ]] && echo y || echo ies))"
-  if [[ "$f" -eq 0 && "$p" -gt 0 ]]; then
+  if [[ -n "${UNSCORED[$s]:-}" ]]; then
+    status="NOTE"; unscored=$((unscored + 1)); note=" (not scored: ${UNSCORED[$s]})"
+    tp=$((tp - p)); tf=$((tf - f))
+  elif [[ "$f" -eq 0 && "$p" -gt 0 ]]; then
     status="PASS"; ok=$((ok + 1))
   elif in_list "$s" "${ALLOW[@]+"${ALLOW[@]}"}"; then
     status="XFAIL"; allowed=$((allowed + 1))
@@ -145,5 +167,6 @@ for s in "${ORDER[@]}"; do
 done
 printf 'TOTAL scenarios: %d passed, %d failed, %d allowed-fail; checks: %d passed, %d failed\n' \
   "$ok" "$bad" "$allowed" "$tp" "$tf"
+[[ $unscored -gt 0 ]] && printf 'NOT SCORED: %d scenarios (run and reported only)\n' "$unscored"
 [[ -n "${CONFORMANCE_RESULTS_DIR:-}" ]] && echo "results (checks.json per scenario): $OUT"
 [[ $bad -eq 0 ]]

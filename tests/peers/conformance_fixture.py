@@ -21,11 +21,16 @@ Fixtures:
              test_multiple_content_types, test_tool_with_logging, test_tool_with_progress,
              test_error_handling, test_sampling(prompt), test_elicitation(message),
              test_elicitation_sep1034_defaults, test_elicitation_sep1330_enums, test_reconnection,
-             json_schema_2020_12_tool
+             json_schema_2020_12_tool;
+             for the 2026-07-28 requirements, as a 2025 server asks mid-call (muster turns the
+             questions into an InputRequiredResult for a sessionless agent): test_missing_capability
+             (sampling), test_input_required_result_{elicitation,sampling,list_roots,request_state,
+             multiple_inputs,multi_round,tampered_state,capabilities}
   resources  test://static-text, test://static-binary, test://watched-resource,
              template test://template/{id}/data; resources/subscribe + unsubscribe
   prompts    test_simple_prompt, test_prompt_with_arguments(arg1, arg2),
-             test_prompt_with_embedded_resource(resourceUri), test_prompt_with_image
+             test_prompt_with_embedded_resource(resourceUri), test_prompt_with_image,
+             test_input_required_result_prompt (elicits its context while being got)
   other      logging/setLevel, completion/complete, ping
 """
 
@@ -46,6 +51,7 @@ warnings.filterwarnings("ignore", message=".*deprecated.*")
 import mcp.types as types  # noqa: E402
 import uvicorn  # noqa: E402
 from mcp.server.lowlevel import Server  # noqa: E402
+from mcp.shared.message import ServerMessageMetadata  # noqa: E402
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore  # noqa: E402
 from mcp.server.transport_security import TransportSecuritySettings  # noqa: E402
 
@@ -193,6 +199,20 @@ TOOLS: list[types.Tool] = [
         description="Tests elicitation with enum schema improvements per SEP-1330",
         input_schema=EMPTY_SCHEMA,
     ),
+    *[
+        types.Tool(name=name, description=description, input_schema=EMPTY_SCHEMA)
+        for name, description in [
+            ("test_missing_capability", "Needs sampling, which a client may not declare (SEP-2575)"),
+            ("test_input_required_result_elicitation", "MRTR: asks the user's name (elicitation)"),
+            ("test_input_required_result_sampling", "MRTR: asks for a completion (sampling)"),
+            ("test_input_required_result_list_roots", "MRTR: asks for the client's roots"),
+            ("test_input_required_result_request_state", "MRTR: asks for a confirmation"),
+            ("test_input_required_result_multiple_inputs", "MRTR: asks elicitation, sampling and roots at once"),
+            ("test_input_required_result_multi_round", "MRTR: asks twice, one question after the other"),
+            ("test_input_required_result_tampered_state", "MRTR: asks for a confirmation"),
+            ("test_input_required_result_capabilities", "MRTR: asks elicitation, then sampling, each if possible"),
+        ]
+    ],
     types.Tool(
         name="json_schema_2020_12_tool",
         description="Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)",
@@ -272,6 +292,67 @@ async def _elicit(ctx: Any, message: str, schema: dict[str, Any], prefix: str) -
         return types.CallToolResult(content=[text(f"{prefix}: action={result.action}, content={content}")])
     except Exception as e:  # client without elicitation capability, timeout, ...
         return types.CallToolResult(content=[text(f"Elicitation not supported or error: {e}")])
+
+
+def _schema(field: str, kind: str = "string") -> dict[str, Any]:
+    return {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
+
+
+async def _ask_mid_call(ctx: Any, name: str) -> types.CallToolResult:
+    """The 2026 scenarios' tools, asking the 2025 way: requests to the client during the call."""
+    rid = ctx.request_id
+
+    async def elicit(message: str, field: str, kind: str = "string") -> Any:
+        result = await ctx.session.elicit_form(message, _schema(field, kind), related_request_id=rid)
+        return (result.content or {}).get(field)
+
+    async def sample(prompt: str) -> str:
+        result = await ctx.session.create_message(
+            messages=[types.SamplingMessage(role="user", content=text(prompt))], max_tokens=50, related_request_id=rid
+        )
+        return getattr(result.content, "text", None) or "no response"
+
+    async def roots() -> int:
+        # On the call's own stream, as create_message and elicit_form do with related_request_id.
+        related = ServerMessageMetadata(related_request_id=rid)
+        result = await ctx.session.send_request(types.ListRootsRequest(), types.ListRootsResult, metadata=related)
+        return len(result.roots)
+
+    try:
+        if name == "test_missing_capability":
+            return types.CallToolResult(content=[text(f"Success: {await sample('Say hello')}")])
+        if name == "test_input_required_result_elicitation":
+            return types.CallToolResult(content=[text(f"Hello, {await elicit('What is your name?', 'name')}!")])
+        if name == "test_input_required_result_sampling":
+            answer = await sample("What is the capital of France?")
+            return types.CallToolResult(content=[text(f"Sampling result: {answer}")])
+        if name == "test_input_required_result_list_roots":
+            return types.CallToolResult(content=[text(f"Found {await roots()} root(s)")])
+        if name in ("test_input_required_result_request_state", "test_input_required_result_tampered_state"):
+            ok = await elicit("Please confirm", "ok", "boolean")
+            word = "state-ok: requestState validated" if ok is True else "not confirmed"
+            return types.CallToolResult(content=[text(word)])
+        if name == "test_input_required_result_multiple_inputs":
+            who, greeting, count = await asyncio.gather(
+                elicit("What is your name?", "name"), sample("Generate a greeting"), roots()
+            )
+            return types.CallToolResult(content=[text(f"Name: {who}; Greeting: {greeting}; Roots: {count}")])
+        if name == "test_input_required_result_multi_round":
+            who = await elicit("Step 1: What is your name?", "name")
+            color = await elicit("Step 2: What is your favorite color?", "color")
+            return types.CallToolResult(content=[text(f"Multi-round complete for {who} who likes {color}")])
+        if name == "test_input_required_result_capabilities":
+            got = []
+            for ask in (lambda: elicit("Elicitation input", "value"), lambda: sample("Sample request")):
+                try:
+                    await ask()
+                    got.append("ok")
+                except Exception:  # the client does not have this capability: skip it
+                    got.append("skipped")
+            return types.CallToolResult(content=[text(f"capabilities-ok: {','.join(got)}")])
+    except Exception as e:  # refused by the client (or the gateway for it)
+        return types.CallToolResult(content=[text(f"{name} could not ask the client: {e}")], is_error=True)
+    return types.CallToolResult(content=[text(f"Unknown tool: {name}")], is_error=True)
 
 
 async def handle_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
@@ -392,6 +473,9 @@ async def handle_call_tool(ctx: Any, params: types.CallToolRequestParams) -> typ
     if name == "test_elicitation_sep1330_enums":
         return await _elicit(ctx, "Please select options from the enum fields", SEP1330_SCHEMA, "Elicitation completed")
 
+    if name == "test_missing_capability" or name.startswith("test_input_required_result_"):
+        return await _ask_mid_call(ctx, name)
+
     if name == "json_schema_2020_12_tool":
         return types.CallToolResult(
             content=[text(f"JSON Schema 2020-12 tool called with: {json.dumps(args, separators=(',', ':'))}")]
@@ -509,6 +593,10 @@ PROMPTS = [
         arguments=[types.PromptArgument(name="resourceUri", description="URI of the resource to embed", required=True)],
     ),
     types.Prompt(
+        name="test_input_required_result_prompt",
+        description="MRTR: asks for the prompt's context (elicitation) while it is being got",
+    ),
+    types.Prompt(
         name="test_prompt_with_image", title="Prompt With Image", description="A prompt that includes image content"
     ),
 ]
@@ -550,6 +638,11 @@ async def handle_get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> t
             ),
             types.PromptMessage(role="user", content=text("Please process the embedded resource above.")),
         ]
+    elif name == "test_input_required_result_prompt":
+        asked = await ctx.session.elicit_form(
+            "What context should the prompt use?", _schema("context"), related_request_id=ctx.request_id
+        )
+        msgs = [types.PromptMessage(role="user", content=text(f"Prompt with context: {(asked.content or {}).get('context')}"))]
     elif name == "test_prompt_with_image":
         msgs = [
             types.PromptMessage(role="user", content=image()),

@@ -1,0 +1,356 @@
+//! Multi round-trip requests (MCP 2026-07-28, SEP-2322) for agents without a session
+//! ([ADR 0011](../../docs/adr/0011-multi-round-trip-through-the-gateway.md)).
+//!
+//! A sessionless agent cannot be asked anything while its request runs: the upstream's question
+//! (sampling, elicitation, roots, which a 2025 upstream sends mid-call) goes back as the answer
+//! to the request, an `InputRequiredResult` whose `inputRequests` hold the questions and whose
+//! `requestState` is sealed (`store::Keyring`). The upstream call stays open in its own task;
+//! the agent's retry carries `inputResponses` and the state, which names the call and the round.
+//!
+//! The state is bound to the caller (issuer and subject) and the tool, so another user, or
+//! another tool, cannot continue the call; a state is good for one retry only (its round), and a
+//! call no agent comes back to is cancelled after `ROUND_TIMEOUT`. Questions that need a
+//! capability the agent did not declare in `_meta` are refused to the upstream with -32021, and
+//! a call that then fails answers the agent with -32021 too (`error::missing_capability`).
+//!
+//! Calls live in this process: a retry that reaches another replica is refused (it names a call
+//! this replica does not hold).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use rmcp::ErrorData;
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientResult, CreateMessageResult, ElicitResult, GetPromptRequestParams,
+    InputRequest, InputRequiredResult, InputResponses, ListRootsResult, ServerRequest,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::error;
+use crate::backend::UpstreamResult;
+use crate::caller::{AgentReply, QUESTIONS, Question};
+use crate::store::Keyring;
+
+/// How long a call waits for the agent's retry before it is cancelled.
+pub const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
+/// Calls waiting for their agents at once; past this the oldest idle one is cancelled.
+const MAX_WAITING: u64 = 10_000;
+
+/// The sessionless calls waiting for their agents' answers.
+pub struct Rounds {
+    calls: moka::sync::Cache<u64, Arc<Waiting>>,
+    keyring: Keyring,
+    next_call: AtomicU64,
+}
+
+/// What a sessionless request brings to a round: who asks, for which tool, what it declared,
+/// and its retry (if it is one).
+pub struct Request {
+    /// The caller's `Identity::key`, empty without sign-in.
+    pub owner: String,
+    /// What the state is bound to besides the owner (the tool's name).
+    pub subject: String,
+    /// The capabilities in this request's `_meta`.
+    pub declared: Option<ClientCapabilities>,
+    pub request_state: Option<String>,
+    pub input_responses: Option<InputResponses>,
+}
+
+/// How a round ends for the agent.
+pub enum Outcome {
+    Complete(Box<UpstreamResult>),
+    InputRequired(InputRequiredResult),
+}
+
+/// A call between rounds.
+struct Waiting {
+    /// Cancels the upstream call (eviction, or muster gives up).
+    ct: CancellationToken,
+    round: tokio::sync::Mutex<Round>,
+}
+
+struct Round {
+    /// The round whose state the agent holds; a retry must name it.
+    number: u64,
+    call: JoinHandle<Result<UpstreamResult, ErrorData>>,
+    questions: mpsc::Receiver<Question>,
+    /// Questions the agent has been asked and not answered, by key.
+    asked: BTreeMap<String, Asked>,
+    next_key: u64,
+    /// A question was refused for a capability the agent did not declare.
+    missing: Option<&'static str>,
+}
+
+struct Asked {
+    request: InputRequest,
+    answer: oneshot::Sender<AgentReply>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct State {
+    call: u64,
+    round: u64,
+}
+
+impl Rounds {
+    pub fn new(keyring: Keyring) -> Self {
+        let calls = moka::sync::Cache::builder()
+            .max_capacity(MAX_WAITING)
+            .time_to_idle(ROUND_TIMEOUT)
+            .eviction_listener(|_, waiting: Arc<Waiting>, _| waiting.ct.cancel())
+            .build();
+        Self { calls, keyring, next_call: AtomicU64::new(1) }
+    }
+
+    /// Runs one round of a request: a first request starts `call` (given where its questions go
+    /// and its cancellation), a retry continues the call its state names.
+    pub async fn run<F>(
+        &self,
+        request: Request,
+        call: impl FnOnce(mpsc::Sender<Question>, CancellationToken) -> F,
+    ) -> Result<Outcome, ErrorData>
+    where
+        F: Future<Output = Result<UpstreamResult, ErrorData>> + Send + 'static,
+    {
+        let Some(state) = &request.request_state else {
+            let (ask, questions) = mpsc::channel(QUESTIONS);
+            let ct = CancellationToken::new();
+            let call = tokio::spawn(call(ask, ct.clone()));
+            let round = Round { number: 0, call, questions, asked: BTreeMap::new(), next_key: 1, missing: None };
+            let waiting = Arc::new(Waiting { ct, round: tokio::sync::Mutex::new(round) });
+            let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+            return self.next(id, waiting, &request).await;
+        };
+        let state = self.open(state, &request).ok_or_else(error::request_state_refused)?;
+        let waiting = self.calls.get(&state.call).ok_or_else(error::request_state_refused)?;
+        {
+            let mut round = waiting.round.lock().await;
+            if round.number != state.round {
+                return Err(error::request_state_refused());
+            }
+            // This state is spent: a second use of it (a replay) is refused from here on.
+            round.number += 1;
+            round.deliver(request.input_responses.as_ref());
+        }
+        self.next(state.call, waiting, &request).await
+    }
+
+    /// Waits for the call's end or its next questions, and answers the agent.
+    async fn next(&self, id: u64, waiting: Arc<Waiting>, request: &Request) -> Result<Outcome, ErrorData> {
+        // An agent that leaves while the call runs ends it: its state is spent or was never sent.
+        let leaving = waiting.ct.clone().drop_guard();
+        let mut round = waiting.round.lock().await;
+        let finished = round.wait(request.declared.as_ref()).await;
+        match finished {
+            Some(result) => {
+                self.calls.invalidate(&id);
+                match round.missing {
+                    Some(capability) if failed(&result) => Err(error::missing_capability(capability)),
+                    _ => result.map(|result| Outcome::Complete(Box::new(result))),
+                }
+            }
+            None => {
+                let state = self.seal(&State { call: id, round: round.number }, request)?;
+                let asked = round.asked.iter().map(|(key, asked)| (key.clone(), asked.request.clone())).collect();
+                drop(round);
+                self.calls.insert(id, waiting);
+                leaving.disarm();
+                Ok(Outcome::InputRequired(InputRequiredResult::new(Some(asked), Some(state))))
+            }
+        }
+    }
+
+    fn seal(&self, state: &State, request: &Request) -> Result<String, ErrorData> {
+        let plain = serde_json::to_vec(state).map_err(|_| error::request_state_unavailable())?;
+        let sealed = self.keyring.seal(&plain, &bound_to(request)).map_err(|_| error::request_state_unavailable())?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
+    }
+
+    fn open(&self, state: &str, request: &Request) -> Option<State> {
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(state).ok()?;
+        let plain = self.keyring.open(&sealed, &bound_to(request)).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+}
+
+impl Round {
+    /// Hands each answered question its answer; what is missing or unreadable stays asked.
+    fn deliver(&mut self, responses: Option<&InputResponses>) {
+        let Some(responses) = responses else { return };
+        let keys: Vec<String> = self.asked.keys().filter(|key| responses.contains_key(*key)).cloned().collect();
+        for key in keys {
+            let Some(reply) = responses.get(&key).and_then(|value| decode_reply(&self.asked[&key].request, value))
+            else {
+                continue;
+            };
+            if let Some(asked) = self.asked.remove(&key) {
+                let _ = asked.answer.send(Ok(reply));
+            }
+        }
+    }
+
+    /// The call's result, or `None` when it has questions for the agent. A question the agent's
+    /// declared capabilities do not cover is refused to the upstream here, and remembered.
+    async fn wait(&mut self, declared: Option<&ClientCapabilities>) -> Option<Result<UpstreamResult, ErrorData>> {
+        loop {
+            if !self.asked.is_empty() {
+                // Questions still open (unanswered or unreadable): ask them again, with any new ones.
+                while let Ok(question) = self.questions.try_recv() {
+                    self.take(question, declared);
+                }
+                if !self.asked.is_empty() {
+                    return None;
+                }
+            }
+            tokio::select! {
+                result = &mut self.call => {
+                    return Some(result.map_err(|_| error::call_lost()).and_then(|result| result));
+                }
+                Some(question) = self.questions.recv() => self.take(question, declared),
+            }
+        }
+    }
+
+    fn take(&mut self, question: Question, declared: Option<&ClientCapabilities>) {
+        let Some((capability, request)) = input_request(question.request) else {
+            let _ = question.answer.send(Err(ErrorData::invalid_request(
+                "muster relays only sampling, elicitation and roots requests to a sessionless agent",
+                None,
+            )));
+            return;
+        };
+        if !declares(declared, capability) {
+            self.missing = Some(capability);
+            let _ = question.answer.send(Err(error::missing_capability(capability)));
+            return;
+        }
+        let key = format!("{capability}-{}", self.next_key);
+        self.next_key += 1;
+        self.asked.insert(key, Asked { request, answer: question.answer });
+    }
+}
+
+impl super::GatewayServer {
+    /// A sessionless `tools/call`, or its retry with `inputResponses`: one round.
+    pub(super) async fn tool_call_in_rounds(
+        &self,
+        rounds: &Rounds,
+        mut request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Outcome, ErrorData> {
+        let caller = self.caller(context);
+        let headers = context.extensions.get::<http::request::Parts>().map(|p| p.headers.clone());
+        let round = Request {
+            owner: caller.identity.as_ref().map(|i| i.key()).unwrap_or_default(),
+            subject: format!("tools/call\n{}", request.name),
+            declared: context.meta.client_capabilities(),
+            request_state: request.request_state.take(),
+            input_responses: request.input_responses.take(),
+        };
+        let gateway = self.clone();
+        let call = move |questions, ct| async move {
+            let caller = asking(caller, questions, ct);
+            Ok(gateway.tool_call(request, &caller, headers.as_ref()).await)
+        };
+        tokio::select! {
+            outcome = rounds.run(round, call) => outcome,
+            () = context.ct.cancelled() => Err(ErrorData::internal_error("the agent's request was cancelled", None)),
+        }
+    }
+
+    /// A sessionless `prompts/get`, or its retry: one round, as a tool call's.
+    pub(super) async fn prompt_in_rounds(
+        &self,
+        rounds: &Rounds,
+        mut request: GetPromptRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Outcome, ErrorData> {
+        let caller = self.caller(context);
+        let round = Request {
+            owner: caller.identity.as_ref().map(|i| i.key()).unwrap_or_default(),
+            subject: format!("prompts/get\n{}", request.name),
+            declared: context.meta.client_capabilities(),
+            request_state: request.request_state.take(),
+            input_responses: request.input_responses.take(),
+        };
+        let gateway = self.clone();
+        let call = move |questions, ct| async move {
+            let caller = asking(caller, questions, ct);
+            let prompt = gateway.prompt(request, &caller).await?;
+            Ok(UpstreamResult::Result(rmcp::model::ServerResult::GetPromptResult(prompt)))
+        };
+        tokio::select! {
+            outcome = rounds.run(round, call) => outcome,
+            () = context.ct.cancelled() => Err(ErrorData::internal_error("the agent's request was cancelled", None)),
+        }
+    }
+}
+
+/// The caller of a call in rounds: its questions go to `questions`, and `ct` (not the first
+/// request's) cancels it.
+fn asking(
+    mut caller: crate::caller::Caller,
+    questions: mpsc::Sender<Question>,
+    ct: CancellationToken,
+) -> crate::caller::Caller {
+    if let crate::caller::ReplyPath::Rmcp { questions: asks, .. } = &mut caller.reply_path {
+        *asks = Some(questions);
+    }
+    caller.ct = ct;
+    caller
+}
+
+/// The state is good only for this caller and this request (method and name).
+fn bound_to(request: &Request) -> String {
+    format!("request-state\n{}\n{}", request.owner, request.subject)
+}
+
+fn failed(result: &Result<UpstreamResult, ErrorData>) -> bool {
+    result.as_ref().is_ok_and(UpstreamResult::is_tool_error) || result.is_err()
+}
+
+/// A question as an input request, with the capability it needs.
+fn input_request(request: ServerRequest) -> Option<(&'static str, InputRequest)> {
+    match request {
+        ServerRequest::CreateMessageRequest(r) => Some(("sampling", InputRequest::CreateMessage(r))),
+        ServerRequest::ElicitRequest(r) => Some(("elicitation", InputRequest::Elicitation(r))),
+        ServerRequest::ListRootsRequest(r) => Some(("roots", InputRequest::ListRoots(r))),
+        _ => None,
+    }
+}
+
+fn declares(declared: Option<&ClientCapabilities>, capability: &str) -> bool {
+    declared.is_some_and(|caps| match capability {
+        "sampling" => caps.sampling.is_some(),
+        "elicitation" => caps.elicitation.is_some(),
+        "roots" => caps.roots.is_some(),
+        _ => false,
+    })
+}
+
+/// The agent's answer in the shape its question expects; `None` when it is not that shape.
+fn decode_reply(request: &InputRequest, value: &serde_json::Value) -> Option<ClientResult> {
+    let value = value.clone();
+    match request {
+        InputRequest::CreateMessage(_) => serde_json::from_value::<CreateMessageResult>(value)
+            .ok()
+            .map(|r| ClientResult::CreateMessageResult(Box::new(r))),
+        InputRequest::Elicitation(_) => {
+            serde_json::from_value::<ElicitResult>(value).ok().map(ClientResult::ElicitResult)
+        }
+        InputRequest::ListRoots(_) => {
+            serde_json::from_value::<ListRootsResult>(value).ok().map(ClientResult::ListRootsResult)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

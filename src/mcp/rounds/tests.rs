@@ -1,0 +1,123 @@
+//! Unit tests of the rounds: a question becomes an `InputRequiredResult`, the retry's answer
+//! reaches the call, and a state that is altered, spent, another user's or another tool's is refused.
+
+use rmcp::model::{CallToolResult, ContentBlock, ErrorCode};
+use serde_json::json;
+
+use super::*;
+
+fn request(owner: &str, declared: serde_json::Value) -> Request {
+    Request {
+        owner: owner.to_owned(),
+        subject: "ask_name".to_owned(),
+        declared: serde_json::from_value(declared).ok(),
+        request_state: None,
+        input_responses: None,
+    }
+}
+
+fn retry(first: &Request, state: &str, responses: serde_json::Value) -> Request {
+    Request {
+        owner: first.owner.clone(),
+        subject: first.subject.clone(),
+        declared: first.declared.clone(),
+        request_state: Some(state.to_owned()),
+        input_responses: serde_json::from_value(responses).ok(),
+    }
+}
+
+fn elicitation() -> ServerRequest {
+    serde_json::from_value(json!({
+        "method": "elicitation/create",
+        "params": {"message": "What is your name?", "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}
+    }))
+    .expect("an elicitation request")
+}
+
+/// A call that asks for a name and answers with it, or fails when refused.
+async fn ask_name(questions: mpsc::Sender<Question>, _: CancellationToken) -> Result<UpstreamResult, ErrorData> {
+    let (answer, answered) = oneshot::channel();
+    let _ = questions.send(Question { request: elicitation(), answer }).await;
+    let result = match answered.await {
+        Ok(Ok(ClientResult::ElicitResult(result))) => {
+            let name = result.content.and_then(|c| c.get("name").cloned()).unwrap_or_default();
+            CallToolResult::success(vec![ContentBlock::text(format!("Hello, {}!", name.as_str().unwrap_or("?")))])
+        }
+        _ => CallToolResult::error(vec![ContentBlock::text("refused")]),
+    };
+    Ok(result.into())
+}
+
+fn text_of(outcome: Outcome) -> String {
+    let Outcome::Complete(result) = outcome else { panic!("a complete result") };
+    let Some(rmcp::model::CallToolResponse::Complete(result)) = (*result).into_call_tool_response() else {
+        panic!("a tool result")
+    };
+    result.content[0].as_text().map(|t| t.text.clone()).unwrap_or_default()
+}
+
+fn asked(outcome: Outcome) -> (String, String) {
+    let Outcome::InputRequired(result) = outcome else { panic!("input required") };
+    let key = result.input_requests.expect("input requests").into_keys().next().expect("one question");
+    (key, result.request_state.expect("a state"))
+}
+
+#[tokio::test]
+async fn a_question_goes_to_the_agent_and_its_answer_completes_the_call() {
+    let rounds = Rounds::new(Keyring::new(&[]));
+    let first = request("alice", json!({"elicitation": {}}));
+    let (key, state) =
+        asked(rounds.run(request("alice", json!({"elicitation": {}})), ask_name).await.expect("a round"));
+    assert_eq!(key, "elicitation-1");
+    let answer = json!({ key.clone(): {"action": "accept", "content": {"name": "Alice"}} });
+    let done = rounds.run(retry(&first, &state, answer.clone()), ask_name).await.expect("the retry");
+    assert_eq!(text_of(done), "Hello, Alice!");
+    let replayed = rounds.run(retry(&first, &state, answer), ask_name).await;
+    assert_eq!(replayed.err().map(|e| e.code), Some(ErrorCode::INVALID_PARAMS), "a state is good for one retry");
+}
+
+#[tokio::test]
+async fn an_unanswered_question_is_asked_again_under_a_new_state() {
+    let rounds = Rounds::new(Keyring::new(&[]));
+    let first = request("", json!({"elicitation": {}}));
+    let (key, state) = asked(rounds.run(request("", json!({"elicitation": {}})), ask_name).await.expect("a round"));
+    let (again, next) = asked(rounds.run(retry(&first, &state, json!({"wrong": {}})), ask_name).await.expect("again"));
+    assert_eq!(again, key, "the same question, still open");
+    assert_ne!(next, state, "a new state for the new round");
+    let stale = rounds.run(retry(&first, &state, json!({ key.clone(): {"action": "decline"} })), ask_name).await;
+    assert!(stale.is_err(), "the first state is spent");
+    let done =
+        rounds.run(retry(&first, &next, json!({ key: {"action": "accept", "content": {"name": "Bo"}} })), ask_name);
+    assert_eq!(text_of(done.await.expect("done")), "Hello, Bo!");
+}
+
+#[tokio::test]
+async fn a_state_that_is_altered_or_belongs_to_someone_else_is_refused() {
+    let rounds = Rounds::new(Keyring::new(&[]));
+    let first = request("alice", json!({"elicitation": {}}));
+    let (key, state) =
+        asked(rounds.run(request("alice", json!({"elicitation": {}})), ask_name).await.expect("a round"));
+    let answer = json!({ key: {"action": "accept", "content": {"name": "Mallory"}} });
+    let mut tampered = state.clone().into_bytes();
+    tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    let mut bob = retry(&first, &state, answer.clone());
+    bob.owner = "bob".to_owned();
+    let mut other_tool = retry(&first, &state, answer.clone());
+    other_tool.subject = "delete_everything".to_owned();
+    for refused in [retry(&first, &tampered, answer.clone()), bob, other_tool] {
+        let error = rounds.run(refused, ask_name).await.err().expect("refused");
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+        assert!(error.message.contains("requestState"), "{}", error.message);
+    }
+    let done = rounds.run(retry(&first, &state, answer), ask_name).await.expect("the owner's retry still works");
+    assert_eq!(text_of(done), "Hello, Mallory!");
+}
+
+#[tokio::test]
+async fn a_call_that_fails_for_an_undeclared_capability_answers_minus_32021() {
+    let rounds = Rounds::new(Keyring::new(&[]));
+    let error = rounds.run(request("", json!({"sampling": {}})), ask_name).await.err().expect("refused");
+    assert_eq!(error.code, ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY);
+    assert_eq!(error.data.expect("data")["requiredCapabilities"], json!({"elicitation": {}}));
+}
