@@ -15,6 +15,25 @@ fn passed(output: &str, scenario: &str) -> bool {
     output.lines().any(|line| line.split_whitespace().take(2).eq(["PASS", scenario]))
 }
 
+/// The project's fixture upstream, and a ready muster in front of it with its names unchanged
+/// (empty musterPrefix and toolPrefix).
+async fn fixture_behind_muster() -> (Process, Fleet, Muster) {
+    let peers = Peers::load();
+    let fixture_port = free_port();
+    let fixture =
+        Process::spawn(peers.python("conformance_fixture.py").arg(fixture_port.to_string()), "the conformance fixture");
+    wait_port(fixture_port).await;
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));
+    fleet.write_server(
+        "fixture.yaml",
+        &http_server("fixture", &format!("http://127.0.0.1:{fixture_port}/mcp"), "  toolPrefix: \"\"\n"),
+    );
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    (fixture, fleet, muster)
+}
+
 /// The fixture-independent scenarios, against a fleet of real servers behind families.
 #[actix_web::test]
 async fn fixture_independent_scenarios_pass_against_a_real_fleet() {
@@ -56,19 +75,7 @@ async fn fixture_independent_scenarios_pass_against_a_real_fleet() {
 /// unchanged (empty musterPrefix and toolPrefix). Sampling and elicitation cross the gateway.
 #[actix_web::test]
 async fn full_suite_passes_through_the_gateway() {
-    let peers = Peers::load();
-    let fixture_port = free_port();
-    let _fixture =
-        Process::spawn(peers.python("conformance_fixture.py").arg(fixture_port.to_string()), "the conformance fixture");
-    wait_port(fixture_port).await;
-    let port = free_port();
-    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));
-    fleet.write_server(
-        "fixture.yaml",
-        &http_server("fixture", &format!("http://127.0.0.1:{fixture_port}/mcp"), "  toolPrefix: \"\"\n"),
-    );
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
+    let (_fixture, _fleet, muster) = fixture_behind_muster().await;
     let (code, output) = conformance(&muster.mcp_url(), &["--full"]);
     assert_eq!(code, 0, "conformance failed:\n{output}\n--- muster log ---\n{}", muster.log_text());
     assert!(output.contains("TOTAL scenarios: 30 passed, 0 failed"), "the whole active suite passed:\n{output}");
@@ -92,19 +99,7 @@ const ERA_2026_FLOOR: usize = 35;
 /// muster in front of the fixture as above: stateless requests with per-request `_meta`.
 #[actix_web::test]
 async fn the_2026_requirements_pass_through_the_gateway_up_to_the_floor() {
-    let peers = Peers::load();
-    let fixture_port = free_port();
-    let _fixture =
-        Process::spawn(peers.python("conformance_fixture.py").arg(fixture_port.to_string()), "the conformance fixture");
-    wait_port(fixture_port).await;
-    let port = free_port();
-    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));
-    fleet.write_server(
-        "fixture.yaml",
-        &http_server("fixture", &format!("http://127.0.0.1:{fixture_port}/mcp"), "  toolPrefix: \"\"\n"),
-    );
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
+    let (_fixture, _fleet, muster) = fixture_behind_muster().await;
     let (_, output) = conformance(&muster.mcp_url(), &["--era", "2026"]);
     let scored_passes = output.lines().filter(|line| line.starts_with("PASS ")).count();
     assert!(

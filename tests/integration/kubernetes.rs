@@ -19,6 +19,16 @@ async fn has_tool(client: &Client, name: &str) -> bool {
     client.tool_names().await.iter().any(|n| n == name)
 }
 
+/// A ready muster in Kubernetes mode on `api`, namespace `NS`, direct tool exposure.
+async fn muster_on(api: &FakeKube) -> (Fleet, Muster) {
+    let port = free_port();
+    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "  toolExposure: direct\n")));
+    let kubeconfig = api.kubeconfig(fleet.dir.path());
+    let muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
+    muster.wait_ready().await;
+    (fleet, muster)
+}
+
 #[actix_web::test]
 async fn mcpserver_resources_drive_the_catalog_status_and_events() {
     let mut api = FakeKube::start(free_port()).await;
@@ -189,11 +199,7 @@ async fn workflow_resources_become_tools_and_get_their_status() {
     api.apply(NS, &http_server("one", &one.url(), ""));
     api.apply(NS, HELLO);
     api.apply(NS, BROKEN);
-    let port = free_port();
-    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "  toolExposure: direct\n")));
-    let kubeconfig = api.kubeconfig(fleet.dir.path());
-    let muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
-    muster.wait_ready().await;
+    let (_fleet, muster) = muster_on(&api).await;
     let client = Client::connect(&muster.mcp_url()).await;
 
     eventually(WAIT, "workflow_hello", async || has_tool(&client, "workflow_hello").await.then_some(())).await;
@@ -245,11 +251,7 @@ async fn management_tools_create_update_and_delete_resources_through_the_api() {
     let one = MockUpstream::start("one", free_port()).await;
     let two = MockUpstream::start("two", free_port()).await;
     api.apply(NS, &http_server("one", &one.url(), ""));
-    let port = free_port();
-    let fleet = Fleet::new(&format!("{}kubernetes: true\nnamespace: {NS}\n", config(port, "  toolExposure: direct\n")));
-    let kubeconfig = api.kubeconfig(fleet.dir.path());
-    let muster = Muster::start_with_env(&fleet, port, &[("KUBECONFIG", kubeconfig.as_os_str())]).await;
-    muster.wait_ready().await;
+    let (_fleet, muster) = muster_on(&api).await;
     // Sign-in is off and the connection is a loopback one: an administrator.
     let client = Client::connect(&muster.mcp_url()).await;
     let json = |result: &rmcp::model::CallToolResult| -> serde_json::Value {
