@@ -316,7 +316,12 @@ impl DirectPost {
                     });
                     return answer;
                 }
-                Sorted::Other(message) => self.relay(lane, &learned, message, progress.as_ref(), caller).await,
+                // A question to the agent may wait long (a sessionless agent's next round): the
+                // caller's cancellation ends the call even then, and frees its upstream request.
+                Sorted::Other(message) => tokio::select! {
+                    () = self.relay(lane, &learned, message, progress.as_ref(), caller) => {}
+                    () = caller.ct.cancelled() => return Err(self.cancelled(lane, &learned, server, id)),
+                },
             }
         }
     }

@@ -42,10 +42,17 @@ use crate::store::Keyring;
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
 /// Calls waiting for their agents at once; past this the oldest idle one is cancelled.
 const MAX_WAITING: u64 = 10_000;
+/// Calls to one upstream server that may wait for their agents at once. Each holds one of the
+/// server's few concurrent upstream requests (`backend::http::MAX_CONCURRENT_REQUESTS`, 6), so
+/// past this the oldest waiting call to that server is cancelled (its agent's retry is refused):
+/// agents that ask and never come back cannot take the server from everyone else.
+pub const MAX_WAITING_PER_SERVER: usize = 3;
 
 /// The sessionless calls waiting for their agents' answers.
 pub struct Rounds {
     calls: moka::sync::Cache<u64, Arc<Waiting>>,
+    /// The waiting calls of each upstream server (`Request::server`), oldest first.
+    by_server: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<u64>>>,
     keyring: Keyring,
     next_call: AtomicU64,
 }
@@ -59,6 +66,9 @@ pub struct Request {
     pub subject: String,
     /// The capabilities in this request's `_meta`.
     pub declared: Option<ClientCapabilities>,
+    /// The upstream server the request goes to (or, unresolved, its subject): whose concurrent
+    /// requests a waiting call holds.
+    pub server: String,
     pub request_state: Option<String>,
     pub input_responses: Option<InputResponses>,
 }
@@ -106,7 +116,7 @@ impl Rounds {
             .time_to_idle(ROUND_TIMEOUT)
             .eviction_listener(|_, waiting: Arc<Waiting>, _| waiting.ct.cancel())
             .build();
-        Self { calls, keyring, next_call: AtomicU64::new(1) }
+        Self { calls, by_server: std::sync::Mutex::default(), keyring, next_call: AtomicU64::new(1) }
     }
 
     /// Runs one round of a request: a first request starts `call` (given where its questions go
@@ -151,6 +161,7 @@ impl Rounds {
         match finished {
             Some(result) => {
                 self.calls.invalidate(&id);
+                self.stop_waiting(&request.server, id);
                 match round.missing {
                     Some(capability) if failed(&result) => Err(error::missing_capability(capability)),
                     _ => result.map(|result| Outcome::Complete(Box::new(result))),
@@ -161,8 +172,44 @@ impl Rounds {
                 let asked = round.asked.iter().map(|(key, asked)| (key.clone(), asked.request.clone())).collect();
                 drop(round);
                 self.calls.insert(id, waiting);
+                self.wait(&request.server, id);
                 leaving.disarm();
                 Ok(Outcome::InputRequired(InputRequiredResult::new(Some(asked), Some(state))))
+            }
+        }
+    }
+
+    /// Notes call `id` as waiting on `server`; cancels that server's oldest waiting calls past
+    /// `MAX_WAITING_PER_SERVER`.
+    fn wait(&self, server: &str, id: u64) {
+        let evicted: Vec<u64> = {
+            let Ok(mut by_server) = self.by_server.lock() else { return };
+            let waiting = by_server.entry(server.to_owned()).or_default();
+            waiting.retain(|w| *w != id && self.calls.contains_key(w));
+            waiting.push_back(id);
+            let over = waiting.len().saturating_sub(MAX_WAITING_PER_SERVER);
+            waiting.drain(..over).collect()
+        };
+        for old in evicted {
+            tracing::info!(
+                server,
+                "a call waiting for its agent's answer was cancelled: newer ones wait on the same server"
+            );
+            // Cancelled here, not by the cache's eviction listener, which may run later.
+            if let Some(waiting) = self.calls.remove(&old) {
+                waiting.ct.cancel();
+            }
+        }
+    }
+
+    /// Call `id` no longer waits on `server`.
+    fn stop_waiting(&self, server: &str, id: u64) {
+        if let Ok(mut by_server) = self.by_server.lock()
+            && let Some(waiting) = by_server.get_mut(server)
+        {
+            waiting.retain(|w| *w != id);
+            if waiting.is_empty() {
+                by_server.remove(server);
             }
         }
     }
@@ -247,10 +294,14 @@ impl super::GatewayServer {
     ) -> Result<Outcome, ErrorData> {
         let caller = self.caller(context);
         let headers = context.extensions.get::<http::request::Parts>().map(|p| p.headers.clone());
+        let catalog = &self.snapshot().catalog;
+        let server = crate::routing::resolve::resolve_tool(catalog, &request.name, request.arguments.clone())
+            .map_or_else(|_| request.name.to_string(), |resolved| resolved.server);
         let round = Request {
             owner: caller.identity.as_ref().map(|i| i.key()).unwrap_or_default(),
             subject: format!("tools/call\n{}", request.name),
             declared: context.meta.client_capabilities(),
+            server,
             request_state: request.request_state.take(),
             input_responses: request.input_responses.take(),
         };
@@ -277,6 +328,8 @@ impl super::GatewayServer {
             owner: caller.identity.as_ref().map(|i| i.key()).unwrap_or_default(),
             subject: format!("prompts/get\n{}", request.name),
             declared: context.meta.client_capabilities(),
+            server: crate::routing::resolve::resolve_prompt(&self.snapshot().catalog, &request.name, None)
+                .map_or_else(|_| request.name.clone(), |resolved| resolved.server),
             request_state: request.request_state.take(),
             input_responses: request.input_responses.take(),
         };

@@ -1,5 +1,6 @@
 //! The 2026-07-28 revision on muster's own path, as a sessionless agent speaks it (raw HTTP, so
-//! every header and `_meta` field is the test's): `subscriptions/listen` hears muster's catalog.
+//! every header and `_meta` field is the test's): `subscriptions/listen` hears muster's catalog,
+//! and agents that are asked and never come back cannot take a server from the others.
 //! Multi round-trip calls run end to end in `conformance.rs` (the fixture asks mid-call) and
 //! round by round in `src/mcp/rounds/tests.rs`.
 
@@ -82,4 +83,51 @@ async fn a_listening_agent_hears_that_the_tool_list_changed_and_nothing_it_did_n
     let changed = events.next().await;
     assert_eq!(changed["method"], "notifications/tools/list_changed", "{changed}");
     assert_eq!(changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "listen-1", "{changed}");
+}
+
+/// A sessionless `tools/call` of `tool` on `muster`, declaring `capabilities`: the JSON answer.
+async fn call_sessionless(muster: &Muster, tool: &str, capabilities: Value) -> Value {
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": {"text": "hi"}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+            "io.modelcontextprotocol/clientInfo": {"name": "era-test", "version": "1"},
+        }},
+    });
+    let response = reqwest::Client::new()
+        .post(muster.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .timeout(Duration::from_secs(15))
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{tool} answered in time: {e}"));
+    let text = response.text().await.expect("a body");
+    let data: String = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+    serde_json::from_str(if data.is_empty() { &text } else { &data }).expect("a JSON-RPC answer")
+}
+
+/// Agents that are asked a question and never come back hold upstream requests only up to a
+/// bound: the server's other callers are served, and the oldest abandoned calls are cancelled.
+#[actix_web::test]
+async fn agents_that_never_answer_cannot_take_a_server_from_everyone_else() {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let one = MockUpstream::start("one", free_port()).await;
+    fleet.write_server("one.yaml", &http_server("one", &one.url(), ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+
+    // More abandoned questions than the server takes requests at once (6).
+    for _ in 0..10 {
+        let asked = call_sessionless(&muster, "x_one_roots", json!({"roots": {}})).await;
+        assert_eq!(asked["result"]["resultType"], "input_required", "{asked}");
+    }
+    let answered = call_sessionless(&muster, "x_one_echo", json!({})).await;
+    assert_eq!(answered["result"]["content"][0]["text"], "one:hi", "{answered}");
 }

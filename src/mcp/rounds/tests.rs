@@ -11,6 +11,7 @@ fn request(owner: &str, declared: serde_json::Value) -> Request {
         owner: owner.to_owned(),
         subject: "ask_name".to_owned(),
         declared: serde_json::from_value(declared).ok(),
+        server: "upstream".to_owned(),
         request_state: None,
         input_responses: None,
     }
@@ -21,6 +22,7 @@ fn retry(first: &Request, state: &str, responses: serde_json::Value) -> Request 
         owner: first.owner.clone(),
         subject: first.subject.clone(),
         declared: first.declared.clone(),
+        server: first.server.clone(),
         request_state: Some(state.to_owned()),
         input_responses: serde_json::from_value(responses).ok(),
     }
@@ -120,4 +122,25 @@ async fn a_call_that_fails_for_an_undeclared_capability_answers_minus_32021() {
     let error = rounds.run(request("", json!({"sampling": {}})), ask_name).await.err().expect("refused");
     assert_eq!(error.code, ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY);
     assert_eq!(error.data.expect("data")["requiredCapabilities"], json!({"elicitation": {}}));
+}
+
+#[tokio::test]
+async fn calls_that_wait_on_one_server_past_the_cap_cancel_the_oldest() {
+    let rounds = Rounds::new(Keyring::new(&[]));
+    let mut states = Vec::new();
+    for _ in 0..=MAX_WAITING_PER_SERVER {
+        let first = request("alice", json!({"elicitation": {}}));
+        let (key, state) = asked(rounds.run(first, ask_name).await.expect("a round"));
+        states.push((key, state));
+    }
+    // The oldest was cancelled to keep the server's requests for others: its retry is refused;
+    // the newest still completes.
+    let first = request("alice", json!({"elicitation": {}}));
+    let (key, oldest) = &states[0];
+    let answer = |key: &str| json!({ key: {"action": "accept", "content": {"name": "Ada"}} });
+    let refused = rounds.run(retry(&first, oldest, answer(key)), ask_name).await;
+    assert_eq!(refused.err().map(|e| e.code), Some(ErrorCode::INVALID_PARAMS), "the oldest was cancelled");
+    let (key, newest) = states.last().expect("a state");
+    let done = rounds.run(retry(&first, newest, answer(key)), ask_name).await.expect("the newest completes");
+    assert_eq!(text_of(done), "Hello, Ada!");
 }
