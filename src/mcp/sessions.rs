@@ -527,7 +527,6 @@ impl Sessions {
     }
 }
 
-
 pub async fn watch_catalog(sessions: Arc<Sessions>, mut snapshots: watch::Receiver<Arc<CatalogSnapshot>>) {
     use rmcp::model::{PromptListChangedNotification, ResourceListChangedNotification, ToolListChangedNotification};
     let mut last = fingerprint(&snapshots.borrow_and_update());

@@ -6,7 +6,7 @@ call (the same tools/resources/prompts as the suite's reference `everything-serv
 full suite can be run against muster with this server as its single upstream.
 
 Usage:
-    python conformance_fixture.py PORT [--dns-rebinding-protection] [--json] [--quiet]
+    python conformance_fixture.py PORT [--dns-rebinding-protection] [--json] [--quiet] [--modern]
 
 Listens on http://127.0.0.1:PORT/mcp (streamable HTTP, stateful sessions, SSE responses).
 
@@ -15,6 +15,10 @@ Listens on http://127.0.0.1:PORT/mcp (streamable HTTP, stateful sessions, SSE re
                               upstream that enforced it too would mask a gateway that does not.
   --json                      answer POSTs with application/json instead of SSE.
   --quiet                     only log warnings.
+  --modern                    also serve 2026-07-28 (the SDK answers `server/discover`, and a gateway
+                              in front speaks that revision to it). Without it the fixture is a 2025
+                              server: `server/discover` gets HTTP 400 and a JSON-RPC error, as servers
+                              without the revision answer it, so the gateway falls back to `initialize`.
 
 Fixtures:
   tools      test_simple_text, test_image_content, test_audio_content, test_embedded_resource,
@@ -690,6 +694,35 @@ def build_server() -> Server:
     )
 
 
+def refuse_discover(app):
+    """ASGI wrapper: a sessionless POST of `server/discover` gets what a 2025-only server answers."""
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        body, more, messages = b"", True, []
+        while more:
+            message = await receive()
+            messages.append(message)
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if b'"server/discover"' in body:
+            error = {"jsonrpc": "2.0", "id": "server-error",
+                     "error": {"code": -32600, "message": "Bad Request: No valid session ID provided"}}
+            payload = json.dumps(error).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": payload})
+            return
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await app(scope, replay, send)
+
+    return wrapped
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or not argv[1].isdigit():
         print(__doc__, file=sys.stderr)
@@ -718,6 +751,8 @@ def main(argv: list[str]) -> int:
         transport_security=security,
         host="127.0.0.1",
     )
+    if "--modern" not in flags:
+        app = refuse_discover(app)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning" if "--quiet" in flags else "info")
     return 0
 
