@@ -199,7 +199,14 @@ impl BackendActor {
             let peer = peer.clone();
             let addr = ctx.address();
             actix::spawn(async move {
-                let ping = peer.send_request(ClientRequest::PingRequest(rmcp::model::PingRequest::default()));
+                // 2026-07-28 has no `ping`: a modern session is probed with `server/discover`.
+                let modern = peer.peer_info().is_some_and(|info| !info.protocol_version.has_initialize());
+                let probe = if modern {
+                    ClientRequest::DiscoverRequest(rmcp::model::DiscoverRequest::new(Default::default()))
+                } else {
+                    ClientRequest::PingRequest(rmcp::model::PingRequest::default())
+                };
+                let ping = peer.send_request(probe);
                 let reason = match tokio::time::timeout(timeout, ping).await {
                     Ok(Ok(_)) => return,
                     Ok(Err(e)) => format!("health probe failed: {}", failure::describe(&e)),

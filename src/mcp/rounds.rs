@@ -46,6 +46,10 @@ use crate::store::Keyring;
 
 /// How long a call waits for the agent's retry before it is cancelled.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
+/// After a question, how long more questions of the same call may take to arrive and join it in
+/// one `InputRequiredResult`: a 2025 upstream that asks several at once sends them one after the
+/// other, and nothing says when it has finished asking (ADR 0012).
+const GATHER: Duration = Duration::from_millis(50);
 /// Calls waiting for their agents at once; past this the oldest idle one is cancelled.
 const MAX_WAITING: u64 = 10_000;
 
@@ -272,8 +276,9 @@ impl Round {
     async fn wait(&mut self, declared: Option<&ClientCapabilities>) -> Option<Result<UpstreamResult, ErrorData>> {
         loop {
             if !self.asked.is_empty() {
-                // Questions still open (unanswered or unreadable): ask them again, with any new ones.
-                while let Ok(question) = self.questions.try_recv() {
+                // Questions still open (unanswered or unreadable): ask them again, with any new
+                // ones, those asked at the same time included.
+                while let Ok(Some(question)) = tokio::time::timeout(GATHER, self.questions.recv()).await {
                     self.take(question, declared);
                 }
                 if !self.asked.is_empty() {
