@@ -129,3 +129,31 @@ async fn the_2026_requirements_pass_through_the_gateway_up_to_the_floor() {
     }
     eprintln!("{output}");
 }
+
+/// The scenario that needs the upstream's own keys (`user_name`): muster in front of the fixture
+/// serving 2026-07-28 (`--modern`) relays the fixture's `InputRequiredResult` as it is, its
+/// `requestState` sealed inside muster's ([ADR 0012](../../docs/adr/0012-upstreams-in-their-newest-revision.md)).
+#[actix_web::test]
+async fn a_2026_upstreams_own_input_required_passes_through_under_its_keys() {
+    let peers = Peers::load();
+    let fixture_port = free_port();
+    let _fixture = Process::spawn(
+        peers.python("conformance_fixture.py").args([fixture_port.to_string().as_str(), "--modern"]),
+        "the conformance fixture, 2026-07-28",
+    );
+    wait_port(fixture_port).await;
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));
+    fleet.write_server(
+        "fixture.yaml",
+        &http_server("fixture", &format!("http://127.0.0.1:{fixture_port}/mcp"), "  toolPrefix: \"\"\n"),
+    );
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    assert_eq!(fleet.status("fixture.yaml")["protocolVersion"], "2026-07-28", "{}", muster.log_text());
+    let scenario = "input-required-result-basic-elicitation";
+    let (code, output) = conformance(&muster.mcp_url(), &["--era", "2026", "--scenario", scenario]);
+    assert_eq!(code, 0, "{output}\n--- muster log ---\n{}", muster.log_text());
+    assert!(passed(&output, scenario), "{scenario} did not pass:\n{output}");
+    eprintln!("{output}");
+}
