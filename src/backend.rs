@@ -18,6 +18,7 @@ mod connect;
 mod direct_post;
 mod failure;
 mod http;
+mod input_required;
 mod relay;
 mod sse;
 mod upstream_client;
@@ -72,6 +73,9 @@ pub enum Error {
     Exchange { server: String, error: crate::auth::exchange::Error },
     #[error("server {server} refused the credentials muster sent for you (HTTP 401)")]
     Unauthorized { server: String },
+    /// A 2026-07-28 upstream asked for input (`input_required`) that the agent did not give.
+    #[error("{server} asked the agent for input that did not come: {reason}")]
+    Unanswered { server: String, reason: String },
 }
 
 /// How a server that cannot take calls is, in words.
@@ -108,6 +112,13 @@ pub struct UpstreamSession {
     transport: Transport,
     /// The connection attempt that opened it (0 for a user's session).
     pub generation: u64,
+}
+
+impl UpstreamSession {
+    /// The revision the session speaks: `2026-07-28` when the upstream answered `server/discover`.
+    pub fn protocol_version(&self) -> Option<String> {
+        self.peer.peer_info().map(|info| info.protocol_version.to_string())
+    }
 }
 
 /// How a session's calls reach the upstream, decided when the session opens.

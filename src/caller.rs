@@ -130,6 +130,12 @@ impl ReplyPath {
         }
     }
 
+    /// The request runs in rounds (a sessionless agent's call, `mcp/rounds.rs`): an upstream's
+    /// `InputRequiredResult` goes up to it as it is, rather than being asked on a reply stream.
+    pub fn takes_input_requests(&self) -> bool {
+        matches!(self, Self::Rmcp { questions: Some(_), .. })
+    }
+
     /// A notification about the request in flight (progress, logs), on its reply stream.
     pub async fn notify(&self, notification: ServerNotification) {
         match self {

@@ -121,10 +121,12 @@ impl GatewayServer {
     }
 
     /// `resolve_tool` then `call_upstream`, then `record` (metrics and the one log line per call).
+    /// `resume` carries an upstream's `requestState` and the agent's `inputResponses` (`rounds.rs`).
     pub(crate) async fn dispatch(
         &self,
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
+        resume: rounds::Resume,
         caller: &Caller,
     ) -> Result<UpstreamResult, routing::Error> {
         if core::is_core_tool(name) {
@@ -144,6 +146,8 @@ impl GatewayServer {
             .ok_or_else(|| routing::Error::ToolNotFound { name: name.to_owned(), suggestions: Vec::new() })?;
         let mut params = CallToolRequestParams::new(resolved.tool.clone());
         params.arguments = resolved.arguments;
+        params.request_state = resume.request_state;
+        params.input_responses = resume.input_responses;
         let result = backend.call_tool(params, caller).await.map_err(|error| {
             match snapshot.catalog.cluster_of(&resolved.server) {
                 Some(cluster) => routing::Error::OnCluster { cluster, error: Box::new(error) },
@@ -443,7 +447,7 @@ impl GatewayServer {
         tracing::Instrument::instrument(self.tool_call_in_span(request, caller), span).await
     }
 
-    async fn tool_call_in_span(&self, request: CallToolRequestParams, caller: &Caller) -> UpstreamResult {
+    async fn tool_call_in_span(&self, mut request: CallToolRequestParams, caller: &Caller) -> UpstreamResult {
         if let Some(identity) = &caller.identity {
             tracing::Span::current().record("enduser.hash", identity.subject_hash().as_str());
         }
@@ -453,11 +457,12 @@ impl GatewayServer {
             }
             return meta::call(self, &request.name, request.arguments.unwrap_or_default(), caller).await.into();
         }
-        let mut result = self.dispatch(&request.name, request.arguments.clone(), caller).await;
+        let resume = rounds::Resume::take_from(&mut request);
+        let mut result = self.dispatch(&request.name, request.arguments.clone(), resume, caller).await;
         // A tool of an auth server that has not listed for anyone yet: list it as this user, once.
         if matches!(result, Err(routing::Error::ToolNotFound { .. })) && caller.identity.is_some() {
             self.discover_for(caller.identity.as_ref()).await;
-            result = self.dispatch(&request.name, request.arguments, caller).await;
+            result = self.dispatch(&request.name, request.arguments, rounds::Resume::default(), caller).await;
         }
         match result {
             Ok(response) => response,

@@ -73,6 +73,8 @@ struct Supervised {
     degraded_since: Option<chrono::DateTime<chrono::Utc>>,
     /// A newer version of the definition was rejected; we keep running this one.
     rejected_update: Option<String>,
+    /// The revision the backend's session speaks (`BackendStateChanged`).
+    protocol_version: Option<String>,
 }
 
 pub struct SupervisorActor {
@@ -181,6 +183,7 @@ impl SupervisorActor {
                 failure_seq: 0,
                 degraded_since: None,
                 rejected_update: None,
+                protocol_version: None,
             },
         );
         if auto_start {
@@ -203,6 +206,7 @@ impl SupervisorActor {
                 restart_count: 0,
                 consecutive_failures: 1,
                 next_retry_after: None,
+                protocol_version: None,
                 conditions: Vec::new(),
             },
         );
@@ -245,6 +249,7 @@ impl SupervisorActor {
                 restart_count: m.restart_count,
                 consecutive_failures: m.consecutive_failures,
                 next_retry_after: m.next_retry.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                protocol_version: m.protocol_version.clone(),
                 conditions: m.degraded_since.iter().map(degraded_condition).collect(),
             },
         );
@@ -396,6 +401,7 @@ impl Handler<BackendStateChanged> for SupervisorActor {
         }
         let previous = managed.state;
         managed.state = msg.state;
+        managed.protocol_version.clone_from(&msg.protocol_version);
         let degraded = msg.degraded && matches!(msg.state, State::Connected | State::Running);
         if degraded != managed.degraded_since.is_some() {
             managed.degraded_since = degraded.then(chrono::Utc::now);

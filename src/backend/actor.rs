@@ -35,6 +35,9 @@ pub struct BackendStateChanged {
     pub error: Option<String>,
     /// Connected, but calls time out.
     pub degraded: bool,
+    /// The revision the live session speaks (`2026-07-28` when the upstream answered
+    /// `server/discover`); none without a session.
+    pub protocol_version: Option<String>,
 }
 
 /// Backend -> router: a server's capabilities or state changed.
@@ -67,6 +70,8 @@ pub struct BackendActor {
     user_sessions: Arc<user_sessions::UserSessions>,
     /// Capabilities came from a user session (auth servers): skip re-publishing the same ones.
     discovered: bool,
+    /// The revision of the live session, for status.
+    protocol_version: Option<String>,
 }
 
 impl BackendActor {
@@ -108,6 +113,7 @@ impl BackendActor {
             auth: auth.clone(),
             user_sessions: user_sessions.clone(),
             discovered: false,
+            protocol_version: None,
         };
         let addr = actor.start();
         Ok(BackendHandle {
@@ -148,6 +154,9 @@ impl BackendActor {
         error: Option<String>,
         session: Option<UpstreamSession>,
     ) {
+        if session.is_none() {
+            self.protocol_version = None;
+        }
         self.status.send_modify(|c| {
             c.session = session;
             c.state = state;
@@ -164,6 +173,7 @@ impl BackendActor {
             state,
             error,
             degraded: self.degraded.load(Ordering::Relaxed),
+            protocol_version: self.protocol_version.clone(),
         });
     }
 
@@ -189,7 +199,14 @@ impl BackendActor {
             let peer = peer.clone();
             let addr = ctx.address();
             actix::spawn(async move {
-                let ping = peer.send_request(ClientRequest::PingRequest(rmcp::model::PingRequest::default()));
+                // 2026-07-28 has no `ping`: a modern session is probed with `server/discover`.
+                let modern = peer.peer_info().is_some_and(|info| !info.protocol_version.has_initialize());
+                let probe = if modern {
+                    ClientRequest::DiscoverRequest(rmcp::model::DiscoverRequest::new(Default::default()))
+                } else {
+                    ClientRequest::PingRequest(rmcp::model::PingRequest::default())
+                };
+                let ping = peer.send_request(probe);
                 let reason = match tokio::time::timeout(timeout, ping).await {
                     Ok(Ok(_)) => return,
                     Ok(Err(e)) => format!("health probe failed: {}", failure::describe(&e)),
@@ -277,6 +294,7 @@ impl Handler<Connect> for BackendActor {
                     });
                     actor.start_health_probe(ctx, peer.clone(), generation);
                     let session = UpstreamSession { peer, transport: connected.transport, generation };
+                    actor.protocol_version = Some(connected.protocol_version);
                     let state = actor.connected_state();
                     actor.set_state(ctx, state, None, Some(session));
                     actor.router.do_send(ServerUpdated {

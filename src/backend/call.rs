@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 
 use super::{
     BackendHandle, BackendStatus, CallHealth, CapabilitiesDiscovered, ConnectNow, ConnectionLost, Error, Relay,
-    Transport, UpstreamAuth, UpstreamResult, UpstreamSession, connect, direct_post, user_sessions,
+    Transport, UpstreamAuth, UpstreamResult, UpstreamSession, connect, direct_post, input_required, user_sessions,
 };
 use crate::caller::Caller;
 use crate::crd::status::State;
@@ -42,7 +42,28 @@ impl BackendHandle {
     /// retried once (Muster #999: a dead session must not need an operator).
     /// The answer is a tool result, an input request or a task; a plain tool result stays the
     /// upstream's own JSON (`upstream_result.rs`).
-    pub async fn call_tool(&self, params: CallToolRequestParams, caller: &Caller) -> Result<UpstreamResult, Error> {
+    ///
+    /// A 2026-07-28 upstream that answers `input_required` to a caller that cannot take that
+    /// (a 2025 agent) has its input requests asked on the agent's reply stream, and the call is
+    /// sent again with the answers (`input_required.rs`).
+    pub async fn call_tool(&self, mut params: CallToolRequestParams, caller: &Caller) -> Result<UpstreamResult, Error> {
+        for _ in 0..input_required::MAX_ROUNDS {
+            match self.call_tool_once(params.clone(), caller).await? {
+                UpstreamResult::Result(ServerResult::InputRequiredResult(asked))
+                    if !caller.reply_path.takes_input_requests() =>
+                {
+                    let (responses, state) = input_required::answer(&self.name, asked, caller).await?;
+                    params.input_responses = responses;
+                    params.request_state = state;
+                }
+                answer => return Ok(answer),
+            }
+        }
+        let rounds = input_required::MAX_ROUNDS;
+        Err(input_required::unanswered(&self.name, &format!("it still asked after {rounds} rounds")))
+    }
+
+    async fn call_tool_once(&self, params: CallToolRequestParams, caller: &Caller) -> Result<UpstreamResult, Error> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         match self.request_with(request, caller, &SubscriptionChange::None).await? {
             answer @ UpstreamResult::ToolResult(_) => Ok(answer),

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::ServerCapabilities as Advertised;
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::model::{ProtocolVersion, ServerCapabilities as Advertised};
+use rmcp::service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt as _, RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{Peer, ServiceExt as _};
@@ -81,6 +81,17 @@ pub(super) struct Connected {
     /// Resolves with a reason when the session ends on its own (child exit, transport death).
     pub(super) closed: Pin<Box<dyn Future<Output = String> + Send>>,
     pub(super) capabilities: ServerCapabilities,
+    /// The revision the session speaks: 2026-07-28 when the upstream answered `server/discover`,
+    /// else the one `initialize` agreed on.
+    pub(super) protocol_version: String,
+}
+
+/// Streamable-HTTP upstreams are asked `server/discover` first (2026-07-28, sessionless); one that
+/// answers it with a JSON-RPC error or an HTTP 4xx other than 401/403 is a 2025 server and gets
+/// `initialize` on the same transport (rmcp's `Auto` lifecycle; ADR 0012). One whose discovery
+/// offers only 2025 revisions gets `initialize` on a new transport.
+fn newest_first() -> ClientLifecycleMode {
+    ClientLifecycleMode::Auto { preferred_versions: vec![ProtocolVersion::V_2026_07_28], legacy_version: None }
 }
 
 pub(super) async fn connect(
@@ -115,8 +126,16 @@ pub(super) async fn connect(
             config.max_json_response_size = max_result_bytes;
             config.max_sse_event_size = max_result_bytes;
             let client = super::upstream_client::UpstreamClient(http, direct.clone());
-            let transport = StreamableHttpClientTransport::with_client(client, config);
-            tokio::time::timeout(timeout, handler.serve(transport)).await
+            let transport = || StreamableHttpClientTransport::with_client(client.clone(), config.clone());
+            tokio::time::timeout(timeout, async {
+                match handler.clone().serve_with_lifecycle(transport(), newest_first()).await {
+                    // It knows `server/discover` but offers 2025 revisions only there (such servers
+                    // exist: kubernetes-mcp-server 0.0.67): those are spoken after `initialize`.
+                    Err(ClientInitializeError::NoCompatibleProtocolVersion { .. }) => handler.serve(transport()).await,
+                    other => other,
+                }
+            })
+            .await
         }
         Some(ServerType::Sse) => {
             let url = definition.spec.url.clone().unwrap_or_default();
@@ -150,6 +169,7 @@ pub(super) async fn connect(
         Ok(Ok(running)) => running,
     };
     let peer = running.peer().clone();
+    let protocol_version = peer.peer_info().map(|info| info.protocol_version.to_string()).unwrap_or_default();
     let capabilities = list_capabilities(definition, &peer).await?;
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
@@ -178,7 +198,7 @@ pub(super) async fn connect(
         Some(direct) if direct.ready() => super::Transport::Direct(direct),
         _ => super::Transport::Peer,
     };
-    Ok(Connected { peer, transport, cancel, closed, capabilities })
+    Ok(Connected { peer, transport, cancel, closed, capabilities, protocol_version })
 }
 
 fn spawn_child(definition: &McpServer) -> Result<TokioChildProcess, Error> {

@@ -22,13 +22,13 @@ use std::sync::{Arc, LazyLock, RwLock};
 use futures::StreamExt as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rmcp::model::{
-    ClientJsonRpcMessage, ClientNotification, ClientRequest, ClientResult, GetMeta as _, ProgressToken, RequestId,
-    ServerJsonRpcMessage, ServerNotification, ServerRequest,
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, ClientResult, GetMeta as _, JsonRpcRequest, ProgressToken,
+    RequestId, ServerJsonRpcMessage, ServerNotification, ServerRequest,
 };
 
 use super::Error;
 use super::upstream_result::{RawToolResult, UpstreamResult};
-use crate::caller::Caller;
+use crate::caller::{Caller, QUESTIONS};
 
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 
@@ -286,9 +286,14 @@ impl DirectPost {
             })
         };
         let mut events = sse_stream::SseStream::from_byte_stream(counted);
+        // Questions the upstream asked and the agent has not answered yet: the reply is read on
+        // meanwhile, so questions asked at once reach the agent together (one round for a
+        // sessionless agent, ADR 0012).
+        let mut asking = futures::stream::FuturesUnordered::new();
         loop {
             let event = tokio::select! {
                 event = events.next() => event,
+                Some(()) = asking.next(), if !asking.is_empty() => continue,
                 () = caller.ct.cancelled() => return Err(self.cancelled(lane, &learned, server, id)),
             };
             let event = match event {
@@ -316,14 +321,32 @@ impl DirectPost {
                     });
                     return answer;
                 }
-                // A question to the agent may wait long (a sessionless agent's next round): the
-                // caller's cancellation ends the call even then, and frees its upstream request.
+                Sorted::Other(ServerJsonRpcMessage::Request(asked)) if asking.len() < QUESTIONS => {
+                    asking.push(self.answer(lane, &learned, asked, caller));
+                }
+                // Past `QUESTIONS` open questions one waits here; the caller's cancellation still
+                // ends the call and frees its upstream request.
                 Sorted::Other(message) => tokio::select! {
                     () = self.relay(lane, &learned, message, progress.as_ref(), caller) => {}
                     () = caller.ct.cancelled() => return Err(self.cancelled(lane, &learned, server, id)),
                 },
             }
         }
+    }
+
+    /// Asks the agent what the upstream asked and posts its answer (or its refusal) back.
+    async fn answer(
+        &self,
+        lane: &ThreadLane,
+        learned: &Learned,
+        asked: JsonRpcRequest<ServerRequest>,
+        caller: &Caller,
+    ) {
+        let reply = match ask_agent(asked.request, caller).await {
+            Ok(result) => ClientJsonRpcMessage::response(result, asked.id),
+            Err(e) => ClientJsonRpcMessage::error(e, Some(asked.id)),
+        };
+        let _ = self.post(lane, learned, &reply).send().await;
     }
 
     /// What comes on a call's reply before its answer goes to the caller; requests are answered.
@@ -339,12 +362,10 @@ impl DirectPost {
             ServerJsonRpcMessage::Notification(notification) => {
                 relay_notification(notification.notification, progress, caller).await;
             }
+            // More questions than a call may have open at once: refused.
             ServerJsonRpcMessage::Request(asked) => {
-                let reply = match ask_agent(asked.request, caller).await {
-                    Ok(result) => ClientJsonRpcMessage::response(result, asked.id),
-                    Err(e) => ClientJsonRpcMessage::error(e, Some(asked.id)),
-                };
-                let _ = self.post(lane, learned, &reply).send().await;
+                let refused = rmcp::ErrorData::invalid_request("too many questions to the agent at once", None);
+                let _ = self.post(lane, learned, &ClientJsonRpcMessage::error(refused, Some(asked.id))).send().await;
             }
             _ => {}
         }

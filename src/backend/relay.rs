@@ -136,6 +136,7 @@ impl Relay {
 }
 
 /// The rmcp client handler of one upstream session.
+#[derive(Clone)]
 pub(super) struct UpstreamHandler {
     relay: Arc<Relay>,
     /// The backend actor, for the shared session; user sessions have none (see ARCHITECTURE.md).

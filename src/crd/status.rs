@@ -68,6 +68,10 @@ pub struct Status {
     pub consecutive_failures: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_retry_after: Option<String>,
+    /// The MCP revision muster speaks with the server (`2026-07-28` when it answered
+    /// `server/discover`, else what `initialize` agreed on); absent without a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
     /// `Ready`, in Kubernetes mode (files keep the flat fields only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -206,6 +210,7 @@ mod tests {
             restart_count: 2,
             consecutive_failures: 3,
             next_retry_after: Some("2026-11-24T08:00:00Z".into()),
+            protocol_version: None,
             conditions: Vec::new(),
         }
     }

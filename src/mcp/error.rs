@@ -39,6 +39,7 @@ fn backend_code(error: &backend::Error) -> &'static str {
         backend::Error::Exchange { error, .. } if error.is_auth_failure() => "token_exchange_failed",
         backend::Error::Exchange { .. } => "identity_provider_unreachable",
         backend::Error::Unauthorized { .. } => "upstream_unauthorized",
+        backend::Error::Unanswered { .. } => "input_not_given",
     }
 }
 
@@ -98,7 +99,8 @@ fn server_of(error: &backend::Error) -> &str {
         | backend::Error::Cancelled { server }
         | backend::Error::Unauthenticated { server }
         | backend::Error::Exchange { server, .. }
-        | backend::Error::Unauthorized { server } => server,
+        | backend::Error::Unauthorized { server }
+        | backend::Error::Unanswered { server, .. } => server,
     }
 }
 

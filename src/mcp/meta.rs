@@ -376,10 +376,10 @@ async fn call_tool(gateway: &GatewayServer, args: JsonObject, caller: &Caller) -
         Some(Value::Object(map)) => Some(map.clone()),
         Some(_) => return invalid("call_tool's \"arguments\" must be an object".to_owned()),
     };
-    let mut dispatched = gateway.dispatch(name, arguments.clone(), caller).await;
+    let mut dispatched = gateway.dispatch(name, arguments.clone(), super::rounds::Resume::default(), caller).await;
     if matches!(dispatched, Err(routing::Error::ToolNotFound { .. })) && caller.identity.is_some() {
         gateway.discover_for(caller.identity.as_ref()).await;
-        dispatched = gateway.dispatch(name, arguments, caller).await;
+        dispatched = gateway.dispatch(name, arguments, super::rounds::Resume::default(), caller).await;
     }
     let inner = match dispatched.map(crate::backend::UpstreamResult::into_call_tool_response) {
         Ok(Some(CallToolResponse::Complete(result))) => result,

@@ -15,6 +15,12 @@
 //!
 //! Calls live in this process: a retry that reaches another replica is refused (it names a call
 //! this replica does not hold).
+//!
+//! An upstream that speaks 2026-07-28 answers `input_required` itself: its input requests go to
+//! the agent under its own keys, and its `requestState` travels sealed inside muster's
+//! (`State::Relayed`), so the agent can neither read nor alter it; the retry opens it and sends
+//! the request again with the agent's `inputResponses` and the upstream's state
+//! ([ADR 0012](../../docs/adr/0012-upstreams-in-their-newest-revision.md)).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,7 +32,7 @@ use base64::Engine as _;
 use rmcp::ErrorData;
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientResult, CreateMessageResult, ElicitResult, GetPromptRequestParams,
-    InputRequest, InputRequiredResult, InputResponses, ListRootsResult, ServerRequest,
+    InputRequest, InputRequiredResult, InputResponses, ListRootsResult, ServerRequest, ServerResult,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use tokio::sync::{mpsc, oneshot};
@@ -40,6 +46,10 @@ use crate::store::Keyring;
 
 /// How long a call waits for the agent's retry before it is cancelled.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
+/// After a question, how long more questions of the same call may take to arrive and join it in
+/// one `InputRequiredResult`: a 2025 upstream that asks several at once sends them one after the
+/// other, and nothing says when it has finished asking (ADR 0012).
+const GATHER: Duration = Duration::from_millis(50);
 /// Calls waiting for their agents at once; past this the oldest idle one is cancelled.
 const MAX_WAITING: u64 = 10_000;
 /// Calls to one upstream server that may wait for their agents at once. Each holds one of the
@@ -73,6 +83,21 @@ pub struct Request {
     pub input_responses: Option<InputResponses>,
 }
 
+/// What a retry of a relayed round sends upstream: the upstream's own state and the agent's
+/// answers (both `None` for a first request).
+#[derive(Default)]
+pub struct Resume {
+    pub request_state: Option<String>,
+    pub input_responses: Option<InputResponses>,
+}
+
+impl Resume {
+    /// Takes the upstream's state and the agent's answers out of a `tools/call`.
+    pub fn take_from(request: &mut CallToolRequestParams) -> Self {
+        Self { request_state: request.request_state.take(), input_responses: request.input_responses.take() }
+    }
+}
+
 /// How a round ends for the agent.
 pub enum Outcome {
     Complete(Box<UpstreamResult>),
@@ -104,9 +129,13 @@ struct Asked {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct State {
-    call: u64,
-    round: u64,
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum State {
+    /// A call muster holds open (a 2025 upstream asked mid-call), and the round the agent is at.
+    Held { call: u64, round: u64 },
+    /// A 2026-07-28 upstream's own `requestState`, to send back with the answers; good until
+    /// `expires` (seconds since the epoch).
+    Relayed { upstream: Option<String>, expires: u64 },
 }
 
 impl Rounds {
@@ -114,7 +143,12 @@ impl Rounds {
         let calls = moka::sync::Cache::builder()
             .max_capacity(MAX_WAITING)
             .time_to_idle(ROUND_TIMEOUT)
-            .eviction_listener(|_, waiting: Arc<Waiting>, _| waiting.ct.cancel())
+            // A call put back after its next round replaces itself: that is not an eviction.
+            .eviction_listener(|_, waiting: Arc<Waiting>, cause| {
+                if cause != moka::notification::RemovalCause::Replaced {
+                    waiting.ct.cancel();
+                }
+            })
             .build();
         Self { calls, by_server: std::sync::Mutex::default(), keyring, next_call: AtomicU64::new(1) }
     }
@@ -124,32 +158,53 @@ impl Rounds {
     pub async fn run<F>(
         &self,
         request: Request,
-        call: impl FnOnce(mpsc::Sender<Question>, CancellationToken) -> F,
+        call: impl FnOnce(Resume, mpsc::Sender<Question>, CancellationToken) -> F,
     ) -> Result<Outcome, ErrorData>
     where
         F: Future<Output = Result<UpstreamResult, ErrorData>> + Send + 'static,
     {
-        let Some(state) = &request.request_state else {
-            let (ask, questions) = mpsc::channel(QUESTIONS);
-            let ct = CancellationToken::new();
-            let call = tokio::spawn(call(ask, ct.clone()));
-            let round = Round { number: 0, call, questions, asked: BTreeMap::new(), next_key: 1, missing: None };
-            let waiting = Arc::new(Waiting { ct, round: tokio::sync::Mutex::new(round) });
-            let id = self.next_call.fetch_add(1, Ordering::Relaxed);
-            return self.next(id, waiting, &request).await;
+        let (call_id, number) = match request.request_state.as_deref().map(|state| self.open(state, &request)) {
+            None => return self.start(Resume::default(), call, &request).await,
+            Some(None) => return Err(error::request_state_refused()),
+            Some(Some(State::Relayed { upstream, expires })) => {
+                if expires < now() {
+                    return Err(error::request_state_refused());
+                }
+                let resume = Resume { request_state: upstream, input_responses: request.input_responses.clone() };
+                return self.start(resume, call, &request).await;
+            }
+            Some(Some(State::Held { call, round })) => (call, round),
         };
-        let state = self.open(state, &request).ok_or_else(error::request_state_refused)?;
-        let waiting = self.calls.get(&state.call).ok_or_else(error::request_state_refused)?;
+        let waiting = self.calls.get(&call_id).ok_or_else(error::request_state_refused)?;
         {
             let mut round = waiting.round.lock().await;
-            if round.number != state.round {
+            if round.number != number {
                 return Err(error::request_state_refused());
             }
             // This state is spent: a second use of it (a replay) is refused from here on.
             round.number += 1;
             round.deliver(request.input_responses.as_ref());
         }
-        self.next(state.call, waiting, &request).await
+        self.next(call_id, waiting, &request).await
+    }
+
+    /// Starts `call` in a task of its own and runs its first round.
+    async fn start<F>(
+        &self,
+        resume: Resume,
+        call: impl FnOnce(Resume, mpsc::Sender<Question>, CancellationToken) -> F,
+        request: &Request,
+    ) -> Result<Outcome, ErrorData>
+    where
+        F: Future<Output = Result<UpstreamResult, ErrorData>> + Send + 'static,
+    {
+        let (ask, questions) = mpsc::channel(QUESTIONS);
+        let ct = CancellationToken::new();
+        let call = tokio::spawn(call(resume, ask, ct.clone()));
+        let round = Round { number: 0, call, questions, asked: BTreeMap::new(), next_key: 1, missing: None };
+        let waiting = Arc::new(Waiting { ct, round: tokio::sync::Mutex::new(round) });
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        self.next(id, waiting, request).await
     }
 
     /// Waits for the call's end or its next questions, and answers the agent.
@@ -159,6 +214,11 @@ impl Rounds {
         let mut round = waiting.round.lock().await;
         let finished = round.wait(request.declared.as_ref()).await;
         match finished {
+            Some(Ok(UpstreamResult::Result(ServerResult::InputRequiredResult(asked)))) => {
+                self.calls.invalidate(&id);
+                self.stop_waiting(&request.server, id);
+                self.relay(asked, request)
+            }
             Some(result) => {
                 self.calls.invalidate(&id);
                 self.stop_waiting(&request.server, id);
@@ -168,7 +228,7 @@ impl Rounds {
                 }
             }
             None => {
-                let state = self.seal(&State { call: id, round: round.number }, request)?;
+                let state = self.seal(&State::Held { call: id, round: round.number }, request)?;
                 let asked = round.asked.iter().map(|(key, asked)| (key.clone(), asked.request.clone())).collect();
                 drop(round);
                 self.calls.insert(id, waiting);
@@ -214,6 +274,22 @@ impl Rounds {
         }
     }
 
+    /// A 2026-07-28 upstream's `input_required`, for the agent: its input requests as they are
+    /// (each needs a capability the request declares, else -32021), its state sealed in muster's.
+    fn relay(&self, asked: InputRequiredResult, request: &Request) -> Result<Outcome, ErrorData> {
+        let requests = asked.input_requests.unwrap_or_default();
+        for input in requests.values() {
+            let capability = capability_of(input);
+            if !declares(request.declared.as_ref(), capability) {
+                return Err(error::missing_capability(capability));
+            }
+        }
+        let expires = now() + ROUND_TIMEOUT.as_secs();
+        let state = self.seal(&State::Relayed { upstream: asked.request_state, expires }, request)?;
+        let requests = (!requests.is_empty()).then_some(requests);
+        Ok(Outcome::InputRequired(InputRequiredResult::new(requests, Some(state))))
+    }
+
     fn seal(&self, state: &State, request: &Request) -> Result<String, ErrorData> {
         let plain = serde_json::to_vec(state).map_err(|_| error::request_state_unavailable())?;
         let sealed = self.keyring.seal(&plain, &bound_to(request)).map_err(|_| error::request_state_unavailable())?;
@@ -248,8 +324,9 @@ impl Round {
     async fn wait(&mut self, declared: Option<&ClientCapabilities>) -> Option<Result<UpstreamResult, ErrorData>> {
         loop {
             if !self.asked.is_empty() {
-                // Questions still open (unanswered or unreadable): ask them again, with any new ones.
-                while let Ok(question) = self.questions.try_recv() {
+                // Questions still open (unanswered or unreadable): ask them again, with any new
+                // ones, those asked at the same time included.
+                while let Ok(Some(question)) = tokio::time::timeout(GATHER, self.questions.recv()).await {
                     self.take(question, declared);
                 }
                 if !self.asked.is_empty() {
@@ -306,8 +383,9 @@ impl super::GatewayServer {
             input_responses: request.input_responses.take(),
         };
         let gateway = self.clone();
-        let call = move |questions, ct| async move {
+        let call = move |resume: Resume, questions, ct| async move {
             let caller = asking(caller, questions, ct);
+            (request.request_state, request.input_responses) = (resume.request_state, resume.input_responses);
             Ok(gateway.tool_call(request, &caller, headers.as_ref()).await)
         };
         tokio::select! {
@@ -334,8 +412,10 @@ impl super::GatewayServer {
             input_responses: request.input_responses.take(),
         };
         let gateway = self.clone();
-        let call = move |questions, ct| async move {
+        let call = move |resume: Resume, questions, ct| async move {
             let caller = asking(caller, questions, ct);
+            request.request_state = resume.request_state;
+            request.input_responses = resume.input_responses;
             let prompt = gateway.prompt(request, &caller).await?;
             Ok(UpstreamResult::Result(rmcp::model::ServerResult::GetPromptResult(prompt)))
         };
@@ -377,6 +457,22 @@ fn input_request(request: ServerRequest) -> Option<(&'static str, InputRequest)>
         ServerRequest::ListRootsRequest(r) => Some(("roots", InputRequest::ListRoots(r))),
         _ => None,
     }
+}
+
+/// The capability an input request needs.
+fn capability_of(request: &InputRequest) -> &'static str {
+    match request {
+        InputRequest::CreateMessage(_) => "sampling",
+        InputRequest::Elicitation(_) => "elicitation",
+        InputRequest::ListRoots(_) => "roots",
+        // A kind of input request this rmcp does not know: no declared capability covers it.
+        _ => "unknown input request",
+    }
+}
+
+/// Seconds since the epoch (a relayed state's expiry).
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn declares(declared: Option<&ClientCapabilities>, capability: &str) -> bool {

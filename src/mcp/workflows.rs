@@ -131,16 +131,19 @@ impl Dispatch for Steps<'_> {
             // The agent's identity and reply path, with the run's token: the run's deadline and
             // the agent's cancellation reach the upstream; onFailure runs on after the agent left.
             let caller = Caller { ct: stop.clone(), progress_token: None, ..self.caller.clone() };
-            let answer = self.server.dispatch(tool, arguments, &caller).await.map_err(|e| {
-                let error = super::error::tool_error(&e);
-                let mut text = first_text(&error).unwrap_or_else(|| e.to_string());
-                let valid = error.structured_content.as_ref().and_then(|s| s.get("validValues"));
-                if let Some(Value::Array(valid)) = valid {
-                    let names: Vec<&str> = valid.iter().filter_map(Value::as_str).collect();
-                    text.push_str(&format!(" (validValues: {})", names.join(", ")));
-                }
-                text
-            })?;
+            let answer =
+                self.server.dispatch(tool, arguments, super::rounds::Resume::default(), &caller).await.map_err(
+                    |e| {
+                        let error = super::error::tool_error(&e);
+                        let mut text = first_text(&error).unwrap_or_else(|| e.to_string());
+                        let valid = error.structured_content.as_ref().and_then(|s| s.get("validValues"));
+                        if let Some(Value::Array(valid)) = valid {
+                            let names: Vec<&str> = valid.iter().filter_map(Value::as_str).collect();
+                            text.push_str(&format!(" (validValues: {})", names.join(", ")));
+                        }
+                        text
+                    },
+                )?;
             let is_error = answer.is_tool_error();
             let result = match answer.into_result() {
                 Ok(rmcp::model::ServerResult::CallToolResult(result)) => result,

@@ -93,7 +93,7 @@ async fn full_suite_passes_through_the_gateway() {
 
 /// Scenarios of the 2026-07-28 requirements that pass through muster in front of the fixture. The
 /// floor only goes up: raise it with each scenario that starts passing (issue 17).
-const ERA_2026_FLOOR: usize = 35;
+const ERA_2026_FLOOR: usize = 36;
 
 /// What 2026-07-28 requires (`--requirements 2026-07-28`, the suite's 0.2.0 prerelease), through
 /// muster in front of the fixture as above: stateless requests with per-request `_meta`.
@@ -115,11 +115,40 @@ async fn the_2026_requirements_pass_through_the_gateway_up_to_the_floor() {
         "server-stateless",
         "input-required-result-basic-sampling",
         "input-required-result-multi-round",
+        "input-required-result-multiple-input-requests",
         "input-required-result-tampered-state",
         "input-required-result-capability-check",
         "input-required-result-non-tool-request",
     ] {
         assert!(passed(&output, scenario), "{scenario} did not pass:\n{output}");
     }
+    eprintln!("{output}");
+}
+
+/// The scenario that needs the upstream's own keys (`user_name`): muster in front of the fixture
+/// serving 2026-07-28 (`--modern`) relays the fixture's `InputRequiredResult` as it is, its
+/// `requestState` sealed inside muster's ([ADR 0012](../../docs/adr/0012-upstreams-in-their-newest-revision.md)).
+#[actix_web::test]
+async fn a_2026_upstreams_own_input_required_passes_through_under_its_keys() {
+    let peers = Peers::load();
+    let fixture_port = free_port();
+    let _fixture = Process::spawn(
+        peers.python("conformance_fixture.py").args([fixture_port.to_string().as_str(), "--modern"]),
+        "the conformance fixture, 2026-07-28",
+    );
+    wait_port(fixture_port).await;
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));
+    fleet.write_server(
+        "fixture.yaml",
+        &http_server("fixture", &format!("http://127.0.0.1:{fixture_port}/mcp"), "  toolPrefix: \"\"\n"),
+    );
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    assert_eq!(fleet.status("fixture.yaml")["protocolVersion"], "2026-07-28", "{}", muster.log_text());
+    let scenario = "input-required-result-basic-elicitation";
+    let (code, output) = conformance(&muster.mcp_url(), &["--era", "2026", "--scenario", scenario]);
+    assert_eq!(code, 0, "{output}\n--- muster log ---\n{}", muster.log_text());
+    assert!(passed(&output, scenario), "{scenario} did not pass:\n{output}");
     eprintln!("{output}");
 }

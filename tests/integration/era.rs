@@ -3,14 +3,30 @@
 //! and agents that are asked and never come back cannot take a server from the others.
 //! Multi round-trip calls run end to end in `conformance.rs` (the fixture asks mid-call) and
 //! round by round in `src/mcp/rounds/tests.rs`.
+//!
+//! The four pairs of agent era and upstream era, end to end through muster with rmcp's own
+//! clients: a tool that elicits and one that samples, each answered by the agent (a 2025 agent
+//! mid-call, a 2026 agent by retrying with `inputResponses`), and the upstream's revision in the
+//! server's status.
+
+#![allow(deprecated, reason = "sampling is deprecated by SEP-2577 and still what these agents answer")]
 
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequestParams, ElicitResult, ElicitationAction, Implementation, ProtocolVersion, Role, SamplingMessage,
+    SamplingMessageContentBlock,
+};
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _, RequestContext, RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, ErrorData, ServiceExt as _};
 use serde_json::{Value, json};
 
+use crate::support::client::text;
 use crate::support::mock_upstream::MockUpstream;
-use crate::support::{Fleet, Muster, config, free_port, http_server};
+use crate::support::{Fleet, Muster, config, eventually, free_port, http_server};
 
 /// Bounds each wait for the next event on the stream (the event itself ends the wait).
 const NEXT_EVENT: Duration = Duration::from_secs(20);
@@ -130,4 +146,107 @@ async fn agents_that_never_answer_cannot_take_a_server_from_everyone_else() {
     }
     let answered = call_sessionless(&muster, "x_one_echo", json!({})).await;
     assert_eq!(answered["result"]["content"][0]["text"], "one:hi", "{answered}");
+}
+
+/// An agent whose user is called Ada and whose model says "all green".
+#[derive(Clone)]
+struct Answering(ProtocolVersion);
+
+impl ClientHandler for Answering {
+    fn get_info(&self) -> ClientConfig {
+        let capabilities: ClientCapabilities =
+            serde_json::from_value(json!({"sampling": {}, "elicitation": {"form": {}}})).expect("capabilities");
+        ClientConfig::new(capabilities, Implementation::new("era-agent", "1")).with_protocol_version(self.0.clone())
+    }
+
+    async fn create_message(
+        &self,
+        _: CreateMessageRequestParams,
+        _: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let said = SamplingMessage::new(Role::Assistant, SamplingMessageContentBlock::text("all green"));
+        Ok(CreateMessageResult::new(said, "test-model".to_owned()))
+    }
+
+    async fn create_elicitation(
+        &self,
+        _: ElicitRequestParams,
+        _: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({"name": "Ada"})))
+    }
+}
+
+/// An agent of `era` on muster: 2025 opens a session with `initialize`, 2026 discovers and
+/// sends each request on its own, retrying `input_required` answers itself (rmcp's `call_tool`).
+async fn agent(url: &str, era: &str) -> RunningService<RoleClient, Answering> {
+    let transport = StreamableHttpClientTransport::from_uri(url.to_owned());
+    if era == "2026" {
+        let modern = ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
+        Answering(ProtocolVersion::V_2026_07_28).serve_with_lifecycle(transport, modern).await.expect("discover muster")
+    } else {
+        Answering(ProtocolVersion::V_2025_11_25).serve(transport).await.expect("initialize with muster")
+    }
+}
+
+/// One agent era against one upstream era: the upstream's revision shows in status, and a tool
+/// that elicits, one that samples and one that asks both at once get the agent's answers.
+async fn agent_and_upstream(agent_era: &str, upstream_era: &str) {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let upstream = if upstream_era == "2026" {
+        MockUpstream::start_modern("up", free_port()).await
+    } else {
+        MockUpstream::start("up", free_port()).await
+    };
+    fleet.write_server("up.yaml", &http_server("up", &upstream.url(), ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let revision = eventually(Duration::from_secs(20), "the revision in status", async || {
+        fleet.status("up.yaml")["protocolVersion"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert_eq!(revision == "2026-07-28", upstream_era == "2026", "status says {revision}");
+    assert!(upstream.shared.discovers.load(std::sync::atomic::Ordering::SeqCst) >= 1, "muster asked server/discover");
+
+    let agent = agent(&muster.mcp_url(), agent_era).await;
+    let tools = agent.peer().list_all_tools().await.expect("tools/list");
+    let name_of = |tool: &str| {
+        tools.iter().map(|t| t.name.to_string()).find(|n| n.ends_with(tool)).unwrap_or_else(|| panic!("{tool}"))
+    };
+    for (tool, expected) in [
+        ("ask_name", "user_name=Ada"),
+        ("summarize", "summary=all green"),
+        ("ask_both", "user_name=Ada summary=all green"),
+    ] {
+        let result = agent.call_tool(CallToolRequestParams::new(name_of(tool))).await;
+        let result = result.unwrap_or_else(|e| panic!("{tool} for a {agent_era} agent: {e}\n{}", muster.log_text()));
+        assert_eq!(
+            text(&result),
+            format!("up ({upstream_era}): {expected}"),
+            "{tool}: a {agent_era} agent through muster to a {upstream_era} upstream\n{}",
+            muster.log_text()
+        );
+    }
+    let _ = agent.cancel().await;
+}
+
+#[actix_web::test]
+async fn a_2025_agent_answers_a_2025_upstream() {
+    agent_and_upstream("2025", "2025").await;
+}
+
+#[actix_web::test]
+async fn a_2025_agent_answers_a_2026_upstream_on_its_reply_stream() {
+    agent_and_upstream("2025", "2026").await;
+}
+
+#[actix_web::test]
+async fn a_2026_agent_answers_a_2025_upstream_in_rounds() {
+    agent_and_upstream("2026", "2025").await;
+}
+
+#[actix_web::test]
+async fn a_2026_agent_answers_a_2026_upstream_under_its_own_keys() {
+    agent_and_upstream("2026", "2026").await;
 }

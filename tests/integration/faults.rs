@@ -149,8 +149,10 @@ async fn hung_calls_time_out_are_cancelled_upstream_and_free_the_server() {
     };
     let (_, seventh) = tokio::join!(futures::future::join_all(hung), seventh);
     let code = seventh.structured_content.clone().map(|s| s["code"].clone());
-    // Either it found a place freed by a timed-out call, or it reports the busy server.
-    assert!(text(&seventh) == "a" || code == Some(json!("server_busy")), "{seventh:?}");
+    // Either it found a place freed by a timed-out call, or it reports the busy server; on a
+    // loaded machine the place may come so late that its own deadline passes on the wire.
+    let named = [Some(json!("server_busy")), Some(json!("upstream_timeout"))];
+    assert!(text(&seventh) == "a" || named.contains(&code), "{seventh:?}");
     // Other members never noticed.
     assert_eq!(text(&client.call("x_kubernetes_whoami", json!({"management_cluster": "cluster-b"})).await), "b");
 }

@@ -84,6 +84,13 @@ async fn real_kubernetes_family_and_python_server_through_the_python_client() {
     }
     let sum = call(&peers, &url, "x_py_add", json!({"a": 2, "b": 3}));
     assert_eq!(sum["text"], "5", "{sum}");
+    // The Python SDK 2.3.0 server answers `server/discover`: muster speaks 2026-07-28 to it, and
+    // 2025 to the Go server, whose discovery offers only 2025 revisions.
+    for (file, era) in [("py.yaml", "2026-07-28"), ("cluster-a-mcp-kubernetes.yaml", "2025-")] {
+        let revision =
+            eventually(WAIT, file, async || fleet.status(file)["protocolVersion"].as_str().map(str::to_owned));
+        assert!(revision.await.starts_with(era), "{file} speaks {era}");
+    }
     let legacy_sum = call(&peers, &url, "x_legacy_add", json!({"a": 20, "b": 3}));
     assert_eq!(legacy_sum["text"], "23", "over type sse: {legacy_sum}");
     // The 2026-07-28 stateless protocol (server/discover, no session) works as well.

@@ -6,7 +6,7 @@ call (the same tools/resources/prompts as the suite's reference `everything-serv
 full suite can be run against muster with this server as its single upstream.
 
 Usage:
-    python conformance_fixture.py PORT [--dns-rebinding-protection] [--json] [--quiet]
+    python conformance_fixture.py PORT [--dns-rebinding-protection] [--json] [--quiet] [--modern]
 
 Listens on http://127.0.0.1:PORT/mcp (streamable HTTP, stateful sessions, SSE responses).
 
@@ -15,6 +15,12 @@ Listens on http://127.0.0.1:PORT/mcp (streamable HTTP, stateful sessions, SSE re
                               upstream that enforced it too would mask a gateway that does not.
   --json                      answer POSTs with application/json instead of SSE.
   --quiet                     only log warnings.
+  --modern                    also serve 2026-07-28 (the SDK answers `server/discover`, and a gateway
+                              in front speaks that revision to it); test_input_required_result_elicitation
+                              then answers with its own InputRequiredResult (key `user_name`), the
+                              others still ask mid-call. Without it the fixture is a 2025
+                              server: `server/discover` gets HTTP 400 and a JSON-RPC error, as servers
+                              without the revision answer it, so the gateway falls back to `initialize`.
 
 Fixtures:
   tools      test_simple_text, test_image_content, test_audio_content, test_embedded_resource,
@@ -294,6 +300,24 @@ async def _elicit(ctx: Any, message: str, schema: dict[str, Any], prefix: str) -
         return types.CallToolResult(content=[text(f"Elicitation not supported or error: {e}")])
 
 
+# Set by --modern: the fixture serves 2026-07-28 and asks the 2026 way where it has a tool for it.
+MODERN = False
+
+
+def _elicit_in_rounds(params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
+    """`test_input_required_result_elicitation` the 2026-07-28 way: an `InputRequiredResult` under the
+    key `user_name` (as the suite's reference server), complete once the retry brings an answer."""
+    answer = (params.input_responses or {}).get("user_name")
+    # The SDK may hand the answer over decoded (an ElicitResult) or as JSON.
+    content = answer.get("content") if isinstance(answer, dict) else getattr(answer, "content", None)
+    if not isinstance(content, dict):
+        question = types.ElicitRequest(
+            params=types.ElicitRequestFormParams(message="What is your name?", requested_schema=_schema("name"))
+        )
+        return types.InputRequiredResult(input_requests={"user_name": question}, request_state="fixture-round-1")
+    return types.CallToolResult(content=[text(f"Hello, {content.get('name', '?')}!")])
+
+
 def _schema(field: str, kind: str = "string") -> dict[str, Any]:
     return {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
 
@@ -359,9 +383,14 @@ async def handle_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
     return types.ListToolsResult(tools=TOOLS)
 
 
-async def handle_call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+async def handle_call_tool(
+    ctx: Any, params: types.CallToolRequestParams
+) -> types.CallToolResult | types.InputRequiredResult:
     name = params.name
     args = params.arguments or {}
+
+    if MODERN and name == "test_input_required_result_elicitation":
+        return _elicit_in_rounds(params)
 
     if name == "test_simple_text":
         return types.CallToolResult(content=[text("This is a simple text response for testing.")])
@@ -690,6 +719,35 @@ def build_server() -> Server:
     )
 
 
+def refuse_discover(app):
+    """ASGI wrapper: a sessionless POST of `server/discover` gets what a 2025-only server answers."""
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        body, more, messages = b"", True, []
+        while more:
+            message = await receive()
+            messages.append(message)
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if b'"server/discover"' in body:
+            error = {"jsonrpc": "2.0", "id": "server-error",
+                     "error": {"code": -32600, "message": "Bad Request: No valid session ID provided"}}
+            payload = json.dumps(error).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": payload})
+            return
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await app(scope, replay, send)
+
+    return wrapped
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or not argv[1].isdigit():
         print(__doc__, file=sys.stderr)
@@ -718,6 +776,10 @@ def main(argv: list[str]) -> int:
         transport_security=security,
         host="127.0.0.1",
     )
+    global MODERN
+    MODERN = "--modern" in flags
+    if not MODERN:
+        app = refuse_discover(app)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning" if "--quiet" in flags else "info")
     return 0
 

@@ -67,6 +67,7 @@ fn info(snapshot: &CatalogSnapshot, server: &Server, admin: bool, verbose: bool)
         "description": definition.spec.description,
         "toolCount": tools.len(),
         "lastError": status.last_error,
+        "protocolVersion": status.session.as_ref().and_then(crate::backend::UpstreamSession::protocol_version),
     });
     if verbose {
         out["spec"] = spec;

@@ -37,7 +37,11 @@ fn elicitation() -> ServerRequest {
 }
 
 /// A call that asks for a name and answers with it, or fails when refused.
-async fn ask_name(questions: mpsc::Sender<Question>, _: CancellationToken) -> Result<UpstreamResult, ErrorData> {
+async fn ask_name(
+    _: Resume,
+    questions: mpsc::Sender<Question>,
+    _: CancellationToken,
+) -> Result<UpstreamResult, ErrorData> {
     let (answer, answered) = oneshot::channel();
     let _ = questions.send(Question { request: elicitation(), answer }).await;
     let result = match answered.await {
@@ -143,4 +147,86 @@ async fn calls_that_wait_on_one_server_past_the_cap_cancel_the_oldest() {
     let (key, newest) = states.last().expect("a state");
     let done = rounds.run(retry(&first, newest, answer(key)), ask_name).await.expect("the newest completes");
     assert_eq!(text_of(done), "Hello, Ada!");
+}
+
+/// A call that asks two questions one after the other, as a 2025 upstream does.
+/// It ends as soon as muster cancels it, as an upstream call does.
+async fn ask_twice(
+    _: Resume,
+    questions: mpsc::Sender<Question>,
+    ct: CancellationToken,
+) -> Result<UpstreamResult, ErrorData> {
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let (answer, answered) = oneshot::channel();
+        let _ = questions.send(Question { request: elicitation(), answer }).await;
+        let answered = tokio::select! {
+            answered = answered => answered,
+            () = ct.cancelled() => return Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]).into()),
+        };
+        match answered {
+            Ok(Ok(ClientResult::ElicitResult(result))) => {
+                let name = result.content.and_then(|c| c.get("name").cloned()).unwrap_or_default();
+                names.push(name.as_str().unwrap_or("?").to_owned());
+            }
+            _ => return Ok(CallToolResult::error(vec![ContentBlock::text("refused")]).into()),
+        }
+    }
+    Ok(CallToolResult::success(vec![ContentBlock::text(format!("{} and {}", names[0], names[1]))]).into())
+}
+
+#[tokio::test]
+async fn a_call_that_asks_in_three_rounds_stays_open_between_them() {
+    let rounds = Rounds::new(Keyring::new(&[]));
+    let first = request("", json!({"elicitation": {}}));
+    let (key, state) = asked(rounds.run(request("", json!({"elicitation": {}})), ask_twice).await.expect("round 1"));
+    let answer = |name: &str| json!({ key.clone(): {"action": "accept", "content": {"name": name}} });
+    let (second, state) = asked(rounds.run(retry(&first, &state, answer("Ada")), ask_twice).await.expect("round 2"));
+    // moka tells its listener of removals on its next maintenance: run it now.
+    rounds.calls.run_pending_tasks();
+    let answer = json!({ second: {"action": "accept", "content": {"name": "Bo"}} });
+    let done = rounds.run(retry(&first, &state, answer), ask_twice).await.expect("round 3");
+    assert_eq!(text_of(done), "Ada and Bo", "putting the call back for round 3 did not cancel it");
+}
+
+/// A 2026-07-28 upstream: it answers `input_required` with its own key and state, and completes
+/// when the retry brings both back.
+async fn upstream_asks(
+    resume: Resume,
+    _: mpsc::Sender<Question>,
+    _: CancellationToken,
+) -> Result<UpstreamResult, ErrorData> {
+    let Some(responses) = resume.input_responses else {
+        let question: InputRequest =
+            serde_json::from_value(serde_json::to_value(elicitation()).expect("json")).expect("an input request");
+        let asked = InputRequiredResult::new(Some([("user_name".to_owned(), question)].into()), Some("up-1".into()));
+        return Ok(UpstreamResult::Result(ServerResult::InputRequiredResult(asked)));
+    };
+    let name = responses["user_name"]["content"]["name"].as_str().unwrap_or("?").to_owned();
+    let state = resume.request_state.unwrap_or_default();
+    Ok(CallToolResult::success(vec![ContentBlock::text(format!("Hello, {name} ({state})"))]).into())
+}
+
+#[tokio::test]
+async fn an_upstreams_own_round_reaches_the_agent_under_its_keys_with_its_state_sealed() {
+    let rounds = Rounds::new(Keyring::new(&[]));
+    let first = request("alice", json!({"elicitation": {}}));
+    let (key, state) =
+        asked(rounds.run(request("alice", json!({"elicitation": {}})), upstream_asks).await.expect("a round"));
+    assert_eq!(key, "user_name", "the upstream's own key");
+    assert_ne!(state, "up-1", "the upstream's state does not reach the agent as it is");
+    let answer = json!({ "user_name": {"action": "accept", "content": {"name": "Ada"}} });
+    let mut bob = retry(&first, &state, answer.clone());
+    bob.owner = "bob".to_owned();
+    let mut tampered = state.clone().into_bytes();
+    tampered[12] = if tampered[12] == b'A' { b'B' } else { b'A' };
+    let tampered = retry(&first, &String::from_utf8(tampered).expect("ascii"), answer.clone());
+    for refused in [bob, tampered] {
+        let error = rounds.run(refused, upstream_asks).await.err().expect("refused");
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+    }
+    let done = rounds.run(retry(&first, &state, answer), upstream_asks).await.expect("the retry");
+    assert_eq!(text_of(done), "Hello, Ada (up-1)", "the upstream got its own state back");
+    let undeclared = rounds.run(request("alice", json!({"sampling": {}})), upstream_asks).await.err().expect("-32021");
+    assert_eq!(undeclared.code, ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY);
 }

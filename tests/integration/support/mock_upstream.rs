@@ -2,7 +2,10 @@
 //! with tools that let tests steer it: `whoami`, `echo`, `block` (waits for the test to release
 //! it), `grow` (adds a tool and announces list_changed), `progress`, `big` (a text of `bytes`
 //! bytes), `roots` (asks the agent for its roots: a server-to-client request) and `flood`
-//! (progress notifications of 4 KiB each, without end until cancelled); and
+//! (progress notifications of 4 KiB each, without end until cancelled), `ask_name`, `summarize`
+//! and `ask_both` (elicit a name, sample a summary, or both: mid-call on a 2025 session, as an
+//! `InputRequiredResult` with its own keys and a state it checks to a 2026-07-28 request); it is a
+//! 2025 server unless started with `start_modern` (it refuses `server/discover` with HTTP 400); and
 //! one prompt, `cluster-health-check`, whose text and `namespace` completions name the upstream;
 //! one resource, `mock://<label>/status`, whose `resources/subscribe` and `unsubscribe` it records.
 
@@ -42,6 +45,11 @@ pub struct Shared {
     /// `subscribe <uri>` and `unsubscribe <uri>`, in the order they came.
     pub subscriptions: Mutex<Vec<String>>,
     pub rejected_bearers: Mutex<Vec<String>>,
+    /// Answers `server/discover` (2026-07-28, sessionless); otherwise it refuses it as a 2025
+    /// server does, with HTTP 400, and muster falls back to `initialize`.
+    pub modern: std::sync::atomic::AtomicBool,
+    /// `server/discover` requests it received.
+    pub discovers: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -137,6 +145,9 @@ impl ServerHandler for Upstream {
             tool("bearer", "Says whose token (sub, iss) this call carried", json!({})),
             tool("big", "Answers with a text of `bytes` bytes", json!({"bytes": {"type": "integer"}})),
             tool("roots", "Asks the agent for its roots and answers with their URIs", json!({})),
+            tool("ask_name", "Elicits the user's name and greets them", json!({})),
+            tool("summarize", "Asks the agent's model for a summary (sampling)", json!({})),
+            tool("ask_both", "Elicits a name and samples a summary at once", json!({})),
         ];
         for name in self.0.extra_tools.lock().expect("lock").iter() {
             tools.push(tool(name, "grown", json!({})));
@@ -169,6 +180,9 @@ impl ServerHandler for Upstream {
                 Ok(roots) => Ok(text(roots.roots.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>().join(" "))),
                 Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(format!("no roots: {e}"))]).into()),
             },
+            "ask_name" => self.ask(&request, &context, &[USER_NAME]).await,
+            "summarize" => self.ask(&request, &context, &[SUMMARY]).await,
+            "ask_both" => self.ask(&request, &context, &[USER_NAME, SUMMARY]).await,
             "big" => {
                 let bytes = args.get("bytes").and_then(Value::as_u64).unwrap_or(0);
                 Ok(text("x".repeat(usize::try_from(bytes).unwrap_or(0))))
@@ -256,6 +270,73 @@ impl ServerHandler for Upstream {
     }
 }
 
+/// A question of `ask_name` or `summarize`: the key a 2026-07-28 answer carries, and the request.
+type Asked = (&'static str, fn() -> Value);
+
+const USER_NAME: Asked = ("user_name", || {
+    json!({"method": "elicitation/create", "params": {"mode": "form", "message": "What is your name?",
+        "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}})
+});
+const SUMMARY: Asked = ("summary", || {
+    json!({"method": "sampling/createMessage", "params": {"maxTokens": 50,
+        "messages": [{"role": "user", "content": {"type": "text", "text": "Summarize the cluster"}}]}})
+});
+
+/// What an answer says, for the tool's text: the elicited name, or the sampled text.
+fn said(answer: &Value) -> String {
+    let content = &answer["content"];
+    content["name"].as_str().or_else(|| content["text"].as_str()).unwrap_or("?").to_owned()
+}
+
+impl Upstream {
+    /// Asks `questions` and answers with what came back. A 2026-07-28 request gets an
+    /// `InputRequiredResult` (the upstream's own keys and a `requestState` it checks on the
+    /// retry); a 2025 one gets server-to-client requests mid-call, as a 2025 server sends them.
+    async fn ask(
+        &self,
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        questions: &[Asked],
+    ) -> Result<CallToolResponse, ErrorData> {
+        let modern = context.meta.protocol_version().is_some_and(|v| v.as_str() >= "2026-07-28");
+        let mut answers = Vec::new();
+        if modern {
+            let state = format!("{}-state-{}", self.0.label, request.name);
+            let responses = request.input_responses.clone().unwrap_or_default();
+            if responses.is_empty() {
+                let asked = questions
+                    .iter()
+                    .map(|(key, question)| (key.to_string(), serde_json::from_value(question()).expect("a question")))
+                    .collect();
+                return Ok(CallToolResponse::InputRequired(rmcp::model::InputRequiredResult::new(
+                    Some(asked),
+                    Some(state),
+                )));
+            }
+            if request.request_state.as_deref() != Some(state.as_str()) {
+                let got = request.request_state.clone().unwrap_or_default();
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!("state lost: {got}"))]).into());
+            }
+            for (key, _) in questions {
+                answers.push(format!("{key}={}", responses.get(*key).map(said).unwrap_or_else(|| "-".into())));
+            }
+        } else {
+            for (key, question) in questions {
+                let asked: rmcp::model::ServerRequest = serde_json::from_value(question()).expect("a question");
+                let answer = match context.peer.send_request(asked).await {
+                    Ok(answer) => serde_json::to_value(answer).unwrap_or_default(),
+                    Err(e) => {
+                        return Ok(CallToolResult::error(vec![ContentBlock::text(format!("no answer: {e}"))]).into());
+                    }
+                };
+                answers.push(format!("{key}={}", said(&answer)));
+            }
+        }
+        let era = if modern { "2026" } else { "2025" };
+        Ok(text(format!("{} ({era}): {}", self.0.label, answers.join(" "))))
+    }
+}
+
 pub struct MockUpstream {
     pub port: u16,
     pub shared: Arc<Shared>,
@@ -281,6 +362,8 @@ impl MockUpstream {
                 bearers_seen: Mutex::default(),
                 rejected_bearers: Mutex::default(),
                 subscriptions: Mutex::default(),
+                modern: std::sync::atomic::AtomicBool::new(false),
+                discovers: AtomicUsize::new(0),
             }),
             port,
         )
@@ -316,6 +399,14 @@ impl MockUpstream {
                         {
                             gate.call_ports_seen.lock().expect("lock").insert(peer.port());
                         }
+                        if body.windows(17).any(|w| w == b"\"server/discover\"") {
+                            gate.discovers.fetch_add(1, Ordering::SeqCst);
+                            if !gate.modern.load(Ordering::SeqCst) {
+                                let refused = json!({"jsonrpc": "2.0", "id": "server-error",
+                                    "error": {"code": -32600, "message": "Bad Request: No valid session ID provided"}});
+                                return actix_web::HttpResponse::BadRequest().json(refused);
+                            }
+                        }
                         if let Some(bearer) = bearer {
                             if gate.rejected_bearers.lock().expect("lock").contains(&bearer) {
                                 return actix_web::HttpResponse::Unauthorized()
@@ -341,6 +432,13 @@ impl MockUpstream {
         let handle = server.handle();
         actix_web::rt::spawn(server);
         Self { port, shared, sessions, server: handle }
+    }
+
+    /// A server of both eras: it answers `server/discover`, so muster speaks 2026-07-28 to it.
+    pub async fn start_modern(label: &str, port: u16) -> Self {
+        let upstream = Self::start(label, port).await;
+        upstream.shared.modern.store(true, Ordering::SeqCst);
+        upstream
     }
 
     pub fn url(&self) -> String {
