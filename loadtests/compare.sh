@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two muster binaries side by side in one run: the same echo upstream, the same light client
-# (examples/loadgen.rs, one thread), stages taken in turn (A, B, A, B, …) so both see the same
+# (examples/loadgen.rs, one thread, a keep-alive connection per session), stages taken in turn (A, B, A, B, …) so both see the same
 # background load. For "did this change cost anything?".
 #
 #   loadtests/compare.sh BIN_A BIN_B            # e.g. a release build of main and of a branch
@@ -9,7 +9,7 @@
 #     loadtests/compare.sh BIN BIN                  # one binary, two configs (EXTRA_A, EXTRA_B: aggregator keys)
 #
 # Stages: 1 session and 16 sessions in a closed loop, then 1,000 sessions that think 500 ms.
-# Prints calls/s, p50, p99 and muster's CPU per call for each run. Builds the release echo
+# Prints calls/s, p50/p90/p99 and each muster's CPU per call for each run, then the medians. Builds the release echo
 # upstream and loadgen (not the binaries under test). Everything binds 127.0.0.1; everything
 # started here is stopped on exit.
 set -euo pipefail
@@ -32,19 +32,8 @@ start() { # label binary port
 start A "$BIN_A" 18391
 start B "$BIN_B" 18392
 
-ticks() { awk '{print $14 + $15}' "/proc/${PID[$1]}/stat"; }
-measure() { # label sessions think_ms
-  local before out calls
-  before=$(ticks "$1")
-  out=$("$LOADGEN" "http://127.0.0.1:${PORT[$1]}/mcp" x_echo_echo "$2" "$3" "$SECONDS_PER_RUN")
-  calls=$(sed -E 's/^calls=([0-9]+).*/\1/' <<<"$out")
-  echo "$1 sessions=$2 think=${3}ms $out cpu/call=$(( ($(ticks "$1") - before) * 1000000 / $(getconf CLK_TCK) / (calls > 0 ? calls : 1) ))µs"
-}
-for round in $(seq "$ROUNDS"); do
-  echo "== round $round"
-  for stage in "1 0" "16 0" "1000 500"; do
-    # shellcheck disable=SC2086
-    measure A $stage; measure B $stage
-  done
-done
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$LOADGEN" --stages "1 16 1000/500" --rounds "$ROUNDS" --seconds "$SECONDS_PER_RUN" --pid "A=${PID[A]}" --pid "B=${PID[B]}" \
+  "A=http://127.0.0.1:${PORT[A]}/mcp@x_echo_echo" "B=http://127.0.0.1:${PORT[B]}/mcp@x_echo_echo"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "A=$BIN_A B=$BIN_B; RSS A $(awk '/VmRSS/ {print $2, $3}' "/proc/${PID[A]}/status"), B $(awk '/VmRSS/ {print $2, $3}' "/proc/${PID[B]}/status")"

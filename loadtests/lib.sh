@@ -4,7 +4,8 @@
 #
 #   source loadtests/lib.sh; start_echo PORT; start_muster NAME BIN PORT [EXTRA_AGGREGATOR_YAML]
 #
-# `start_muster` leaves the process id in $WORK/NAME.pid and returns once /readyz answers.
+# `start_echo` leaves the process id in $ECHO_PID; `start_muster` leaves it in $WORK/NAME.pid and
+# returns once /readyz answers.
 
 WORK="$(mktemp -d)"
 pids=()
@@ -13,7 +14,7 @@ trap cleanup EXIT INT TERM
 
 start_echo() { # port
   ECHO_PORT="$1"
-  "$CARGO_TARGET_DIR/release/examples/echo_upstream" "$ECHO_PORT" >/dev/null 2>&1 & pids+=("$!")
+  "$CARGO_TARGET_DIR/release/examples/echo_upstream" "$ECHO_PORT" >/dev/null 2>&1 & pids+=("$!"); ECHO_PID=$!
 }
 
 start_muster() { # name binary port [extra aggregator keys]

@@ -39,8 +39,8 @@ ticks() { local sum=0; for pid in $1; do sum=$((sum + $(awk '{print $14 + $15}' 
 measure() { # label pids urls sessions think_ms
   local before out calls commands
   before=$(ticks "$2"); commands=$(store_commands)
-  out=$("$LOADGEN" "$3" x_echo_echo "$4" "$5" "$SECONDS_PER_RUN")
-  calls=$(sed -E 's/^calls=([0-9]+).*/\1/' <<<"$out")
+  out=$("$LOADGEN" --rounds 1 --warmup 0 --seconds "$SECONDS_PER_RUN" --stages "$4/$5" "case=$3@x_echo_echo" | head -1)
+  calls=$(grep -oE ' calls=[0-9]+' <<<"$out" | cut -d= -f2)
   echo "$1 sessions=$4 think=${5}ms $out cpu/call=$(( ($(ticks "$2") - before) * 1000000 / $(getconf CLK_TCK) / (calls > 0 ? calls : 1) ))µs store-commands=$(( $(store_commands) - commands - 1 ))"
 }
 for round in $(seq "$ROUNDS"); do
