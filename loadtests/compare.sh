@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two muster binaries side by side in one run: the same echo upstream, the same light client
-# (examples/loadgen.rs, one thread, a keep-alive connection per session), stages taken in turn (A, B, A, B, …) so both see the same
-# background load. For "did this change cost anything?".
+# (examples/loadgen.rs, one thread, a keep-alive connection per session), stages taken in turn
+# (A, B, A, B, …) so both see the same background load. For "did this change cost anything?".
 #
 #   loadtests/compare.sh BIN_A BIN_B            # e.g. a release build of main and of a branch
 #   ROUNDS=3 SECONDS_PER_RUN=10 loadtests/compare.sh BIN_A BIN_B
