@@ -1,4 +1,4 @@
-//! Logs, traces and metrics. `init` sets up `tracing` (stderr from a writer thread, `RUST_LOG`; `log_writer.rs`) and, when the standard
+//! Logs, traces and metrics. `init` sets up `tracing` (stderr from a writer thread, `RUST_LOG`) and, when the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, an OTLP http/protobuf span
 //! exporter with W3C trace-context propagation. The returned guard flushes spans on drop.
 //!
@@ -6,7 +6,6 @@
 //! layer ignores spans. Without an exporter no layer wants a span, and a span costs nothing.
 //! Every metric name lives in `telemetry/metrics.rs`.
 
-mod log_writer;
 pub mod metrics;
 pub mod propagation;
 
@@ -18,7 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 /// Flushes the log and shuts the span exporter down when dropped.
 pub struct TelemetryGuard {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-    _log: log_writer::FlushGuard,
+    _log: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl Drop for TelemetryGuard {
@@ -37,10 +36,12 @@ pub fn init(debug: bool) -> TelemetryGuard {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colour codes only for a terminal: a log file or collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // Lines are written by a thread of their own, in batches on a timer: a call never waits for
-    // stderr nor wakes a thread, and a slow log reader does not stall the workers (until 16 MiB
-    // of lines are waiting; none is dropped). `log_writer.rs`.
-    let (writer, log) = log_writer::start(std::io::stderr());
+    // Lines are written by a thread of their own, in batches: a call never waits for stderr, and
+    // a slow log reader does not stall the workers (until 128,000 lines are waiting; none is dropped).
+    let (writer, log) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("muster-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi)
