@@ -2,10 +2,10 @@
 //! session in `mcp::sessions`, then each `POST` is one JSON-RPC message of that session, `GET`
 //! opens its standalone stream and `DELETE` ends it.
 //!
-//! A request runs inside its HTTP handler, with a per-request channel for what comes before its
-//! answer. When the answer is the first thing, the reply is one `application/json` body; when
-//! progress, a log line or a sampling or elicitation request comes first, the request moves to a
-//! task of its own and the reply becomes an SSE stream that ends with the answer. The agent's answers to those requests, and `notifications/cancelled`, arrive as
+//! A request runs in its own task and answers on a per-request channel. When the answer is the
+//! first thing on it, the reply is one `application/json` body; when progress, a log line or a
+//! sampling or elicitation request comes first, the reply becomes an SSE stream that ends with
+//! the answer. The agent's answers to those requests, and `notifications/cancelled`, arrive as
 //! later POSTs and are matched to the request by id. A request whose HTTP connection closes is
 //! cancelled (upstream too).
 
@@ -163,17 +163,14 @@ async fn post(
             let gateway = endpoint.gateway.clone();
             let headers = trace_headers(req);
             let id = request.id;
-            let call = async move {
+            let answered = ct.clone();
+            tokio::spawn(async move {
                 let _in_flight = in_flight;
                 let answer = gateway.handle(request.request, &caller, Some(&headers)).await;
                 drop(caller);
-                answer_message(id, answer)
-            };
-            // A panic ends this request only (as it ended its task when each request had one).
-            let call = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(call));
-            let work = Work(Some(Box::pin(futures::FutureExt::map(call, Result::ok))));
-            let reply = Reply { takes_sse, sender: reply_tx, replies };
-            respond(req, work, reply, ct, IdleClock(endpoint.sessions.clone(), Arc::from(session_id))).await
+                let _ = caller::push(&reply_tx, &answered, answer_message(id, answer));
+            });
+            respond(req, takes_sse, replies, ct, IdleClock(endpoint.sessions.clone(), Arc::from(session_id))).await
         }
         ClientJsonRpcMessage::Notification(notification) => {
             match notification.notification {
@@ -221,44 +218,6 @@ impl IdleClock {
     }
 }
 
-/// A request's work, from the call to its encoded answer. It runs inside the HTTP handler's own
-/// future (no task and no wake-up of another one when the answer is the first message, the common
-/// case); once the reply becomes a stream, or the handler is dropped before the answer (the agent
-/// hung up: its cancellation has fired), it goes on in a task of its own, so a cancelled call
-/// still tells its upstream.
-/// Its output is `None` if the call panicked.
-struct Work(Option<std::pin::Pin<Box<dyn Future<Output = Option<Outgoing>> + Send>>>);
-
-impl Work {
-    /// Moves the work into a task that puts its answer on the reply stream.
-    fn spawn(&mut self, sender: mpsc::Sender<Outgoing>, ct: CancellationToken) {
-        if let Some(work) = self.0.take() {
-            tokio::spawn(async move {
-                if let Some(answer) = work.await {
-                    let _ = caller::push(&sender, &ct, answer);
-                }
-            });
-        }
-    }
-}
-
-impl Drop for Work {
-    fn drop(&mut self) {
-        if let Some(work) = self.0.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(work);
-        }
-    }
-}
-
-/// Where a request's messages go: whether the agent takes SSE, and its reply stream.
-struct Reply {
-    takes_sse: bool,
-    sender: mpsc::Sender<Outgoing>,
-    replies: mpsc::Receiver<Outgoing>,
-}
-
 /// The request's reply: JSON when the answer comes first (within `KEEP_ALIVE`, or whenever it
 /// comes for an agent that does not accept SSE), else SSE until the answer, with a keep-alive
 /// comment every `KEEP_ALIVE` of silence (so proxies keep a long call open, and a hung-up agent is
@@ -267,40 +226,22 @@ struct Reply {
 /// of its requests runs.
 async fn respond(
     req: &HttpRequest,
-    mut work: Work,
-    Reply { takes_sse, sender, mut replies }: Reply,
+    takes_sse: bool,
+    mut replies: mpsc::Receiver<Outgoing>,
     ct: CancellationToken,
     session: IdleClock,
 ) -> HttpResponse {
-    let cancel_on_drop = ct.clone().drop_guard();
+    let cancel_on_drop = ct.drop_guard();
     // An agent that takes no SSE gets nothing but its answer on the reply (`post` gave its link
     // no reply stream), so it waits for that however long the call runs.
     let first = loop {
-        let Some(running) = work.0.as_mut() else { break None };
         tokio::select! {
-            biased;
             first = replies.recv() => match first {
                 Some(first) => break Some(first),
-                None => break None,
-            },
-            answer = running => {
-                work.0 = None;
-                let Some(answer) = answer else {
+                None => {
                     let message = "the request ended without an answer";
                     return error::jsonrpc_error(StatusCode::INTERNAL_SERVER_ERROR, -32603, message);
-                };
-                session.touch();
-                // Messages queued before the answer go first, on a stream that ends with it.
-                let mut before = Vec::new();
-                while let Ok(message) = replies.try_recv() {
-                    before.push(message);
                 }
-                cancel_on_drop.disarm();
-                if before.is_empty() {
-                    return reply(req, answer);
-                }
-                before.push(answer);
-                return sse(futures::stream::iter(before.into_iter().map(|m| Ok(sse_event(&m)))));
             },
             () = tokio::time::sleep(KEEP_ALIVE) => {
                 if takes_sse {
@@ -310,10 +251,14 @@ async fn respond(
             }
         }
     };
-    // Something came before the answer, or the answer is slow: the reply is a stream, and the
-    // work goes on beside it.
-    work.spawn(sender, ct);
     session.touch();
+    let first = match first {
+        Some(answer) if answer.is_answer => {
+            cancel_on_drop.disarm();
+            return reply(req, answer);
+        }
+        other => other,
+    };
     let state = (first, replies, Some(cancel_on_drop), session);
     let stream = futures::stream::unfold(state, |(next, mut replies, mut guard, session)| async move {
         guard.as_ref()?;
