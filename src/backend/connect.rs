@@ -108,6 +108,7 @@ pub(super) async fn connect(
             .check_url(url)
             .map_err(|refused| Error::Refused { url: url.to_owned(), refused })?;
     }
+    let listener = handler.clone();
     let serving = match definition.spec.server_type {
         Some(ServerType::Stdio) => {
             let transport = spawn_child(definition)?;
@@ -172,6 +173,9 @@ pub(super) async fn connect(
     let protocol_version = peer.peer_info().map(|info| info.protocol_version.to_string()).unwrap_or_default();
     let capabilities = list_capabilities(definition, &peer).await?;
     let cancel = CancellationToken::new();
+    if peer.peer_info().is_some_and(|info| !info.protocol_version.has_initialize()) {
+        tokio::spawn(listener.follow_list_changes(peer.clone(), cancel.clone()));
+    }
     let stop = cancel.clone();
     let is_stdio = definition.spec.server_type == Some(ServerType::Stdio);
     let rmcp_cancel = running.cancellation_token();

@@ -166,6 +166,45 @@ fn client_config() -> ClientConfig {
     ClientConfig::new(capabilities, Implementation::new("muster", env!("CARGO_PKG_VERSION")))
 }
 
+impl UpstreamHandler {
+    /// A 2026-07-28 session has no GET stream: list changes come on a `subscriptions/listen`
+    /// request, which this keeps open until `ended` (or the session) ends, and each becomes
+    /// `ListChanged`, as a 2025 session's notification does (ADR 0012).
+    pub(super) async fn follow_list_changes(
+        self,
+        peer: rmcp::Peer<RoleClient>,
+        ended: tokio_util::sync::CancellationToken,
+    ) {
+        if self.actor.is_none() {
+            return; // a user's session: the shared one re-lists
+        }
+        let filter = rmcp::model::SubscriptionFilter::builder()
+            .tools_list_changed()
+            .prompts_list_changed()
+            .resources_list_changed()
+            .build();
+        let mut subscription = match peer.listen(filter).await {
+            Ok(subscription) => subscription,
+            Err(e) => {
+                tracing::debug!(server = %self.relay.server, error = %super::failure::describe(&e), "no subscriptions/listen upstream");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                next = subscription.next() => match next {
+                    Ok(Some(_)) => self.list_changed(),
+                    Ok(None) | Err(_) => return,
+                },
+                () = ended.cancelled() => {
+                    let _ = subscription.cancel().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
 impl ClientHandler for UpstreamHandler {
     fn get_info(&self) -> ClientConfig {
         client_config()

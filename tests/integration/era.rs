@@ -250,3 +250,26 @@ async fn a_2026_agent_answers_a_2025_upstream_in_rounds() {
 async fn a_2026_agent_answers_a_2026_upstream_under_its_own_keys() {
     agent_and_upstream("2026", "2026").await;
 }
+
+/// A 2026-07-28 upstream has no GET stream: muster follows its list changes on
+/// `subscriptions/listen`, and a tool it adds reaches the catalog.
+#[actix_web::test]
+async fn a_2026_upstreams_new_tool_reaches_the_catalog_through_its_subscription() {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let upstream = MockUpstream::start_modern("up", free_port()).await;
+    fleet.write_server("up.yaml", &http_server("up", &upstream.url(), ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    let agent = agent(&muster.mcp_url(), "2025").await;
+    let tools = agent.peer().list_all_tools().await.expect("tools/list");
+    let grow = tools.iter().map(|t| t.name.to_string()).find(|n| n.ends_with("grow")).expect("grow");
+    let grown = agent.call_tool(CallToolRequestParams::new(grow)).await.expect("grow");
+    assert_eq!(text(&grown), "grown_0");
+    eventually(Duration::from_secs(20), "the new tool in muster's catalog", async || {
+        let tools = agent.peer().list_all_tools().await.ok()?;
+        tools.iter().any(|t| t.name.ends_with("grown_0")).then_some(())
+    })
+    .await;
+    let _ = agent.cancel().await;
+}

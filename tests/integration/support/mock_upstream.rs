@@ -50,6 +50,8 @@ pub struct Shared {
     pub modern: std::sync::atomic::AtomicBool,
     /// `server/discover` requests it received.
     pub discovers: AtomicUsize,
+    /// Bumped by `grow`: what `subscriptions/listen` (2026-07-28) announces.
+    pub grown: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Clone)]
@@ -69,6 +71,29 @@ impl ServerHandler for Upstream {
         let capabilities =
             json!({"tools": {"listChanged": true}, "prompts": {}, "completions": {}, "resources": {"subscribe": true}});
         ServerConfig::new(serde_json::from_value(capabilities).expect("caps"))
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        let mut accepted = rmcp::model::SubscriptionFilter::new();
+        accepted.tools_list_changed = requested.tools_list_changed;
+        Some(accepted)
+    }
+
+    /// A 2026-07-28 client hears `grow`'s list change here.
+    async fn listen(&self, subscription: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        let mut grown = self.0.grown.subscribe();
+        loop {
+            tokio::select! {
+                () = subscription.cancelled() => return Ok(()),
+                changed = grown.changed() => if changed.is_err() { return Ok(()) },
+            }
+            if subscription.sink().notify_tool_list_changed().await.is_err() {
+                return Ok(());
+            }
+        }
     }
 
     async fn list_resources(
@@ -222,7 +247,11 @@ impl ServerHandler for Upstream {
                     extra.push(name.clone());
                     name
                 };
-                let _ = context.peer.notify_tool_list_changed().await;
+                // 2026-07-28 announces it on `subscriptions/listen` only; 2025 on the session.
+                if context.meta.protocol_version().is_none_or(|v| v.as_str() < "2026-07-28") {
+                    let _ = context.peer.notify_tool_list_changed().await;
+                }
+                self.0.grown.send_modify(|n| *n += 1);
                 Ok(text(name))
             }
             "progress" => {
@@ -364,6 +393,7 @@ impl MockUpstream {
                 subscriptions: Mutex::default(),
                 modern: std::sync::atomic::AtomicBool::new(false),
                 discovers: AtomicUsize::new(0),
+                grown: tokio::sync::watch::Sender::new(0),
             }),
             port,
         )
