@@ -17,11 +17,13 @@ fn passed(output: &str, scenario: &str) -> bool {
 
 /// The project's fixture upstream, and a ready muster in front of it with its names unchanged
 /// (empty musterPrefix and toolPrefix).
-async fn fixture_behind_muster() -> (Process, Fleet, Muster) {
+async fn fixture_behind_muster(flags: &[&str]) -> (Process, Fleet, Muster) {
     let peers = Peers::load();
     let fixture_port = free_port();
-    let fixture =
-        Process::spawn(peers.python("conformance_fixture.py").arg(fixture_port.to_string()), "the conformance fixture");
+    let fixture = Process::spawn(
+        peers.python("conformance_fixture.py").arg(fixture_port.to_string()).args(flags),
+        "the conformance fixture",
+    );
     wait_port(fixture_port).await;
     let port = free_port();
     let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));
@@ -75,7 +77,7 @@ async fn fixture_independent_scenarios_pass_against_a_real_fleet() {
 /// unchanged (empty musterPrefix and toolPrefix). Sampling and elicitation cross the gateway.
 #[actix_web::test]
 async fn full_suite_passes_through_the_gateway() {
-    let (_fixture, _fleet, muster) = fixture_behind_muster().await;
+    let (_fixture, _fleet, muster) = fixture_behind_muster(&[]).await;
     let (code, output) = conformance(&muster.mcp_url(), &["--full"]);
     assert_eq!(code, 0, "conformance failed:\n{output}\n--- muster log ---\n{}", muster.log_text());
     assert!(output.contains("TOTAL scenarios: 30 passed, 0 failed"), "the whole active suite passed:\n{output}");
@@ -99,7 +101,7 @@ const ERA_2026_FLOOR: usize = 36;
 /// muster in front of the fixture as above: stateless requests with per-request `_meta`.
 #[actix_web::test]
 async fn the_2026_requirements_pass_through_the_gateway_up_to_the_floor() {
-    let (_fixture, _fleet, muster) = fixture_behind_muster().await;
+    let (_fixture, _fleet, muster) = fixture_behind_muster(&[]).await;
     let (_, output) = conformance(&muster.mcp_url(), &["--era", "2026"]);
     let scored_passes = output.lines().filter(|line| line.starts_with("PASS ")).count();
     assert!(
@@ -130,21 +132,7 @@ async fn the_2026_requirements_pass_through_the_gateway_up_to_the_floor() {
 /// `requestState` sealed inside muster's ([ADR 0012](../../docs/adr/0012-upstreams-in-their-newest-revision.md)).
 #[actix_web::test]
 async fn a_2026_upstreams_own_input_required_passes_through_under_its_keys() {
-    let peers = Peers::load();
-    let fixture_port = free_port();
-    let _fixture = Process::spawn(
-        peers.python("conformance_fixture.py").args([fixture_port.to_string().as_str(), "--modern"]),
-        "the conformance fixture, 2026-07-28",
-    );
-    wait_port(fixture_port).await;
-    let port = free_port();
-    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n  musterPrefix: \"\"\n"));
-    fleet.write_server(
-        "fixture.yaml",
-        &http_server("fixture", &format!("http://127.0.0.1:{fixture_port}/mcp"), "  toolPrefix: \"\"\n"),
-    );
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
+    let (_fixture, fleet, muster) = fixture_behind_muster(&["--modern"]).await;
     assert_eq!(fleet.status("fixture.yaml")["protocolVersion"], "2026-07-28", "{}", muster.log_text());
     let scenario = "input-required-result-basic-elicitation";
     let (code, output) = conformance(&muster.mcp_url(), &["--era", "2026", "--scenario", scenario]);
