@@ -65,10 +65,7 @@ impl WorkflowLedger {
             let Some(seen) = now.get(&name).or_else(|| self.seen.get(&name)) else { continue };
             let (reason, note, warning) = event;
             sink.event(&seen.source, reason, note.clone(), warning);
-            let namespace = match &seen.source {
-                Source::Kubernetes { namespace, .. } => namespace.as_str(),
-                Source::File(_) => "default",
-            };
+            let namespace = super::namespace_of(&seen.source);
             events.record(Event::new("Workflow", &name, namespace, reason, note).warning(warning));
         }
         self.seen = now;
