@@ -129,18 +129,14 @@ impl FakeKube {
         let name = object["metadata"]["name"].as_str().expect("name").to_owned();
         let resource = plural(object["kind"].as_str().expect("kind"));
         let mut store = self.store.lock().expect("lock");
-        store.rv += 1;
-        let rv = store.rv;
         let key = (resource, namespace.to_owned(), name.clone());
         let kind = if store.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
         if let Some(existing) = store.objects.get(&key) {
             object["status"] = existing["status"].clone();
         }
         object["metadata"]["namespace"] = json!(namespace);
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
         object["metadata"]["uid"] = json!(format!("uid-{namespace}-{name}"));
-        store.objects.insert(key, object.clone());
-        record(&mut store, &self.changes, rv, kind, object);
+        keep(&mut store, &self.changes, key, object, kind);
     }
 
     /// Deletes an MCPServer.
@@ -259,6 +255,16 @@ fn record(store: &mut Store, changes: &broadcast::Sender<Change>, rv: u64, kind:
     let _ = changes.send((rv, resource, namespace, event));
 }
 
+/// Stores `object` under `key` at the next resourceVersion and announces it as `kind`.
+fn keep(store: &mut Store, changes: &broadcast::Sender<Change>, key: Key, mut object: Value, kind: &str) -> Value {
+    store.rv += 1;
+    let rv = store.rv;
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    store.objects.insert(key, object.clone());
+    record(store, changes, rv, kind, object.clone());
+    object
+}
+
 fn gone() -> Value {
     json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": "too old resource version", "reason": "Expired", "code": 410}})
@@ -357,14 +363,9 @@ async fn patch_status(
         return status_error(404, "NotFound", &format!("{resource} {name} not found"));
     };
     object["status"] = body.0["status"].clone();
-    store.rv += 1;
-    let rv = store.rv;
-    object["metadata"]["resourceVersion"] = json!(rv.to_string());
-    store.objects.insert(key, object.clone());
     *store.status_patches.entry(resource).or_default() += 1;
     store.status_writes.push((writer(&req), namespace, name));
-    record(&mut store, &changes, rv, "MODIFIED", object.clone());
-    HttpResponse::Ok().json(object)
+    HttpResponse::Ok().json(keep(&mut store, &changes, key, object, "MODIFIED"))
 }
 
 /// POST: creates an object (409 when the name is taken), as `kubectl create` does.
@@ -384,15 +385,10 @@ async fn create(
     if store.objects.contains_key(&key) {
         return status_error(409, "AlreadyExists", &format!("{resource} {name:?} already exists"));
     }
-    store.rv += 1;
-    let rv = store.rv;
     object["metadata"]["namespace"] = json!(namespace);
-    object["metadata"]["resourceVersion"] = json!(rv.to_string());
     object["metadata"]["uid"] = json!(format!("uid-{namespace}-{name}"));
     object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-    store.objects.insert(key, object.clone());
-    record(&mut store, &changes, rv, "ADDED", object.clone());
-    HttpResponse::Created().json(object)
+    HttpResponse::Created().json(keep(&mut store, &changes, key, object, "ADDED"))
 }
 
 /// PUT: replaces an object's spec and metadata (not its status: the CRDs have a status
@@ -414,12 +410,7 @@ async fn replace(
         return status_error(409, "Conflict", &format!("{resource} {name:?}: the object has been modified"));
     }
     object["status"] = current["status"].clone();
-    store.rv += 1;
-    let rv = store.rv;
-    object["metadata"]["resourceVersion"] = json!(rv.to_string());
-    store.objects.insert(key, object.clone());
-    record(&mut store, &changes, rv, "MODIFIED", object.clone());
-    HttpResponse::Ok().json(object)
+    HttpResponse::Ok().json(keep(&mut store, &changes, key, object, "MODIFIED"))
 }
 
 async fn get(path: web::Path<(String, String, String)>, store: web::Data<Arc<Mutex<Store>>>) -> HttpResponse {
