@@ -356,13 +356,7 @@ impl FileStore {
         check_id(&id)?;
         let fail = |source| Error::Write { id: id.clone(), dir: self.dir.clone(), source };
         let json = serde_json::to_vec_pretty(record).map_err(|e| fail(std::io::Error::other(e)))?;
-        std::fs::create_dir_all(&self.dir).map_err(fail)?;
-        let temporary = self.dir.join(format!(".{id}.json.tmp"));
-        std::fs::write(&temporary, json).map_err(fail)?;
-        std::fs::rename(&temporary, self.dir.join(format!("{id}.json"))).map_err(|e| {
-            let _ = std::fs::remove_file(&temporary);
-            fail(e)
-        })
+        super::resources::replace_file(&self.dir.join(format!("{id}.json")), &json).map_err(fail)
     }
 
     /// The record with this id, or `None`.

@@ -220,11 +220,17 @@ fn explain(what: &str, error: &kube::Error) -> String {
 /// never reads half a file (it reads only `*.yaml`/`*.yml`).
 pub fn write_atomically(path: &Path, resource: &impl serde::Serialize) -> std::io::Result<()> {
     let yaml = serde_saphyr::to_string(resource).map_err(|e| std::io::Error::other(e.to_string()))?;
+    replace_file(path, yaml.as_bytes())
+}
+
+/// Writes `contents` to a hidden temporary file beside `path` (its folder created if missing),
+/// then renames it into place, so a reader sees the old file or the new one, never half of one.
+pub fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temporary = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    std::fs::write(&temporary, yaml)?;
+    std::fs::write(&temporary, contents)?;
     std::fs::rename(&temporary, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&temporary);
     })
