@@ -5,7 +5,8 @@
 //!   nobody can forge one or read the owner out of it.
 //! - With a shared store, the session's liveness is a store key (`session:<key>`): `initialize`
 //!   sets it before the agent learns the id, requests refresh it (at most every `TOUCH_EVERY` per
-//!   replica, off the request's path) and it expires after `IDLE_TIMEOUT` without any; `DELETE`
+//!   replica, off the request's path) and it expires after `IDLE_TIMEOUT` without any; a session
+//!   opened while the store was down is set by its first request once the store answers; `DELETE`
 //!   removes it and publishes `session-ended`, so every replica drops its copy at once.
 //! - A replica meets an unknown id only on a local miss: one store read then, none per request.
 //!   With the store down, a sealed id is served (degraded: an ended session may be resumed).
@@ -120,11 +121,21 @@ impl Liveness {
         format!("session:{key}")
     }
 
-    /// The session began: set before its id reaches the agent.
-    pub async fn begin(&self, key: &str) {
-        if let Err(e) = self.store.set(&Self::store_key(key), b"1", self.idle).await {
-            tracing::warn!(error = %e, "a new session is not shared; other replicas will not know it");
+    /// The session began, or is used for the first time since the store came back: set before
+    /// its id reaches the agent (before that request is answered). False when the store is down.
+    pub async fn begin(&self, key: &str) -> bool {
+        match self.store.set(&Self::store_key(key), b"1", self.idle).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "a session is not shared yet; its next request shares it");
+                false
+            }
         }
+    }
+
+    /// Whether the store answered its last operation (see `Store::is_up`).
+    pub fn store_is_up(&self) -> bool {
+        self.store.is_up()
     }
 
     /// The session is in use here: refresh its liveness, off the request's path.

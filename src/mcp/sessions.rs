@@ -52,6 +52,8 @@ pub const STANDALONE_QUEUE: usize = 64;
 const RELAY_QUEUE: usize = 1024;
 /// Resource subscriptions a session's record keeps on one replica (for `Relayed::Unsubscribe`).
 const MAX_SUBSCRIPTIONS: usize = 256;
+/// `AgentSession::touched` of a session the shared store has not heard of yet.
+const NOT_SHARED: u64 = 0;
 
 /// How many sessions may be open.
 #[derive(Debug, Clone, Copy)]
@@ -97,7 +99,8 @@ pub struct AgentSession {
     /// Server-to-client requests waiting for the agent's answer, by the id muster gave them.
     pending: Mutex<HashMap<RequestId, oneshot::Sender<AgentReply>>>,
     next_request: AtomicI64,
-    /// When this replica last refreshed the session's liveness in the shared store (Unix s).
+    /// When this replica last refreshed the session's liveness in the shared store (Unix s);
+    /// `NOT_SHARED` while the store has not heard of the session (it was down at `initialize`).
     touched: AtomicU64,
     /// With a shared store: where notifications go when the standalone stream is elsewhere.
     elsewhere: Option<Elsewhere>,
@@ -427,9 +430,15 @@ impl Sessions {
     }
 
     /// Makes a new session known to every replica (one store write; nothing without a store).
+    /// With the store down, the session's first request after it answers again does it.
     pub async fn announce(&self, id: &str) {
         if let Some(shared) = &self.shared {
-            shared.begin(&session_ids::key_of(id)).await;
+            let key = session_ids::key_of(id);
+            if !shared.begin(&key).await
+                && let Some(session) = self.by_id.get(&key)
+            {
+                session.touched.store(NOT_SHARED, Ordering::Relaxed);
+            }
         }
     }
 
@@ -441,7 +450,13 @@ impl Sessions {
             if let Some(shared) = &self.shared {
                 let now = session_ids::now();
                 let last = session.touched.load(Ordering::Relaxed);
-                if now.saturating_sub(last) >= session_ids::TOUCH_EVERY.as_secs()
+                if last == NOT_SHARED {
+                    // Awaited, once the store is back: when this request is answered, every
+                    // replica knows the session.
+                    if shared.store_is_up() && shared.begin(&key).await {
+                        session.touched.store(now, Ordering::Relaxed);
+                    }
+                } else if now.saturating_sub(last) >= session_ids::TOUCH_EVERY.as_secs()
                     && session.touched.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
                 {
                     shared.touch(&key);
