@@ -168,7 +168,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (lists, list_changes) = tokio::sync::watch::channel(crate::mcp::listen::ListVersions::default());
     actix::spawn(crate::mcp::listen::follow_catalog(router.snapshot.clone(), lists));
     let sessionless = crate::mcp::Sessionless {
-        rounds: Arc::new(crate::mcp::rounds::Rounds::new(keyring(&config))),
+        rounds: Arc::new(crate::mcp::rounds::Rounds::new(keyring(&config), store.clone())),
         lists: list_changes,
     };
     let mcp =

@@ -20,7 +20,11 @@
 //! the agent under its own keys, and its `requestState` travels sealed inside muster's
 //! (`State::Relayed`), so the agent can neither read nor alter it; the retry opens it and sends
 //! the request again with the agent's `inputResponses` and the upstream's state
-//! ([ADR 0012](../../docs/adr/0012-upstreams-in-their-newest-revision.md)).
+//! ([ADR 0012](../../docs/adr/0012-upstreams-in-their-newest-revision.md)). Such a state is
+//! good once on any replica: its first use marks it spent in the shared store (`spend`), so a
+//! confirmation replayed later, here or elsewhere, is refused. With the store down it is not
+//! marked (degraded, as sessions are). It goes back only to the server that issued it: a family
+//! tool's retry naming another member is refused.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -42,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use super::error;
 use crate::backend::UpstreamResult;
 use crate::caller::{AgentReply, QUESTIONS, Question};
-use crate::store::Keyring;
+use crate::store::{Keyring, Store};
 
 /// How long a call waits for the agent's retry before it is cancelled.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -64,6 +68,8 @@ pub struct Rounds {
     /// The waiting calls of each upstream server (`Request::server`), oldest first.
     by_server: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<u64>>>,
     keyring: Keyring,
+    /// Where a relayed state is marked spent (`spend`).
+    store: Store,
     next_call: AtomicU64,
 }
 
@@ -133,13 +139,14 @@ struct Asked {
 enum State {
     /// A call muster holds open (a 2025 upstream asked mid-call), and the round the agent is at.
     Held { call: u64, round: u64 },
-    /// A 2026-07-28 upstream's own `requestState`, to send back with the answers; good until
-    /// `expires` (seconds since the epoch).
-    Relayed { upstream: Option<String>, expires: u64 },
+    /// A 2026-07-28 upstream's own `requestState`, to send back with the answers to the
+    /// `server` that issued it (a family tool's retry cannot name another member); good once
+    /// (`once`, a random name to mark it spent by) until `expires` (seconds since the epoch).
+    Relayed { upstream: Option<String>, server: String, expires: u64, once: String },
 }
 
 impl Rounds {
-    pub fn new(keyring: Keyring) -> Self {
+    pub fn new(keyring: Keyring, store: Store) -> Self {
         let calls = moka::sync::Cache::builder()
             .max_capacity(MAX_WAITING)
             .time_to_idle(ROUND_TIMEOUT)
@@ -150,7 +157,7 @@ impl Rounds {
                 }
             })
             .build();
-        Self { calls, by_server: std::sync::Mutex::default(), keyring, next_call: AtomicU64::new(1) }
+        Self { calls, by_server: std::sync::Mutex::default(), keyring, store, next_call: AtomicU64::new(1) }
     }
 
     /// Runs one round of a request: a first request starts `call` (given where its questions go
@@ -166,8 +173,8 @@ impl Rounds {
         let (call_id, number) = match request.request_state.as_deref().map(|state| self.open(state, &request)) {
             None => return self.start(Resume::default(), call, &request).await,
             Some(None) => return Err(error::request_state_refused()),
-            Some(Some(State::Relayed { upstream, expires })) => {
-                if expires < now() {
+            Some(Some(State::Relayed { upstream, server, expires, once })) => {
+                if expires < now() || server != request.server || !self.spend(&once, expires).await {
                     return Err(error::request_state_refused());
                 }
                 let resume = Resume { request_state: upstream, input_responses: request.input_responses.clone() };
@@ -285,9 +292,23 @@ impl Rounds {
             }
         }
         let expires = now() + ROUND_TIMEOUT.as_secs();
-        let state = self.seal(&State::Relayed { upstream: asked.request_state, expires }, request)?;
+        let once = format!("{:032x}", rand::random::<u128>());
+        let relayed = State::Relayed { upstream: asked.request_state, server: request.server.clone(), expires, once };
+        let state = self.seal(&relayed, request)?;
         let requests = (!requests.is_empty()).then_some(requests);
         Ok(Outcome::InputRequired(InputRequiredResult::new(requests, Some(state))))
+    }
+
+    /// Marks the relayed state named `once` spent until it `expires`: false if it already was.
+    async fn spend(&self, once: &str, expires: u64) -> bool {
+        let ttl = Duration::from_secs(expires.saturating_sub(now()).max(1));
+        match self.store.set_if_absent(&format!("round-spent:{once}"), b"1", ttl).await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!(error = %e, "a relayed requestState could not be marked spent; it is accepted");
+                true
+            }
+        }
     }
 
     fn seal(&self, state: &State, request: &Request) -> Result<String, ErrorData> {

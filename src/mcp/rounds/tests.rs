@@ -70,7 +70,7 @@ fn asked(outcome: Outcome) -> (String, String) {
 
 #[tokio::test]
 async fn a_question_goes_to_the_agent_and_its_answer_completes_the_call() {
-    let rounds = Rounds::new(Keyring::new(&[]));
+    let rounds = Rounds::new(Keyring::new(&[]), Store::local());
     let first = request("alice", json!({"elicitation": {}}));
     let (key, state) =
         asked(rounds.run(request("alice", json!({"elicitation": {}})), ask_name).await.expect("a round"));
@@ -84,7 +84,7 @@ async fn a_question_goes_to_the_agent_and_its_answer_completes_the_call() {
 
 #[tokio::test]
 async fn an_unanswered_question_is_asked_again_under_a_new_state() {
-    let rounds = Rounds::new(Keyring::new(&[]));
+    let rounds = Rounds::new(Keyring::new(&[]), Store::local());
     let first = request("", json!({"elicitation": {}}));
     let (key, state) = asked(rounds.run(request("", json!({"elicitation": {}})), ask_name).await.expect("a round"));
     let (again, next) = asked(rounds.run(retry(&first, &state, json!({"wrong": {}})), ask_name).await.expect("again"));
@@ -99,7 +99,7 @@ async fn an_unanswered_question_is_asked_again_under_a_new_state() {
 
 #[tokio::test]
 async fn a_state_that_is_altered_or_belongs_to_someone_else_is_refused() {
-    let rounds = Rounds::new(Keyring::new(&[]));
+    let rounds = Rounds::new(Keyring::new(&[]), Store::local());
     let first = request("alice", json!({"elicitation": {}}));
     let (key, state) =
         asked(rounds.run(request("alice", json!({"elicitation": {}})), ask_name).await.expect("a round"));
@@ -122,7 +122,7 @@ async fn a_state_that_is_altered_or_belongs_to_someone_else_is_refused() {
 
 #[tokio::test]
 async fn a_call_that_fails_for_an_undeclared_capability_answers_minus_32021() {
-    let rounds = Rounds::new(Keyring::new(&[]));
+    let rounds = Rounds::new(Keyring::new(&[]), Store::local());
     let error = rounds.run(request("", json!({"sampling": {}})), ask_name).await.err().expect("refused");
     assert_eq!(error.code, ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY);
     assert_eq!(error.data.expect("data")["requiredCapabilities"], json!({"elicitation": {}}));
@@ -130,7 +130,7 @@ async fn a_call_that_fails_for_an_undeclared_capability_answers_minus_32021() {
 
 #[tokio::test]
 async fn calls_that_wait_on_one_server_past_the_cap_cancel_the_oldest() {
-    let rounds = Rounds::new(Keyring::new(&[]));
+    let rounds = Rounds::new(Keyring::new(&[]), Store::local());
     let mut states = Vec::new();
     for _ in 0..=MAX_WAITING_PER_SERVER {
         let first = request("alice", json!({"elicitation": {}}));
@@ -177,7 +177,7 @@ async fn ask_twice(
 
 #[tokio::test]
 async fn a_call_that_asks_in_three_rounds_stays_open_between_them() {
-    let rounds = Rounds::new(Keyring::new(&[]));
+    let rounds = Rounds::new(Keyring::new(&[]), Store::local());
     let first = request("", json!({"elicitation": {}}));
     let (key, state) = asked(rounds.run(request("", json!({"elicitation": {}})), ask_twice).await.expect("round 1"));
     let answer = |name: &str| json!({ key.clone(): {"action": "accept", "content": {"name": name}} });
@@ -209,7 +209,7 @@ async fn upstream_asks(
 
 #[tokio::test]
 async fn an_upstreams_own_round_reaches_the_agent_under_its_keys_with_its_state_sealed() {
-    let rounds = Rounds::new(Keyring::new(&[]));
+    let rounds = Rounds::new(Keyring::new(&[]), Store::local());
     let first = request("alice", json!({"elicitation": {}}));
     let (key, state) =
         asked(rounds.run(request("alice", json!({"elicitation": {}})), upstream_asks).await.expect("a round"));
@@ -229,4 +229,47 @@ async fn an_upstreams_own_round_reaches_the_agent_under_its_keys_with_its_state_
     assert_eq!(text_of(done), "Hello, Ada (up-1)", "the upstream got its own state back");
     let undeclared = rounds.run(request("alice", json!({"sampling": {}})), upstream_asks).await.err().expect("-32021");
     assert_eq!(undeclared.code, ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY);
+}
+
+/// A 2026-07-28 upstream: asks for confirmation (its own state "upstream-state"), then, on the
+/// retry that carries that state, answers with what it was sent.
+async fn confirm_delete(
+    resume: Resume,
+    _: mpsc::Sender<Question>,
+    _: CancellationToken,
+) -> Result<UpstreamResult, ErrorData> {
+    let Some(state) = resume.request_state else {
+        let ServerRequest::ElicitRequest(asking) = elicitation() else { unreachable!("an elicitation") };
+        let requests = BTreeMap::from([("confirm".to_owned(), InputRequest::Elicitation(asking))]);
+        let asked = InputRequiredResult::new(Some(requests), Some("upstream-state".to_owned()));
+        return Ok(UpstreamResult::Result(ServerResult::InputRequiredResult(asked)));
+    };
+    let answered = resume.input_responses.is_some_and(|r| r.contains_key("confirm"));
+    Ok(CallToolResult::success(vec![ContentBlock::text(format!("deleted ({state}, answered: {answered})"))]).into())
+}
+
+#[tokio::test]
+async fn a_relayed_upstream_state_is_good_for_one_retry_on_any_replica() {
+    // Two replicas: the same session keys, one store.
+    let (store, key) = (Store::local(), [7; 32]);
+    let (here, there) = (Rounds::new(Keyring::new(&[key]), store.clone()), Rounds::new(Keyring::new(&[key]), store));
+    let first = request("alice", json!({"elicitation": {}}));
+    let (key, state) =
+        asked(here.run(request("alice", json!({"elicitation": {}})), confirm_delete).await.expect("asked"));
+    assert_eq!(key, "confirm", "the upstream's own key");
+    assert!(!state.contains("upstream-state"), "the upstream's state travels sealed");
+    let answer = json!({ "confirm": {"action": "accept", "content": {"confirm": true}} });
+    let mut other_member = retry(&first, &state, answer.clone());
+    other_member.server = "kubernetes-cluster-b".to_owned();
+    let error = there.run(other_member, confirm_delete).await.err().expect("another member's retry is refused");
+    assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+    let done =
+        there.run(retry(&first, &state, answer.clone()), confirm_delete).await.expect("another replica continues");
+    assert_eq!(text_of(done), "deleted (upstream-state, answered: true)");
+    for rounds in [&here, &there] {
+        let replayed = rounds.run(retry(&first, &state, answer.clone()), confirm_delete).await;
+        let error = replayed.err().expect("a replayed confirmation is refused");
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+        assert!(error.message.contains("used before"), "{}", error.message);
+    }
 }
