@@ -108,6 +108,7 @@ export MUSTER_K8S_MCP="$K8S_MCP_BIN"
 export MUSTER_PYTHON="$PYTHON_BIN"
 export MUSTER_NODE_MODULES="$NODE_MODULES"
 export MUSTER_KUBECTL="$KUBECTL_BIN"
+export MUSTER_KUBECTL_MCP="$KUBECTL_MCP_BIN"
 export MUSTER_CHROMIUM="$(command -v chromium || true)"
 export MUSTER_REDIS_SERVER="$(command -v redis-server || true)"
 EOF
@@ -178,6 +179,28 @@ EOF
   chmod +x "$PEERS_DIR/bin/conformance-2026.tmp"
   mv "$PEERS_DIR/bin/conformance-2026.tmp" "$PEERS_DIR/bin/conformance-2026"
 }
+# ---- a modern-era upstream: kubectl-mcp-server (own venv, lock and stamp; tests/integration/kubectl_mcp.rs) ----
+# FastMCP 4 on the Python SDK: serves 2026-07-28 without sessions (and 2025 without server-to-client
+# requests) over HTTP; in confirm mode its destructive tools answer `input_required`. Its own venv
+# keeps its 84 packages away from the peers venv's pins.
+KUBECTL_MCP_VERSION="2.0.0"                 # PyPI: kubectl-mcp-server
+KUBECTL_MCP_DIR="$PEERS_DIR/kubectl-mcp"
+KUBECTL_MCP_LOCK="$REPO_ROOT/tests/peers/kubectl-mcp.lock.txt"
+KUBECTL_MCP_BIN="$KUBECTL_MCP_DIR/bin/kubectl-mcp"
+install_kubectl_mcp() {
+  local stamp want
+  want="kubectl-mcp-server=$KUBECTL_MCP_VERSION locks=$(sha256sum <"$KUBECTL_MCP_LOCK" | cut -c1-16)"
+  stamp="$(cat "$KUBECTL_MCP_DIR/.installed-versions" 2>/dev/null || true)"
+  if [[ "${FORCE:-0}" == "1" || "$stamp" != "$want" || ! -x "$KUBECTL_MCP_BIN" ]]; then
+    grep -qx "kubectl-mcp-server==$KUBECTL_MCP_VERSION" "$KUBECTL_MCP_LOCK" \
+      || { log "$KUBECTL_MCP_LOCK does not pin kubectl-mcp-server==$KUBECTL_MCP_VERSION"; exit 1; }
+    log "pip install kubectl-mcp-server==$KUBECTL_MCP_VERSION into $KUBECTL_MCP_DIR"
+    [[ -x "$KUBECTL_MCP_DIR/bin/python" ]] || "${PYTHON:-python3}" -m venv "$KUBECTL_MCP_DIR"
+    "$KUBECTL_MCP_DIR/bin/python" -m pip install --quiet --disable-pip-version-check -r "$KUBECTL_MCP_LOCK"
+    "$KUBECTL_MCP_BIN" --help >/dev/null || { log "kubectl-mcp does not run"; exit 1; }
+    echo "$want" >"$KUBECTL_MCP_DIR/.installed-versions"
+  fi
+}
 # ---- end ship ------------------------------------------------------------------------------------
 install_apt_peer chromium chromium
 install_apt_peer redis-server redis-server
@@ -186,6 +209,7 @@ install_apt_peer openssl openssl
 if [[ "${FORCE:-0}" != "1" ]] && installed_ok; then
   write_env   # cheap; refreshes the wrapper and its copy of loopback.cjs
   install_conformance_2026
+  install_kubectl_mcp
   write_conformance_2026
   log "already installed ($STAMP); env: $PEERS_DIR/env.sh"
   exit 0
@@ -242,6 +266,7 @@ log "pip install -r tests/peers/requirements.lock.txt (mcp==$PY_MCP_VERSION)"
 
 write_env
 install_conformance_2026
+install_kubectl_mcp
 write_conformance_2026
 echo "$STAMP" >"$STAMP_FILE"
 log "done; source $PEERS_DIR/env.sh"

@@ -25,6 +25,7 @@ mod era;
 mod executions;
 mod faults;
 mod gateway;
+mod kubectl_mcp;
 mod kubernetes;
 mod management;
 mod oauth_server;
