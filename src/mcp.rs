@@ -303,12 +303,12 @@ impl ServerHandler for GatewayServer {
         &self,
         requested: &rmcp::model::SubscriptionFilter,
     ) -> Option<rmcp::model::SubscriptionFilter> {
-        self.sessionless.as_ref().map(|_| listen::accepted(requested))
+        self.sessionless.as_ref().map(|_| listen::accepted(requested, &self.snapshot()))
     }
 
     async fn listen(&self, subscription: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
         if let Some(sessionless) = &self.sessionless {
-            listen::listen(sessionless.lists.clone(), subscription).await;
+            self.listen_to(sessionless.lists.clone(), subscription).await;
         }
         Ok(())
     }

@@ -6,16 +6,31 @@
 //! listen: a part's counter moves when what agents see of it changes (`fingerprint`, which the
 //! 2025 sessions' `watch_catalog` uses too). Each listener follows that `watch`.
 //!
-//! Resource updates (`resourceSubscriptions`) are not accepted yet: the filter muster accepts
-//! leaves them out, and rmcp acknowledges only what is accepted.
+//! Resource updates (`resourceSubscriptions`): muster accepts the URIs of its catalog (at most
+//! `MAX_RESOURCES` per listener; rmcp acknowledges only what is accepted), subscribes to each
+//! upstream as a 2025 session's `resources/subscribe` does (one upstream subscription for all
+//! agents, `backend::relay`), and unsubscribes when the listener ends. The relay hands each
+//! `notifications/resources/updated` to the listener's `Updates`, a bounded queue (an agent that
+//! does not read its stream loses updates, not muster's memory) that the listener sends on under
+//! the URI the agent named.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use rmcp::model::SubscriptionFilter;
+use rmcp::model::{
+    RequestId, ServerNotification, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
+};
 use rmcp::service::SubscriptionContext;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
+use crate::caller::{AgentChannel, AgentReply, ReplyPath};
 use crate::routing::CatalogSnapshot;
+
+/// Resources one listener may follow.
+pub const MAX_RESOURCES: usize = 256;
+/// Resource updates waiting for one listener's stream; past this they are dropped.
+const UPDATES_QUEUE: usize = 64;
 
 /// How many times each list has changed since muster started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,17 +76,79 @@ pub async fn follow_catalog(
     }
 }
 
-/// The part of a listen request's filter muster serves: the three list changes.
-pub fn accepted(requested: &SubscriptionFilter) -> SubscriptionFilter {
+/// The part of a listen request's filter muster serves: the three list changes, and updates of
+/// the resources of `snapshot`'s catalog (the first `MAX_RESOURCES`).
+pub fn accepted(requested: &SubscriptionFilter, snapshot: &CatalogSnapshot) -> SubscriptionFilter {
     let mut accepted = SubscriptionFilter::new();
     accepted.tools_list_changed = requested.tools_list_changed;
     accepted.prompts_list_changed = requested.prompts_list_changed;
     accepted.resources_list_changed = requested.resources_list_changed;
+    accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().and_then(|uris| {
+        let known = uris.iter().filter(|uri| super::lookup::resource_backend(snapshot, uri).is_ok());
+        let known: Vec<String> = known.take(MAX_RESOURCES).cloned().collect();
+        (!known.is_empty()).then_some(known)
+    });
     accepted
 }
 
+/// One listener's resource updates, as the upstream relay delivers them (`AgentChannel`): the
+/// upstream's URI, for the listener to name as the agent did.
+struct Updates(mpsc::Sender<String>);
+
+impl AgentChannel for Updates {
+    fn notify(&self, notification: ServerNotification) {
+        if let ServerNotification::ResourceUpdatedNotification(update) = notification {
+            let _ = self.0.try_send(update.params.uri);
+        }
+    }
+
+    // A listener is never asked anything (its reply path has no reply stream).
+    fn expect_reply(&self) -> (RequestId, oneshot::Receiver<AgentReply>) {
+        (RequestId::Number(0), oneshot::channel().1)
+    }
+
+    fn forget_reply(&self, _: &RequestId) {}
+}
+
+impl super::GatewayServer {
+    /// Runs one listener: subscribes to the resources it follows, forwards the catalog's list
+    /// changes and those resources' updates until it ends, then unsubscribes.
+    pub(super) async fn listen_to(&self, versions: watch::Receiver<ListVersions>, subscription: SubscriptionContext) {
+        let uris = subscription.accepted().resource_subscriptions.clone().unwrap_or_default();
+        let (sender, updates) = mpsc::channel(UPDATES_QUEUE);
+        let mut caller = self.caller(subscription.request_context());
+        // The subscriptions outlive nothing of the listen request but are ended here, after it.
+        caller.ct = CancellationToken::new();
+        caller.reply_path =
+            ReplyPath::Session { session: Arc::new(Updates(sender)), reply: None, ct: caller.ct.clone() };
+        let snapshot = self.snapshot();
+        // The upstream's URI of each resource, and the agent's name for it.
+        let mut followed = HashMap::new();
+        for uri in uris {
+            let upstream = super::lookup::resource_backend(&snapshot, &uri).map(|(_, upstream)| upstream);
+            match self.resource_subscribe(SubscribeRequestParams::new(uri.clone()), &caller).await {
+                Ok(()) => {
+                    followed.insert(upstream.unwrap_or_else(|_| uri.clone()), uri);
+                }
+                Err(e) => {
+                    tracing::warn!(uri, error = %e.message, "a listener's resource could not be followed upstream")
+                }
+            }
+        }
+        listen(versions, &subscription, updates, &followed).await;
+        for uri in followed.into_values() {
+            let _ = self.resource_unsubscribe(UnsubscribeRequestParams::new(uri), &caller).await;
+        }
+    }
+}
+
 /// Runs one subscription until the agent cancels it, its stream goes, or muster stops.
-pub async fn listen(mut versions: watch::Receiver<ListVersions>, subscription: SubscriptionContext) {
+async fn listen(
+    mut versions: watch::Receiver<ListVersions>,
+    subscription: &SubscriptionContext,
+    mut updates: mpsc::Receiver<String>,
+    followed: &HashMap<String, String>,
+) {
     let sink = subscription.sink();
     let accepted = sink.accepted().clone();
     let mut last = *versions.borrow_and_update();
@@ -79,6 +156,14 @@ pub async fn listen(mut versions: watch::Receiver<ListVersions>, subscription: S
         tokio::select! {
             () = subscription.cancelled() => return,
             changed = versions.changed() => if changed.is_err() { return },
+            Some(upstream) = updates.recv() => {
+                if let Some(uri) = followed.get(&upstream)
+                    && sink.notify_resource_updated(uri.clone()).await.is_err()
+                {
+                    return;
+                }
+                continue;
+            }
         }
         let next = *versions.borrow_and_update();
         // A send fails only when the stream is gone (the agent left); the subscription ends then.

@@ -1,6 +1,7 @@
 //! The 2026-07-28 revision on muster's own path, as a sessionless agent speaks it (raw HTTP, so
-//! every header and `_meta` field is the test's): `subscriptions/listen` hears muster's catalog,
-//! and agents that are asked and never come back cannot take a server from the others.
+//! every header and `_meta` field is the test's): `subscriptions/listen` hears muster's catalog
+//! and the resources it follows, and agents that are asked and never come back cannot take a
+//! server from the others.
 //! Multi round-trip calls run end to end in `conformance.rs` (the fixture asks mid-call) and
 //! round by round in `src/mcp/rounds/tests.rs`.
 //!
@@ -56,7 +57,7 @@ impl Events {
 }
 
 #[actix_web::test]
-async fn a_listening_agent_hears_that_the_tool_list_changed_and_nothing_it_did_not_ask_for() {
+async fn a_listening_agent_hears_list_changes_and_resource_updates_it_asked_for_and_nothing_else() {
     let port = free_port();
     let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
     let one = MockUpstream::start("one", free_port()).await;
@@ -72,7 +73,8 @@ async fn a_listening_agent_hears_that_the_tool_list_changed_and_nothing_it_did_n
     });
     let listen = json!({
         "jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen",
-        "params": {"_meta": meta, "notifications": {"toolsListChanged": true, "resourceSubscriptions": ["x://y"]}},
+        "params": {"_meta": meta, "notifications": {
+            "toolsListChanged": true, "resourceSubscriptions": ["x://y", "mock://one/status"]}},
     });
     let response = reqwest::Client::new()
         .post(muster.mcp_url())
@@ -91,14 +93,34 @@ async fn a_listening_agent_hears_that_the_tool_list_changed_and_nothing_it_did_n
     assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
     assert_eq!(
         ack["params"]["notifications"],
-        json!({"toolsListChanged": true}),
-        "resource updates are not served yet: {ack}"
+        json!({"toolsListChanged": true, "resourceSubscriptions": ["mock://one/status"]}),
+        "what it asked for and muster has (no resource x://y): {ack}"
     );
+    let recorded = |upstream: &MockUpstream, what: &str| {
+        upstream.shared.subscriptions.lock().expect("lock").iter().any(|s| s == &format!("{what} mock://one/status"))
+    };
+    eventually(Duration::from_secs(10), "muster subscribed upstream", async || {
+        recorded(&one, "subscribe").then_some(())
+    })
+    .await;
+    let touched = call_sessionless(&muster, "x_one_touch", json!({})).await;
+    assert_eq!(touched["result"]["content"][0]["text"], "touched mock://one/status", "{touched}");
+    let updated = events.next().await;
+    assert_eq!(updated["method"], "notifications/resources/updated", "{updated}");
+    assert_eq!(updated["params"]["uri"], "mock://one/status", "{updated}");
+    assert_eq!(updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "listen-1", "{updated}");
 
     fleet.write_server("two.yaml", &http_server("two", &two.url(), ""));
     let changed = events.next().await;
     assert_eq!(changed["method"], "notifications/tools/list_changed", "{changed}");
     assert_eq!(changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "listen-1", "{changed}");
+
+    // The agent goes: its subscription upstream ends with it.
+    drop(events);
+    eventually(Duration::from_secs(10), "muster unsubscribed upstream", async || {
+        recorded(&one, "unsubscribe").then_some(())
+    })
+    .await;
 }
 
 /// A sessionless `tools/call` of `tool` on `muster`, declaring `capabilities`: the JSON answer.

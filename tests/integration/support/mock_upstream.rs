@@ -7,7 +7,8 @@
 //! `InputRequiredResult` with its own keys and a state it checks to a 2026-07-28 request); it is a
 //! 2025 server unless started with `start_modern` (it refuses `server/discover` with HTTP 400); and
 //! one prompt, `cluster-health-check`, whose text and `namespace` completions name the upstream;
-//! one resource, `mock://<label>/status`, whose `resources/subscribe` and `unsubscribe` it records.
+//! one resource, `mock://<label>/status`, whose `resources/subscribe` and `unsubscribe` it records
+//! and whose update `touch` announces (on the session's standalone stream).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -165,6 +166,7 @@ impl ServerHandler for Upstream {
             tool("echo", "Echoes text", json!({"text": {"type": "string"}})),
             tool("block", "Waits until the test releases it", json!({})),
             tool("grow", "Adds a tool", json!({})),
+            tool("touch", "Announces that its status resource was updated", json!({})),
             tool("progress", "Sends progress", json!({})),
             tool("flood", "Sends progress until cancelled", json!({})),
             tool("bearer", "Says whose token (sub, iss) this call carried", json!({})),
@@ -239,6 +241,12 @@ impl ServerHandler for Upstream {
                 };
                 self.0.blocked_now.fetch_sub(1, Ordering::SeqCst);
                 answer
+            }
+            "touch" => {
+                let uri = format!("mock://{}/status", self.0.label);
+                let updated = rmcp::model::ResourceUpdatedNotificationParam::new(uri.clone());
+                let _ = context.peer.notify_resource_updated(updated).await;
+                Ok(text(format!("touched {uri}")))
             }
             "grow" => {
                 let name = {
