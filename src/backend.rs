@@ -124,9 +124,10 @@ impl UpstreamSession {
 /// How a session's calls reach the upstream, decided when the session opens.
 #[derive(Clone)]
 enum Transport {
-    /// Streamable HTTP with a session id: the calling task POSTs each call itself (`direct_post.rs`).
+    /// Streamable HTTP with a session id, or in 2026-07-28: the calling task POSTs each call
+    /// itself (`direct_post.rs`).
     Direct(Arc<direct_post::DirectPost>),
-    /// stdio, legacy SSE, or a streamable-HTTP server without sessions: rmcp's peer carries it.
+    /// stdio, legacy SSE, or a 2025 streamable-HTTP server without sessions: rmcp's peer carries it.
     Peer,
 }
 

@@ -196,10 +196,13 @@ pub(super) async fn connect(
             }
         }
     });
-    // The handshake and the listing carried the session id, so the `DirectPost` knows it by now; a
-    // server without sessions keeps rmcp's transport.
+    // The handshake and the listing carried the session id (or, in 2026-07-28, the per-request
+    // `_meta`), so the `DirectPost` knows it by now; a 2025 server without sessions keeps rmcp's
+    // transport, and so does one whose tools want arguments as headers (`x-mcp-header`, SEP-2243),
+    // which rmcp writes.
+    let params_as_headers = || serde_json::to_string(&*capabilities.tools).is_ok_and(|t| t.contains("x-mcp-header"));
     let transport = match direct {
-        Some(direct) if direct.ready() => super::Transport::Direct(direct),
+        Some(direct) if direct.ready() && !params_as_headers() => super::Transport::Direct(direct),
         _ => super::Transport::Peer,
     };
     Ok(Connected { peer, transport, cancel, closed, capabilities, protocol_version })

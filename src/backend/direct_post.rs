@@ -3,6 +3,11 @@
 //! service loop and HTTP worker (the cost measured: loadtests/README.md, "Design figures"). rmcp
 //! still opens and reconnects the session; `UpstreamClient` tells `DirectPost` its id and headers.
 //!
+//! An upstream spoken to in 2026-07-28 has no session: each request carries the revision, client
+//! info and capabilities in its `_meta` (learned from the first request rmcp sends that has them)
+//! and the `Mcp-Method` and `Mcp-Name` headers (SEP-2243, `standard_headers`). Its cancellation is
+//! the closed connection (there is no session to send `notifications/cancelled` on).
+//!
 //! Calls go out on one `ThreadLane` per worker thread, each with its own connection pool, so a
 //! call's connection is served by the thread that makes it. The session's 6 permits are shared
 //! out among the lanes; a call whose lane has none free waits `BORROW_AFTER`, then takes any
@@ -82,9 +87,19 @@ fn this_thread_lane() -> usize {
 }
 
 struct Learned {
-    session: Arc<str>,
+    /// The session id; `None` for a 2026-07-28 upstream.
+    session: Option<Arc<str>>,
     headers: HeaderMap,
+    /// A 2026-07-28 upstream's per-request `_meta` (revision, client info, capabilities).
+    sessionless: Option<rmcp::model::JsonObject>,
 }
+
+/// The `_meta` keys every 2026-07-28 request carries (SEP-2575).
+const PER_REQUEST_META: [&str; 3] = [
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientInfo",
+    "io.modelcontextprotocol/clientCapabilities",
+];
 
 impl DirectPost {
     /// Its lanes' clients come from `connect::http_client` with the server's `timeout`.
@@ -150,17 +165,47 @@ impl DirectPost {
         built.clone()
     }
 
-    /// What rmcp sends on this session (from `UpstreamClient`). Cheap when nothing changed.
+    /// What rmcp sends on this session (from `UpstreamClient`), or, without a session, what it
+    /// sends with `message` to a 2026-07-28 upstream. Cheap when nothing changed.
     pub(super) fn learn(
         &self,
-        session: &Arc<str>,
+        session: Option<&Arc<str>>,
         custom_headers: &HashMap<HeaderName, HeaderValue>,
         auth_header: Option<&str>,
+        message: &ClientJsonRpcMessage,
     ) {
-        let known = self.learned.read().ok().and_then(|l| l.as_ref().map(|l| Arc::ptr_eq(&l.session, session)));
+        let known = self.learned.read().ok().and_then(|l| {
+            l.as_ref().map(|l| match (&l.session, session) {
+                (Some(known), Some(session)) => Arc::ptr_eq(known, session),
+                (None, None) => l.sessionless.is_some(),
+                _ => false,
+            })
+        });
         if known == Some(true) {
             return;
         }
+        let sessionless = match session {
+            Some(_) => None,
+            None => {
+                // By `HeaderName`: a `&str` key hashes differently and is never found.
+                let modern = custom_headers
+                    .get(&HeaderName::from_static("mcp-protocol-version"))
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28.as_str());
+                let ClientJsonRpcMessage::Request(request) = message else { return };
+                let meta = &request.request.get_meta().0.0;
+                let learned: rmcp::model::JsonObject = PER_REQUEST_META
+                    .iter()
+                    .filter_map(|key| meta.get(*key).map(|value| ((*key).to_owned(), value.clone())))
+                    .collect();
+                // Not yet a request that shows it all (or a 2025 server without sessions, which
+                // rmcp's transport keeps).
+                if !modern || learned.len() < PER_REQUEST_META.len() {
+                    return;
+                }
+                Some(learned)
+            }
+        };
         // Per-message headers (SEP-2243 `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`) are not the
         // session's.
         let mut headers: HeaderMap = custom_headers
@@ -176,11 +221,11 @@ impl DirectPost {
         }
         headers.insert(http::header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Ok(value) = HeaderValue::from_str(session) {
+        if let Some(value) = session.and_then(|session| HeaderValue::from_str(session).ok()) {
             headers.insert(SESSION_HEADER, value);
         }
         if let Ok(mut learned) = self.learned.write() {
-            *learned = Some(Arc::new(Learned { session: session.clone(), headers }));
+            *learned = Some(Arc::new(Learned { session: session.cloned(), headers, sessionless }));
         }
     }
 
@@ -196,6 +241,11 @@ impl DirectPost {
     fn post(&self, lane: &ThreadLane, learned: &Learned, message: &ClientJsonRpcMessage) -> reqwest::RequestBuilder {
         let mut headers = learned.headers.clone();
         headers.extend(super::http::traceparent_header(message));
+        if learned.sessionless.is_some()
+            && let ClientJsonRpcMessage::Request(request) = message
+        {
+            headers.extend(super::http::standard_headers(&request.request));
+        }
         let body = serde_json::to_vec(message).unwrap_or_default();
         self.client(lane).post(self.url.clone()).headers(headers).body(body)
     }
@@ -232,6 +282,9 @@ impl DirectPost {
         let tool_call = matches!(request, ClientRequest::CallToolRequest(_));
         if progress.is_some() {
             request.get_meta_mut().set_progress_token(ProgressToken(id.clone()));
+        }
+        if let Some(meta) = &learned.sessionless {
+            request.get_meta_mut().0.0.extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         let message = ClientJsonRpcMessage::request(request, id.clone());
         let sent = tokio::select! {
@@ -371,8 +424,12 @@ impl DirectPost {
         }
     }
 
-    /// Tells the upstream the call is cancelled (in the background) and returns the error.
+    /// Tells the upstream the call is cancelled (in the background) and returns the error. A
+    /// 2026-07-28 upstream learns it from the closed connection.
     fn cancelled(&self, lane: &ThreadLane, learned: &Learned, server: &str, id: RequestId) -> Error {
+        if learned.sessionless.is_some() {
+            return Error::Cancelled { server: server.to_owned() };
+        }
         let params = rmcp::model::CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()));
         let notification = rmcp::model::CancelledNotification::new(params);
         let message = ClientJsonRpcMessage::notification(ClientNotification::CancelledNotification(notification));

@@ -1,6 +1,7 @@
 //! The HTTP parts every upstream path shares (`connect.rs`, `direct_post.rs`, `upstream_client.rs`):
 //! the reqwest client muster builds for an upstream, with its connection caps and egress rules;
-//! the `traceparent` header of a message; and draining a reply so its connection is reused.
+//! the `traceparent` header of a message, and the routing headers of a 2026-07-28 request; and
+//! draining a reply so its connection is reused.
 
 use std::time::Duration;
 
@@ -48,4 +49,58 @@ pub(super) fn traceparent_header(message: &ClientJsonRpcMessage) -> Option<(Head
     let ClientJsonRpcMessage::Request(request) = message else { return None };
     let value = HeaderValue::from_str(request.request.get_meta().get_traceparent()?).ok()?;
     Some((HeaderName::from_static("traceparent"), value))
+}
+
+/// The SEP-2243 headers of a 2026-07-28 request: `Mcp-Method`, and `Mcp-Name` (the tool's or
+/// prompt's name, the resource's URI), Base64-wrapped as rmcp does when it is not plain ASCII.
+/// Tools whose arguments are annotated `x-mcp-header` are called through rmcp, which writes
+/// `Mcp-Param-*` (`connect.rs`).
+pub(super) fn standard_headers(
+    request: &rmcp::model::ClientRequest,
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+    let name = match request {
+        rmcp::model::ClientRequest::CallToolRequest(r) => Some(r.params.name.as_ref()),
+        rmcp::model::ClientRequest::GetPromptRequest(r) => Some(r.params.name.as_str()),
+        rmcp::model::ClientRequest::ReadResourceRequest(r) => Some(r.params.uri.as_str()),
+        _ => None,
+    };
+    let plain = |v: &str| {
+        v.bytes().all(|b| (0x20..=0x7e).contains(&b)) && !v.starts_with([' ', '\t']) && !v.ends_with([' ', '\t'])
+    };
+    let encoded = name.map(|name| {
+        if plain(name) {
+            name.to_owned()
+        } else {
+            use base64::Engine as _;
+            format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(name))
+        }
+    });
+    let method = HeaderValue::from_str(request.method()).ok().map(|v| (HeaderName::from_static("mcp-method"), v));
+    let name = encoded.and_then(|n| HeaderValue::from_str(&n).ok()).map(|v| (HeaderName::from_static("mcp-name"), v));
+    method.into_iter().chain(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers_of(request: serde_json::Value) -> Vec<(String, String)> {
+        let request: rmcp::model::ClientRequest = serde_json::from_value(request).expect("a request");
+        standard_headers(&request).map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned())).collect()
+    }
+
+    #[test]
+    fn a_2026_request_names_its_method_and_target_and_wraps_what_is_not_plain_ascii() {
+        let call = serde_json::json!({"method": "tools/call", "params": {"name": "x_kubernetes_pods_list"}});
+        assert_eq!(
+            headers_of(call),
+            [("mcp-method".into(), "tools/call".into()), ("mcp-name".into(), "x_kubernetes_pods_list".into())]
+        );
+        let read = serde_json::json!({"method": "resources/read", "params": {"uri": "mock://a/status"}});
+        assert_eq!(headers_of(read)[1], ("mcp-name".into(), "mock://a/status".into()));
+        let prompt = serde_json::json!({"method": "prompts/get", "params": {"name": "grüße"}});
+        assert_eq!(headers_of(prompt)[1], ("mcp-name".into(), "=?base64?Z3LDvMOfZQ==?=".into()));
+        let list = serde_json::json!({"method": "tools/list"});
+        assert_eq!(headers_of(list), [("mcp-method".into(), "tools/list".into())]);
+    }
 }

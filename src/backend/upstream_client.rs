@@ -36,8 +36,8 @@ impl UpstreamClient {
         auth: Option<&str>,
         mut headers: HashMap<HeaderName, HeaderValue>,
     ) -> HashMap<HeaderName, HeaderValue> {
-        if let (Some(direct), Some(session)) = (&self.1, session_id) {
-            direct.learn(session, &headers, auth);
+        if let Some(direct) = &self.1 {
+            direct.learn(session_id, &headers, auth, message);
         }
         headers.extend(super::http::traceparent_header(message));
         headers

@@ -250,6 +250,14 @@ async fn agent_and_upstream(agent_era: &str, upstream_era: &str) {
             muster.log_text()
         );
     }
+    // Calls take muster's direct path in both upstream eras (its own request ids), and a 2026
+    // upstream hears each call's routing headers.
+    let ids = upstream.shared.call_ids_seen.lock().expect("lock").clone();
+    assert!(ids.iter().all(|id| id.starts_with("muster-")), "calls went through rmcp's client: {ids:?}");
+    if upstream_era == "2026" {
+        let headers = upstream.shared.headers_seen.lock().expect("lock").clone();
+        assert!(headers.iter().any(|h| h == "mcp-name"), "{headers:?}");
+    }
     let _ = agent.cancel().await;
 }
 
