@@ -494,6 +494,12 @@ fn plain_tool_result(text: &str, id: &RequestId, tool_call: bool) -> Option<Upst
     if tool_call && let Some(raw) = RawToolResult::from_upstream(result) {
         return Some(UpstreamResult::ToolResult(raw));
     }
+    if tool_call
+        && RawToolResult::says_complete(result)
+        && let Ok(complete) = serde_json::from_str::<rmcp::model::CallToolResult>(result.get())
+    {
+        return Some(UpstreamResult::Result(rmcp::model::ServerResult::CallToolResult(complete)));
+    }
     serde_json::from_str(result.get()).ok().map(UpstreamResult::Result)
 }
 

@@ -40,6 +40,19 @@ impl RawToolResult {
         plain.then(|| Self { json: json.to_owned(), is_error: shape.is_error == Some(true) })
     }
 
+    /// Whether `json` says it is a complete result (`resultType: "complete"`, as 2026-07-28
+    /// upstreams mark every result): then it is decoded as a tool result by that type alone,
+    /// rather than by trying each of `ServerResult`'s shapes.
+    pub fn says_complete(json: &RawValue) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Marked<'a> {
+            #[serde(rename = "resultType", borrow)]
+            result_type: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_str::<Marked<'_>>(json.get())
+            .is_ok_and(|m| m.result_type.as_deref() == Some(ResultType::COMPLETE.as_str()))
+    }
+
     pub fn is_error(&self) -> bool {
         self.is_error
     }
@@ -199,6 +212,16 @@ mod tests {
         ] {
             assert!(raw(json).is_none(), "{json} must not pass raw");
         }
+    }
+
+    #[test]
+    fn a_result_marked_complete_is_told_from_the_others() {
+        let says = |json: &str| RawToolResult::says_complete(&RawValue::from_string(json.to_owned()).expect("JSON"));
+        assert!(says(r#"{"content":[],"resultType":"complete"}"#));
+        assert!(says(r#"{"resultType":"compl\u0065te","content":[]}"#), "escaped, still complete");
+        assert!(!says(r#"{"resultType":"input_required","inputRequests":{}}"#));
+        assert!(!says(r#"{"content":[]}"#));
+        assert!(!says(r#"{"content":[],"resultType":7}"#));
     }
 
     #[test]
