@@ -173,7 +173,8 @@ pub(super) async fn connect(
     let protocol_version = peer.peer_info().map(|info| info.protocol_version.to_string()).unwrap_or_default();
     let capabilities = list_capabilities(definition, &peer).await?;
     let cancel = CancellationToken::new();
-    if peer.peer_info().is_some_and(|info| !info.protocol_version.has_initialize()) {
+    let sessionless = peer.peer_info().is_some_and(|info| !info.protocol_version.has_initialize());
+    if sessionless {
         tokio::spawn(listener.follow_list_changes(peer.clone(), cancel.clone()));
     }
     let stop = cancel.clone();
@@ -202,7 +203,7 @@ pub(super) async fn connect(
     // which rmcp writes.
     let params_as_headers = || serde_json::to_string(&*capabilities.tools).is_ok_and(|t| t.contains("x-mcp-header"));
     let transport = match direct {
-        Some(direct) if direct.ready() && !params_as_headers() => super::Transport::Direct(direct),
+        Some(direct) if direct.ready(sessionless) && !params_as_headers() => super::Transport::Direct(direct),
         _ => super::Transport::Peer,
     };
     Ok(Connected { peer, transport, cancel, closed, capabilities, protocol_version })

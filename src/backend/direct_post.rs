@@ -233,9 +233,13 @@ impl DirectPost {
         self.learned.read().ok()?.clone()
     }
 
-    /// Whether the session is known, so `call` can be used.
-    pub(super) fn ready(&self) -> bool {
-        self.learned.read().is_ok_and(|l| l.is_some())
+    /// Whether the session is known, so `call` can be used: its id, or, for a session that
+    /// negotiated 2026-07-28 (`sessionless`), the per-request `_meta`. A 2025 server without
+    /// sessions is not (its `server/discover` taught a 2026 `_meta` that it then refused).
+    pub(super) fn ready(&self, sessionless: bool) -> bool {
+        self.learned.read().is_ok_and(|l| {
+            l.as_ref().is_some_and(|l| if sessionless { l.sessionless.is_some() } else { l.session.is_some() })
+        })
     }
 
     fn post(&self, lane: &ThreadLane, learned: &Learned, message: &ClientJsonRpcMessage) -> reqwest::RequestBuilder {
