@@ -301,7 +301,8 @@ impl Rounds {
 
     /// Marks the relayed state named `once` spent until it `expires`: false if it already was.
     async fn spend(&self, once: &str, expires: u64) -> bool {
-        let ttl = Duration::from_secs(expires.saturating_sub(now()).max(1));
+        // Past `expires` by a margin: replicas' clocks differ, and a state is taken up to the second.
+        let ttl = Duration::from_secs(expires.saturating_sub(now()) + 60);
         match self.store.set_if_absent(&format!("round-spent:{once}"), b"1", ttl).await {
             Ok(first) => first,
             Err(e) => {
