@@ -434,7 +434,9 @@ impl Sessions {
     pub async fn announce(&self, id: &str) {
         if let Some(shared) = &self.shared {
             let key = session_ids::key_of(id);
-            if !shared.begin(&key).await
+            // While the store is down, not waited for: the session's first request after it is
+            // back shares it.
+            if !(shared.store_is_up() && shared.begin(&key).await)
                 && let Some(session) = self.by_id.get(&key)
             {
                 session.touched.store(NOT_SHARED, Ordering::Relaxed);
