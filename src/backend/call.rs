@@ -158,16 +158,23 @@ impl BackendHandle {
         if !change.apply(&self.relay, caller) {
             return Ok(UpstreamResult::Result(ServerResult::empty(())));
         }
-        let upstream = self.ready_session(None).await?;
-        match self.call_upstream(&upstream, &self.relay, request.clone(), caller).await {
-            Err(Error::Upstream { message, .. }) => {
-                // The session is gone: reconnect now (single flight) and retry once on the new one.
-                self.addr.do_send(ConnectionLost { generation: upstream.generation, reason: message });
-                let upstream = self.ready_session(Some(upstream.generation)).await?;
-                self.call_upstream(&upstream, &self.relay, request, caller).await
+        let answered = async {
+            let upstream = self.ready_session(None).await?;
+            match self.call_upstream(&upstream, &self.relay, request.clone(), caller).await {
+                Err(Error::Upstream { message, .. }) => {
+                    // The session is gone: reconnect now (single flight) and retry once on the new one.
+                    self.addr.do_send(ConnectionLost { generation: upstream.generation, reason: message });
+                    let upstream = self.ready_session(Some(upstream.generation)).await?;
+                    self.call_upstream(&upstream, &self.relay, request, caller).await
+                }
+                other => other,
             }
-            other => other,
         }
+        .await;
+        if answered.is_err() {
+            change.undo(&self.relay, caller);
+        }
+        answered
     }
 
     /// Over the caller's own session with this upstream, with the caller's token for this cluster.
@@ -216,6 +223,10 @@ impl BackendHandle {
                         auth.invalidate(identity).await;
                     }
                     self.user_sessions.invalidate(identity, &token).await;
+                }
+                Err(e) => {
+                    change.undo(&session.relay, caller);
+                    return Err(e);
                 }
                 other => return other,
             }
@@ -425,6 +436,14 @@ impl SubscriptionChange {
             Self::None => true,
             Self::Subscribe(uri) => relay.subscribe(uri, caller),
             Self::Unsubscribe(uri) => relay.unsubscribe(uri, caller),
+        }
+    }
+
+    /// The upstream refused a subscription (or could not be reached): the caller is not
+    /// subscribed, so the next subscriber asks the upstream again. An unsubscribe stays done.
+    fn undo(&self, relay: &Relay, caller: &Caller) {
+        if let Self::Subscribe(uri) = self {
+            relay.unsubscribe(uri, caller);
         }
     }
 }
