@@ -10,11 +10,11 @@
 //! `MAX_RESOURCES` per listener; rmcp acknowledges only what is accepted), subscribes to each
 //! upstream as a 2025 session's `resources/subscribe` does (one upstream subscription for all
 //! agents, `backend::relay`), and unsubscribes when the listener ends. The relay hands each
-//! `notifications/resources/updated` to the listener's `Updates`, a bounded queue (an agent that
-//! does not read its stream loses updates, not muster's memory) that the listener sends on under
-//! the URI the agent named.
+//! `notifications/resources/updated` to that resource's `Updates`, which names it as the agent
+//! did (two servers' resources may share an upstream URI) on the listener's bounded queue (an
+//! agent that does not read its stream loses updates, not muster's memory). Resources are
+//! subscribed one after another before the first notification goes out.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rmcp::model::{
@@ -91,14 +91,17 @@ pub fn accepted(requested: &SubscriptionFilter, snapshot: &CatalogSnapshot) -> S
     accepted
 }
 
-/// One listener's resource updates, as the upstream relay delivers them (`AgentChannel`): the
-/// upstream's URI, for the listener to name as the agent did.
-struct Updates(mpsc::Sender<String>);
+/// One followed resource's updates, as its backend's relay delivers them (`AgentChannel`): the
+/// relay hands over the upstream's URI; the listener's queue gets the agent's.
+struct Updates {
+    queue: mpsc::Sender<String>,
+    uri: String,
+}
 
 impl AgentChannel for Updates {
     fn notify(&self, notification: ServerNotification) {
-        if let ServerNotification::ResourceUpdatedNotification(update) = notification {
-            let _ = self.0.try_send(update.params.uri);
+        if let ServerNotification::ResourceUpdatedNotification(_) = notification {
+            let _ = self.queue.try_send(self.uri.clone());
         }
     }
 
@@ -115,28 +118,25 @@ impl super::GatewayServer {
     /// changes and those resources' updates until it ends, then unsubscribes.
     pub(super) async fn listen_to(&self, versions: watch::Receiver<ListVersions>, subscription: SubscriptionContext) {
         let uris = subscription.accepted().resource_subscriptions.clone().unwrap_or_default();
-        let (sender, updates) = mpsc::channel(UPDATES_QUEUE);
+        let (queue, updates) = mpsc::channel(UPDATES_QUEUE);
         let mut caller = self.caller(subscription.request_context());
         // The subscriptions outlive nothing of the listen request but are ended here, after it.
         caller.ct = CancellationToken::new();
-        caller.reply_path =
-            ReplyPath::Session { session: Arc::new(Updates(sender)), reply: None, ct: caller.ct.clone() };
-        let snapshot = self.snapshot();
-        // The upstream's URI of each resource, and the agent's name for it.
-        let mut followed = HashMap::new();
+        let mut followed = Vec::new();
         for uri in uris {
-            let upstream = super::lookup::resource_backend(&snapshot, &uri).map(|(_, upstream)| upstream);
+            let updates = Updates { queue: queue.clone(), uri: uri.clone() };
+            let mut caller = caller.clone();
+            caller.reply_path = ReplyPath::Session { session: Arc::new(updates), reply: None, ct: caller.ct.clone() };
             match self.resource_subscribe(SubscribeRequestParams::new(uri.clone()), &caller).await {
-                Ok(()) => {
-                    followed.insert(upstream.unwrap_or_else(|_| uri.clone()), uri);
-                }
+                Ok(()) => followed.push((uri, caller)),
                 Err(e) => {
                     tracing::warn!(uri, error = %e.message, "a listener's resource could not be followed upstream")
                 }
             }
         }
-        listen(versions, &subscription, updates, &followed).await;
-        for uri in followed.into_values() {
+        drop(queue);
+        listen(versions, &subscription, updates).await;
+        for (uri, caller) in followed {
             let _ = self.resource_unsubscribe(UnsubscribeRequestParams::new(uri), &caller).await;
         }
     }
@@ -147,7 +147,6 @@ async fn listen(
     mut versions: watch::Receiver<ListVersions>,
     subscription: &SubscriptionContext,
     mut updates: mpsc::Receiver<String>,
-    followed: &HashMap<String, String>,
 ) {
     let sink = subscription.sink();
     let accepted = sink.accepted().clone();
@@ -156,10 +155,8 @@ async fn listen(
         tokio::select! {
             () = subscription.cancelled() => return,
             changed = versions.changed() => if changed.is_err() { return },
-            Some(upstream) = updates.recv() => {
-                if let Some(uri) = followed.get(&upstream)
-                    && sink.notify_resource_updated(uri.clone()).await.is_err()
-                {
+            Some(uri) = updates.recv() => {
+                if sink.notify_resource_updated(uri).await.is_err() {
                     return;
                 }
                 continue;
