@@ -17,7 +17,9 @@
 //! returns the URL. When the callback brings a token, the bridge stores it, replays the agent's
 //! `initialize` to muster, and sends `notifications/tools/list_changed` (and resources, prompts).
 //! Tokens are refreshed before they expire; a 401 (refresh failed, token revoked) falls back to the
-//! signed-out tools. Only JSON-RPC goes to stdout; logs go to stderr.
+//! signed-out tools. When muster forgets the session (a restart, the idle timeout), the bridge
+//! opens a new one and sends the three `list_changed` again: what changed in between was
+//! announced to the session that is gone. Only JSON-RPC goes to stdout; logs go to stderr.
 
 mod upstream;
 
@@ -292,10 +294,7 @@ impl Bridge {
                 self.connect(stored);
                 if self.reopen().await {
                     tracing::info!("signed in to muster at {}", self.options.endpoint);
-                    for kind in ["tools", "resources", "prompts"] {
-                        self.send(json!({"jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")}))
-                            .await;
-                    }
+                    self.lists_changed().await;
                 }
             }
             Event::SignedIn(Err(reason)) => {
@@ -351,7 +350,19 @@ impl Bridge {
             old.close().await;
         }
         self.upstream = Some(self.new_upstream());
-        self.reopen().await
+        let reopened = self.reopen().await;
+        if reopened && self.initialized {
+            // What changed while muster was away was announced to a session that is gone.
+            self.lists_changed().await;
+        }
+        reopened
+    }
+
+    /// Tells the agent to list tools, resources and prompts again.
+    async fn lists_changed(&self) {
+        for kind in ["tools", "resources", "prompts"] {
+            self.send(json!({"jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")})).await;
+        }
     }
 
     /// Replays the agent's `initialize` (and `initialized`) on a new session at muster, and opens
