@@ -16,13 +16,18 @@
 //! revisions), and those rmcp serves without a session (2026-07-28), where rmcp's peer is the
 //! way back for notifications, and questions to the agent become `Question`s that `mcp/rounds.rs`
 //! hands the agent inside an `InputRequiredResult` (the agent answers with its retry).
+//!
+//! Log messages reach the agent at the level it asked for: a session's `logging/setLevel`
+//! (everything until it sets one, as before 2026-07-28), a sessionless request's
+//! `io.modelcontextprotocol/logLevel` (nothing without one). `ReplyPath::log_level` is also what
+//! a 2026-07-28 upstream is asked for on the agent's behalf.
 
 #![allow(deprecated, reason = "sampling, roots and logging are deprecated by SEP-2577 but still in use")]
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rmcp::model::{ClientResult, RequestId, ServerJsonRpcMessage, ServerNotification, ServerRequest};
+use rmcp::model::{ClientResult, LoggingLevel, RequestId, ServerJsonRpcMessage, ServerNotification, ServerRequest};
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, Peer};
 use tokio::sync::{mpsc, oneshot};
@@ -67,7 +72,11 @@ impl Caller {
     pub fn from_context(agent_id: u64, context: &RequestContext<RoleServer>) -> Self {
         Self {
             agent_id,
-            reply_path: ReplyPath::Rmcp { peer: context.peer.clone(), questions: None },
+            reply_path: ReplyPath::Rmcp {
+                peer: context.peer.clone(),
+                questions: None,
+                log_level: context.meta.log_level(),
+            },
             ct: context.ct.clone(),
             progress_token: context.meta.get_progress_token(),
             identity: identity_of(&context.extensions),
@@ -105,14 +114,19 @@ pub trait AgentChannel: Send + Sync {
     fn unsubscribed(&self, uri: &str) {
         let _ = uri;
     }
+    /// The least severe log messages the agent wants (`logging/setLevel`); `None`: all of them.
+    fn log_level(&self) -> Option<LoggingLevel> {
+        None
+    }
 }
 
 /// The way back to the agent while one of its requests runs.
 #[derive(Clone)]
 pub enum ReplyPath {
     /// A request rmcp serves (2026-07-28): its peer for notifications, and where questions to
-    /// the agent go (`None`: this request cannot ask, e.g. a list).
-    Rmcp { peer: Peer<RoleServer>, questions: Option<mpsc::Sender<Question>> },
+    /// the agent go (`None`: this request cannot ask, e.g. a list), and the request's log level
+    /// (`None`: it wants no log messages).
+    Rmcp { peer: Peer<RoleServer>, questions: Option<mpsc::Sender<Question>>, log_level: Option<LoggingLevel> },
     /// A request on one of muster's sessions, with its reply stream (`None` once only the
     /// session is wanted, e.g. for a subscription that outlives the request) and its
     /// cancellation (the agent cancelled, hung up, or ended the session).
@@ -123,7 +137,9 @@ impl ReplyPath {
     /// The same agent without this request's stream: for notifications after the request ended.
     pub fn session_only(&self) -> Self {
         match self {
-            Self::Rmcp { peer, .. } => Self::Rmcp { peer: peer.clone(), questions: None },
+            Self::Rmcp { peer, log_level, .. } => {
+                Self::Rmcp { peer: peer.clone(), questions: None, log_level: *log_level }
+            }
             Self::Session { session, ct, .. } => {
                 Self::Session { session: session.clone(), reply: None, ct: ct.clone() }
             }
@@ -136,8 +152,31 @@ impl ReplyPath {
         matches!(self, Self::Rmcp { questions: Some(_), .. })
     }
 
-    /// A notification about the request in flight (progress, logs), on its reply stream.
+    /// The level the agent asked for: its session's, or its request's (2026-07-28).
+    pub fn log_level(&self) -> Option<LoggingLevel> {
+        match self {
+            Self::Rmcp { log_level, .. } => *log_level,
+            Self::Session { session, .. } => session.log_level(),
+        }
+    }
+
+    /// Whether the agent wants a log message of `level`.
+    fn wants_log(&self, level: LoggingLevel) -> bool {
+        match (self, self.log_level()) {
+            (_, Some(least)) => level as u8 >= least as u8,
+            (Self::Session { .. }, None) => true,
+            (Self::Rmcp { .. }, None) => false,
+        }
+    }
+
+    /// A notification about the request in flight (progress, logs), on its reply stream. A log
+    /// message below the agent's level is dropped.
     pub async fn notify(&self, notification: ServerNotification) {
+        if let ServerNotification::LoggingMessageNotification(log) = &notification
+            && !self.wants_log(log.params.level)
+        {
+            return;
+        }
         match self {
             Self::Rmcp { peer, .. } => {
                 let _ = peer.send_notification(notification).await;
@@ -258,6 +297,7 @@ mod tests {
     struct Recorder {
         notified: Mutex<usize>,
         waiting: Mutex<Vec<(RequestId, oneshot::Sender<AgentReply>)>>,
+        log_level: Option<LoggingLevel>,
     }
 
     impl AgentChannel for Recorder {
@@ -272,6 +312,9 @@ mod tests {
         }
         fn forget_reply(&self, id: &RequestId) {
             self.waiting.lock().expect("lock").retain(|(w, _)| w != id);
+        }
+        fn log_level(&self) -> Option<LoggingLevel> {
+            self.log_level
         }
     }
 
@@ -315,5 +358,39 @@ mod tests {
         let (link, _replies, _) = link(&session);
         link.session_only().notify(ServerNotification::ToolListChangedNotification(Default::default())).await;
         assert_eq!(*session.notified.lock().expect("lock"), 1);
+    }
+
+    /// Log messages the upstream sends during a call: all of them to a session without a level,
+    /// from its level up to one that set it (`logging/setLevel`), and the level is what a 2026
+    /// upstream is asked for.
+    #[tokio::test]
+    async fn log_messages_reach_a_session_from_the_level_it_set() {
+        let log = |level| {
+            let param = rmcp::model::LoggingMessageNotificationParam::new(level, serde_json::json!("x"));
+            ServerNotification::LoggingMessageNotification(rmcp::model::LoggingMessageNotification::new(param))
+        };
+        let all = Arc::new(Recorder::default());
+        let (to_all, _replies, _) = link(&all);
+        let to_all = to_all.session_only();
+        assert_eq!(to_all.log_level(), None);
+        to_all.notify(log(LoggingLevel::Debug)).await;
+        to_all.notify(log(LoggingLevel::Error)).await;
+        assert_eq!(*all.notified.lock().expect("lock"), 2, "no level set: every message");
+
+        let warnings = Arc::new(Recorder { log_level: Some(LoggingLevel::Warning), ..Recorder::default() });
+        let (to_warnings, _replies, _) = link(&warnings);
+        let link = to_warnings.session_only();
+        assert_eq!(link.log_level(), Some(LoggingLevel::Warning));
+        for level in [LoggingLevel::Debug, LoggingLevel::Info, LoggingLevel::Notice] {
+            link.notify(log(level)).await;
+        }
+        assert_eq!(*warnings.notified.lock().expect("lock"), 0, "below warning: none");
+        for level in [LoggingLevel::Warning, LoggingLevel::Error, LoggingLevel::Emergency] {
+            link.notify(log(level)).await;
+        }
+        assert_eq!(*warnings.notified.lock().expect("lock"), 3, "warning and above");
+        // Other notifications are not logs: never filtered.
+        link.notify(ServerNotification::ToolListChangedNotification(Default::default())).await;
+        assert_eq!(*warnings.notified.lock().expect("lock"), 4);
     }
 }

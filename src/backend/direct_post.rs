@@ -5,7 +5,8 @@
 //!
 //! An upstream spoken to in 2026-07-28 has no session: each request carries the revision, client
 //! info and capabilities in its `_meta` (learned from the first request rmcp sends that has them)
-//! and the `Mcp-Method` and `Mcp-Name` headers (SEP-2243, `standard_headers`). Its cancellation is
+//! and the `Mcp-Method` and `Mcp-Name` headers (SEP-2243, `standard_headers`), and the agent's log
+//! level (`io.modelcontextprotocol/logLevel`) if it has one. Its cancellation is
 //! the closed connection (there is no session to send `notifications/cancelled` on).
 //!
 //! Calls go out on one `ThreadLane` per worker thread, each with its own connection pool, so a
@@ -288,7 +289,12 @@ impl DirectPost {
             request.get_meta_mut().set_progress_token(ProgressToken(id.clone()));
         }
         if let Some(meta) = &learned.sessionless {
-            request.get_meta_mut().0.0.extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let request_meta = request.get_meta_mut();
+            request_meta.0.0.extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+            // A 2026-07-28 upstream logs only at a level asked for: the agent's, if it has one.
+            if let Some(level) = caller.reply_path.log_level() {
+                request_meta.set_log_level(level);
+            }
         }
         let message = ClientJsonRpcMessage::request(request, id.clone());
         let sent = tokio::select! {

@@ -144,6 +144,13 @@ async fn post(
                 let uri = unsubscribe.params.uri.clone();
                 endpoint.sessions.relay(session_id, Relayed::Unsubscribe { uri }).await;
             }
+            // The level applies wherever the session's calls run.
+            if let ClientRequest::SetLevelRequest(set_level) = &request.request {
+                #[allow(deprecated, reason = "logging is deprecated by SEP-2577, but 2025 agents set levels")]
+                let level = set_level.params.level;
+                session.set_log_level(level);
+                endpoint.sessions.relay(session_id, Relayed::LogLevel { level }).await;
+            }
             let progress_token = progress_token(&request.request);
             let ct = CancellationToken::new();
             let (reply_tx, replies) = mpsc::channel(caller::REPLY_QUEUE);

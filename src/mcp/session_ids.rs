@@ -55,6 +55,8 @@ pub enum Relayed {
     Notify { notification: rmcp::model::ServerNotification },
     /// `resources/unsubscribe` for `uri`, for the replica that holds the subscription.
     Unsubscribe { uri: String },
+    /// The agent's `logging/setLevel`, for every replica that holds the session.
+    LogLevel { level: rmcp::model::LoggingLevel },
 }
 
 /// A `Relayed` for the session with key `session`, as it crosses the store.

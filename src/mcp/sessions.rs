@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rmcp::model::{RequestId, ServerJsonRpcMessage, ServerNotification};
+use rmcp::model::{LoggingLevel, RequestId, ServerJsonRpcMessage, ServerNotification};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -108,6 +108,8 @@ pub struct AgentSession {
     /// whom, so that an unsubscribe posted to another replica is carried out here
     /// (`Relayed::Unsubscribe`). At most `MAX_SUBSCRIPTIONS`.
     subscriptions: Mutex<HashMap<String, Option<Arc<Identity>>>>,
+    /// The agent's `logging/setLevel` (on every replica holding the session: `Relayed::LogLevel`).
+    log_level: Mutex<Option<LoggingLevel>>,
 }
 
 /// A session's way to its standalone stream on another replica.
@@ -125,6 +127,13 @@ impl AgentSession {
             in_flight.insert(id.clone(), ct.clone());
         }
         TrackedRequest { session: self.clone(), id, ct }
+    }
+
+    /// The agent's `logging/setLevel`: log messages below `level` are no longer sent to it.
+    pub fn set_log_level(&self, level: LoggingLevel) {
+        if let Ok(mut log_level) = self.log_level.lock() {
+            *log_level = Some(level);
+        }
     }
 
     /// `notifications/cancelled` from the agent; false when no such request runs here.
@@ -235,6 +244,10 @@ impl AgentChannel for AgentSession {
         if let Ok(mut subscriptions) = self.subscriptions.lock() {
             subscriptions.remove(uri);
         }
+    }
+
+    fn log_level(&self) -> Option<LoggingLevel> {
+        self.log_level.lock().ok().and_then(|level| *level)
     }
 }
 
@@ -409,6 +422,7 @@ impl Sessions {
                 relays: relays.clone(),
             }),
             subscriptions: Mutex::default(),
+            log_level: Mutex::default(),
         })
     }
 

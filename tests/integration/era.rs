@@ -8,19 +8,22 @@
 //! The four pairs of agent era and upstream era, end to end through muster with rmcp's own
 //! clients: a tool that elicits and one that samples, each answered by the agent (a 2025 agent
 //! mid-call, a 2026 agent by retrying with `inputResponses`), and the upstream's revision in the
-//! server's status.
+//! server's status. Log messages reach each kind of agent at the level it asked for.
 
-#![allow(deprecated, reason = "sampling is deprecated by SEP-2577 and still what these agents answer")]
+#![allow(deprecated, reason = "sampling and logging are deprecated by SEP-2577 and still what these agents use")]
 
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
-    ElicitRequestParams, ElicitResult, ElicitationAction, Implementation, ProtocolVersion, Role, SamplingMessage,
-    SamplingMessageContentBlock,
+    ElicitRequestParams, ElicitResult, ElicitationAction, Implementation, LoggingLevel,
+    LoggingMessageNotificationParam, ProtocolVersion, Role, SamplingMessage, SamplingMessageContentBlock,
+    SetLevelRequestParams,
 };
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _, RequestContext, RoleClient, RunningService};
+use rmcp::service::{
+    ClientLifecycleMode, ClientServiceExt as _, NotificationContext, RequestContext, RoleClient, RunningService,
+};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, ErrorData, ServiceExt as _};
 use serde_json::{Value, json};
@@ -125,14 +128,25 @@ async fn a_listening_agent_hears_list_changes_and_resource_updates_it_asked_for_
 
 /// A sessionless `tools/call` of `tool` on `muster`, declaring `capabilities`: the JSON answer.
 async fn call_sessionless(muster: &Muster, tool: &str, capabilities: Value) -> Value {
-    let body = json!({
+    let meta = json!({"io.modelcontextprotocol/clientCapabilities": capabilities});
+    let mut messages = post_sessionless(muster, tool, meta).await;
+    messages.pop().expect("an answer")
+}
+
+/// A sessionless `tools/call` of `tool` with `meta` added to the 2026 `_meta`: every message of
+/// the reply, the answer last.
+async fn post_sessionless(muster: &Muster, tool: &str, meta: Value) -> Vec<Value> {
+    let mut body = json!({
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": tool, "arguments": {"text": "hi"}, "_meta": {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": capabilities,
+            "io.modelcontextprotocol/clientCapabilities": {},
             "io.modelcontextprotocol/clientInfo": {"name": "era-test", "version": "1"},
         }},
     });
+    if let (Some(all), Some(more)) = (body["params"]["_meta"].as_object_mut(), meta.as_object()) {
+        all.extend(more.clone());
+    }
     let response = reqwest::Client::new()
         .post(muster.mcp_url())
         .header("content-type", "application/json")
@@ -146,8 +160,49 @@ async fn call_sessionless(muster: &Muster, tool: &str, capabilities: Value) -> V
         .await
         .unwrap_or_else(|e| panic!("{tool} answered in time: {e}"));
     let text = response.text().await.expect("a body");
-    let data: String = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
-    serde_json::from_str(if data.is_empty() { &text } else { &data }).expect("a JSON-RPC answer")
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| serde_json::from_str(d).expect("an event's data is JSON"))
+        .collect();
+    if events.is_empty() { vec![serde_json::from_str(&text).expect("a JSON-RPC answer")] } else { events }
+}
+
+/// The data of the log messages among `messages`.
+fn logged(messages: &[Value]) -> Vec<String> {
+    let logs = messages.iter().filter(|m| m["method"] == "notifications/message");
+    logs.map(|m| m["params"]["data"].as_str().unwrap_or("?").to_owned()).collect()
+}
+
+/// A sessionless agent's level (`io.modelcontextprotocol/logLevel`) is asked of a 2026 upstream,
+/// which then logs from that level up, and not at all without one. (Muster's own filtering for
+/// such an agent, of a 2025 upstream's messages, is checked by the conformance suite's
+/// `server-stateless` and `tools-call-with-logging` in front of the 2025 fixture.)
+#[actix_web::test]
+async fn a_2026_agents_log_level_is_asked_of_a_2026_upstream() {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let new = MockUpstream::start_modern("new", free_port()).await;
+    fleet.write_server("new.yaml", &http_server("new", &new.url(), ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    eventually(Duration::from_secs(20), "the new upstream spoken to in 2026-07-28", async || {
+        (fleet.status("new.yaml")["protocolVersion"] == "2026-07-28").then_some(())
+    })
+    .await;
+
+    let messages = post_sessionless(&muster, "x_new_log", json!({})).await;
+    assert_eq!(logged(&messages), Vec::<String>::new(), "without a level: {messages:?}");
+    let answer = messages.last().expect("an answer");
+    assert_eq!(answer["result"]["content"][0]["text"], "no level", "{answer}");
+
+    let warning = json!({"io.modelcontextprotocol/logLevel": "warning"});
+    let messages = post_sessionless(&muster, "x_new_log", warning).await;
+    assert_eq!(logged(&messages), ["trouble"], "at warning: {messages:?}");
+    let answer = messages.last().expect("an answer");
+    assert_eq!(answer["result"]["content"][0]["text"], "warning", "the agent's level, asked upstream: {answer}");
 }
 
 /// Agents that are asked a question and never come back hold upstream requests only up to a
@@ -301,5 +356,57 @@ async fn a_2026_upstreams_new_tool_reaches_the_catalog_through_its_subscription(
         tools.iter().any(|t| t.name.ends_with("grown_0")).then_some(())
     })
     .await;
+    let _ = agent.cancel().await;
+}
+
+/// What a 2025 agent's client hears of log messages.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl ClientHandler for Logs {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("log-agent", "1"))
+            .with_protocol_version(ProtocolVersion::V_2025_11_25)
+    }
+
+    async fn on_logging_message(&self, params: LoggingMessageNotificationParam, _: NotificationContext<RoleClient>) {
+        self.0.lock().expect("lock").push(params.data.as_str().unwrap_or("?").to_owned());
+    }
+}
+
+/// A 2026 upstream logs only at a level asked for: a 2025 agent's session asks for the level it
+/// set with `logging/setLevel`. (Muster's own filtering of a 2025 upstream's messages is
+/// `caller.rs`'s unit test: rmcp's stateful server sends them on its GET stream, not the call's.)
+#[actix_web::test]
+async fn a_2025_agents_log_level_is_asked_of_a_2026_upstream() {
+    let port = free_port();
+    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
+    let new = MockUpstream::start_modern("new", free_port()).await;
+    fleet.write_server("new.yaml", &http_server("new", &new.url(), ""));
+    let muster = Muster::start(&fleet, port).await;
+    muster.wait_ready().await;
+    eventually(Duration::from_secs(20), "the new upstream spoken to in 2026-07-28", async || {
+        (fleet.status("new.yaml")["protocolVersion"] == "2026-07-28").then_some(())
+    })
+    .await;
+    let logs = Logs::default();
+    let transport = StreamableHttpClientTransport::from_uri(muster.mcp_url());
+    let agent = logs.clone().serve(transport).await.expect("initialize with muster");
+    let call = async |tool: &str| {
+        let result = agent.call_tool(CallToolRequestParams::new(tool.to_owned())).await;
+        text(&result.unwrap_or_else(|e| panic!("{tool}: {e}")))
+    };
+    let heard = async |count: usize| {
+        eventually(Duration::from_secs(10), "the log messages", async || {
+            let heard = logs.0.lock().expect("lock").clone();
+            (heard.len() >= count).then_some(heard)
+        })
+        .await
+    };
+
+    assert_eq!(call("x_new_log").await, "no level", "no level set, none asked of a 2026 upstream");
+    agent.peer().set_level(SetLevelRequestParams::new(LoggingLevel::Warning)).await.expect("logging/setLevel");
+    assert_eq!(call("x_new_log").await, "warning", "the session's level, asked of a 2026 upstream");
+    assert_eq!(heard(1).await, ["trouble"], "the warning, on the call's reply stream");
     let _ = agent.cancel().await;
 }

@@ -88,7 +88,7 @@ async fn meta_exposure_lists_meta_tools_and_call_tool_returns_an_envelope() {
     );
     let listed = client.call("list_tools", json!({"limit": 2})).await;
     let listed: Value = serde_json::from_str(&text(&listed)).expect("json");
-    assert_eq!(listed["total"], 13, "the mock family's thirteen tools");
+    assert_eq!(listed["total"], 14, "the mock family's fourteen tools");
     assert_eq!(listed["tools"].as_array().map(Vec::len), Some(2));
     assert_eq!(listed["next_offset"], 2);
 

@@ -2,7 +2,8 @@
 //! `session_ids::RELAYED`), taken here: a session ended elsewhere is forgotten; an agent's answer
 //! or cancellation reaches the call it is about; a standalone stream opened elsewhere is noted, and
 //! a notification for a stream held here is sent on it; an unsubscribe posted elsewhere ends the
-//! subscription this replica holds for the session, upstream too, as the agent who subscribed.
+//! subscription this replica holds for the session, upstream too, as the agent who subscribed; a
+//! log level set elsewhere applies here too.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -45,6 +46,7 @@ pub async fn follow_replicas(sessions: Arc<Sessions>, store: Store, gateway: Gat
                         let _ = session.notify_here(notification);
                     }
                     Relayed::Unsubscribe { uri } => unsubscribe(&gateway, session, uri),
+                    Relayed::LogLevel { level } => session.set_log_level(level),
                 }
             }
             Ok(_) => {}

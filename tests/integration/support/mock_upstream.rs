@@ -168,6 +168,7 @@ impl ServerHandler for Upstream {
             tool("grow", "Adds a tool", json!({})),
             tool("touch", "Announces that its status resource was updated", json!({})),
             tool("progress", "Sends progress", json!({})),
+            tool("log", "Logs a debug and a warning message, at the level a 2026 request asks for", json!({})),
             tool("flood", "Sends progress until cancelled", json!({})),
             tool("bearer", "Says whose token (sub, iss) this call carried", json!({})),
             tool("big", "Answers with a text of `bytes` bytes", json!({"bytes": {"type": "integer"}})),
@@ -261,6 +262,22 @@ impl ServerHandler for Upstream {
                 }
                 self.0.grown.send_modify(|n| *n += 1);
                 Ok(text(name))
+            }
+            // A 2026-07-28 server logs only at the level the request asks for (SEP-2575), a 2025
+            // one at its own; the text says which level arrived.
+            #[allow(deprecated, reason = "logging is deprecated by SEP-2577 and still part of 2025-11-25")]
+            "log" => {
+                let asked = context.meta.log_level();
+                let modern = context.meta.protocol_version().is_some_and(|v| v.as_str() >= "2026-07-28");
+                let levels =
+                    [(rmcp::model::LoggingLevel::Debug, "detail"), (rmcp::model::LoggingLevel::Warning, "trouble")];
+                for (level, data) in levels {
+                    if !modern || asked.is_some_and(|least| level as u8 >= least as u8) {
+                        let message = rmcp::model::LoggingMessageNotificationParam::new(level, json!(data));
+                        let _ = context.peer.notify_logging_message(message).await;
+                    }
+                }
+                Ok(text(asked.map_or("no level".to_owned(), |l| json!(l).as_str().unwrap_or("?").to_owned())))
             }
             "progress" => {
                 if let Some(token) = context.meta.get_progress_token() {
