@@ -59,6 +59,9 @@ async fn main() -> std::io::Result<()> {
     // `ECHO_DELAY_MS`: every HTTP request is answered after this delay (a slow or distant upstream).
     let delay =
         std::time::Duration::from_millis(std::env::var("ECHO_DELAY_MS").ok().and_then(|d| d.parse().ok()).unwrap_or(0));
+    // `ECHO_ERA=2025`: refuse `server/discover` (HTTP 400), so muster falls back to `initialize`
+    // and speaks 2025-11-25 with a session, as to an upstream of that era.
+    let era_2025 = std::env::var("ECHO_ERA").is_ok_and(|era| era == "2025");
     let service = web::Data::new(StreamableHttpService::new(
         || Ok(Echo),
         Arc::new(LocalSessionManager::default()),
@@ -74,6 +77,9 @@ async fn main() -> std::io::Result<()> {
                       svc: web::Data<StreamableHttpService<Echo, LocalSessionManager>>| async move {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
+                    }
+                    if era_2025 && body.windows(15).any(|w| w == b"server/discover") {
+                        return actix_web::HttpResponse::BadRequest().finish();
                     }
                     muster::frontend::bridge(&svc, &req, body).await
                 },
