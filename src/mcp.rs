@@ -395,11 +395,7 @@ impl GatewayServer {
             ClientRequest::InitializeRequest(_) => {
                 Err(ErrorData::invalid_request("this session is already initialized", None))
             }
-            other => Err(ErrorData::new(
-                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
-                format!("{} is not served on this protocol revision", other.method()),
-                None,
-            )),
+            other => Err(error::not_served(&other)),
         }
     }
 

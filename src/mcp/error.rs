@@ -7,11 +7,62 @@
 //! errors. Messages never carry tokens or internal addresses beyond the configured server name.
 
 use rmcp::ErrorData;
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientRequest, CompleteRequestParams, ContentBlock, GetPromptRequestParams,
+    InitializeRequestParams, ReadResourceRequestParams, SetLevelRequestParams, SubscribeRequestParams,
+    UnsubscribeRequestParams,
+};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::backend;
 use crate::routing::Error;
+
+/// A request a session does not serve. A known method whose params do not fit it arrives as a
+/// custom request (rmcp's decoding falls back to one): that is invalid params, saying what does
+/// not fit. Anything else is a method this revision does not have.
+pub fn not_served(request: &ClientRequest) -> ErrorData {
+    if let ClientRequest::CustomRequest(custom) = request {
+        let params = custom.params.clone().unwrap_or(Value::Null);
+        let misfit = match custom.method.as_str() {
+            "logging/setLevel" => misfit::<SetLevelRequestParams>(params),
+            "tools/call" => misfit::<CallToolRequestParams>(params),
+            "resources/read" => misfit::<ReadResourceRequestParams>(params),
+            "resources/subscribe" => misfit::<SubscribeRequestParams>(params),
+            "resources/unsubscribe" => misfit::<UnsubscribeRequestParams>(params),
+            "prompts/get" => misfit::<GetPromptRequestParams>(params),
+            "completion/complete" => misfit::<CompleteRequestParams>(params),
+            "initialize" => misfit::<InitializeRequestParams>(params),
+            _ => None,
+        };
+        if let Some(misfit) = misfit {
+            return ErrorData::invalid_params(format!("invalid params for {}: {misfit}", custom.method), None);
+        }
+    }
+    ErrorData::new(
+        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+        format!("{} is not served on this protocol revision", request.method()),
+        None,
+    )
+}
+
+/// Why `params` do not decode as `T`, in the agent's terms (serde names the Rust type when the
+/// params are not an object at all).
+fn misfit<T: DeserializeOwned>(params: Value) -> Option<String> {
+    if !params.is_object() {
+        return Some("params must be an object".to_owned());
+    }
+    let text = serde_json::from_value::<T>(params).err()?.to_string();
+    // A nested object of the wrong shape is named by its Rust type too.
+    Some(match text.find("expected struct ") {
+        Some(at) => {
+            let after = &text[at + "expected struct ".len()..];
+            let end = after.find(|c: char| !c.is_alphanumeric() && c != '_').unwrap_or(after.len());
+            format!("{}expected an object{}", &text[..at], &after[end..])
+        }
+        None => text,
+    })
+}
 
 /// A stable, machine-readable code for each failure.
 pub fn code(error: &Error) -> &'static str {
@@ -181,5 +232,33 @@ mod tests {
         let prompt = protocol_error(&unknown(None));
         assert_eq!(prompt.code, rmcp::model::ErrorCode::INVALID_PARAMS);
         assert_eq!(prompt.data.expect("data")["validValues"].as_array().map(Vec::len), Some(4));
+    }
+
+    /// A known method with params that do not fit is invalid params, saying what is wrong in the
+    /// agent's terms; an unknown method is method not found.
+    #[test]
+    fn a_known_method_with_misfit_params_is_invalid_params() {
+        let custom = |method: &str, params: Value| {
+            ClientRequest::CustomRequest(rmcp::model::CustomRequest::new(method, Some(params)))
+        };
+        let loud = not_served(&custom("logging/setLevel", json!({"level": "loud"})));
+        assert_eq!(loud.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+        assert!(
+            loud.message.contains("logging/setLevel") && loud.message.contains("unknown variant `loud`"),
+            "{loud:?}"
+        );
+        let missing = not_served(&custom("logging/setLevel", json!({})));
+        assert!(missing.message.contains("missing field `level`"), "{missing:?}");
+        let not_object = not_served(&custom("tools/call", json!("x")));
+        assert_eq!(not_object.message, "invalid params for tools/call: params must be an object");
+        let nested = not_served(&custom(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": "me"}),
+        ));
+        assert_eq!(nested.code, rmcp::model::ErrorCode::INVALID_PARAMS);
+        assert!(nested.message.contains("expected an object") && !nested.message.contains("struct"), "{nested:?}");
+        let unknown = not_served(&custom("tasks/list", json!({})));
+        assert_eq!(unknown.code, rmcp::model::ErrorCode::METHOD_NOT_FOUND);
+        assert_eq!(unknown.message, "tasks/list is not served on this protocol revision");
     }
 }
