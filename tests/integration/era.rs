@@ -59,15 +59,37 @@ impl Events {
     }
 }
 
-#[actix_web::test]
-async fn a_listening_agent_hears_list_changes_and_resource_updates_it_asked_for_and_nothing_else() {
+/// muster (tools exposed directly) in front of one mock upstream named `label`, of `era`
+/// ("2026": it answers `server/discover`), in `LABEL.yaml`: ready.
+async fn behind_muster(label: &str, era: &str) -> (Fleet, MockUpstream, Muster) {
     let port = free_port();
     let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
-    let one = MockUpstream::start("one", free_port()).await;
-    let two = MockUpstream::start("two", free_port()).await;
-    fleet.write_server("one.yaml", &http_server("one", &one.url(), ""));
+    let upstream = if era == "2026" {
+        MockUpstream::start_modern(label, free_port()).await
+    } else {
+        MockUpstream::start(label, free_port()).await
+    };
+    fleet.write_server(&format!("{label}.yaml"), &http_server(label, &upstream.url(), ""));
     let muster = Muster::start(&fleet, port).await;
     muster.wait_ready().await;
+    (fleet, upstream, muster)
+}
+
+/// `behind_muster` with a 2026 upstream, once its status says muster speaks 2026-07-28 to it.
+async fn spoken_to_in_2026(label: &str) -> (Fleet, MockUpstream, Muster) {
+    let (fleet, upstream, muster) = behind_muster(label, "2026").await;
+    let file = format!("{label}.yaml");
+    eventually(Duration::from_secs(20), "the upstream spoken to in 2026-07-28", async || {
+        (fleet.status(&file)["protocolVersion"] == "2026-07-28").then_some(())
+    })
+    .await;
+    (fleet, upstream, muster)
+}
+
+#[actix_web::test]
+async fn a_listening_agent_hears_list_changes_and_resource_updates_it_asked_for_and_nothing_else() {
+    let (fleet, one, muster) = behind_muster("one", "2025").await;
+    let two = MockUpstream::start("two", free_port()).await;
 
     let meta = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -182,16 +204,7 @@ fn logged(messages: &[Value]) -> Vec<String> {
 /// `server-stateless` and `tools-call-with-logging` in front of the 2025 fixture.)
 #[actix_web::test]
 async fn a_2026_agents_log_level_is_asked_of_a_2026_upstream() {
-    let port = free_port();
-    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
-    let new = MockUpstream::start_modern("new", free_port()).await;
-    fleet.write_server("new.yaml", &http_server("new", &new.url(), ""));
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
-    eventually(Duration::from_secs(20), "the new upstream spoken to in 2026-07-28", async || {
-        (fleet.status("new.yaml")["protocolVersion"] == "2026-07-28").then_some(())
-    })
-    .await;
+    let (_fleet, _new, muster) = spoken_to_in_2026("new").await;
 
     let messages = post_sessionless(&muster, "x_new_log", json!({})).await;
     assert_eq!(logged(&messages), Vec::<String>::new(), "without a level: {messages:?}");
@@ -209,12 +222,7 @@ async fn a_2026_agents_log_level_is_asked_of_a_2026_upstream() {
 /// bound: the server's other callers are served, and the oldest abandoned calls are cancelled.
 #[actix_web::test]
 async fn agents_that_never_answer_cannot_take_a_server_from_everyone_else() {
-    let port = free_port();
-    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
-    let one = MockUpstream::start("one", free_port()).await;
-    fleet.write_server("one.yaml", &http_server("one", &one.url(), ""));
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
+    let (_fleet, _one, muster) = behind_muster("one", "2025").await;
 
     // More abandoned questions than the server takes requests at once (6).
     for _ in 0..10 {
@@ -269,16 +277,7 @@ async fn agent(url: &str, era: &str) -> RunningService<RoleClient, Answering> {
 /// One agent era against one upstream era: the upstream's revision shows in status, and a tool
 /// that elicits, one that samples and one that asks both at once get the agent's answers.
 async fn agent_and_upstream(agent_era: &str, upstream_era: &str) {
-    let port = free_port();
-    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
-    let upstream = if upstream_era == "2026" {
-        MockUpstream::start_modern("up", free_port()).await
-    } else {
-        MockUpstream::start("up", free_port()).await
-    };
-    fleet.write_server("up.yaml", &http_server("up", &upstream.url(), ""));
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
+    let (fleet, upstream, muster) = behind_muster("up", upstream_era).await;
     let revision = eventually(Duration::from_secs(20), "the revision in status", async || {
         fleet.status("up.yaml")["protocolVersion"].as_str().map(str::to_owned)
     })
@@ -340,12 +339,7 @@ async fn a_2026_agent_answers_a_2026_upstream_under_its_own_keys() {
 /// `subscriptions/listen`, and a tool it adds reaches the catalog.
 #[actix_web::test]
 async fn a_2026_upstreams_new_tool_reaches_the_catalog_through_its_subscription() {
-    let port = free_port();
-    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
-    let upstream = MockUpstream::start_modern("up", free_port()).await;
-    fleet.write_server("up.yaml", &http_server("up", &upstream.url(), ""));
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
+    let (_fleet, _upstream, muster) = behind_muster("up", "2026").await;
     let agent = agent(&muster.mcp_url(), "2025").await;
     let tools = agent.peer().list_all_tools().await.expect("tools/list");
     let grow = tools.iter().map(|t| t.name.to_string()).find(|n| n.ends_with("grow")).expect("grow");
@@ -379,16 +373,7 @@ impl ClientHandler for Logs {
 /// `caller.rs`'s unit test: rmcp's stateful server sends them on its GET stream, not the call's.)
 #[actix_web::test]
 async fn a_2025_agents_log_level_is_asked_of_a_2026_upstream() {
-    let port = free_port();
-    let fleet = Fleet::new(&config(port, "  toolExposure: direct\n"));
-    let new = MockUpstream::start_modern("new", free_port()).await;
-    fleet.write_server("new.yaml", &http_server("new", &new.url(), ""));
-    let muster = Muster::start(&fleet, port).await;
-    muster.wait_ready().await;
-    eventually(Duration::from_secs(20), "the new upstream spoken to in 2026-07-28", async || {
-        (fleet.status("new.yaml")["protocolVersion"] == "2026-07-28").then_some(())
-    })
-    .await;
+    let (_fleet, _new, muster) = spoken_to_in_2026("new").await;
     let logs = Logs::default();
     let transport = StreamableHttpClientTransport::from_uri(muster.mcp_url());
     let agent = logs.clone().serve(transport).await.expect("initialize with muster");
